@@ -1,0 +1,63 @@
+# llmops — two commands on a fresh machine: `make demo` and `make test`.
+# Every target creates .venv when missing and installs the pinned requirements.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+LLMOPS_HOME ?= $(CURDIR)/.llmops
+# Installed separately with --no-deps: its own metadata pins an old numpy/grpc that
+# would fight requirements.txt; we only need the tritonserver binary it carries.
+PYTRITON_VERSION := 0.7.0
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+
+export LLMOPS_HOME
+export AIRFLOW_HOME := $(LLMOPS_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags
+
+.PHONY: venv demo test test-fast bench airflow demo-site clean help
+
+help:
+	@echo "make demo    - set up, start the demo site and run the llmops_data DAG through Airflow"
+	@echo "make test    - set up and run the whole test suite (slow end-to-end tests included)"
+	@echo "make bench   - crawl / extract+clean throughput, DAG parse time, extraction quality"
+	@echo "make airflow - start 'airflow standalone' (UI on http://127.0.0.1:8080)"
+	@echo "make clean   - remove \$$LLMOPS_HOME (artifacts, Airflow DB); keeps .venv"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --progress-bar off -r requirements.txt
+	$(PIP) install --progress-bar off --no-deps nvidia-pytriton==$(PYTRITON_VERSION)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: venv
+	$(VENV)/bin/llmops demo
+
+test: venv
+	$(PY) -m pytest tests
+
+test-fast: venv
+	$(PY) -m pytest tests -m "not slow"
+
+bench: venv
+	$(PY) bench/run.py
+
+airflow: venv
+	@mkdir -p $(AIRFLOW_HOME)
+	@echo "Starting airflow standalone with AIRFLOW_HOME=$(AIRFLOW_HOME)."
+	@echo "UI: http://127.0.0.1:8080  user: admin  password: printed below and stored in"
+	@echo "    $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/airflow standalone
+
+clean:
+	rm -rf $(LLMOPS_HOME)

@@ -1,0 +1,201 @@
+"""The ``llmops`` command line: one subcommand per stage, plus the demo.
+
+Every subcommand has ``--help``; long work shows a progress bar; a failure exits
+non-zero with a one-line reason (``-v`` adds the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from llmops.config import ConfigError, LlmopsConfig, load_config
+
+Handler = Callable[[argparse.Namespace, LlmopsConfig], int]
+
+
+def _print_result(result: Any) -> None:
+    print(f"{result.stage}: {'reused' if result.reused else 'wrote'} {result.path}")
+    print(json.dumps(result.summary, indent=2, default=str))
+
+
+# ---- handlers -------------------------------------------------------------------------
+
+
+def cmd_config(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    data = cfg.model_dump(mode="json")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(data, sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_demo_site_serve(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.demo_site import serve_forever
+
+    serve_forever(cfg.demo_site, port=args.port, access_log=args.access_log, ground_truth_out=args.ground_truth)
+    return 0
+
+
+def cmd_demo_site_ground_truth(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.demo_site import build_site, write_ground_truth
+
+    site = build_site(cfg.demo_site)
+    write_ground_truth(site, args.out)
+    gt = site.ground_truth
+    print(f"wrote {args.out}: {len(gt['pages'])} pages, {len(gt['pii'])} planted PII values, "
+          f"{len(gt['duplicates'])} duplicates, {len(gt['faults'])} faults")
+    return 0
+
+
+def cmd_scrape(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.pipeline import default_crawl_id, scrape_stage
+
+    if args.max_pages is not None:
+        cfg = cfg.model_copy(update={"scrape": cfg.scrape.model_copy(update={"max_pages": args.max_pages})})
+    result = scrape_stage(cfg, args.seed, args.crawl_id or default_crawl_id(), sitemap_url=args.sitemap,
+                          previous=args.previous, progress=True, out_dir=args.out)
+    _print_result(result)
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.pipeline import extract_stage
+
+    _print_result(extract_stage(cfg, args.crawl, args.shard, args.num_shards, progress=True, out_dir=args.out))
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.pipeline import clean_stage
+
+    _print_result(clean_stage(cfg, args.input, progress=True, out_dir=args.out))
+    return 0
+
+
+def cmd_dedup(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.pipeline import dedup_stage
+
+    _print_result(dedup_stage(cfg, args.input, out_dir=args.out))
+    return 0
+
+
+def cmd_data_run(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.pipeline import format_report, run_data_pipeline, write_report
+
+    report = run_data_pipeline(cfg, seed_url=args.seed, progress=True)
+    out = write_report(cfg.home, f"cli-{report['corpus']['hash']}", report)
+    print(format_report(report))
+    print(f"report: {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.demo import run_demo
+
+    return run_demo(cfg, use_airflow=not args.no_airflow)
+
+
+# ---- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmops",
+        description="Run the stages of the llmops language-model lifecycle. Settings come from "
+        "include/llmops.yaml (or --config / $LLMOPS_CONFIG) and LLMOPS_<SECTION>__<KEY> variables; "
+        "outputs go to $LLMOPS_HOME/artifacts/<stage>/<hash>/ unless --out is given.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML configuration file (default: include/llmops.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Handler, help_: str, parent=sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("config", cmd_config, "Print the effective configuration (file + environment), validated.")
+    p.add_argument("--json", action="store_true", help="JSON instead of YAML")
+
+    demo_site = sub.add_parser("demo-site", help="The local demo website the demo crawls.",
+                               description="A realistic local website generated from CPython's "
+                               "pydoc_data.topics, with planted PII, duplicates and faults.")
+    demo_sub = demo_site.add_subparsers(dest="demo_site_command", metavar="ACTION", required=True)
+    p = add("serve", cmd_demo_site_serve, "Serve the demo site on 127.0.0.1 until Ctrl-C.", demo_sub)
+    p.add_argument("--port", type=int, help="TCP port (default: demo_site.port; 0 picks a free one)")
+    p.add_argument("--access-log", type=Path, help="append one JSON line per request to this file")
+    p.add_argument("--ground-truth", type=Path, help="also write the ground-truth JSON here")
+    p = add("ground-truth", cmd_demo_site_ground_truth,
+            "Write the ground truth (planted PII, duplicates, faults, boilerplate) as JSON.", demo_sub)
+    p.add_argument("--out", type=Path, required=True, help="output JSON file")
+
+    p = add("scrape", cmd_scrape, "Crawl a site into WARC files and a JSONL index (robots.txt, rate "
+            "limits, retries, conditional re-fetch).")
+    p.add_argument("--seed", required=True, help="start URL; the crawl stays on its host")
+    p.add_argument("--sitemap", help="sitemap URL (default: <seed origin>/sitemap.xml and robots.txt)")
+    p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
+    p.add_argument("--max-pages", type=int, help="upper bound on pages requested")
+    p.add_argument("--previous", type=Path, help="previous crawl directory for conditional re-fetch "
+                   "(default: the newest crawl of the same seed)")
+    p.add_argument("--crawl-id", help="identifies this crawl; the same id reuses a finished crawl")
+
+    p = add("extract", cmd_extract, "Extract main text and metadata from a crawl's HTML (trafilatura).")
+    p.add_argument("--crawl", type=Path, required=True, help="crawl directory (output of scrape)")
+    p.add_argument("--shard", type=int, default=0, help="shard to process (default 0)")
+    p.add_argument("--num-shards", type=int, default=1, help="number of shards (default 1)")
+    p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
+
+    p = add("clean", cmd_clean, "Normalise text, split sentences and apply quality filters.")
+    p.add_argument("--in", dest="input", type=Path, required=True, help="extract output (dir or docs.parquet)")
+    p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
+
+    p = add("dedup", cmd_dedup, "Remove exact and near duplicates (MinHash LSH) across cleaned shards.")
+    p.add_argument("--in", dest="input", type=Path, nargs="+", required=True,
+                   help="clean outputs (dirs or docs.parquet files)")
+    p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
+
+    data = sub.add_parser("data", help="The whole data pipeline in one process (no Airflow).",
+                          description="The whole data pipeline in one process (no Airflow).")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = add("run", cmd_data_run, "scrape -> extract -> clean -> dedup in this process.", data_sub)
+    p.add_argument("--seed", help="start URL (default: data.seed_url)")
+
+    p = add("demo", cmd_demo, "Start the demo site and run the llmops_data DAG through Airflow "
+            "(`airflow dags test`), then print the summary.")
+    p.add_argument("--no-airflow", action="store_true", help="run the stages in-process instead of through Airflow")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+        return args.handler(args, cfg)
+    except BrokenPipeError:  # `llmops config | head` is not an error
+        return 0
+    except KeyboardInterrupt:
+        print("llmops: interrupted", file=sys.stderr)
+        return 130
+    except ConfigError as exc:
+        print(f"llmops: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # one line for people, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"llmops: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Typed settings: one YAML file plus environment overrides, validated.
+
+Resolution order (later wins):
+  1. the defaults declared below;
+  2. the YAML file: ``$LLMOPS_CONFIG`` or ``include/llmops.yaml`` of the checkout;
+  3. environment variables ``LLMOPS_<SECTION>__<FIELD>`` (e.g.
+     ``LLMOPS_SCRAPE__MAX_PAGES=50``); values are parsed as YAML scalars, so
+     ``true``, ``50`` and ``[en, de]`` mean what they look like;
+  4. ``LLMOPS_HOME`` for the home directory.
+
+Every model forbids unknown keys, so a typo fails loudly with the dotted key name
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = REPO_ROOT / "include" / "llmops.yaml"
+ENV_PREFIX = "LLMOPS_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+class DemoSiteConfig(_Section):
+    seed: int = 1234
+    """Seed for Faker and every random choice: the same seed builds the same site."""
+    host: str = "127.0.0.1"
+    """Address the demo site binds to (loopback only by design)."""
+    port: int = Field(8765, ge=0, le=65535)
+    """TCP port of the demo site; 0 picks a free one."""
+    slow_delay_s: float = Field(6.0, gt=0)
+    """How long the 'slow' fault page stalls; keep it above ``scrape.timeout_s``."""
+    huge_page_bytes: int = Field(3_000_000, gt=0)
+    """Size of the 'too large' fault page; keep it above ``scrape.max_bytes``."""
+
+
+class ScrapeConfig(_Section):
+    user_agent: str = "llmops-crawler/0.1"
+    """User-Agent sent with every request and matched against robots.txt groups."""
+    max_pages: int = Field(500, ge=1)
+    """Upper bound on URLs requested in one crawl (robots.txt and sitemap not counted)."""
+    concurrency_per_host: int = Field(4, ge=1)
+    """Simultaneous connections to one host."""
+    rate_limit_per_host: float = Field(50.0, gt=0)
+    """Maximum requests per second to one host (robots.txt Crawl-delay wins if slower)."""
+    timeout_s: float = Field(3.0, gt=0)
+    """Total time allowed for one HTTP request, body included."""
+    retries: int = Field(2, ge=0)
+    """Extra attempts after a 5xx answer or a timeout; 4xx answers are never retried."""
+    backoff_s: float = Field(0.2, ge=0)
+    """First retry delay; doubles on every further attempt."""
+    max_bytes: int = Field(2_000_000, gt=0)
+    """Responses larger than this are dropped (reason ``too_large``)."""
+    allowed_content_types: list[str] = ["text/html", "application/xhtml+xml"]
+    """Media types kept; anything else is recorded with reason ``content_type``."""
+    same_host_only: bool = True
+    """Follow links only on the seed URL's host."""
+    max_redirects: int = Field(5, ge=0)
+    """Redirect hops before a URL is recorded as ``redirect_loop``/``too_many_redirects``."""
+    respect_robots: bool = True
+    """Obey robots.txt (disallowed URLs are recorded, never requested)."""
+    follow_links: bool = True
+    """Discover pages through links as well as through the sitemap."""
+
+
+class ExtractConfig(_Section):
+    include_tables: bool = True
+    """Keep table text (worked examples live in tables)."""
+    include_comments: bool = False
+    """Keep user comment sections; off because comments are not article text."""
+    favor_precision: bool = False
+    """trafilatura's precision mode: drops more borderline text."""
+    min_text_chars: int = Field(1, ge=0)
+    """Pages whose extracted text is shorter are dropped with reason ``no_text``."""
+
+
+class CleanConfig(_Section):
+    unicode_form: Literal["NFC", "NFKC"] = "NFKC"
+    """Unicode normalisation form applied before anything else."""
+    lowercase: bool = False
+    """Lowercase the text (off: the tokenizer learns case)."""
+    min_chars: int = Field(200, ge=0)
+    """Documents shorter than this are dropped (filter ``length``)."""
+    max_chars: int = Field(500_000, ge=1)
+    """Documents longer than this are dropped (filter ``length``)."""
+    min_words: int = Field(30, ge=0)
+    """Documents with fewer words are dropped (filter ``length``)."""
+    max_symbol_ratio: float = Field(0.35, ge=0, le=1)
+    """Maximum share of characters that are neither letters, digits nor spaces
+    (filter ``symbols``); reference docs are full of code, hence the lenient value."""
+    max_duplicate_line_fraction: float = Field(0.3, ge=0, le=1)
+    """Maximum share of lines that repeat an earlier line (filter ``repetition``)."""
+    max_top_trigram_fraction: float = Field(0.2, ge=0, le=1)
+    """Maximum share of words covered by the most frequent word trigram (``repetition``)."""
+    languages: list[str] = ["en"]
+    """Accepted ISO 639-1 languages (filter ``language``); empty accepts all."""
+    min_language_confidence: float = Field(0.5, ge=0, le=1)
+    """Minimum language-identification probability for an accepted language."""
+
+
+class DedupConfig(_Section):
+    num_perm: int = Field(128, ge=16)
+    """MinHash permutations: more is more accurate and slower."""
+    threshold: float = Field(0.7, gt=0, lt=1)
+    """Estimated Jaccard similarity above which two documents are near-duplicates."""
+    shingle_words: int = Field(5, ge=1)
+    """Word n-gram size of the shingles MinHash is computed over."""
+    seed: int = 1
+    """MinHash seed: fixed so clusters are reproducible."""
+
+
+class DataPipelineConfig(_Section):
+    seed_url: str = "http://127.0.0.1:8765/"
+    """Where the crawl starts (the demo site by default)."""
+    sitemap_url: str | None = None
+    """Optional sitemap; defaults to ``<seed origin>/sitemap.xml`` when it exists."""
+    num_shards: int = Field(2, ge=1)
+    """Shards the crawl is split into for the mapped extract/clean tasks."""
+
+
+class LlmopsConfig(_Section):
+    home: Path = Path(".llmops")
+    """Root of every artifact, the Airflow home, and later MLflow and Triton state."""
+    data: DataPipelineConfig = DataPipelineConfig()
+    demo_site: DemoSiteConfig = DemoSiteConfig()
+    scrape: ScrapeConfig = ScrapeConfig()
+    extract: ExtractConfig = ExtractConfig()
+    clean: CleanConfig = CleanConfig()
+    dedup: DedupConfig = DedupConfig()
+
+    @model_validator(mode="after")
+    def _home_absolute(self) -> "LlmopsConfig":
+        if not self.home.is_absolute():
+            object.__setattr__(self, "home", (Path.cwd() / self.home).resolve())
+        return self
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``LLMOPS_SCRAPE__MAX_PAGES=5`` -> ``{"scrape": {"max_pages": 5}}``."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not a valid value ({exc.__class__.__name__})") from exc
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        got = f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else ""
+        parts.append(f"{key}: {err['msg']}{got}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> LlmopsConfig:
+    """Load, merge and validate the configuration; raises ``ConfigError`` naming the key."""
+    environ = dict(os.environ if environ is None else environ)
+    path = Path(path or environ.get("LLMOPS_CONFIG") or DEFAULT_CONFIG_FILE)
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    elif environ.get("LLMOPS_CONFIG"):
+        raise ConfigError(f"LLMOPS_CONFIG points to {path}, which does not exist")
+    merged = _merge(raw, _env_overrides(environ))
+    if environ.get("LLMOPS_HOME"):
+        merged["home"] = environ["LLMOPS_HOME"]
+    merged = _merge(merged, overrides or {})
+    try:
+        return LlmopsConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None

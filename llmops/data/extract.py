@@ -1,0 +1,131 @@
+"""Extract: main text and metadata from crawled HTML, with trafilatura.
+
+trafilatura removes navigation, ads, cookie banners and (with ``include_comments``
+off) comment sections, and reads title/author/date from the page metadata. We only
+add what it does not give us: the ``<link rel="canonical">`` target, which dedup
+uses to keep the original of a mirrored or printed page.
+
+Input: one shard of a crawl (``index.jsonl`` + WARC). Output: ``docs.parquet`` with
+the document schema and ``dropped.jsonl`` with every page that produced no document
+and why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urljoin, urlsplit
+
+from llmops.config import ExtractConfig
+from llmops.data import store
+
+log = logging.getLogger(__name__)
+
+
+def shard_of(url: str, num_shards: int) -> int:
+    """Stable shard assignment (crc32 is the same in every process, unlike ``hash``)."""
+    return zlib.crc32(url.encode()) % num_shards
+
+
+def doc_id(url: str) -> str:
+    return store.short_hash(url)
+
+
+def canonical_link(html: str, base_url: str) -> str | None:
+    """The page's ``<link rel="canonical">`` target as an absolute URL, if any."""
+    import lxml.html
+
+    try:
+        tree = lxml.html.fromstring(html)
+    except (ValueError, lxml.etree.ParserError):
+        return None
+    for href in tree.xpath('//link[@rel="canonical"]/@href'):
+        return urljoin(base_url, href.strip())
+    return None
+
+
+@dataclass
+class Extracted:
+    record: dict[str, Any] | None
+    reason: str | None = None
+
+
+def extract_page(index_record: dict[str, Any], payload: bytes, cfg: ExtractConfig) -> Extracted:
+    """One crawled page -> one document row, or a reason why there is none."""
+    import trafilatura
+
+    from llmops.data.scrape import decode_html
+
+    url = index_record.get("final_url") or index_record["url"]
+    try:
+        html = decode_html(payload, index_record.get("encoding"))
+        doc = trafilatura.bare_extraction(
+            html,
+            url=url,
+            include_comments=cfg.include_comments,
+            include_tables=cfg.include_tables,
+            favor_precision=cfg.favor_precision,
+            with_metadata=True,
+        )
+    except Exception as exc:  # a malformed page must not stop the shard
+        return Extracted(None, f"extract_error:{type(exc).__name__}")
+    text = (doc.text if doc is not None else "") or ""
+    if len(text.strip()) < max(cfg.min_text_chars, 1):
+        return Extracted(None, "no_text")
+    canonical = canonical_link(html, url)
+    return Extracted(
+        {
+            "id": doc_id(index_record["url"]),
+            "url": index_record["url"],
+            "canonical_url": canonical,
+            "title": doc.title,
+            "author": doc.author,
+            "date_published": doc.date,
+            "text": text,
+            "source": urlsplit(index_record["url"]).netloc,
+            "fetched_at": index_record.get("fetched_at"),
+            "discovered_via": index_record.get("discovered_via"),
+            "payload_sha256": index_record.get("sha256"),
+        }
+    )
+
+
+def iter_shard(crawl_dir: Path, shard: int, num_shards: int) -> Iterator[tuple[dict[str, Any], bytes]]:
+    from llmops.data.scrape import iter_ok_pages
+
+    for record, payload in iter_ok_pages(crawl_dir):
+        if shard_of(record["url"], num_shards) == shard:
+            yield record, payload
+
+
+def run_extract(crawl_dir: Path, out_dir: Path, cfg: ExtractConfig, shard: int = 0, num_shards: int = 1,
+                progress: bool = False) -> dict[str, Any]:
+    """Extract one shard of a crawl into ``out_dir/docs.parquet``; returns the summary."""
+    from tqdm import tqdm
+
+    rows: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    pages = iter_shard(Path(crawl_dir), shard, num_shards)
+    for record, payload in tqdm(pages, desc=f"extract {shard}/{num_shards}", unit="page", disable=not progress):
+        result = extract_page(record, payload, cfg)
+        if result.record is None:
+            dropped.append({"id": doc_id(record["url"]), "url": record["url"], "stage": "extract",
+                            "reason": result.reason})
+            log.info("dropped %s: %s", record["url"], result.reason)
+        else:
+            rows.append(result.record)
+    store.write_docs(rows, out_dir / "docs.parquet", schema=store.EXTRACT_SCHEMA)
+    store.write_dropped(dropped, out_dir / "dropped.jsonl")
+    summary = {
+        "shard": shard,
+        "num_shards": num_shards,
+        "pages_in": len(rows) + len(dropped),
+        "docs_out": len(rows),
+        "dropped_by_reason": store.count_by(dropped, "reason"),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

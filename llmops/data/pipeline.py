@@ -1,0 +1,181 @@
+"""The data stages bound to the artifact layout: what Airflow tasks and the CLI call.
+
+Each function takes the upstream output's location, derives its own content key
+from (inputs, config, code version) and returns a ``StageResult``: a second call
+with the same inputs returns the finished output instead of redoing it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from llmops.artifacts import MANIFEST, StageResult, build_stage, file_sha256, latest_output, read_manifest
+from llmops.config import LlmopsConfig
+
+STAGES = ("scrape", "extract", "clean", "dedup")
+
+
+def input_ref(path: Path) -> dict[str, str]:
+    """How an input is named in a manifest: its path and a hash that identifies it.
+
+    A stage directory is identified by its manifest key; a loose file (CLI use) by
+    its SHA-256, so editing the file by hand invalidates what was built from it.
+    """
+    path = Path(path)
+    stage_dir = path if path.is_dir() else path.parent
+    if (stage_dir / MANIFEST).exists():
+        return {"path": str(path), "hash": read_manifest(stage_dir)["key"]}
+    if path.is_file():
+        return {"path": str(path), "hash": file_sha256(path)[:16]}
+    raise FileNotFoundError(f"input {path} does not exist")
+
+
+def default_crawl_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("cli-%Y%m%dT%H%M%S")
+
+
+def scrape_stage(cfg: LlmopsConfig, seed_url: str, crawl_id: str, *, sitemap_url: str | None = None,
+                 previous: Path | None = None, progress: bool = False, out_dir: Path | None = None) -> StageResult:
+    """Crawl ``seed_url``. ``crawl_id`` (the Airflow run id) makes a retry reuse the crawl.
+
+    The previous finished crawl of the same seed, if any, is used for conditional
+    re-fetching; it is a bandwidth hint only, the new crawl is complete on its own.
+    """
+    from llmops.data.scrape import crawl
+
+    if previous is None:
+        previous = latest_output(cfg.home, "scrape", where=lambda m: m["inputs"].get("seed_url") == seed_url)
+    inputs = {"seed_url": seed_url, "sitemap_url": sitemap_url, "crawl_id": crawl_id}
+    return build_stage(
+        cfg.home, "scrape", inputs, cfg.scrape.model_dump(mode="json"),
+        lambda tmp: crawl(seed_url, tmp, cfg.scrape, sitemap_url=sitemap_url, previous=previous, progress=progress)
+        | {"previous_crawl": str(previous) if previous else None},
+        out_dir=out_dir,
+    )
+
+
+def extract_stage(cfg: LlmopsConfig, crawl_dir: Path, shard: int = 0, num_shards: int = 1, *,
+                  progress: bool = False, out_dir: Path | None = None) -> StageResult:
+    from llmops.data.extract import run_extract
+
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
+    inputs = {"crawl": input_ref(crawl_dir), "shard": shard, "num_shards": num_shards}
+    return build_stage(
+        cfg.home, "extract", inputs, cfg.extract.model_dump(mode="json"),
+        lambda tmp: run_extract(Path(crawl_dir), tmp, cfg.extract, shard, num_shards, progress=progress),
+        out_dir=out_dir,
+    )
+
+
+def clean_stage(cfg: LlmopsConfig, docs_path: Path, *, progress: bool = False,
+                out_dir: Path | None = None) -> StageResult:
+    from llmops.data.clean import run_clean
+
+    docs_path = _docs_file(docs_path, "docs.parquet")
+    inputs = {"docs": input_ref(docs_path)}
+    return build_stage(
+        cfg.home, "clean", inputs, cfg.clean.model_dump(mode="json"),
+        lambda tmp: run_clean(docs_path, tmp, cfg.clean, progress=progress),
+        out_dir=out_dir,
+    )
+
+
+def dedup_stage(cfg: LlmopsConfig, docs_paths: list[Path], *, out_dir: Path | None = None) -> StageResult:
+    from llmops.data.dedup import run_dedup
+
+    docs_paths = sorted(_docs_file(p, "docs.parquet") for p in docs_paths)
+    inputs = {"docs": [input_ref(p) for p in docs_paths]}
+    return build_stage(
+        cfg.home, "dedup", inputs, cfg.dedup.model_dump(mode="json"),
+        lambda tmp: run_dedup(docs_paths, tmp, cfg.dedup),
+        out_dir=out_dir,
+    )
+
+
+def _docs_file(path: Path, name: str) -> Path:
+    """Accept a stage directory or the Parquet file inside it."""
+    path = Path(path)
+    return path / name if path.is_dir() else path
+
+
+# ---- the whole first half, in one process (CLI `llmops data run`, tests, bench) ---------
+
+
+def run_data_pipeline(cfg: LlmopsConfig, seed_url: str | None = None, crawl_id: str | None = None,
+                      progress: bool = False) -> dict[str, Any]:
+    """scrape -> extract/clean per shard -> dedup, without Airflow. Returns the run report."""
+    seed_url = seed_url or cfg.data.seed_url
+    crawl = scrape_stage(cfg, seed_url, crawl_id or default_crawl_id(), sitemap_url=cfg.data.sitemap_url,
+                         progress=progress)
+    n = cfg.data.num_shards
+    extracted = [extract_stage(cfg, crawl.path, i, n, progress=progress) for i in range(n)]
+    cleaned = [clean_stage(cfg, e.path, progress=progress) for e in extracted]
+    corpus = dedup_stage(cfg, [c.path for c in cleaned])
+    return build_report(crawl, extracted, cleaned, corpus)
+
+
+def build_report(crawl: StageResult, extracted: list[StageResult], cleaned: list[StageResult],
+                 corpus: StageResult) -> dict[str, Any]:
+    """The run summary people read: pages by outcome, documents by filter, duplicates."""
+    def add(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+        for key, value in more.items():
+            counts[key] = counts.get(key, 0) + value
+        return dict(sorted(counts.items()))
+
+    extract_drops: dict[str, int] = {}
+    clean_drops: dict[str, int] = {}
+    for result in extracted:
+        extract_drops = add(extract_drops, result.summary.get("dropped_by_reason", {}))
+    for result in cleaned:
+        clean_drops = add(clean_drops, result.summary.get("dropped_by_filter", {}))
+    scrape = crawl.summary
+    dedup = corpus.summary
+    return {
+        "crawl": {"path": str(crawl.path), "reused": crawl.reused, **{k: scrape.get(k) for k in (
+            "seed_url", "urls_seen", "pages_ok", "pages_failed", "failed_by_reason", "not_modified",
+            "pages_per_s")}},
+        "extract": {"docs_out": sum(r.summary.get("docs_out", 0) for r in extracted),
+                    "dropped_by_reason": extract_drops, "shards": len(extracted)},
+        "clean": {"docs_out": sum(r.summary.get("docs_out", 0) for r in cleaned),
+                  "dropped_by_filter": clean_drops},
+        "dedup": dedup,
+        "corpus": corpus.asset_extra(),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A short plain-text rendering of ``build_report``'s result."""
+    c, e, k, d = report["crawl"], report["extract"], report["clean"], report["dedup"]
+
+    def reasons(counts: dict[str, int]) -> str:
+        return ", ".join(f"{r}={n}" for r, n in counts.items()) or "none"
+
+    lines = [
+        "llmops_data summary",
+        f"  crawl      {c['seed_url']}: {c['pages_ok']} pages fetched, {c['pages_failed']} failed "
+        f"({reasons(c['failed_by_reason'] or {})}); {c.get('not_modified') or 0} not modified",
+        f"  extract    {e['docs_out']} documents from {e['shards']} shards; dropped: {reasons(e['dropped_by_reason'])}",
+        f"  clean      {k['docs_out']} kept; dropped by filter: {reasons(k['dropped_by_filter'])}",
+        f"  dedup      {d['docs_out']} kept of {d['docs_in']}: {d['exact_duplicates_removed']} exact and "
+        f"{d['near_duplicates_removed']} near duplicates removed in {d['clusters']} clusters",
+        f"  corpus     {report['corpus']['path']}/corpus.parquet (hash {report['corpus']['hash']})",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(home: Path, run_id: str, report: dict[str, Any]) -> Path:
+    """Keep the run report under ``reports/llmops_data/<run_id>/`` and point ``latest`` at it."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
+    out = Path(home) / "reports" / "llmops_data" / safe
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "summary.txt").write_text(format_report(report) + "\n")
+    latest = out.parent / "latest.json"
+    tmp = latest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"run_id": run_id, "path": str(out)}))
+    tmp.replace(latest)
+    return out

@@ -1,0 +1,22 @@
+"""The Assets DAGs hand data through. URIs are ``llmops://<stage>``; every event's
+extra carries ``{"path": ..., "hash": ...}`` of the stage output it announces, and a
+consumer reads the triggering event instead of guessing a path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Asset
+
+
+def llmops_asset(stage: str) -> Asset:
+    # Airflow normalises the URI to "llmops://<stage>/" (trailing slash).
+    return Asset(uri=f"llmops://{stage}", name=f"llmops_{stage}", group="llmops")
+
+
+CORPUS = llmops_asset("corpus")
+
+
+def event_extra(path: str, hash_: str, **more: Any) -> dict[str, Any]:
+    """The extra of an llmops Asset event: always a path and a hash."""
+    return {"path": str(path), "hash": hash_, **more}

@@ -1,0 +1,41 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from llmops.artifacts import MANIFEST, build_stage, latest_output, stage_key
+
+
+def _writer(calls: list):
+    def build(tmp: Path):
+        calls.append(tmp)
+        (tmp / "out.txt").write_text("hello")
+        return {"n": 1}
+    return build
+
+
+def test_same_inputs_reuse_finished_output(tmp_path: Path):
+    calls: list = []
+    first = build_stage(tmp_path, "demo", {"a": 1}, {"x": 2}, _writer(calls))
+    second = build_stage(tmp_path, "demo", {"a": 1}, {"x": 2}, _writer(calls))
+    assert len(calls) == 1 and not first.reused and second.reused
+    assert first.path == second.path == tmp_path / "artifacts" / "demo" / first.key
+    manifest = json.loads((first.path / MANIFEST).read_text())
+    assert manifest["inputs"] == {"a": 1} and manifest["summary"] == {"n": 1}
+    assert set(manifest["outputs"]) == {"out.txt"}
+    assert first.asset_extra()["hash"] == first.key
+
+
+def test_different_config_gets_a_different_directory(tmp_path: Path):
+    assert stage_key("s", {"a": 1}, {"x": 1}) != stage_key("s", {"a": 1}, {"x": 2})
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path: Path):
+    def boom(tmp: Path):
+        (tmp / "partial").write_text("x")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        build_stage(tmp_path, "demo", {}, {}, boom)
+    assert list((tmp_path / "artifacts" / "demo").iterdir()) == []
+    assert latest_output(tmp_path, "demo") is None
