@@ -62,6 +62,12 @@ PARAMS = {
 IO_RETRY = {"retries": 2, "retry_delay": dt.timedelta(seconds=5)}
 
 
+def _all(mapped_results) -> list:
+    """Every result of a mapped task. A slice is one request; plain iteration probes past
+    the end and makes the task SDK log a spurious 'XCom not found' error."""
+    return list(mapped_results[:])
+
+
 def _cfg():
     return config_from_params(get_current_context()["params"], PARAM_TO_CONFIG)
 
@@ -122,7 +128,7 @@ def llmops_data():
         """Exact + near-duplicate removal over all shards; announces the corpus Asset."""
         from llmops.data.pipeline import dedup_stage
 
-        result = dedup_stage(_cfg(), [c["path"] for c in cleaned])
+        result = dedup_stage(_cfg(), [c["path"] for c in _all(cleaned)])
         print(f"dedup: {result.summary}")
         extra = event_extra(str(result.path), result.key, file="corpus.parquet",
                             documents=result.summary["docs_out"])
@@ -138,8 +144,8 @@ def llmops_data():
 
         context = get_current_context()
         load = StageResult.from_path
-        summary = build_report(load(crawl["path"]), [load(e["path"]) for e in extracted],
-                               [load(c["path"]) for c in cleaned], load(corpus["path"]))
+        summary = build_report(load(crawl["path"]), [load(e["path"]) for e in _all(extracted)],
+                               [load(c["path"]) for c in _all(cleaned)], load(corpus["path"]))
         out = write_report(_cfg().home, context["run_id"], summary)
         text = format_report(summary)
         print(text)

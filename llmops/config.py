@@ -101,10 +101,15 @@ class CleanConfig(_Section):
     max_symbol_ratio: float = Field(0.35, ge=0, le=1)
     """Maximum share of characters that are neither letters, digits nor spaces
     (filter ``symbols``); reference docs are full of code, hence the lenient value."""
-    max_duplicate_line_fraction: float = Field(0.3, ge=0, le=1)
-    """Maximum share of lines that repeat an earlier line (filter ``repetition``)."""
+    max_duplicate_line_fraction: float = Field(0.4, ge=0, le=1)
+    """Maximum share of lines that repeat an earlier line (filter ``repetition``).
+    Gopher uses 0.3 for web text; interactive-session examples in reference docs
+    repeat ``Traceback ...`` lines legitimately (the ``raise`` page measures 0.31)."""
     max_top_trigram_fraction: float = Field(0.2, ge=0, le=1)
     """Maximum share of words covered by the most frequent word trigram (``repetition``)."""
+    min_punctuated_line_fraction: float = Field(0.12, ge=0, le=1)
+    """Minimum share of lines ending in terminal punctuation (filter ``line_punctuation``,
+    FineWeb's rule): drops link lists and navigation pages. 0 disables it."""
     languages: list[str] = ["en"]
     """Accepted ISO 639-1 languages (filter ``language``); empty accepts all."""
     min_language_confidence: float = Field(0.5, ge=0, le=1)

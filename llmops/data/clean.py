@@ -105,7 +105,9 @@ def symbol_filter(doc: dict[str, Any], cfg: CleanConfig) -> str | None:
 
 
 def duplicate_line_fraction(text: str) -> float:
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    """Share of lines repeating an earlier line (Gopher). Lines without a letter (table
+    borders, ``...`` in code examples) are layout, not repeated content, and are ignored."""
+    lines = [line.strip() for line in text.split("\n") if any(ch.isalpha() for ch in line)]
     if not lines:
         return 0.0
     return 1 - len(set(lines)) / len(lines)
@@ -131,6 +133,23 @@ def repetition_filter(doc: dict[str, Any], cfg: CleanConfig) -> str | None:
     return None
 
 
+_TERMINAL_PUNCTUATION = (".", "!", "?", ":", ";", '"', "'", "”", "’")
+
+
+def punctuated_line_fraction(text: str) -> float:
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if not lines:
+        return 0.0
+    return sum(line.endswith(_TERMINAL_PUNCTUATION) for line in lines) / len(lines)
+
+
+def line_punctuation_filter(doc: dict[str, Any], cfg: CleanConfig) -> str | None:
+    frac = punctuated_line_fraction(doc["text"])
+    if frac < cfg.min_punctuated_line_fraction:
+        return f"punctuated line fraction {frac:.2f} < {cfg.min_punctuated_line_fraction}"
+    return None
+
+
 def language_filter(doc: dict[str, Any], cfg: CleanConfig) -> str | None:
     if not cfg.languages:
         return None
@@ -145,6 +164,7 @@ FILTERS: dict[str, Filter] = {
     "length": length_filter,
     "symbols": symbol_filter,
     "repetition": repetition_filter,
+    "line_punctuation": line_punctuation_filter,
     "language": language_filter,
 }
 

@@ -17,6 +17,10 @@ ENGLISH = (
     "be used to validate data that comes from users or from the network."
 )
 
+WORDS = ("python assert statement expression debugging program raise error value module class function object "
+         "attribute method import package name scope variable binding loop iterator generator yield await async "
+         "context manager decorator lambda closure keyword argument default global nonlocal pass break continue "
+         "return while with try except finally else elif for in is not and or").split()
 GERMAN = ("Die Anweisung assert ist ein bequemer Weg, um Zusicherungen zur Fehlersuche in ein "
           "Programm einzufügen. Wenn der Ausdruck falsch ist, wird ein Fehler ausgelöst und das "
           "Programm hält an, damit der Entwickler den Fehler schnell finden und beheben kann.")
@@ -42,6 +46,7 @@ def test_split_sentences_keeps_abbreviations_together():
 def test_metrics():
     assert symbol_ratio("ab!!") == 0.5
     assert duplicate_line_fraction("a\na\nb\na") == 0.5
+    assert duplicate_line_fraction("+---+\na\n+---+\nb\n+---+") == 0.0  # table borders are layout
     assert top_trigram_fraction("spam spam spam " * 10) > 0.9
     assert top_trigram_fraction(ENGLISH) == 0.0
 
@@ -59,6 +64,7 @@ def test_each_filter_drops_with_its_reason():
         "length": "Too short.",
         "symbols": ENGLISH + " " + "{}[]<>#$%^&*" * 60,
         "repetition": "\n".join(["Buy cheap watches now, best prices online today!"] * 12),
+        "line_punctuation": "\n".join(" ".join(WORDS[i:i + 6]) for i in range(0, 60, 3)),
         "language": GERMAN,
     }
     for reason, text in cases.items():

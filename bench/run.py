@@ -1,0 +1,194 @@
+"""``make bench``: throughput and quality of the data half, measured in one run.
+
+Machines here are shared and noisy, so every speed is reported next to a baseline
+measured in the same run (the ratio is the number to compare across machines):
+
+- crawl pages/s with ``concurrency_per_host`` 4 vs 1 (rate limit lifted for both, so
+  the engine is measured, not the politeness setting);
+- extract + clean docs/s, and extract alone with trafilatura's fallbacks off as a
+  baseline for the cost of the precision it buys;
+- DAG parse time per DAG file vs an empty DAG file parsed the same way;
+- extraction quality against the demo site's ground truth: article sentences kept,
+  boilerplate snippets removed, planted duplicates removed with originals kept.
+
+Writes ``$LLMOPS_HOME/bench/results.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from llmops.config import CleanConfig, DemoSiteConfig, ExtractConfig, ScrapeConfig, load_config  # noqa: E402
+from llmops.data import store  # noqa: E402
+from llmops.data.clean import clean_document  # noqa: E402
+from llmops.data.demo_site import start_demo_site  # noqa: E402
+from llmops.data.extract import extract_page  # noqa: E402
+from llmops.data.scrape import crawl, iter_ok_pages  # noqa: E402
+
+
+def bench_crawl(site_url: str, work: Path) -> dict:
+    fast = dict(rate_limit_per_host=10_000.0, timeout_s=1.0, retries=1, backoff_s=0.05, max_bytes=1_000_000)
+    results = {}
+    for conc in (1, 4):
+        out = work / f"crawl-c{conc}"
+        out.mkdir()
+        started = time.perf_counter()
+        summary = crawl(site_url, out, ScrapeConfig(concurrency_per_host=conc, **fast))
+        elapsed = time.perf_counter() - started
+        results[conc] = {"pages_ok": summary["pages_ok"], "elapsed_s": elapsed,
+                         "pages_per_s": summary["pages_ok"] / elapsed, "dir": out}
+    return {
+        "crawl_pages": results[4]["pages_ok"],
+        "crawl_pages_per_s_c4": round(results[4]["pages_per_s"], 1),
+        "crawl_pages_per_s_c1": round(results[1]["pages_per_s"], 1),
+        "crawl_speedup_c4_vs_c1": round(results[4]["pages_per_s"] / results[1]["pages_per_s"], 2),
+        "_crawl_dir": results[4]["dir"],
+    }
+
+
+def bench_extract_clean(crawl_dir: Path) -> tuple[dict, list[dict]]:
+    pages = list(iter_ok_pages(crawl_dir))
+    ecfg, ccfg = ExtractConfig(), CleanConfig()
+
+    started = time.perf_counter()
+    extracted = [e.record for rec, body in pages if (e := extract_page(rec, body, ecfg)).record]
+    t_extract = time.perf_counter() - started
+    started = time.perf_counter()
+    cleaned = [clean_document(doc, ccfg) for doc in extracted]
+    t_clean = time.perf_counter() - started
+
+    import trafilatura
+
+    from llmops.data.scrape import decode_html
+
+    started = time.perf_counter()
+    for rec, body in pages:
+        trafilatura.extract(decode_html(body, rec.get("encoding")), no_fallback=True, include_comments=False)
+    t_fast = time.perf_counter() - started
+    n = len(extracted)
+    return {
+        "extract_clean_docs": n,
+        "extract_clean_docs_per_s": round(n / (t_extract + t_clean), 1),
+        "extract_docs_per_s": round(n / t_extract, 1),
+        "clean_docs_per_s": round(n / t_clean, 1),
+        "extract_vs_no_fallback_time_ratio": round(t_extract / t_fast, 2),
+    }, [o.doc | {"_kept": o.reason is None} for o in cleaned]
+
+
+def extraction_quality(docs: list[dict], ground_truth: dict, site_url: str) -> dict:
+    """Per article page: share of planted sentences found in the text; boilerplate leaked."""
+    by_path = {d["url"].replace(site_url.rstrip("/"), ""): d for d in docs}
+    kept = total = 0
+    leaked = checked = 0
+    boilerplate = [b for b in ground_truth["boilerplate"] if len(b) >= 20]
+    for page in ground_truth["pages"]:
+        if page["kind"] != "article" or page["path"] not in by_path:
+            continue
+        text = " ".join(by_path[page["path"]]["text"].split())
+        for sentence in page["article_sentences"]:
+            total += 1
+            kept += " ".join(sentence.split()) in text
+        for snippet in boilerplate:
+            checked += 1
+            leaked += " ".join(snippet.split()) in text
+    return {
+        "article_sentences_kept": round(kept / total, 4) if total else None,
+        "boilerplate_removed": round(1 - leaked / checked, 4) if checked else None,
+    }
+
+
+def dedup_quality(docs: list[dict], ground_truth: dict, site_url: str) -> dict:
+    from llmops.data.dedup import deduplicate
+
+    kept_docs, removed, _ = deduplicate([d for d in docs if d["_kept"]], load_config().dedup)
+    base = site_url.rstrip("/")
+    kept_paths = {d["url"].replace(base, "") for d in kept_docs}
+    removed_paths = {r["url"].replace(base, "") for r in removed}
+    planted = ground_truth["duplicates"]
+    caught = sum(d["path"] in removed_paths for d in planted)
+    originals = sum(d["original"] in kept_paths for d in planted)
+    planted_paths = {d["path"] for d in planted}
+    false_removals = len(removed_paths - planted_paths)
+    return {
+        "planted_duplicates": len(planted),
+        "duplicates_removed": round(caught / len(planted), 4) if planted else None,
+        "originals_kept": round(originals / len(planted), 4) if planted else None,
+        "non_duplicates_removed": false_removals,
+    }
+
+
+PARSE_PROBE = """
+import json, sys, time
+from airflow.dag_processing.dagbag import DagBag
+out = {}
+for path in sys.argv[1:]:
+    best = None
+    for _ in range(3):
+        bag = DagBag(dag_folder=path, collect_dags=False)
+        started = time.perf_counter()
+        bag.process_file(path)
+        elapsed = time.perf_counter() - started
+        best = elapsed if best is None else min(best, elapsed)
+    out[path] = best
+print(json.dumps(out))
+"""
+
+
+def bench_dag_parse(work: Path) -> dict:
+    empty = work / "empty_dag.py"
+    empty.write_text(
+        "import datetime as dt\nfrom airflow.sdk import dag, task\n"
+        "@dag(dag_id='bench_empty', schedule=None, start_date=dt.datetime(2026, 1, 1))\n"
+        "def bench_empty():\n    @task\n    def noop():\n        pass\n    noop()\nbench_empty()\n"
+    )
+    files = sorted(str(p) for p in (REPO / "dags").glob("*.py"))
+    env = dict(os.environ, AIRFLOW_HOME=str(work / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               PYTHONPATH=os.pathsep.join([str(REPO / "plugins"), str(REPO)]))
+    out = subprocess.run([sys.executable, "-c", PARSE_PROBE, str(empty), *files], env=env, capture_output=True,
+                         text=True, check=True)
+    times = json.loads(out.stdout.strip().splitlines()[-1])
+    base = times.pop(str(empty))
+    result = {"dag_parse_s_empty_baseline": round(base, 4)}
+    for path, seconds in times.items():
+        name = Path(path).stem
+        result[f"dag_parse_s_{name}"] = round(seconds, 4)
+        result[f"dag_parse_ratio_{name}_vs_empty"] = round(seconds / base, 1)
+    return result
+
+
+def main() -> int:
+    cfg = load_config()
+    out_dir = cfg.home / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp, start_demo_site(DemoSiteConfig(slow_delay_s=1.5), port=0) as site:
+        work = Path(tmp)
+        print("crawl ...", flush=True)
+        results |= bench_crawl(site.url, work)
+        crawl_dir = results.pop("_crawl_dir")
+        print("extract + clean ...", flush=True)
+        speed, docs = bench_extract_clean(crawl_dir)
+        results |= speed
+        results |= extraction_quality(docs, site.ground_truth, site.url)
+        results |= dedup_quality(docs, site.ground_truth, site.url)
+        print("DAG parse ...", flush=True)
+        results |= bench_dag_parse(work)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    print("\n| metric | value |\n|---|---|")
+    for key, value in results.items():
+        print(f"| {key} | {value} |")
+    print(f"\nresults: {out_dir / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1122 @@
+"""A realistic, deterministic local website to crawl, since the project runs offline.
+
+The site is generated from CPython's ``pydoc_data.topics`` (the 79 language-reference
+topics) and dressed like a real documentation portal: navigation, a cookie banner,
+rotating ads, comments and a footer around every article; planted PII and secrets in
+article bodies and comments; exact mirrors and near-duplicate print versions; a
+``robots.txt`` that disallows ``/private/``; a sitemap; ETag/Last-Modified with 304s;
+and a fixed set of fault pages (404, 500, flaky 503, slow, redirect loop, binary body,
+windows-1252, huge, zip). Everything planted is recorded in ``Site.ground_truth`` so the
+crawler, extractor, PII and dedup stages can be measured against it.
+
+The same ``DemoSiteConfig.seed`` always builds the same bytes; nothing depends on the
+host or port (links are root-relative, and the only absolute URLs, in ``robots.txt``
+and ``sitemap.xml``, are built per request from the ``Host`` header).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import email.utils
+import hashlib
+import html
+import io
+import json
+import random
+import re
+import signal
+import string
+import struct
+import threading
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from faker import Faker
+from pydoc_data.topics import topics as PYDOC_TOPICS
+
+from llmops.config import DemoSiteConfig
+
+# --------------------------------------------------------------------------- constants
+
+MIRROR_COUNT = 12
+PRINT_COUNT = 10
+WORKED_EXAMPLE_SHARE = 0.55
+SECRET_SHARE = 0.3
+MIN_PRINT_JACCARD = 0.85  # kept above the 0.8 the brief promises, with margin
+
+PII_TYPES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD",
+             "IP_ADDRESS", "LOCATION", "SECRET")
+
+# Real US area codes, so phone numbers look plausible to a PII recognizer.
+AREA_CODES = (201, 206, 212, 213, 303, 305, 312, 404, 415, 469, 480, 503, 512, 602,
+              617, 619, 646, 702, 704, 713, 718, 720, 773, 801, 808, 813, 832, 860,
+              917, 954)
+# Card brands a PII recognizer is expected to know (Faker would also emit 12-digit Maestro).
+CARD_TYPES = ("visa16", "mastercard", "amex", "discover")
+PHONE_FORMATS = ("({a}) {e}-{n}", "{a}-{e}-{n}", "{a}.{e}.{n}", "+1 {a} {e} {n}",
+                 "+1-{a}-{e}-{n}")
+
+NAV_LABELS = ("Docs Home", "Getting Started Guide", "Language Reference Index",
+              "Library Modules Catalog", "Release Notes Archive", "Community Forum",
+              "Developer Blog", "Events Calendar", "Job Board", "Support Center",
+              "Style Guide", "Pricing Plans")
+MIRROR_NAV_LABELS = ("Mirror Home", "Browse All Mirrored Pages", "Report a Broken Mirror",
+                     "Donate to the Mirror Network", "Mirror Status Page")
+COOKIE_TEXT = ("We use cookies to personalise content, remember your preferences and "
+               "analyse our traffic. By continuing to browse you accept our cookie policy.")
+COOKIE_BUTTONS = ("Accept all", "Reject non-essential cookies")
+ADS = (
+    "Sponsored: Ship faster with CloudNimbus, now with a 30-day free trial for teams.",
+    "Sponsored: Learn async programming in six weeks at the CodeForge Bootcamp.",
+    "Sponsored: Monitor every request with TraceHound, the observability suite devs love.",
+    "Sponsored: Tired of flaky builds? PipelineCat runs your tests twice as fast.",
+    "Sponsored: Get 40% off mechanical keyboards at KeyCrafters this weekend only.",
+    "Sponsored: Hire vetted senior engineers in 48 hours through DevMatch Pro.",
+    "Sponsored: Back up your databases automatically with VaultNest Cloud.",
+    "Sponsored: Certified Python Professional exam vouchers, now half price.",
+)
+MIRROR_ADS = (
+    "Sponsored: Cheap VPS hosting from $2 a month at HostPotato.",
+    "Sponsored: Download the MirrorBoost browser extension for faster pages.",
+    "Sponsored: Win a free laptop in the DocsMirror summer raffle.",
+)
+NEWSLETTER_TEXT = "Get the weekly digest of Python internals delivered straight to your inbox."
+NEWSLETTER_BUTTON = "Subscribe to the digest"
+SIDEBAR_HEADING = "Related reading on this site"
+COMMENTS_FORM_TEXT = "Leave a reply. Your email address will not be published."
+COMMENTS_BUTTON = "Post your comment"
+MIRROR_BANNER = ("You are reading a mirror of this page. Content may be out of date; "
+                 "the mirror network is not affiliated with the original publisher.")
+MIRROR_FOOTER = ("Mirrored automatically by the DocsMirror network, all trademarks belong "
+                 "to their owners.")
+PRINT_HEADER = "Printer-friendly version of this page, generated for offline reading."
+FOOTER_LINKS = ("Privacy Policy", "Terms of Service", "Contact Our Team", "Careers at the Company",
+                "Accessibility Statement")
+# Ads point off-site (a reserved domain), as real ad links do; a same-host crawler skips them.
+AD_CLICK_URL = "https://ads.example.net/click?slot="
+INDEX_INTRO = "Articles on every corner of the Python language, written by our community."
+TOOL_LABELS = {"print": "Print this page", "mirror": "Read on a mirror",
+               "comments": "Jump to the comments"}
+
+# Comment templates: (text with a {slot}, PII type of the slot or None). Cycled in a
+# seeded order so every PII type shows up in comments for any seed.
+COMMENT_TEMPLATES: tuple[tuple[str, str | None], ...] = (
+    ("Great explanation, I am bookmarking this one for our next code review.", None),
+    ("I ran into the same thing last week. Email me at {v} and I can share my notes.",
+     "EMAIL_ADDRESS"),
+    ("Happy to walk anyone through this on a call, my number is {v}.", "PHONE_NUMBER"),
+    ("Our build server at {v} hits exactly this edge case every night.", "IP_ADDRESS"),
+    ("If anyone lives near {v}, we run a monthly meetup about this topic.", "LOCATION"),
+    ("Oops, I pasted my card number {v} into the last comment by mistake, "
+     "can a moderator remove it?", "CREDIT_CARD"),
+    ("Please delete my previous post, it contained my SSN {v} from a form I was "
+     "filling in.", "US_SSN"),
+    ("Heads-up: the token {v} in my earlier gist is revoked now, so do not bother "
+     "trying it.", "SECRET"),
+    ("Could you add a section on performance trade-offs? That would really help.", None),
+    ("This page saved me an afternoon of debugging, thank you so much!", None),
+)
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])")
+UNDERLINE = re.compile(r"^([*=\-~^])\1{2,}$")
+LIST_ITEM = re.compile(r"^(\*|\d+\.)\s+")
+
+
+# --------------------------------------------------------------------------- data model
+
+@dataclass
+class Page:
+    """One servable resource. Fault behaviour is data, so the server stays generic."""
+
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    last_modified: dt.datetime | None = None
+    delay_s: float = 0.0  # stall before answering (the 'slow' fault)
+    fail_first: int = 0  # answer 503 to this many requests first (the 'flaky' fault)
+
+    @property
+    def etag(self) -> str:
+        """Quoted content hash: changes exactly when the body changes."""
+        return '"' + hashlib.sha256(self.body).hexdigest()[:24] + '"'
+
+    @property
+    def cacheable(self) -> bool:
+        """Only successful static pages take part in conditional requests."""
+        return self.status == 200 and self.last_modified is not None
+
+
+@dataclass
+class Site:
+    pages: dict[str, Page]
+    ground_truth: dict[str, Any]
+
+
+@dataclass
+class Block:
+    """One block of article content, rendered both to HTML and to ground-truth text
+    from the same data so the two can never disagree."""
+
+    kind: str  # h2 | h3 | p | pre | ul | ol | table
+    text: str = ""
+    items: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    html: str | None = None  # inline markup for p (already escaped); text stays plain
+    cls: str | None = None
+    from_topic: bool = False  # only topic prose is eligible for the print-version edit
+
+
+@dataclass
+class Article:
+    slug: str
+    title: str
+    author: str
+    date: dt.date
+    blocks: list[Block]
+    pii: list[dict[str, str]]  # body PII (page filled in later)
+    comments: list[tuple[str, str, dt.date]]  # (author, text, date)
+    comment_pii: list[dict[str, str]]
+
+
+# --------------------------------------------------------------------------- text helpers
+
+def esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def anchor(label: str) -> str:
+    """Navigation links point at fragments of the index, so the site has no dead links
+    and a crawler (which drops fragments) fetches nothing extra."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def squash(text: str) -> str:
+    """Collapse whitespace: HTML rendering does the same, so ground truth must too."""
+    return " ".join(text.split())
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
+
+
+def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    words = text.lower().split()
+    return {tuple(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))}
+
+
+def jaccard(a: str, b: str, n: int = 5) -> float:
+    """Word n-gram Jaccard similarity, the measure the dedup stage uses."""
+    sa, sb = shingles(a, n), shingles(b, n)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def http_date(when: dt.datetime) -> str:
+    return email.utils.format_datetime(when.astimezone(dt.timezone.utc), usegmt=True)
+
+
+# --------------------------------------------------------------------------- topic parsing
+
+def _is_prose(text: str) -> bool:
+    """Indented blocks are code unless they read like sentences (notes, list bodies)."""
+    if "::=" in text or text.startswith(">>>"):
+        return False
+    first, last = text[0], text.rstrip()[-1]
+    if not (first.isupper() or first in "\"“"):
+        return False
+    if last not in ".:":
+        return False
+    return len(text.split()) >= 4 or last == ":"
+
+
+def _raw_chunks(body: str) -> list[list[str]]:
+    chunks: list[list[str]] = [[]]
+    for line in body.splitlines():
+        if line.strip():
+            chunks[-1].append(line.rstrip())
+        elif chunks[-1]:
+            chunks.append([])
+    return [c for c in chunks if c]
+
+
+def parse_topic(text: str) -> tuple[str, list[Block]]:
+    """pydoc topic text -> (title, blocks). Headings are underlined lines, code blocks
+    are indented lines, list items start with '*' or 'N.'; consecutive items merge."""
+    lines = text.strip("\n").splitlines()
+    title = lines[0].strip()
+    blocks: list[Block] = []
+    for chunk in _raw_chunks("\n".join(lines[2:])):
+        if len(chunk) >= 2 and UNDERLINE.match(chunk[1].strip()) and not chunk[0].startswith(" "):
+            blocks.append(Block("h2" if chunk[1][0] in "=*" else "h3", squash(chunk[0])))
+            chunk = chunk[2:]
+            if not chunk:
+                continue
+        blocks.append(_chunk_block(chunk))
+    return title, _merge_blocks(blocks)
+
+
+def _chunk_block(chunk: list[str]) -> Block:
+    indent = min(len(l) - len(l.lstrip()) for l in chunk)
+    dedented = "\n".join(l[indent:] for l in chunk)
+    if chunk[0].lstrip().startswith(("+-", "+=", "|")):
+        return Block("pre", dedented)
+    if indent > 0 and not _is_prose(dedented.lstrip()):
+        return Block("pre", dedented)
+    flat = squash(dedented)
+    if indent == 0 and LIST_ITEM.match(flat):
+        kind = "ul" if flat.startswith("*") else "ol"
+        return Block(kind, items=[LIST_ITEM.sub("", flat, count=1)], from_topic=True)
+    return Block("p", flat, from_topic=True)
+
+
+def _merge_blocks(blocks: list[Block]) -> list[Block]:
+    """Join adjacent code chunks (split by blank lines) and adjacent list items."""
+    out: list[Block] = []
+    for b in blocks:
+        prev = out[-1] if out else None
+        if prev and prev.kind == b.kind == "pre":
+            prev.text += "\n\n" + b.text
+        elif prev and prev.kind == b.kind and b.kind in ("ul", "ol"):
+            prev.items.extend(b.items)
+        else:
+            out.append(b)
+    return out
+
+
+# --------------------------------------------------------------------------- block rendering
+
+def block_html(b: Block) -> str:
+    cls = f' class="{b.cls}"' if b.cls else ""
+    if b.kind in ("h2", "h3"):
+        return f"<{b.kind}{cls}>{esc(b.text)}</{b.kind}>"
+    if b.kind == "pre":
+        return f"<pre{cls}><code>{esc(b.text)}</code></pre>"
+    if b.kind in ("ul", "ol"):
+        items = "".join(f"<li>{esc(i)}</li>" for i in b.items)
+        return f"<{b.kind}{cls}>{items}</{b.kind}>"
+    if b.kind == "table":
+        head = "".join(f"<th>{esc(c)}</th>" for c in b.rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>"
+                       for r in b.rows[1:])
+        return (f"<table{cls}><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+    return f"<p{cls}>{b.html if b.html is not None else esc(b.text)}</p>"
+
+
+def block_text(b: Block) -> str:
+    if b.kind in ("ul", "ol"):
+        return "\n".join(b.items)
+    if b.kind == "table":
+        return "\n".join(" | ".join(r) for r in b.rows)
+    return b.text
+
+
+def block_sentences(b: Block) -> list[str]:
+    """Prose only: code and table cells are not sentences (table PII is checked as PII)."""
+    if b.kind == "p":
+        parts = split_sentences(b.text)
+    elif b.kind in ("ul", "ol"):
+        parts = [s for i in b.items for s in split_sentences(i)]
+    else:
+        return []
+    return [s for s in parts if len(s.split()) >= 3]
+
+
+def article_text(blocks: list[Block]) -> str:
+    return "\n\n".join(block_text(b) for b in blocks)
+
+
+def article_sentences(blocks: list[Block]) -> list[str]:
+    return [s for b in blocks for s in block_sentences(b)]
+
+
+# --------------------------------------------------------------------------- the generator
+
+class _Builder:
+    """Holds the seeded Faker and RNG; every random draw goes through here, in a fixed
+    order, which is what makes the site reproducible."""
+
+    def __init__(self, cfg: DemoSiteConfig) -> None:
+        self.cfg = cfg
+        self.fake = Faker("en_US")
+        self.fake.seed_instance(cfg.seed)
+        self.rng = random.Random(cfg.seed)
+        self.boilerplate: list[str] = []
+        self.comment_order = list(range(len(COMMENT_TEMPLATES)))
+        self.rng.shuffle(self.comment_order)
+        self.comment_cursor = 0
+        self.brand = self.fake.company().replace(",", "") + " Developer Docs"
+        self.company_address = self.address()
+        self.copyright_year = 2025  # set to the newest article's year once they exist
+
+    # --- boilerplate bookkeeping
+    def bp(self, text: str) -> str:
+        """Record a boilerplate snippet and return it HTML-escaped."""
+        if text not in self.boilerplate:
+            self.boilerplate.append(text)
+        return esc(text)
+
+    # --- fake values
+    def person(self) -> str:
+        return self.fake.name()
+
+    def email_for(self, name: str) -> str:
+        parts = [p for p in re.sub(r"[^A-Za-z ]", "", name).lower().split()
+                 if p not in {"mr", "mrs", "ms", "miss", "dr", "md", "dds", "phd", "dvm",
+                              "jr", "sr", "ii", "iii", "iv", "v"}]
+        sep = self.rng.choice([".", "_", ""])
+        local = sep.join(parts[-2:]) if len(parts) >= 2 else (parts or ["user"])[0]
+        if self.rng.random() < 0.3:
+            local += str(self.rng.randrange(10, 99))
+        return f"{local}@{self.fake.free_email_domain()}"
+
+    def phone(self) -> str:
+        fmt = self.rng.choice(PHONE_FORMATS)
+        return fmt.format(a=self.rng.choice(AREA_CODES), e=self.rng.randrange(201, 999),
+                          n=f"{self.rng.randrange(10000):04d}")
+
+    def address(self) -> str:
+        return (f"{self.fake.street_address()}, {self.fake.city()}, "
+                f"{self.fake.state_abbr(False, False)} {self.fake.zipcode()}")
+
+    def card(self) -> str:
+        return self.fake.credit_card_number(card_type=self.rng.choice(CARD_TYPES))
+
+    def date(self) -> dt.date:
+        return dt.date(2019, 1, 1) + dt.timedelta(days=self.rng.randrange(6 * 365))
+
+    def _chars(self, alphabet: str, n: int) -> str:
+        return "".join(self.rng.choice(alphabet) for _ in range(n))
+
+    def secret_sentence(self) -> tuple[str, str, list[str]]:
+        """One prose paragraph leaking credentials: (text, html, secret values)."""
+        kind = self.rng.randrange(5)
+        alnum = string.ascii_letters + string.digits
+        if kind == 0:
+            tok = "ghp_" + self._chars(alnum, 36)
+            pre, post = "To reproduce this locally, run ", " before starting the interpreter."
+            return self._code_para(pre, f"export API_TOKEN={tok}", post, [tok])
+        if kind == 1:
+            key = "AKIA" + self._chars(string.ascii_uppercase + string.digits, 16)
+            sec = self._chars(alnum + "/+", 40)
+            text = (f"The benchmark bucket was configured with AWS_ACCESS_KEY_ID={key} and "
+                    f"AWS_SECRET_ACCESS_KEY={sec}, so please rotate them if you copy this setup.")
+            return text, esc(text), [key, sec]
+        if kind == 2:
+            tok = "sk_live_" + self._chars(alnum, 24)
+            pre, post = "The payment webhook test used the key ", ", do not copy it into production."
+            return self._code_para(pre, tok, post, [tok])
+        if kind == 3:
+            tok = self._jwt()
+            pre, post = "Authenticate the sample client with the header ", " when calling the API."
+            return self._code_para(pre, f"Authorization: Bearer {tok}", post, [tok])
+        tok = self._chars("0123456789abcdef", 64)
+        pre, post = "The session token for the demo account is ", " and it expires never."
+        return self._code_para(pre, tok, post, [tok])
+
+    @staticmethod
+    def _code_para(pre: str, code: str, post: str, values: list[str]) -> tuple[str, str, list[str]]:
+        return pre + code + post, f"{esc(pre)}<code>{esc(code)}</code>{esc(post)}", values
+
+    def _jwt(self) -> str:
+        def b64(obj: dict[str, Any]) -> str:
+            raw = json.dumps(obj, separators=(",", ":")).encode()
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        payload = {"sub": str(self.rng.randrange(10**6, 10**7)), "name": self.fake.first_name(),
+                   "iat": 1_600_000_000 + self.rng.randrange(10**8)}
+        sig = self._chars(string.ascii_letters + string.digits + "-_", 43)
+        return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(payload)}.{sig}"
+
+    # --- article parts
+    def worked_example(self) -> tuple[list[Block], list[tuple[str, str]]]:
+        """Customer records as a table or as paragraphs; returns blocks and (type, value)."""
+        records = []
+        for _ in range(self.rng.randint(2, 3)):
+            name = self.person()
+            records.append({"PERSON": name, "EMAIL_ADDRESS": self.email_for(name),
+                            "PHONE_NUMBER": self.phone(), "LOCATION": self.address(),
+                            "CREDIT_CARD": self.card(),
+                            "US_SSN": self.fake.ssn(), "IP_ADDRESS": self.fake.ipv4_public()})
+        pii = [(t, v) for r in records for t, v in r.items()]
+        intro = Block("p", "Worked example: we ran the snippet above against a staging copy "
+                           "of the customer table, and these are the records it touched.")
+        if self.rng.random() < 0.5:
+            header = ["Name", "Email", "Phone", "Address", "Card number", "SSN", "Last login IP"]
+            rows = [header] + [[r[t] for t in ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER",
+                                               "LOCATION", "CREDIT_CARD", "US_SSN",
+                                               "IP_ADDRESS")] for r in records]
+            return [intro, Block("table", rows=rows, cls="records")], pii
+        paras = [Block("p", f"Record {i}: {r['PERSON']} ({r['EMAIL_ADDRESS']}, "
+                            f"{r['PHONE_NUMBER']}) lives at {r['LOCATION']}; card on file "
+                            f"{r['CREDIT_CARD']}, SSN {r['US_SSN']}, last login from "
+                            f"{r['IP_ADDRESS']}.")
+                 for i, r in enumerate(records, 1)]
+        return [intro] + paras, pii
+
+    def comments(self, n: int) -> tuple[list[tuple[str, str, dt.date]], list[tuple[str, str]]]:
+        out, pii = [], []
+        for _ in range(n):
+            template, kind = COMMENT_TEMPLATES[
+                self.comment_order[self.comment_cursor % len(self.comment_order)]]
+            self.comment_cursor += 1
+            author = self.person()
+            pii.append(("PERSON", author))
+            text = template
+            if kind:
+                value = self._comment_value(kind, author)
+                text = template.format(v=value)
+                pii.append((kind, value))
+            out.append((author, text, self.date()))
+        return out, pii
+
+    def _comment_value(self, kind: str, author: str) -> str:
+        if kind == "EMAIL_ADDRESS":
+            return self.email_for(author)
+        if kind == "PHONE_NUMBER":
+            return self.phone()
+        if kind == "IP_ADDRESS":
+            return self.fake.ipv4_public()
+        if kind == "LOCATION":
+            return self.address()
+        if kind == "CREDIT_CARD":
+            return self.card()
+        if kind == "US_SSN":
+            return self.fake.ssn()
+        return "ghp_" + self._chars(string.ascii_letters + string.digits, 36)
+
+    def article(self, slug: str, index: int) -> Article:
+        title, blocks = parse_topic(PYDOC_TOPICS[slug])
+        author, date = self.person(), self.date()
+        pii: list[tuple[str, str]] = [("PERSON", author)]
+        # Plain text on purpose: trafilatura drops <time> elements and "byline" classes.
+        byline = Block("p", f"By {author} · {date.isoformat()}", cls="post-by")
+        body = [byline] + blocks
+        if index == 0 or self.rng.random() < WORKED_EXAMPLE_SHARE:
+            extra, extra_pii = self.worked_example()
+            body += extra
+            pii += extra_pii
+        if index == 1 or self.rng.random() < SECRET_SHARE:
+            text, markup, values = self.secret_sentence()
+            body.append(Block("p", text, html=markup))
+            pii += [("SECRET", v) for v in values]
+        maint = self.person()
+        mail, tel = self.email_for(maint), self.phone()
+        body.append(Block("p", f"Questions about this page? Contact the maintainer, {maint}, "
+                               f"at {mail} or {tel}.", cls="contact"))
+        pii += [("PERSON", maint), ("EMAIL_ADDRESS", mail), ("PHONE_NUMBER", tel)]
+        comments, cpii = self.comments(self.rng.randint(1, 4))
+        return Article(slug, title, author, date, body,
+                       [{"type": t, "value": v, "where": "body"} for t, v in pii],
+                       comments, [{"type": t, "value": v, "where": "comment"} for t, v in cpii])
+
+
+# --------------------------------------------------------------------------- page chrome
+
+def _head(title: str, extra: str = "", charset: str = "utf-8") -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="{charset}">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{esc(title)}</title>\n{extra}</head>\n")
+
+
+def _article_head(b: _Builder, a: Article, canonical: bool) -> str:
+    extra = (f'<meta name="author" content="{esc(a.author)}">\n'
+             f'<meta name="description" content="{esc(a.title)}: Python language reference.">\n'
+             f'<meta property="og:title" content="{esc(a.title)}">\n'
+             f'<meta property="og:type" content="article">\n'
+             f'<meta property="article:published_time" content="{a.date.isoformat()}">\n')
+    if canonical:
+        extra += f'<link rel="canonical" href="/docs/{a.slug}.html">\n'
+    return _head(f"{a.title} — {b.brand}", extra)
+
+
+def _nav(b: _Builder, labels: tuple[str, ...], topic_links: list[tuple[str, str]]) -> str:
+    items = "".join(f'<li><a href="/#{anchor(l)}">{b.bp(l)}</a></li>' for l in labels)
+    topics = "".join(f'<li><a href="/docs/{s}.html">{esc(t)}</a></li>' for s, t in topic_links)
+    return (f'<header class="site-header">\n<a class="brand" href="/">{esc(b.brand)}</a>\n'
+            f'<nav class="main-nav"><ul>{items}</ul>\n'
+            f'<ul class="topics-menu">{topics}</ul></nav>\n</header>\n')
+
+
+def _cookie_banner(b: _Builder) -> str:
+    return (f'<div class="cookie-banner" id="cookie-consent" role="dialog">'
+            f"<p>{b.bp(COOKIE_TEXT)}</p><button>{b.bp(COOKIE_BUTTONS[0])}</button>"
+            f"<button>{b.bp(COOKIE_BUTTONS[1])}</button></div>\n")
+
+
+def _ad(b: _Builder, text: str, slot: int) -> str:
+    return (f'<aside class="ad advert" data-ad-slot="slot-{slot}">'
+            f'<p>{b.bp(text)}</p><a href="{AD_CLICK_URL}{slot}" rel="sponsored nofollow">'
+            f"{b.bp('Learn more about this offer')}</a></aside>\n")
+
+
+def _footer(b: _Builder) -> str:
+    year = b.copyright_year
+    links = " · ".join(f'<a href="/#{anchor(l)}">{b.bp(l)}</a>' for l in FOOTER_LINKS)
+    return (f'<footer class="site-footer">\n'
+            f"<p>{b.bp(f'© {year} {b.brand}. All rights reserved.')}</p>\n"
+            f"<p>{b.bp(f'{b.brand}, {b.company_address}')}</p>\n"
+            f"<p>{links}</p>\n"
+            f"<p>{b.bp('Built with care by the documentation team. Found a typo? Tell us.')}</p>\n"
+            f"</footer>\n")
+
+
+def _sidebar(b: _Builder, links: list[tuple[str, str]]) -> str:
+    items = "".join(f'<li><a href="/docs/{s}.html">{esc(t)}</a></li>' for s, t in links)
+    return (f'<aside class="sidebar related"><h3>{b.bp(SIDEBAR_HEADING)}</h3><ul>{items}</ul>'
+            f'<div class="newsletter"><p>{b.bp(NEWSLETTER_TEXT)}</p>'
+            f'<input type="email" placeholder="you@example.com"><button>{b.bp(NEWSLETTER_BUTTON)}'
+            f"</button></div></aside>\n")
+
+
+def _comments_html(b: _Builder, comments: list[tuple[str, str, dt.date]]) -> str:
+    heading = b.bp(f"{len(comments)} {'reply' if len(comments) == 1 else 'replies'} from readers")
+    items = "".join(
+        f'<div class="comment"><p class="comment-author">'
+        f"{b.bp(f'{name} wrote on {date.isoformat()}:')}</p><p>{b.bp(text)}</p></div>\n"
+        for name, text, date in comments)
+    return (f'<section class="comments" id="comments">\n<h3>{heading}</h3>\n{items}'
+            f'<form class="comment-form"><p>{b.bp(COMMENTS_FORM_TEXT)}</p><textarea></textarea>'
+            f"<button>{b.bp(COMMENTS_BUTTON)}</button></form>\n</section>\n")
+
+
+def _article_element(a: Article, blocks: list[Block] | None = None) -> str:
+    """The <article> element; mirrors reuse these exact bytes."""
+    inner = "\n".join(block_html(x) for x in (blocks or a.blocks))
+    return f"<article>\n<h1>{esc(a.title)}</h1>\n{inner}\n</article>\n"
+
+
+def render_article_page(b: _Builder, a: Article, others: list[tuple[str, str]],
+                        tools: dict[str, str]) -> str:
+    """The original article: full chrome, canonical link, links to its duplicates."""
+    ads = b.rng.sample(ADS, 2)
+    nav_topics = b.rng.sample(others, 15)
+    tool_links = " · ".join(f'<a href="{href}">{b.bp(TOOL_LABELS[k])}</a>'
+                            for k, href in tools.items())
+    return (_article_head(b, a, canonical=True) + "<body>\n" + _cookie_banner(b)
+            + _nav(b, NAV_LABELS, nav_topics) + "<main>\n"
+            + f'<div class="page-tools">{tool_links}</div>\n' + _ad(b, ads[0], 1)
+            + _article_element(a) + _comments_html(b, a.comments) + _ad(b, ads[1], 2)
+            + "</main>\n" + _sidebar(b, b.rng.sample(others, 6)) + _footer(b)
+            + "</body>\n</html>\n")
+
+
+def render_mirror_page(b: _Builder, a: Article) -> str:
+    """Same <article> bytes, different chrome, and no canonical link (as scrapers do)."""
+    ad = b.rng.choice(MIRROR_ADS)
+    nav = "".join(f'<li><a href="/#{anchor(l)}">{b.bp(l)}</a></li>' for l in MIRROR_NAV_LABELS)
+    return (_article_head(b, a, canonical=False) + "<body>\n"
+            + f'<div class="mirror-banner"><p>{b.bp(MIRROR_BANNER)}</p></div>\n'
+            + f'<header class="mirror-header"><nav class="mirror-nav"><ul>{nav}</ul></nav></header>\n'
+            + "<main>\n" + _ad(b, ad, 7) + _article_element(a) + _comments_html(b, a.comments)
+            + f'</main>\n<footer class="mirror-footer"><p>{b.bp(MIRROR_FOOTER)}</p></footer>\n'
+            + "</body>\n</html>\n")
+
+
+def render_print_page(b: _Builder, a: Article, blocks: list[Block]) -> str:
+    """Near-duplicate: no chrome, a print header, one edit, canonical to the original."""
+    footer = f"Printed from {b.brand}. Visit the site for the latest version."
+    return (_article_head(b, a, canonical=True) + '<body class="print-view">\n'
+            + f'<p class="print-header">{b.bp(PRINT_HEADER)}</p>\n<main>\n'
+            + _article_element(a, blocks) + "</main>\n"
+            + f'<p class="print-footer">{b.bp(footer)}</p>\n</body>\n</html>\n')
+
+
+def print_edit(b: _Builder, blocks: list[Block]) -> list[Block]:
+    """Remove one topic sentence, keeping 5-gram Jaccard >= MIN_PRINT_JACCARD; fall back
+    to changing one word. Returns edited copies; the original blocks are untouched."""
+    original = article_text(blocks)
+    candidates = [(i, s) for i, blk in enumerate(blocks) if blk.kind == "p" and blk.from_topic
+                  for s in split_sentences(blk.text)
+                  if len(split_sentences(blk.text)) > 1 and 6 <= len(s.split()) <= 40]
+    b.rng.shuffle(candidates)
+    for i, sentence in candidates:
+        edited = _replace_text(blocks, i, squash(blocks[i].text.replace(sentence, "", 1)))
+        if jaccard(original, article_text(edited)) >= MIN_PRINT_JACCARD:
+            return edited
+    i = next(i for i, blk in enumerate(blocks) if blk.kind == "p" and blk.from_topic)
+    words = blocks[i].text.split()
+    words[len(words) // 2] = "essentially"
+    return _replace_text(blocks, i, " ".join(words))
+
+
+def _replace_text(blocks: list[Block], i: int, text: str) -> list[Block]:
+    out = list(blocks)
+    old = blocks[i]
+    out[i] = Block(old.kind, text, cls=old.cls, from_topic=old.from_topic)
+    return out
+
+
+# --------------------------------------------------------------------------- fault pages
+
+def _simple_page(b: _Builder, title: str, paragraphs: list[str], charset: str = "utf-8") -> str:
+    body = "\n".join(f"<p>{esc(p)}</p>" for p in paragraphs)
+    return (_head(f"{title} — {b.brand}", charset=charset) + "<body>\n"
+            + f'<header class="site-header"><a class="brand" href="/">{esc(b.brand)}</a></header>\n'
+            + f"<main>\n<article>\n<h1>{esc(title)}</h1>\n{body}\n</article>\n</main>\n"
+            + _footer(b) + "</body>\n</html>\n")
+
+
+FLAKY_TEXT = [
+    "This status page is served by a backend that sometimes needs a moment to wake up.",
+    "If you are reading this, your client retried after a temporary failure and the "
+    "second attempt succeeded.",
+    "Well-behaved crawlers retry server errors with a growing delay instead of giving "
+    "up on the first one.",
+]
+SLOW_TEXT = [
+    "This page is generated by a very slow report job on an overloaded server.",
+    "Most clients give up long before the answer arrives, which is exactly the point.",
+]
+LATIN1_TEXT = [
+    "Café menus in Zürich list prices such as €4.50 for a café crème.",
+    "The über-popular “naïve” approach assumes every page is UTF-8, which is wrong here.",
+    "This résumé of legacy encodings is served as windows-1252, so a crawler must honour "
+    "the declared charset to read it correctly.",
+    "Déjà vu: smart quotes like ‘these’ and “these” break when decoded with the wrong codec.",
+]
+
+
+def _png_bytes(rng: random.Random, size: int = 4096) -> bytes:
+    """A real PNG signature and IHDR chunk followed by noise: binary, whatever the header says."""
+    ihdr = struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(
+        ">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return b"\x89PNG\r\n\x1a\n" + chunk + rng.randbytes(size)
+
+
+def _zip_bytes(b: _Builder) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo("reference/README.txt", date_time=(2020, 1, 1, 0, 0, 0))
+        zf.writestr(info, "Offline copy of the language reference.\n" * 50)
+    return buf.getvalue()
+
+
+def _huge_html(b: _Builder, size: int) -> bytes:
+    """A page of exactly ``size`` bytes, padded inside an HTML comment."""
+    head = _head(f"Complete archive — {b.brand}").encode() + b"<body><main><article>\n"
+    tail = b"</article></main></body></html>\n"
+    para = b"<p>" + esc(" ".join(PYDOC_TOPICS["pass"].split())).encode() + b"</p>\n"
+    filler_len = max(size - len(head) - len(tail) - len(b"<!--  -->"), 0)
+    paras = para * (filler_len // len(para))
+    pad = b"x" * max(filler_len - len(paras), 0)
+    page = head + paras + b"<!-- " + pad + b" -->" + tail
+    return page[:size] if len(page) > size else page
+
+
+FAULT_EXPECT = {
+    "/faults/missing.html": "http_404",
+    "/faults/error.html": "http_500",
+    "/faults/flaky.html": "ok",
+    "/faults/slow.html": "timeout",
+    "/faults/loop-a.html": "redirect_loop",
+    "/faults/loop-b.html": "redirect_loop",
+    "/faults/binary.html": "binary_content",
+    "/faults/latin1.html": "ok",
+    "/faults/huge.html": "too_large",
+    "/faults/download.zip": "content_type",
+}
+FAULT_LABELS = {
+    "/faults/missing.html": "Old changelog (moved)",
+    "/faults/error.html": "Interactive playground",
+    "/faults/flaky.html": "Service status",
+    "/faults/slow.html": "Full usage report",
+    "/faults/loop-a.html": "Legacy docs portal",
+    "/faults/binary.html": "Architecture diagram",
+    "/faults/latin1.html": "Notes on legacy encodings",
+    "/faults/huge.html": "Complete archive on one page",
+    "/faults/download.zip": "Offline bundle (zip)",
+}
+
+
+def build_faults(b: _Builder, modified: dt.datetime) -> tuple[dict[str, Page], list[dict[str, Any]]]:
+    """The fixed fault set; returns pages and their ground-truth page entries."""
+    html_ct = "text/html; charset=utf-8"
+    missing = _simple_page(b, "Page not found", ["The page you asked for does not exist."])
+    error = _simple_page(b, "Internal server error", ["Something went wrong on our side."])
+    pages = {
+        "/faults/missing.html": Page(missing.encode(), html_ct, status=404),
+        "/faults/error.html": Page(error.encode(), html_ct, status=500),
+        "/faults/flaky.html": Page(_simple_page(b, "Service status", FLAKY_TEXT).encode(),
+                                   html_ct, last_modified=modified, fail_first=1),
+        "/faults/slow.html": Page(_simple_page(b, "Full usage report", SLOW_TEXT).encode(),
+                                  html_ct, last_modified=modified, delay_s=b.cfg.slow_delay_s),
+        "/faults/loop-a.html": Page(b"", html_ct, status=302,
+                                    headers={"Location": "/faults/loop-b.html"}),
+        "/faults/loop-b.html": Page(b"", html_ct, status=302,
+                                    headers={"Location": "/faults/loop-a.html"}),
+        "/faults/binary.html": Page(_png_bytes(b.rng), "text/html", last_modified=modified),
+        "/faults/latin1.html": Page(
+            _simple_page(b, "Notes on legacy encodings", LATIN1_TEXT,
+                         charset="windows-1252").encode("cp1252"),
+            "text/html; charset=windows-1252", last_modified=modified),
+        "/faults/huge.html": Page(_huge_html(b, b.cfg.huge_page_bytes), html_ct,
+                                  last_modified=modified),
+        "/faults/download.zip": Page(_zip_bytes(b), "application/zip", last_modified=modified),
+    }
+    texts = {"/faults/flaky.html": ("Service status", FLAKY_TEXT),
+             "/faults/slow.html": ("Full usage report", SLOW_TEXT),
+             "/faults/latin1.html": ("Notes on legacy encodings", LATIN1_TEXT)}
+    entries = []
+    for path in pages:
+        title, paras = texts.get(path, (FAULT_LABELS.get(path, path), []))
+        entries.append({"path": path, "kind": "fault", "topic": None, "title": title,
+                        "author": None, "date_published": None,
+                        "article_text": "\n\n".join(paras),
+                        "article_sentences": [s for p in paras for s in split_sentences(p)]})
+    return pages, entries
+
+
+# --------------------------------------------------------------------------- private + index
+
+PRIVATE_PAGES = {
+    "/private/drafts.html": "Unpublished drafts",
+    "/private/admin.html": "Site administration",
+}
+
+
+def build_private(b: _Builder, modified: dt.datetime) -> tuple[dict[str, Page], list[dict], list[dict]]:
+    pages, entries, pii = {}, [], []
+    for path, title in PRIVATE_PAGES.items():
+        name = b.person()
+        mail, tel = b.email_for(name), b.phone()
+        paras = ["Internal only: this page is not meant for crawlers.",
+                 f"Owner: {name}, reachable at {mail} or {tel}."]
+        pages[path] = Page(_simple_page(b, title, paras).encode(), last_modified=modified)
+        entries.append({"path": path, "kind": "private", "topic": None, "title": title,
+                        "author": None, "date_published": None,
+                        "article_text": "\n\n".join(paras),
+                        "article_sentences": [s for p in paras for s in split_sentences(p)]})
+        pii += [{"page": path, "type": t, "value": v, "where": "body"}
+                for t, v in (("PERSON", name), ("EMAIL_ADDRESS", mail), ("PHONE_NUMBER", tel))]
+    return pages, entries, pii
+
+
+def render_index(b: _Builder, articles: list[Article], mirrors: list[str],
+                 prints: list[str]) -> str:
+    def ul(links: list[tuple[str, str]]) -> str:
+        return "<ul>" + "".join(f'<li><a href="{h}">{esc(t)}</a></li>' for h, t in links) + "</ul>\n"
+
+    by_slug = {a.slug: a for a in articles}
+    return (_head(f"{b.brand} — Python language reference")
+            + "<body>\n" + _cookie_banner(b) + _nav(b, NAV_LABELS, [])
+            + f"<main>\n<h1>{esc(b.brand)}</h1>\n"
+            + f"<p>{b.bp(INDEX_INTRO)}</p>\n"
+            + "<h2>Articles</h2>\n" + ul([(f"/docs/{a.slug}.html", a.title) for a in articles])
+            + "<h2>Mirrors and print editions</h2>\n"
+            + ul([(f"/mirror/docs/{s}.html", f"{by_slug[s].title} (mirror)") for s in mirrors]
+                 + [(f"/print/{s}.html", f"{by_slug[s].title} (print)") for s in prints])
+            + "<h2>Resources</h2>\n" + ul(list(
+                (p, FAULT_LABELS[p]) for p in FAULT_LABELS))
+            + "<h2>Staff area</h2>\n" + ul(list(PRIVATE_PAGES.items()))
+            + "</main>\n" + _footer(b) + "</body>\n</html>\n")
+
+
+# --------------------------------------------------------------------------- build_site
+
+def _gt_entry(path: str, kind: str, a: Article, blocks: list[Block]) -> dict[str, Any]:
+    return {"path": path, "kind": kind, "topic": a.slug, "title": a.title, "author": a.author,
+            "date_published": a.date.isoformat(), "article_text": article_text(blocks),
+            "article_sentences": article_sentences(blocks)}
+
+
+def _page_pii(path: str, a: Article, with_comments: bool = True) -> list[dict[str, str]]:
+    rows = a.pii + (a.comment_pii if with_comments else [])
+    return [{"page": path, **r} for r in rows]
+
+
+def _modified(d: dt.date) -> dt.datetime:
+    return dt.datetime(d.year, d.month, d.day, 9, 30, tzinfo=dt.timezone.utc)
+
+
+def build_site(cfg: DemoSiteConfig) -> Site:
+    """Generate every page and the ground truth; deterministic for ``cfg.seed``."""
+    b = _Builder(cfg)
+    slugs = sorted(PYDOC_TOPICS)
+    articles = [b.article(slug, i) for i, slug in enumerate(slugs)]
+    b.copyright_year = max(a.date for a in articles).year
+    titles = [(a.slug, a.title) for a in articles]
+    shuffled = list(slugs)
+    b.rng.shuffle(shuffled)
+    mirrors = sorted(shuffled[:MIRROR_COUNT])
+    long_enough = [s for s in shuffled[MIRROR_COUNT:]
+                   if len(article_text(next(a for a in articles if a.slug == s).blocks).split()) >= 250]
+    prints = sorted(long_enough[:PRINT_COUNT])
+
+    pages: dict[str, Page] = {}
+    gt_pages: list[dict[str, Any]] = []
+    duplicates: list[dict[str, str]] = []
+    pii: list[dict[str, str]] = []
+    for a in articles:
+        path = f"/docs/{a.slug}.html"
+        tools = {}
+        if a.slug in prints:
+            tools["print"] = f"/print/{a.slug}.html"
+        if a.slug in mirrors:
+            tools["mirror"] = f"/mirror/docs/{a.slug}.html"
+        tools["comments"] = "#comments"
+        others = [t for t in titles if t[0] != a.slug]
+        html_page = render_article_page(b, a, others, tools)
+        pages[path] = Page(html_page.encode(), last_modified=_modified(a.date))
+        gt_pages.append(_gt_entry(path, "article", a, a.blocks))
+        pii += _page_pii(path, a)
+        if a.slug in mirrors:
+            mpath = f"/mirror/docs/{a.slug}.html"
+            pages[mpath] = Page(render_mirror_page(b, a).encode(), last_modified=_modified(a.date))
+            gt_pages.append(_gt_entry(mpath, "mirror", a, a.blocks))
+            duplicates.append({"path": mpath, "original": path, "kind": "exact"})
+            pii += _page_pii(mpath, a)
+        if a.slug in prints:
+            ppath = f"/print/{a.slug}.html"
+            edited = print_edit(b, a.blocks)
+            pages[ppath] = Page(render_print_page(b, a, edited).encode(),
+                                last_modified=_modified(a.date))
+            gt_pages.append(_gt_entry(ppath, "print", a, edited))
+            duplicates.append({"path": ppath, "original": path, "kind": "near"})
+            pii += _page_pii(ppath, a, with_comments=False)
+
+    site_modified = _modified(max(a.date for a in articles))
+    fault_pages, fault_entries = build_faults(b, site_modified)
+    private_pages, private_entries, private_pii = build_private(b, site_modified)
+    index = render_index(b, articles, mirrors, prints)
+    pages = {"/": Page(index.encode(), last_modified=site_modified), **pages,
+             **fault_pages, **private_pages}
+    gt_pages = [{"path": "/", "kind": "index", "topic": None, "title": b.brand, "author": None,
+                 "date_published": None, "article_text": "", "article_sentences": []}]\
+        + gt_pages + fault_entries + private_entries
+
+    ground_truth = {
+        "seed": cfg.seed,
+        "brand": b.brand,
+        "pages": gt_pages,
+        "duplicates": duplicates,
+        "pii": pii + private_pii,
+        "boilerplate": _distinctive(b.boilerplate, gt_pages),
+        "faults": [{"path": p, "expect": e} for p, e in FAULT_EXPECT.items()
+                   if p != "/faults/loop-b.html"],
+        "disallowed": sorted(PRIVATE_PAGES),
+        "robots_disallow_prefixes": ["/private/"],
+        "sitemap": [f"/docs/{s}.html" for s in slugs],
+    }
+    return Site(pages, ground_truth)
+
+
+def _distinctive(snippets: list[str], gt_pages: list[dict[str, Any]]) -> list[str]:
+    """Drop any snippet that also occurs in article text: a leak check on it would be
+    a false alarm. (With the texts above none should, and a test guards that.)"""
+    corpus = "\n".join(p["article_text"] for p in gt_pages)
+    return [s for s in snippets if s not in corpus]
+
+
+def write_ground_truth(site: Site, path: Path) -> None:
+    """Write the ground truth as pretty UTF-8 JSON (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(site.ground_truth, indent=2, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- dynamic resources
+
+def robots_txt(origin: str) -> bytes:
+    return (f"# robots.txt\nUser-agent: *\nDisallow: /private/\n\n"
+            f"Sitemap: {origin}/sitemap.xml\n").encode()
+
+
+def sitemap_xml(origin: str, site: Site, pages: dict[str, Page]) -> bytes:
+    urls = []
+    for path in site.ground_truth["sitemap"]:
+        page = pages.get(path)
+        lastmod = page.last_modified.date().isoformat() if page and page.last_modified else ""
+        urls.append(f"  <url><loc>{esc(origin + path)}</loc><lastmod>{lastmod}</lastmod></url>")
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+            + "\n".join(urls) + "\n</urlset>\n").encode()
+
+
+def not_modified(page: Page, headers: Any) -> bool:
+    """RFC 9110 precedence: If-None-Match, when present, decides alone."""
+    inm = headers.get("If-None-Match")
+    if inm is not None:
+        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+        return "*" in tags or page.etag in tags
+    ims = headers.get("If-Modified-Since")
+    if ims and page.last_modified:
+        try:
+            since = email.utils.parsedate_to_datetime(ims)
+        except (TypeError, ValueError):
+            return False
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.timezone.utc)
+        return page.last_modified.replace(microsecond=0) <= since
+    return False
+
+
+# --------------------------------------------------------------------------- the server
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "DemoSite/1.0"
+    server: "_HTTPServer"
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        self.server.demo._handle(self, head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.server.demo._handle(self, head=True)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Silence stderr; the optional JSON access log is the record."""
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    demo: "DemoSiteServer"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up (timeouts on the slow page) are expected, not errors."""
+
+
+class DemoSiteServer:
+    """A running demo site. Use as a context manager or call ``stop()``."""
+
+    def __init__(self, cfg: DemoSiteConfig, site: Site, port: int,
+                 access_log: Path | None = None) -> None:
+        self.cfg = cfg
+        self.site = site
+        self.ground_truth = site.ground_truth
+        self._pages = dict(site.pages)
+        self._lock = threading.Lock()
+        self._requested: list[str] = []
+        self._hits: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._access_log = Path(access_log) if access_log else None
+        self._httpd = _HTTPServer((cfg.host, port), _Handler)
+        self._httpd.demo = self
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://{cfg.host}:{self.port}/"
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name=f"demo-site-{self.port}", daemon=True)
+        self._thread.start()
+
+    # --- public API
+    def requested_paths(self) -> list[str]:
+        with self._lock:
+            return list(self._requested)
+
+    def update_page(self, path: str, html: str) -> None:  # shadows the module; API name
+        """Replace a page's HTML; ETag changes with the body, Last-Modified moves a day on."""
+        with self._lock:
+            old = self._pages.get(path)
+            base = old.last_modified if old and old.last_modified else _modified(dt.date(2025, 1, 1))
+            self._pages[path] = Page(html.encode(), last_modified=base + dt.timedelta(days=1))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "DemoSiteServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # --- request handling
+    def _handle(self, req: _Handler, head: bool) -> None:
+        with self._lock:
+            self._requested.append(req.path)
+        path = unquote(urlsplit(req.path).path) or "/"
+        try:
+            self._respond(req, path, head)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            req.close_connection = True
+
+    def _respond(self, req: _Handler, path: str, head: bool) -> int:
+        origin = "http://" + (req.headers.get("Host") or f"{self.cfg.host}:{self.port}")
+        if path == "/robots.txt":
+            return self._send(req, 200, robots_txt(origin), "text/plain; charset=utf-8", {}, head)
+        if path == "/sitemap.xml":
+            with self._lock:
+                pages = dict(self._pages)
+            return self._send(req, 200, sitemap_xml(origin, self.site, pages),
+                              "application/xml; charset=utf-8", {}, head)
+        with self._lock:
+            page = self._pages.get(path)
+            hits = self._hits[path] = self._hits.get(path, 0) + 1
+        if page is None:
+            page = self._pages["/faults/missing.html"]
+        if page.delay_s:
+            self._stopping.wait(page.delay_s)
+        if hits <= page.fail_first:
+            body = b"<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1></body></html>\n"
+            return self._send(req, 503, body, "text/html; charset=utf-8", {}, head)
+        headers = dict(page.headers)
+        if page.cacheable:
+            headers["ETag"] = page.etag
+            headers["Last-Modified"] = http_date(page.last_modified)
+            if not_modified(page, req.headers):
+                return self._send(req, 304, None, None, headers, head)
+        return self._send(req, page.status, page.body, page.content_type, headers, head)
+
+    def _send(self, req: _Handler, status: int, body: bytes | None, ctype: str | None,
+              headers: dict[str, str], head: bool) -> int:
+        """Write one response. A 304 carries no body and, per RFC 9110, no Content-Length.
+        The access log is written first, so it is complete once the client has its answer."""
+        self._log(req.path, req.command, status)
+        req.send_response(status)
+        if ctype:
+            req.send_header("Content-Type", ctype)
+        if body is not None:
+            req.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            req.send_header(name, value)
+        req.end_headers()
+        if body and not head:
+            req.wfile.write(body)
+        return status
+
+    def _log(self, path: str, method: str, status: int) -> None:
+        if not self._access_log:
+            return
+        line = json.dumps({"path": path, "method": method, "status": status, "ts": time.time()})
+        with self._lock, open(self._access_log, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+def start_demo_site(cfg: DemoSiteConfig, port: int | None = None,
+                    access_log: Path | None = None) -> DemoSiteServer:
+    """Build the site and serve it from a background thread (port 0 picks a free one)."""
+    return DemoSiteServer(cfg, build_site(cfg), cfg.port if port is None else port, access_log)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_forever(cfg: DemoSiteConfig, port: int | None = None, access_log: Path | None = None,
+                  ground_truth_out: Path | None = None) -> None:
+    """Blocking entry point for ``llmops demo-site serve``; Ctrl-C (or SIGTERM, as sent
+    by process managers) stops cleanly."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    server = start_demo_site(cfg, port=port, access_log=access_log)
+    if ground_truth_out:
+        write_ground_truth(server.site, Path(ground_truth_out))
+    print(f"demo site serving at {server.url} (Ctrl-C to stop)", flush=True)
+    try:
+        while server._thread.is_alive():
+            server._thread.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -1,0 +1,901 @@
+"""``llmops scrape``: a polite asynchronous HTTP crawler that writes a WARC plus an index.
+
+Output of one crawl (``out_dir``, filled in place; the caller renames it into place):
+
+    crawl.warc.gz   warcinfo + one response and one request record per kept page
+    index.jsonl     one record per URL (ok or not, with a reason code), sorted by url
+    summary.json    counts, bytes, throughput (also returned by :func:`crawl`)
+
+Politeness comes first: robots.txt is fetched before any page of a host and obeyed
+(disallowed URLs are recorded but never requested), each host gets a bounded number
+of simultaneous connections and a minimum interval between requests (robots.txt
+``Crawl-delay`` wins when it is slower), and only 5xx answers, timeouts and
+connection errors are retried, with exponential backoff.
+
+The crawl proceeds breadth first, one depth level at a time, and every level is
+sorted before the ``max_pages`` budget is handed out. That costs a little
+parallelism at level boundaries but makes the set of requested URLs independent
+of network timing: the same site gives the same index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import concurrent.futures
+import datetime as dt
+import gzip
+import hashlib
+import json
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urljoin, urlsplit, urlunsplit, quote
+from urllib.robotparser import RobotFileParser
+
+import aiohttp
+from warcio.archiveiterator import ArchiveIterator
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+import llmops
+from llmops.config import ScrapeConfig
+
+log = logging.getLogger(__name__)
+
+WARC_FILE = "crawl.warc.gz"
+INDEX_FILE = "index.jsonl"
+SUMMARY_FILE = "summary.json"
+
+#: Failures worth another attempt: the server or the network may recover; a 4xx will not.
+RETRYABLE_TIMEOUT = "timeout"
+RETRYABLE_CONNECTION = "connection_error"
+
+_CHUNK = 64 * 1024
+_SNIFF_BYTES = 1024
+#: Share of control characters in the first KB above which "text" is treated as binary.
+_MAX_CONTROL_SHARE = 0.1
+_BINARY_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"\xff\xd8\xff", b"%PDF-",
+    b"PK\x03\x04", b"\x1f\x8b", b"RIFF", b"\x00\x00\x01\x00", b"\x7fELF",
+)
+_TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_MAX_SITEMAPS = 50
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_WARC_STRIPPED_HEADERS = {"content-encoding", "transfer-encoding", "content-length"}
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def canonicalize_url(url: str) -> str:
+    """One spelling per resource, so the crawl never fetches the same page twice.
+
+    Lowercases scheme and host, drops default ports, userinfo-free netlocs stay as
+    they are, fragments go, ``.``/``..`` segments are resolved, unsafe characters are
+    percent-encoded, and query parameters are kept but sorted (their raw spelling is
+    preserved: re-encoding could change what the server sees). Raises ``ValueError``
+    for URLs without scheme or host, or with an invalid port.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if not scheme or not host:
+        raise ValueError(f"not an absolute URL: {url!r}")
+    port = parts.port  # ValueError on a bad port, which is what we want
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
+    if parts.username is not None:
+        userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "")
+        netloc = f"{userinfo}@{netloc}"
+    path = quote(_remove_dot_segments(parts.path or "/"), safe="/%:@!$&'()*+,;=-._~")
+    return urlunsplit((scheme, netloc, path or "/", _sort_query(parts.query), ""))
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4, keeping a trailing slash where the input implies one."""
+    out: list[str] = []
+    segments = path.split("/")
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == ".":
+            if last:
+                out.append("")
+        elif seg == "..":
+            if len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    result = "/".join(out)
+    return result if result.startswith("/") else "/" + result
+
+
+def _sort_query(query: str) -> str:
+    """Sort ``key=value`` pairs by key then value, dropping empty pairs."""
+    pairs = [p for p in query.split("&") if p]
+    return "&".join(sorted(pairs, key=lambda p: tuple(p.partition("=")[::2])))
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _is_http(url: str) -> bool:
+    return urlsplit(url).scheme in ("http", "https")
+
+
+# --------------------------------------------------------------------- bodies
+
+
+def decode_html(payload: bytes, encoding: str | None) -> str:
+    """Bytes of a page -> text, the way a browser would decode it.
+
+    A byte-order mark wins; then the recorded ``encoding``; ``latin-1``/``iso-8859-1``
+    /``ascii`` labels mean windows-1252 (as the WHATWG encoding standard says, because
+    servers mislabel cp1252 text that way); with no usable label the text is UTF-8,
+    undecodable bytes replaced rather than raising.
+    """
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if payload.startswith(bom):
+            return payload.decode(codec, errors="replace")
+    codec = _python_codec(encoding)
+    return payload.decode(codec or "utf-8", errors="replace")
+
+
+def _python_codec(label: str | None) -> str | None:
+    """A web charset label -> a Python codec name, or None when unknown."""
+    if not label:
+        return None
+    try:
+        info = codecs.lookup(label.strip().lower())
+    except LookupError:
+        return None
+    if not getattr(info, "_is_text_encoding", True):  # rot13, base64...: not charsets
+        return None
+    name = info.name
+    if name in ("latin-1", "iso8859-1", "ascii"):
+        return "cp1252"
+    return name
+
+
+def detect_encoding(content_type: str | None, payload: bytes) -> str | None:
+    """Charset from the Content-Type header, else from a ``<meta>`` tag, else None."""
+    header_charset = _content_type_param(content_type or "", "charset")
+    if header_charset and _python_codec(header_charset):
+        return header_charset.lower()
+    match = _META_CHARSET.search(payload[:4096])
+    if match:
+        label = match.group(1).decode("ascii", "replace").lower()
+        if _python_codec(label):
+            return label
+    return None
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _content_type_param(content_type: str, name: str) -> str | None:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().strip("\"'") or None
+    return None
+
+
+def looks_binary(payload: bytes) -> bool:
+    """True when a body that claims to be text is really binary (an image, an archive...).
+
+    Servers mislabel files; trying to extract text from a PNG wastes work downstream
+    and pollutes the corpus with mojibake, so such bodies are refused here.
+    """
+    head = payload[:_SNIFF_BYTES]
+    if not head or head.startswith(_TEXT_BOMS):
+        return False
+    if head.startswith(_BINARY_SIGNATURES) or b"\x00" in head:
+        return True
+    control = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
+    return control / len(head) > _MAX_CONTROL_SHARE
+
+
+def extract_links(payload: bytes, encoding: str | None, base_url: str) -> list[str]:
+    """Absolute URLs of the ``<a href>`` links of a page (``<base href>`` respected)."""
+    import lxml.etree
+    import lxml.html
+
+    try:
+        doc = lxml.html.document_fromstring(decode_html(payload, encoding))
+    except (ValueError, lxml.etree.ParserError):
+        return []
+    base = next((b.strip() for b in doc.xpath("//base/@href") if b.strip()), None)
+    base_url = urljoin(base_url, base) if base else base_url
+    links = []
+    for href in doc.xpath("//a/@href"):
+        try:
+            links.append(urljoin(base_url, href.strip()))
+        except ValueError:
+            continue
+    return links
+
+
+def parse_sitemap(payload: bytes) -> tuple[list[str], list[str]]:
+    """A sitemap (optionally gzipped) -> (page URLs, nested sitemap URLs)."""
+    import lxml.etree
+
+    if payload.startswith(b"\x1f\x8b"):
+        try:
+            payload = gzip.decompress(payload)
+        except (OSError, EOFError):
+            return [], []
+    parser = lxml.etree.XMLParser(resolve_entities=False, no_network=True, recover=True)
+    try:
+        root = lxml.etree.fromstring(payload, parser=parser)
+    except lxml.etree.XMLSyntaxError:
+        return [], []
+    if root is None:
+        return [], []
+    locs = [s.strip() for s in root.xpath("//*[local-name()='loc']/text()") if s.strip()]
+    if lxml.etree.QName(root).localname == "sitemapindex":
+        return [], locs
+    return locs, []
+
+
+# ---------------------------------------------------------------------- hosts
+
+
+def robots_crawl_delay(robots_txt: str, user_agent: str) -> float | None:
+    """``Crawl-delay`` of the robots.txt group that applies to ``user_agent``.
+
+    ``urllib.robotparser`` only accepts whole seconds and ignores ``Crawl-delay: 0.5``,
+    which real sites use; groups are matched the way it matches them (first group
+    naming our product token, else ``*``).
+    """
+    groups: list[tuple[list[str], list[float]]] = []
+    in_rules = True
+    for raw in robots_txt.splitlines():
+        key, _, value = raw.split("#", 1)[0].partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if key == "user-agent":
+            if in_rules:
+                groups.append(([], []))
+                in_rules = False
+            groups[-1][0].append(value.lower())
+        elif groups and key in ("allow", "disallow", "crawl-delay"):
+            in_rules = True
+            if key == "crawl-delay":
+                try:
+                    groups[-1][1].append(float(value))
+                except ValueError:
+                    pass
+    token = user_agent.split("/")[0].lower()
+    named = [delays for agents, delays in groups if any(a != "*" and a in token for a in agents)]
+    default = [delays for agents, delays in groups if "*" in agents]
+    for delays in (named + default)[:1]:
+        return delays[0] if delays and delays[0] >= 0 else None
+    return None
+
+
+
+class HostState:
+    """Per-host politeness: a connection semaphore, a request interval and robots rules."""
+
+    def __init__(self, cfg: ScrapeConfig) -> None:
+        self.slots = asyncio.Semaphore(cfg.concurrency_per_host)
+        self.interval = 1.0 / cfg.rate_limit_per_host
+        self._next_at = 0.0
+        self.robots: RobotFileParser | None = None  # None: no rules, everything allowed
+        self.robots_ready = asyncio.Event()
+        self.robots_task: asyncio.Task[None] | None = None  # held so it is not garbage-collected
+
+    async def pace(self) -> None:
+        """Wait for this host's next request slot (a simple fixed-interval limiter).
+
+        Called while holding a connection slot, so requests that queued on the
+        semaphore cannot burst out together once it frees up.
+        """
+        now = time.monotonic()
+        start = max(self._next_at, now)
+        self._next_at = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+# ------------------------------------------------------------------- fetching
+
+
+@dataclass
+class Hop:
+    """One HTTP request/response exchange (a redirect chain is several hops)."""
+
+    url: str
+    status: int | None = None
+    reason_phrase: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    request_headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    bytes_read: int = 0
+    location: str | None = None
+    error: str | None = None
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+    @property
+    def retryable(self) -> bool:
+        return self.error in (RETRYABLE_TIMEOUT, RETRYABLE_CONNECTION) or (
+            self.status is not None and self.status >= 500
+        )
+
+
+@dataclass(order=True)
+class Task:
+    """A URL waiting to be fetched, with how it was found."""
+
+    url: str
+    discovered_via: str = field(compare=False)
+    depth: int = field(compare=False)
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _empty_record(task: Task) -> dict[str, Any]:
+    return {
+        "url": task.url, "status": None, "content_type": None, "fetched_at": None,
+        "etag": None, "last_modified": None, "error": None, "ok": False,
+        "final_url": None, "discovered_via": task.discovered_via, "depth": task.depth,
+        "attempts": 0, "bytes": 0, "sha256": None, "encoding": None,
+        "not_modified": False, "warc_offset": None, "elapsed_ms": None,
+    }
+
+
+class Crawler:
+    """State of one crawl: the HTTP session, per-host politeness, the WARC and the index."""
+
+    def __init__(self, cfg: ScrapeConfig, session: aiohttp.ClientSession, warc: WARCWriter,
+                 previous: Path | None) -> None:
+        self.cfg = cfg
+        self.session = session
+        self.warc = warc
+        self.hosts: dict[str, HostState] = {}
+        self.previous_dir = previous
+        self.previous = {r["url"]: r for r in read_index(previous) if r.get("ok")} if previous else {}
+        self.bytes_downloaded = 0
+
+    # -- politeness --------------------------------------------------------
+
+    def host(self, url: str) -> HostState:
+        origin = _origin(url)
+        if origin not in self.hosts:
+            state = self.hosts[origin] = HostState(self.cfg)
+            state.robots_task = asyncio.create_task(self._load_robots(origin, state))
+        return self.hosts[origin]
+
+    async def _load_robots(self, origin: str, state: HostState) -> None:
+        """Fetch and parse ``/robots.txt`` once per host.
+
+        A missing file (any 4xx but 401/403) or an unreachable one means no rules, as
+        the robots exclusion standard says; 401/403 mean everything is disallowed,
+        following ``urllib.robotparser``.
+        """
+        try:
+            if not self.cfg.respect_robots:
+                return
+            hop = await self.get_resource(origin + "/robots.txt")
+            if hop.status in (401, 403):
+                state.robots = RobotFileParser()
+                state.robots.disallow_all = True
+            elif hop.status == 200 and hop.error is None:
+                text = decode_html(hop.body, None)
+                parser = RobotFileParser()
+                parser.parse(text.splitlines())
+                parser.modified()  # without it can_fetch() answers False to everything
+                state.robots = parser
+                delay = robots_crawl_delay(text, self.cfg.user_agent)
+                if delay:
+                    state.interval = max(state.interval, delay)
+            elif hop.error and not hop.error.startswith("http_4"):
+                log.warning("robots.txt of %s unavailable (%s): crawling without rules", origin, hop.error)
+        finally:
+            state.robots_ready.set()
+
+    async def allowed(self, url: str) -> bool:
+        if not self.cfg.respect_robots:
+            return True
+        state = self.host(url)
+        await state.robots_ready.wait()
+        return state.robots is None or state.robots.can_fetch(self.cfg.user_agent, url)
+
+    async def robots_sitemaps(self, url: str) -> list[str]:
+        state = self.host(url)
+        await state.robots_ready.wait()
+        return list(state.robots.site_maps() or []) if state.robots else []
+
+    # -- one request -------------------------------------------------------
+
+    async def get_resource(self, url: str) -> Hop:
+        """GET robots.txt or a sitemap, following a few redirects (http -> https is common).
+
+        These are not pages: no content-type or binary checks and no index record.
+        """
+        for _ in range(self.cfg.max_redirects + 1):
+            hop, _ = await self.request(url, check_body=False)
+            if hop.location is None or not _is_http(hop.location):
+                return hop
+            url = hop.location
+        hop.error = hop.error or "too_many_redirects"
+        return hop
+
+    async def request(self, url: str, headers: dict[str, str] | None = None, *,
+                      check_body: bool) -> tuple[Hop, int]:
+        """GET one URL (no redirects followed), retrying with exponential backoff.
+
+        Returns the last hop and the number of attempts made. Only transient
+        failures (5xx, timeouts, connection errors) are retried: a 4xx is the
+        server's considered answer and asking again would only add load.
+        """
+        state = self.host(url)
+        attempt = 0
+        while True:
+            attempt += 1
+            async with state.slots:
+                await state.pace()
+                hop = await self._request_once(url, headers or {}, check_body=check_body)
+            if not hop.retryable or attempt > self.cfg.retries:
+                return hop, attempt
+            delay = self.cfg.backoff_s * 2 ** (attempt - 1)
+            log.debug("retrying %s in %.2fs after %s", url, delay, hop.error)
+            await asyncio.sleep(delay)
+
+    async def _request_once(self, url: str, headers: dict[str, str], *, check_body: bool) -> Hop:
+        """One exchange, classified; the body is read only for usable 2xx answers."""
+        hop = Hop(url)
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
+        try:
+            async with self.session.get(url, headers=headers, allow_redirects=False, timeout=timeout) as resp:
+                hop.status, hop.reason_phrase = resp.status, resp.reason or ""
+                hop.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+                hop.request_headers = list(resp.request_info.headers.items())
+                await self._classify(resp, hop, check_body)
+        except TimeoutError:  # aiohttp's timeouts subclass it; checked before ClientError
+            hop.error = RETRYABLE_TIMEOUT
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: URL yarl rejects
+            log.debug("connection error on %s: %r", url, exc)
+            hop.error = RETRYABLE_CONNECTION
+        self.bytes_downloaded += hop.bytes_read
+        return hop
+
+    async def _classify(self, resp: aiohttp.ClientResponse, hop: Hop, check_body: bool) -> None:
+        """Set the hop's redirect target or error; read the body only when it can be kept.
+
+        Cheap checks (status, media type, Content-Length) come before the download so
+        refused responses cost no bandwidth.
+        """
+        status = resp.status
+        if 300 <= status < 400 and status != 304 and resp.headers.get("Location"):
+            hop.location = urljoin(hop.url, resp.headers["Location"])
+            return
+        if status == 304:
+            return
+        if not 200 <= status < 300:
+            hop.error = f"http_{status}"
+            return
+        content_type = resp.headers.get("Content-Type")
+        allowed = {t.lower() for t in self.cfg.allowed_content_types}
+        if check_body and _media_type(content_type) not in allowed:
+            hop.error = "content_type"
+            return
+        if (resp.content_length or 0) > self.cfg.max_bytes:
+            hop.error = "too_large"
+            return
+        body = await self._read_limited(resp, hop)
+        if body is None:
+            hop.error = "too_large"
+        elif check_body and looks_binary(body):
+            hop.error = "binary_content"
+        else:
+            hop.body = body
+
+    async def _read_limited(self, resp: aiohttp.ClientResponse, hop: Hop) -> bytes | None:
+        """Stream the body, giving up as soon as it passes ``max_bytes``.
+
+        Content-Length may be absent or wrong (chunked or compressed bodies), so the
+        limit is enforced on the bytes actually received, not only on the header.
+        """
+        chunks: list[bytes] = []
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            hop.bytes_read += len(chunk)
+            if hop.bytes_read > self.cfg.max_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- one page ------------------------------------------------------------
+
+    async def fetch_page(self, task: Task) -> tuple[dict[str, Any], list[str]]:
+        """Fetch one URL following redirects by hand; returns its index record and links.
+
+        Redirects are followed manually (``allow_redirects=False``) because aiohttp's
+        own handling only counts hops: here every hop is checked against robots.txt
+        and a URL seen twice in one chain is reported as a loop, not as a long chain.
+        """
+        record = _empty_record(task)
+        started = time.monotonic()
+        previous = self.previous.get(task.url)
+        chain = [task.url]
+        hop: Hop | None = None
+        reused: tuple[bytes, StatusAndHeaders] | None = None
+        while True:
+            url = chain[-1]
+            if not await self.allowed(url):
+                record["error"] = "robots_disallowed"
+                break
+            conditional = self._conditional_headers(previous, url)
+            hop, attempts = await self.request(url, conditional, check_body=True)
+            record["attempts"] += attempts
+            record["bytes"] += hop.bytes_read
+            if hop.status == 304 and conditional:
+                reused = self._copy_previous(previous, url) if previous else None
+                if reused is None:  # old payload unreadable: ask again without validators
+                    previous = None
+                    continue
+                break
+            if hop.status == 304:
+                record["error"] = "http_304"  # not asked for: nothing to keep
+                break
+            if hop.location is None:
+                break
+            error = self._redirect_error(chain, hop)
+            if error:
+                record["error"] = error
+                break
+            chain.append(canonicalize_url(hop.location))
+        record["final_url"] = chain[-1]
+        record["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
+        if hop is None:
+            return record, []
+        record["fetched_at"] = _now_iso()
+        self._fill_from_hop(record, hop)
+        if record["error"] is not None:
+            return record, []
+        return self._finish(record, hop, previous, reused)
+
+    def _conditional_headers(self, previous: dict[str, Any] | None, url: str) -> dict[str, str]:
+        """Validators from the previous crawl, sent only to the URL they belong to."""
+        if not previous or (previous.get("final_url") or previous["url"]) != url:
+            return {}
+        headers = {}
+        if previous.get("etag"):
+            headers["If-None-Match"] = previous["etag"]
+        if previous.get("last_modified"):
+            headers["If-Modified-Since"] = previous["last_modified"]
+        return headers
+
+    def _redirect_error(self, chain: list[str], hop: Hop) -> str | None:
+        """Why a redirect is not followed (loop, too long, unusable target), or None."""
+        assert hop.location is not None
+        try:
+            target = canonicalize_url(hop.location)
+        except ValueError:
+            return f"http_{hop.status}"
+        if not _is_http(target):
+            return f"http_{hop.status}"
+        if target in chain:
+            return "redirect_loop"
+        if len(chain) > self.cfg.max_redirects:
+            return "too_many_redirects"
+        return None
+
+    @staticmethod
+    def _fill_from_hop(record: dict[str, Any], hop: Hop) -> None:
+        record["status"] = hop.status
+        record["content_type"] = hop.header("Content-Type")
+        record["etag"] = hop.header("ETag")
+        record["last_modified"] = hop.header("Last-Modified")
+        if record["error"] is None and hop.error:
+            record["error"] = hop.error
+
+    def _finish(self, record: dict[str, Any], hop: Hop, previous: dict[str, Any] | None,
+                reused: tuple[bytes, StatusAndHeaders] | None) -> tuple[dict[str, Any], list[str]]:
+        """A usable answer: store it in the WARC, fill the record, collect links."""
+        if reused is not None and previous is not None:
+            payload, http_headers = reused
+            record["not_modified"] = True
+            record["content_type"] = http_headers.get_header("Content-Type")
+            record["etag"] = record["etag"] or previous.get("etag")
+            record["last_modified"] = record["last_modified"] or previous.get("last_modified")
+        else:
+            payload, http_headers = hop.body, self._response_headers(hop)
+        record["ok"] = True
+        record["bytes"] = len(payload)
+        record["sha256"] = hashlib.sha256(payload).hexdigest()
+        record["encoding"] = detect_encoding(record["content_type"], payload)
+        record["warc_offset"] = self._write_warc(hop, http_headers, payload, record)
+        links = extract_links(payload, record["encoding"], hop.url) if self.cfg.follow_links else []
+        return record, links
+
+    def _copy_previous(self, previous: dict[str, Any], url: str) -> tuple[bytes, StatusAndHeaders] | None:
+        """The previous crawl's payload and response headers, or None if unreadable."""
+        assert self.previous_dir is not None
+        try:
+            with open(self.previous_dir / WARC_FILE, "rb") as fh:
+                fh.seek(previous["warc_offset"])
+                old = next(iter(ArchiveIterator(fh)))
+                payload = old.content_stream().read()
+                headers = old.http_headers
+        except (OSError, StopIteration, KeyError, TypeError, ValueError) as exc:
+            log.warning("cannot reuse the previous payload of %s: %r", url, exc)
+            return None
+        if headers is None or hashlib.sha256(payload).hexdigest() != previous.get("sha256"):
+            log.warning("the previous payload of %s does not match its index record", url)
+            return None
+        return payload, headers
+
+    @staticmethod
+    def _response_headers(hop: Hop) -> StatusAndHeaders:
+        """Response headers as stored: the payload is kept decoded, so its encodings go."""
+        headers = [(k, v) for k, v in hop.headers if k.lower() not in _WARC_STRIPPED_HEADERS]
+        headers.append(("Content-Length", str(len(hop.body))))
+        return StatusAndHeaders(f"{hop.status} {hop.reason_phrase}".strip(), headers, protocol="HTTP/1.1")
+
+    def _write_warc(self, hop: Hop, http_headers: StatusAndHeaders, payload: bytes,
+                    record: dict[str, Any]) -> int:
+        """Write response + request records; returns the response record's file offset.
+
+        Runs without awaiting, so records of concurrent fetches never interleave.
+        """
+        date = record["fetched_at"]
+        extra = {"WARC-Date": date}
+        if record["not_modified"]:
+            extra["WARC-Llmops-Not-Modified"] = "true"
+        response = self.warc.create_warc_record(
+            hop.url, "response", payload=BytesIO(payload), length=len(payload),
+            http_headers=http_headers, warc_headers_dict=extra,
+        )
+        offset = self.warc.out.tell()
+        self.warc.write_record(response)
+        split = urlsplit(hop.url)
+        target = (split.path or "/") + (f"?{split.query}" if split.query else "")
+        request = self.warc.create_warc_record(
+            hop.url, "request", payload=BytesIO(b""), length=0,
+            http_headers=StatusAndHeaders(f"GET {target} HTTP/1.1", hop.request_headers,
+                                          is_http_request=True),
+            warc_headers_dict={"WARC-Date": date,
+                               "WARC-Concurrent-To": response.rec_headers.get_header("WARC-Record-ID")},
+        )
+        self.warc.write_record(request)
+        return offset
+
+
+# ------------------------------------------------------------------ discovery
+
+
+@dataclass
+class Frontier:
+    """Which URLs have been seen and which are in scope; offsite URLs are only counted."""
+
+    seed_netloc: str
+    same_host_only: bool
+    seen: set[str] = field(default_factory=set)
+    offsite: set[str] = field(default_factory=set)
+
+    def admit(self, raw_url: str) -> str | None:
+        """Canonical URL if it is new, http(s) and in scope; else None (offsite is counted)."""
+        try:
+            url = canonicalize_url(raw_url)
+        except ValueError:
+            return None
+        if not _is_http(url) or url in self.seen:
+            return None
+        if self.same_host_only and urlsplit(url).netloc != self.seed_netloc:
+            self.offsite.add(url)
+            return None
+        self.seen.add(url)
+        return url
+
+
+async def _discover_sitemap(crawler: Crawler, frontier: Frontier, seed: str,
+                            sitemap_url: str | None) -> list[Task]:
+    """Pages listed by the sitemap(s): the given one or ``/sitemap.xml``, plus robots.txt's."""
+    candidates = [sitemap_url or _origin(seed) + "/sitemap.xml"]
+    candidates += await crawler.robots_sitemaps(seed)
+    queue, done, tasks = list(candidates), set(), []
+    while queue and len(done) < _MAX_SITEMAPS:
+        try:
+            url = canonicalize_url(queue.pop(0))
+        except ValueError:
+            continue
+        if url in done or not _is_http(url):
+            continue
+        done.add(url)
+        if not await crawler.allowed(url):
+            log.info("sitemap %s disallowed by robots.txt", url)
+            continue
+        hop = await crawler.get_resource(url)
+        if hop.error or hop.status != 200:
+            log.info("no sitemap at %s (%s)", url, hop.error or hop.status)
+            continue
+        pages, nested = parse_sitemap(hop.body)
+        queue.extend(nested)
+        for page in pages:
+            admitted = frontier.admit(page)
+            if admitted:
+                tasks.append(Task(admitted, "sitemap", 0))
+    return tasks
+
+
+def _log_failure(record: dict[str, Any]) -> None:
+    level = logging.INFO if record["error"] == "robots_disallowed" else logging.WARNING
+    log.log(level, "failed %s: %s", record["url"], record["error"])
+
+
+async def _crawl_async(seed_url: str, out_dir: Path, cfg: ScrapeConfig, sitemap_url: str | None,
+                       previous: Path | None, progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    seed = canonicalize_url(seed_url)
+    frontier = Frontier(urlsplit(seed).netloc, cfg.same_host_only)
+    records: list[dict[str, Any]] = []
+    skipped = requested = 0
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=cfg.concurrency_per_host)
+    headers = {"User-Agent": cfg.user_agent}
+    with open(out_dir / WARC_FILE, "wb") as fh, tqdm(desc="scrape", unit="page", disable=not progress) as bar:
+        warc = WARCWriter(fh, gzip=True)
+        warc.write_record(_warcinfo(warc, seed, cfg))
+        async with aiohttp.ClientSession(connector=connector, headers=headers,
+                                         cookie_jar=aiohttp.DummyCookieJar()) as session:
+            crawler = Crawler(cfg, session, warc, previous)
+            frontier.seen.add(seed)
+            level = [Task(seed, "seed", 0)] + await _discover_sitemap(crawler, frontier, seed, sitemap_url)
+            while level:
+                to_fetch, over = await _plan_level(crawler, level, records, cfg.max_pages - requested)
+                requested, skipped = requested + len(to_fetch), skipped + over
+                bar.total = (bar.total or 0) + len(to_fetch)
+                bar.refresh()
+                level = await _fetch_level(crawler, frontier, to_fetch, records, bar)
+    elapsed = time.monotonic() - started
+    records.sort(key=lambda r: r["url"])
+    _write_jsonl(out_dir / INDEX_FILE, records)
+    summary = _summary(seed, records, crawler.bytes_downloaded, elapsed, len(frontier.offsite), skipped)
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+async def _plan_level(crawler: Crawler, level: list[Task], records: list[dict[str, Any]],
+                      budget: int) -> tuple[list[Task], int]:
+    """Split a level, in url order, into URLs to fetch and the count left over by the budget.
+
+    Robots-disallowed URLs are recorded here (they cost no budget: never requested).
+    Sorting first makes the cut at ``max_pages`` independent of fetch timing.
+    """
+    to_fetch: list[Task] = []
+    over = 0
+    for task in sorted(level):
+        if not await crawler.allowed(task.url):
+            record = _empty_record(task)
+            record["error"] = "robots_disallowed"
+            records.append(record)
+            _log_failure(record)
+        elif len(to_fetch) < budget:
+            to_fetch.append(task)
+        else:
+            over += 1
+    return to_fetch, over
+
+
+async def _fetch_level(crawler: Crawler, frontier: Frontier, tasks: list[Task],
+                       records: list[dict[str, Any]], bar: Any) -> list[Task]:
+    """Fetch one depth level concurrently; returns the next level's tasks."""
+
+    async def one(task: Task) -> tuple[Task, dict[str, Any], list[str]]:
+        record, links = await crawler.fetch_page(task)
+        bar.update(1)
+        if record["error"]:
+            _log_failure(record)
+        return task, record, links
+
+    next_level: list[Task] = []
+    for task, record, links in await asyncio.gather(*(one(t) for t in tasks)):
+        records.append(record)
+        for link in links:
+            admitted = frontier.admit(link)
+            if admitted:
+                next_level.append(Task(admitted, "link", task.depth + 1))
+    return next_level
+
+
+def _warcinfo(warc: WARCWriter, seed: str, cfg: ScrapeConfig) -> Any:
+    info = {
+        "software": f"llmops/{getattr(llmops, '__version__', '0')} (aiohttp {aiohttp.__version__})",
+        "format": "WARC File Format 1.1",
+        "http-header-user-agent": cfg.user_agent,
+        "robots": "obey" if cfg.respect_robots else "ignore",
+        "isPartOf": seed,
+        "llmops-scrape-config": json.dumps(cfg.model_dump(), sort_keys=True),
+    }
+    return warc.create_warcinfo_record(WARC_FILE, info)
+
+
+def _summary(seed: str, records: list[dict[str, Any]], bytes_downloaded: int, elapsed: float,
+             offsite: int, skipped: int) -> dict[str, Any]:
+    failed = Counter(r["error"] for r in records if not r["ok"])
+    requested = sum(1 for r in records if r["attempts"])
+    return {
+        "seed_url": seed,
+        "urls_seen": len(records) + skipped,
+        "pages_ok": sum(1 for r in records if r["ok"]),
+        "pages_failed": sum(failed.values()),
+        "failed_by_reason": dict(sorted(failed.items())),
+        "not_modified": sum(1 for r in records if r["not_modified"]),
+        "bytes_downloaded": bytes_downloaded,
+        "elapsed_s": round(elapsed, 3),
+        "pages_per_s": round(requested / elapsed, 2) if elapsed > 0 else 0.0,
+        "offsite_links": offsite,
+        "skipped_max_pages": skipped,
+    }
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+# ------------------------------------------------------------------ public API
+
+
+def crawl(seed_url: str, out_dir: Path, cfg: ScrapeConfig, *, sitemap_url: str | None = None,
+          previous: Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Crawl from ``seed_url`` into the empty directory ``out_dir``; returns the summary.
+
+    Synchronous on purpose: callers are plain functions (CLI, Airflow tasks), so the
+    crawl runs its own event loop. ``previous`` is an earlier crawl's directory whose
+    ok pages are re-requested conditionally; a ``304`` copies the old payload into
+    this crawl, so every crawl directory is complete on its own.
+    """
+    coro = _crawl_async(seed_url, Path(out_dir), cfg, sitemap_url, Path(previous) if previous else None, progress)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Called from inside a running loop (a notebook, an async caller): asyncio.run would
+    # refuse, so the crawl gets a loop of its own on a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def read_index(crawl_dir: Path) -> list[dict[str, Any]]:
+    """The index records of a crawl, in url order."""
+    with open(Path(crawl_dir) / INDEX_FILE, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def iter_ok_pages(crawl_dir: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """(index record, payload) for every ok page, in index order, read from the WARC.
+
+    Each response record is its own gzip member, so ``warc_offset`` lets us seek
+    straight to it; the payload is checked against the recorded sha256.
+    """
+    crawl_dir = Path(crawl_dir)
+    with open(crawl_dir / WARC_FILE, "rb") as fh:
+        for record in read_index(crawl_dir):
+            if not record["ok"]:
+                continue
+            fh.seek(record["warc_offset"])
+            payload = next(iter(ArchiveIterator(fh))).content_stream().read()
+            if hashlib.sha256(payload).hexdigest() != record["sha256"]:
+                raise ValueError(f"{crawl_dir / WARC_FILE}: payload of {record['url']} does not match its sha256")
+            yield record, payload

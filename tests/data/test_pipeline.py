@@ -1,0 +1,106 @@
+"""The data half end to end, in process, against the demo site and its ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmops.config import DemoSiteConfig, load_config
+from llmops.data import store
+from llmops.data.demo_site import start_demo_site
+from llmops.data.pipeline import run_data_pipeline
+from llmops.data.scrape import read_index
+
+FAST_CRAWL = {"scrape": {"timeout_s": 1.0, "retries": 1, "backoff_s": 0.05, "rate_limit_per_host": 500.0}}
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    cfg = load_config(environ={"LLMOPS_HOME": str(home)}, overrides=FAST_CRAWL)
+    with start_demo_site(DemoSiteConfig(slow_delay_s=2.0), port=0) as site:
+        report = run_data_pipeline(cfg, seed_url=site.url, crawl_id="test-run")
+        again = run_data_pipeline(cfg, seed_url=site.url, crawl_id="test-run")
+        requested = site.requested_paths()
+    base = site.url.rstrip("/")
+    corpus_dir = Path(report["corpus"]["path"])
+    corpus = store.read_docs(corpus_dir / "corpus.parquet")
+    return {
+        "report": report, "again": again, "gt": site.ground_truth, "requested": requested, "base": base,
+        "index": read_index(Path(report["crawl"]["path"])),
+        "corpus": {d["url"].replace(base, ""): d for d in corpus},
+        "removed": store.read_jsonl(corpus_dir / "dropped.jsonl"),
+    }
+
+
+def test_every_fault_is_in_the_index_with_its_reason(run):
+    by_path = {r["url"].replace(run["base"], ""): r for r in run["index"]}
+    for fault in run["gt"]["faults"]:
+        record = by_path[fault["path"]]
+        if fault["expect"] == "ok":
+            assert record["ok"], fault
+        else:
+            assert record["error"] == fault["expect"], (fault, record["error"])
+            assert not record["ok"]
+
+
+def test_robots_disallowed_section_never_requested(run):
+    prefixes = run["gt"]["robots_disallow_prefixes"]
+    assert not [p for p in run["requested"] if any(p.startswith(pre) for pre in prefixes)]
+    by_path = {r["url"].replace(run["base"], ""): r for r in run["index"]}
+    for path in run["gt"]["disallowed"]:
+        assert by_path[path]["error"] == "robots_disallowed"
+
+
+def test_planted_duplicates_removed_and_originals_kept(run):
+    removed = {r["url"].replace(run["base"], ""): r for r in run["removed"]}
+    for dup in run["gt"]["duplicates"]:
+        assert dup["path"] in removed, dup
+        assert removed[dup["path"]]["duplicate_of"].replace(run["base"], "") == dup["original"]
+        assert removed[dup["path"]]["reason"] == ("exact_duplicate" if dup["kind"] == "exact" else "near_duplicate")
+        assert dup["original"] in run["corpus"], dup
+    planted = {d["path"] for d in run["gt"]["duplicates"]}
+    assert set(removed) == planted  # nothing else was taken for a duplicate
+
+
+def test_all_articles_reach_the_corpus(run):
+    articles = {p["path"] for p in run["gt"]["pages"] if p["kind"] == "article"}
+    assert articles <= set(run["corpus"])
+
+
+def test_boilerplate_and_comments_are_not_in_the_text(run):
+    texts = [_norm(d["text"]) for d in run["corpus"].values()]
+    snippets = [_norm(b) for b in run["gt"]["boilerplate"] if len(b) >= 20]
+    assert len(snippets) > 50
+    leaked = [s for s in snippets if any(s in t for t in texts)]
+    assert leaked == []
+
+
+def test_article_body_pii_is_still_there(run):
+    body = [p for p in run["gt"]["pii"] if p["where"] == "body" and p["page"] in run["corpus"]]
+    assert {p["type"] for p in body} >= {"PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD",
+                                         "IP_ADDRESS", "LOCATION", "SECRET"}
+    missing = [p for p in body if _norm(p["value"]) not in _norm(run["corpus"][p["page"]]["text"])]
+    assert missing == []
+    comment_only = {p["value"] for p in run["gt"]["pii"] if p["where"] == "comment"} - {p["value"] for p in body}
+    texts = " ".join(_norm(d["text"]) for d in run["corpus"].values())
+    assert [v for v in comment_only if len(v) > 8 and _norm(v) in texts] == []
+
+
+def test_rerun_with_same_inputs_reuses_every_stage(run):
+    assert run["again"]["crawl"]["reused"]
+    assert run["again"]["corpus"] == run["report"]["corpus"]
+
+
+def test_corpus_schema_and_report(run):
+    doc = next(iter(run["corpus"].values()))
+    assert set(store.CORPUS_SCHEMA.names) == set(doc)
+    report = run["report"]
+    assert report["crawl"]["pages_failed"] == sum(report["crawl"]["failed_by_reason"].values())
+    json.dumps(report)  # the report is plain JSON

@@ -1,0 +1,504 @@
+"""Tests of the crawler against a tiny local http.server site (and the demo site when present)."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+
+from llmops.config import ScrapeConfig
+from llmops.data.scrape import (
+    canonicalize_url,
+    crawl,
+    decode_html,
+    detect_encoding,
+    iter_ok_pages,
+    looks_binary,
+    parse_sitemap,
+    read_index,
+    robots_crawl_delay,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+LATIN1_HTML = "<html><body><p>Café crème – 20 €</p></body></html>".encode("cp1252")
+
+
+# ----------------------------------------------------------------- pure functions
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("HTTP://Example.COM:80/a/./b/../c?b=2&a=1#frag", "http://example.com/a/c?a=1&b=2"),
+        ("https://example.com:443", "https://example.com/"),
+        ("https://example.com:8443/x/", "https://example.com:8443/x/"),
+        ("http://example.com/a/b/..", "http://example.com/a/"),
+        ("http://example.com/../../x", "http://example.com/x"),
+        ("http://example.com/a b", "http://example.com/a%20b"),
+        ("http://example.com/?z=&a=1&&a=0", "http://example.com/?a=0&a=1&z="),
+        ("http://example.com/%7Euser", "http://example.com/%7Euser"),
+    ],
+)
+def test_canonicalize_url(raw: str, canonical: str) -> None:
+    assert canonicalize_url(raw) == canonical
+    assert canonicalize_url(canonical) == canonical  # idempotent
+
+
+@pytest.mark.parametrize("bad", ["/relative/path", "mailto:", "http://example.com:99999/"])
+def test_canonicalize_url_rejects_unusable_urls(bad: str) -> None:
+    with pytest.raises(ValueError):
+        canonicalize_url(bad)
+
+
+def test_decode_html_handles_legacy_and_broken_encodings() -> None:
+    assert "Café crème – 20 €" in decode_html(LATIN1_HTML, "windows-1252")
+    # Servers say latin-1 but mean cp1252 (the euro sign and the dash are not latin-1).
+    assert "– 20 €" in decode_html(LATIN1_HTML, "iso-8859-1")
+    assert decode_html("naïve".encode(), None) == "naïve"
+    assert decode_html(b"ok \xff\xfe!", "utf-8") == "ok \ufffd\ufffd!"
+    assert decode_html(b"x", "no-such-charset") == "x"
+    assert decode_html(b"x", "rot13") == "x"
+    assert decode_html("\ufeffbom".encode(), "windows-1252") == "bom"
+
+
+def test_detect_encoding_prefers_header_then_meta() -> None:
+    assert detect_encoding("text/html; charset=Windows-1252", b"<meta charset=utf-8>") == "windows-1252"
+    assert detect_encoding("text/html", b'<head><meta charset="ISO-8859-1">') == "iso-8859-1"
+    http_equiv = b'<meta http-equiv="Content-Type" content="text/html; charset=utf-8">'
+    assert detect_encoding(None, http_equiv) == "utf-8"
+    assert detect_encoding("text/html", b"<html>no declaration</html>") is None
+    assert detect_encoding("text/html; charset=bogus", b"") is None
+
+
+def test_looks_binary() -> None:
+    assert looks_binary(PNG)
+    assert looks_binary(b"<html>\x00</html>")
+    assert looks_binary(bytes(range(1, 32)) * 10)
+    assert not looks_binary("<html><body>Grüße\n\tTabs</body></html>".encode())
+    assert not looks_binary(b"")
+
+
+def test_parse_sitemap_urlset_index_and_gzip() -> None:
+    urlset = (b'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+              b"<url><loc> http://h/a </loc></url><url><loc>http://h/b</loc></url></urlset>")
+    assert parse_sitemap(urlset) == (["http://h/a", "http://h/b"], [])
+    assert parse_sitemap(gzip.compress(urlset)) == (["http://h/a", "http://h/b"], [])
+    index = b"<sitemapindex><sitemap><loc>http://h/s2.xml</loc></sitemap></sitemapindex>"
+    assert parse_sitemap(index) == ([], ["http://h/s2.xml"])
+    assert parse_sitemap(b"not xml at all") == ([], [])
+
+
+# ------------------------------------------------------------------ fixture site
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/html; charset=utf-8"})
+    delay_s: float = 0.0
+    send_length: bool = True
+
+
+Route = Callable[["Handler"], Reply]
+
+
+class Site:
+    """A stdlib HTTP server whose pages are Python callables; it logs every request."""
+
+    def __init__(self, routes: dict[str, Route | Reply]) -> None:
+        self.routes = routes
+        self.log: list[tuple[float, str, dict[str, str]]] = []
+        self.counts: dict[str, int] = {}
+        self.inflight = 0
+        self.max_inflight = 0
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (Handler,), {"site": self}))
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def requested(self) -> list[str]:
+        return [path for _, path, _ in self.log]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    site: Site
+
+    def log_message(self, *args: object) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        site = self.site
+        with site.lock:
+            site.log.append((time.monotonic(), self.path, dict(self.headers)))
+            site.counts[self.path] = site.counts.get(self.path, 0) + 1
+            site.inflight += 1
+            site.max_inflight = max(site.max_inflight, site.inflight)
+        try:
+            route = site.routes.get(self.path, Reply(404, b"<html>not found</html>"))
+            reply = route(self) if callable(route) else route
+            time.sleep(reply.delay_s)
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            if reply.send_length:
+                self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the crawler hung up (size limit, timeout): expected
+        finally:
+            with site.lock:
+                site.inflight -= 1
+
+
+def html(*links: str, title: str = "page") -> bytes:
+    anchors = "".join(f'<a href="{href}">{href}</a>' for href in links)
+    return f"<html><head><title>{title}</title></head><body>{anchors}</body></html>".encode()
+
+
+def flaky(first_status: int) -> Route:
+    """Fails with ``first_status`` on the first request, then serves a page."""
+
+    def route(handler: Handler) -> Reply:
+        if handler.site.counts[handler.path] == 1:
+            return Reply(first_status, b"try again")
+        return Reply(200, html(title="flaky"))
+
+    return route
+
+
+def cached(etag: str, body: bytes, last_modified: str = "Mon, 01 Jan 2024 00:00:00 GMT") -> Route:
+    """A page with validators that answers 304 when the client's validator matches."""
+
+    def route(handler: Handler) -> Reply:
+        headers = {"Content-Type": "text/html", "ETag": etag, "Last-Modified": last_modified}
+        if handler.headers.get("If-None-Match") == etag:
+            return Reply(304, b"", headers)
+        return Reply(200, body, headers)
+
+    return route
+
+
+def redirect(to: str) -> Reply:
+    return Reply(302, b"", {"Location": to})
+
+
+ROBOTS = b"User-agent: *\nDisallow: /private/\n\nUser-agent: otherbot\nDisallow: /\n"
+SITEMAP = (b'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+           b"<url><loc>{origin}/from-sitemap</loc></url><url><loc>{origin}/</loc></url></urlset>")
+INDEX_LINKS = [
+    "/flaky", "/always-500", "/missing", "/loop-a", "/chain/0", "/huge", "/huge-chunked", "/slow",
+    "/file.zip", "/image.html", "/latin1", "/cached", "/private/secret", "/redir-private",
+    "/same#frag", "./same", "http://offsite.invalid/x", "mailto:a@b.c", "/same?b=2&a=1",
+]
+
+
+def fixture_routes(origin: str) -> dict[str, Route | Reply]:
+    routes: dict[str, Route | Reply] = {
+        "/robots.txt": Reply(200, ROBOTS, {"Content-Type": "text/plain"}),
+        # robots.txt and sitemaps follow redirects; a sitemap index points to a gzipped sitemap
+        "/sitemap.xml": Reply(301, b"", {"Location": "/sitemap-index.xml"}),
+        "/sitemap-index.xml": Reply(200, f"<sitemapindex><sitemap><loc>{origin}/pages.xml.gz</loc></sitemap>"
+                                         "</sitemapindex>".encode(), {"Content-Type": "text/xml"}),
+        "/pages.xml.gz": Reply(200, gzip.compress(SITEMAP.replace(b"{origin}", origin.encode())),
+                               {"Content-Type": "application/gzip"}),
+        "/": Reply(200, html(*INDEX_LINKS, title="home")),
+        "/from-sitemap": Reply(200, html("/deeper")),
+        "/deeper": Reply(200, html()),
+        "/same": Reply(200, html()),
+        "/same?a=1&b=2": Reply(200, html()),
+        "/flaky": flaky(503),
+        "/always-500": Reply(500, b"boom"),
+        "/missing": Reply(404, b"gone"),
+        "/loop-a": redirect("/loop-b"),
+        "/loop-b": redirect("/loop-a"),
+        "/huge": Reply(200, b"<html>" + b"x" * 50_000),
+        "/huge-chunked": Reply(200, b"<html>" + b"x" * 50_000, send_length=False),
+        "/slow": Reply(200, html(), delay_s=1.0),
+        "/file.zip": Reply(200, b"PK\x03\x04zip", {"Content-Type": "application/zip"}),
+        "/image.html": Reply(200, PNG),
+        "/latin1": Reply(200, LATIN1_HTML, {"Content-Type": "text/html; charset=windows-1252"}),
+        "/cached": cached('"v1"', html(title="cached")),
+        "/private/secret": Reply(200, html()),
+        "/redir-private": redirect("/private/secret"),
+    }
+    for i in range(7):
+        routes[f"/chain/{i}"] = redirect(f"/chain/{i + 1}")
+    return routes
+
+
+FAST = dict(timeout_s=0.4, retries=2, backoff_s=0.01, max_bytes=20_000, rate_limit_per_host=500.0)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    server = Site({})
+    server.routes.update(fixture_routes(server.url.rstrip("/")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def crawled(site: Site, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[str, dict]]:
+    """One crawl of the fixture site shared by the assertions below (it takes ~1.5 s)."""
+    out = tmp_path_factory.mktemp("crawl")
+    summary = crawl(site.url, out, ScrapeConfig(**FAST))
+    return out, summary, {r["url"]: r for r in read_index(out)}
+
+
+def _rec(site: Site, index: dict[str, dict], path: str) -> dict:
+    return index[site.url.rstrip("/") + path]
+
+
+@pytest.mark.parametrize(
+    ("path", "reason", "attempts"),
+    [
+        ("/always-500", "http_500", 3),
+        ("/missing", "http_404", 1),
+        ("/loop-a", "redirect_loop", 2),
+        ("/chain/0", "too_many_redirects", 6),
+        ("/huge", "too_large", 1),
+        ("/huge-chunked", "too_large", 1),
+        ("/slow", "timeout", 3),
+        ("/file.zip", "content_type", 1),
+        ("/image.html", "binary_content", 1),
+        ("/private/secret", "robots_disallowed", 0),
+        ("/redir-private", "robots_disallowed", 1),
+    ],
+)
+def test_failures_are_recorded_with_reason(crawled, site: Site, path: str, reason: str, attempts: int) -> None:
+    _, _, index = crawled
+    record = _rec(site, index, path)
+    assert (record["error"], record["ok"], record["attempts"]) == (reason, False, attempts)
+    assert record["warc_offset"] is None and record["sha256"] is None
+
+
+def test_retry_on_503_recovers(crawled, site: Site) -> None:
+    record = _rec(site, crawled[2], "/flaky")
+    assert record["ok"] and record["status"] == 200 and record["attempts"] == 2 and record["error"] is None
+
+
+def test_robots_disallowed_urls_are_never_requested(crawled, site: Site) -> None:
+    assert not [p for p in site.requested() if p.startswith("/private/")]
+    assert site.counts["/robots.txt"] == 1
+
+
+def test_discovery_canonicalisation_and_scope(crawled, site: Site) -> None:
+    _, summary, index = crawled
+    assert _rec(site, index, "/")["discovered_via"] == "seed"
+    assert _rec(site, index, "/from-sitemap")["discovered_via"] == "sitemap"
+    assert _rec(site, index, "/deeper")["depth"] == 1
+    assert _rec(site, index, "/same")["discovered_via"] == "link"
+    assert _rec(site, index, "/same?a=1&b=2")["ok"]
+    assert site.counts["/same"] == 1  # "/same#frag" and "./same" are the same page
+    assert summary["offsite_links"] == 1
+    assert not any("offsite" in url or url.startswith("mailto") for url in index)
+
+
+def test_redirect_records_final_url(crawled, site: Site) -> None:
+    record = _rec(site, crawled[2], "/loop-a")
+    assert record["final_url"] == site.url + "loop-b"
+    assert record["status"] == 302
+
+
+def test_encoding_is_recorded_and_payload_round_trips(crawled, site: Site) -> None:
+    out, _, index = crawled
+    record = _rec(site, index, "/latin1")
+    assert record["ok"] and record["encoding"] == "windows-1252"
+    payloads = {r["url"]: p for r, p in iter_ok_pages(out)}
+    assert payloads[record["url"]] == LATIN1_HTML
+    assert "Café crème – 20 €" in decode_html(payloads[record["url"]], record["encoding"])
+
+
+def test_index_schema_and_summary(crawled) -> None:
+    out, summary, index = crawled
+    records = read_index(out)
+    assert [r["url"] for r in records] == sorted(index)
+    keys = {"url", "status", "content_type", "fetched_at", "etag", "last_modified", "error", "ok",
+            "final_url", "discovered_via", "depth", "attempts", "bytes", "sha256", "encoding",
+            "not_modified", "warc_offset", "elapsed_ms"}
+    assert all(set(r) == keys for r in records)
+    assert all(r["ok"] == (r["error"] is None) for r in records)
+    ok = [r for r in records if r["ok"]]
+    assert summary["pages_ok"] == len(ok)
+    assert summary["pages_ok"] + summary["pages_failed"] == summary["urls_seen"] == len(records)
+    assert summary["failed_by_reason"]["robots_disallowed"] == 2
+    assert summary["bytes_downloaded"] >= sum(r["bytes"] for r in ok)
+    assert summary["pages_per_s"] > 0 and summary["skipped_max_pages"] == 0
+    assert (out / "summary.json").exists()
+    assert all(r["fetched_at"].endswith("Z") for r in records if r["attempts"])
+
+
+def test_warc_has_warcinfo_and_request_response_pairs(crawled) -> None:
+    out, summary, _ = crawled
+    with open(out / "crawl.warc.gz", "rb") as fh:
+        types = [rec.rec_type for rec in ArchiveIterator(fh)]
+    assert types[0] == "warcinfo"
+    assert types.count("response") == types.count("request") == summary["pages_ok"]
+
+
+def test_max_pages_budget(site: Site, tmp_path: Path) -> None:
+    summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST, max_pages=3))
+    requested = [r for r in read_index(tmp_path) if r["attempts"]]
+    assert len(requested) == 3
+    assert summary["skipped_max_pages"] > 0
+    assert summary["urls_seen"] == len(read_index(tmp_path)) + summary["skipped_max_pages"]
+
+
+def test_conditional_recrawl_reuses_unchanged_pages(tmp_path: Path) -> None:
+    pages = {"/": html("/a", "/b"), "/a": html(title="a"), "/b": html(title="b")}
+    versions = {"/": "1", "/a": "1", "/b": "1"}
+
+    def page(path: str) -> Route:
+        def route(handler: Handler) -> Reply:
+            return cached(f'"{versions[path]}"', pages[path])(handler)
+        return route
+
+    site = Site({path: page(path) for path in pages})
+    try:
+        first, second = tmp_path / "first", tmp_path / "second"
+        first.mkdir(), second.mkdir()
+        crawl(site.url, first, ScrapeConfig(**FAST))
+        pages["/b"], versions["/b"] = html(title="b, second edition"), "2"
+        n_before = len(site.log)
+        summary = crawl(site.url, second, ScrapeConfig(**FAST), previous=first)
+        sent = {path: h.get("If-None-Match") for _, path, h in site.log[n_before:] if path in pages}
+        assert sent == {"/": '"1"', "/a": '"1"', "/b": '"1"'}
+    finally:
+        site.stop()
+    index = {r["url"].rsplit("/", 1)[1]: r for r in read_index(second)}
+    assert index[""]["not_modified"] and index["a"]["not_modified"] and index[""]["ok"]
+    assert index[""]["status"] == 304
+    assert not index["b"]["not_modified"] and index["b"]["etag"] == '"2"'
+    assert summary["not_modified"] == 2
+    payloads = {r["url"].rsplit("/", 1)[1]: p for r, p in iter_ok_pages(second)}
+    assert payloads == {"": pages["/"], "a": pages["/a"], "b": html(title="b, second edition")}
+
+
+def test_politeness_rate_limit_and_concurrency(tmp_path: Path) -> None:
+    links = [f"/p{i}" for i in range(8)]
+    routes: dict[str, Route | Reply] = {"/": Reply(200, html(*links))}
+    routes.update({link: Reply(200, html(), delay_s=0.05) for link in links})
+    site = Site(routes)
+    try:
+        crawl(site.url, tmp_path, ScrapeConfig(**{**FAST, "rate_limit_per_host": 40.0},
+                                               concurrency_per_host=2))
+    finally:
+        site.stop()
+    times = [t for t, path, _ in site.log if path.startswith("/p")]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.02  # 40 req/s -> 25 ms apart, minus scheduling jitter
+    assert site.max_inflight <= 2
+
+
+def test_robots_crawl_delay_is_honoured(tmp_path: Path) -> None:
+    routes: dict[str, Route | Reply] = {
+        "/robots.txt": Reply(200, b"User-agent: *\nCrawl-delay: 0.2\n", {"Content-Type": "text/plain"}),
+        "/": Reply(200, html("/a", "/b")), "/a": Reply(200, html()), "/b": Reply(200, html()),
+    }
+    site = Site(routes)
+    try:
+        crawl(site.url, tmp_path, ScrapeConfig(**FAST))
+    finally:
+        site.stop()
+    times = [t for t, path, _ in site.log if path != "/robots.txt"]
+    assert all(b - a >= 0.18 for a, b in zip(times, times[1:]))
+
+
+def test_robots_for_other_user_agent_blocks_everything(site: Site, tmp_path: Path) -> None:
+    before = len(site.log)
+    summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST, user_agent="otherbot"))
+    assert [p for _, p, _ in site.log[before:]] == ["/robots.txt"]
+    assert summary["failed_by_reason"] == {"robots_disallowed": 1}
+
+
+def test_robots_crawl_delay_parsing() -> None:
+    text = "User-agent: llmops-crawler\nCrawl-delay: 0.5\n\nUser-agent: *\nCrawl-delay: 2\nDisallow: /x\n"
+    assert robots_crawl_delay(text, "llmops-crawler/0.1") == 0.5
+    assert robots_crawl_delay(text, "someone-else/1.0") == 2.0
+    assert robots_crawl_delay("User-agent: *\nDisallow: /\n", "a") is None
+
+
+def test_crawl_works_inside_a_running_event_loop(site: Site, tmp_path: Path) -> None:
+    import asyncio
+
+    async def caller() -> dict:
+        return crawl(site.url, tmp_path, ScrapeConfig(**FAST, max_pages=1))
+
+    assert asyncio.run(caller())["pages_ok"] == 1
+
+
+# ------------------------------------------------------------ demo site (integration)
+
+
+@pytest.fixture(scope="module")
+def demo_site() -> Iterator:
+    demo = pytest.importorskip("llmops.data.demo_site")
+    from llmops.config import DemoSiteConfig
+
+    with demo.start_demo_site(DemoSiteConfig(slow_delay_s=1.5), port=0) as server:
+        yield server
+
+
+def test_demo_site_crawl_and_conditional_recrawl(demo_site, tmp_path: Path) -> None:
+    from llmops.config import DemoSiteConfig
+
+    huge = DemoSiteConfig().huge_page_bytes
+    cfg = ScrapeConfig(timeout_s=0.5, retries=1, backoff_s=0.05, max_bytes=huge // 3)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    summary = crawl(demo_site.url, first, cfg)
+    origin = demo_site.url.rstrip("/")
+    index = {r["url"].removeprefix(origin): r for r in read_index(first)}
+
+    truth = demo_site.ground_truth
+    for fault in truth["faults"]:
+        record = index[fault["path"]]
+        expected_error = None if fault["expect"] == "ok" else fault["expect"]
+        assert (record["error"], record["ok"]) == (expected_error, expected_error is None), fault
+    assert index["/faults/latin1.html"]["encoding"] in ("windows-1252", "cp1252", "iso-8859-1", "latin-1")
+    for path in truth["disallowed"]:
+        assert index[path]["error"] == "robots_disallowed"
+    assert not [p for p in demo_site.requested_paths() if p.startswith("/private/")]
+    docs = [r for path, r in index.items() if path.startswith("/docs/")]
+    assert len(docs) == 79 and all(r["ok"] for r in docs)
+    assert summary["pages_ok"] == sum(r["ok"] for r in index.values())
+
+    changed = min(path for path in index if path.startswith("/docs/"))
+    new_html = "<html><head><title>Changed</title></head><body><p>A new edition.</p></body></html>"
+    demo_site.update_page(changed, new_html)
+    summary2 = crawl(demo_site.url, second, cfg, previous=first)
+    index2 = {r["url"].removeprefix(origin): r for r in read_index(second)}
+    assert index2[changed]["ok"] and not index2[changed]["not_modified"]
+    assert summary2["not_modified"] == summary["pages_ok"] - 1  # all but the changed page
+    assert all(index2[p]["not_modified"] for p, r in index.items() if r["ok"] and p != changed)
+    payloads = {r["url"].removeprefix(origin): p for r, p in iter_ok_pages(second)}
+    assert payloads[changed] == new_html.encode()
+    assert summary2["bytes_downloaded"] < summary["bytes_downloaded"] / 10
+
+
+def test_unreachable_host_is_a_connection_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    summary = crawl(f"http://127.0.0.1:{port}/", tmp_path, ScrapeConfig(**FAST), progress=True)
+    (record,) = read_index(tmp_path)
+    assert (record["error"], record["attempts"]) == ("connection_error", 3)
+    assert summary["failed_by_reason"] == {"connection_error": 1}
