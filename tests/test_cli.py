@@ -1,0 +1,52 @@
+"""Every subcommand explains itself; failures are one line and a non-zero exit code."""
+
+import subprocess
+import sys
+
+import pytest
+
+from llmops.cli import build_parser, main
+
+SUBCOMMANDS = [["config"], ["demo-site", "serve"], ["demo-site", "ground-truth"], ["scrape"], ["extract"],
+               ["clean"], ["dedup"], ["data", "run"], ["demo"]]
+
+
+@pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)
+def test_help_on_every_subcommand(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    assert len(capsys.readouterr().out) > 100
+
+
+def test_parser_lists_every_subcommand():
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert {argv[0] for argv in SUBCOMMANDS} == set(choices)
+
+
+def test_failure_is_one_line_and_nonzero(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "llmops.cli", "clean", "--in", str(tmp_path / "missing.parquet")],
+                          capture_output=True, text=True, env={"LLMOPS_HOME": str(tmp_path), "PATH": "/usr/bin"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith("llmops: error: FileNotFoundError")
+
+
+def test_config_error_exits_2_naming_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scrape:\n  timeout_s: -1\n")
+    assert main(["--config", str(bad), "config"]) == 2
+    assert "scrape.timeout_s" in capsys.readouterr().err
+
+
+def test_stage_cli_writes_to_out_and_reuses(tmp_path, capsys):
+    from llmops.data import store
+    from tests.data.test_clean import ENGLISH, _row
+
+    src = tmp_path / "docs.parquet"
+    store.write_docs([_row(ENGLISH)], src, store.EXTRACT_SCHEMA)
+    out = tmp_path / "cleaned"
+    assert main(["clean", "--in", str(src), "--out", str(out)]) == 0
+    assert (out / "docs.parquet").exists() and (out / "manifest.json").exists()
+    assert main(["clean", "--in", str(src), "--out", str(out)]) == 0
+    assert "reused" in capsys.readouterr().out
