@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -40,12 +41,24 @@ def _port_free(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) != 0
 
 
+_TASK_DONE = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+
+
 def _run_logged(cmd: list[str], env: dict[str, str], log_path: Path, label: str) -> None:
-    """Run ``cmd`` with its output in ``log_path``; on failure show the log's tail."""
+    """Run ``cmd`` with its output in ``log_path``, echoing finished Airflow tasks as progress.
+
+    On failure the log's tail is shown and the error names the log file.
+    """
     started = time.monotonic()
     print(f"==> {label} (log: {log_path})", flush=True)
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(log_path, "w") as log, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                                      stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            if match := _TASK_DONE.search(line):
+                task, index = match.groups()
+                shard = f" [{index}]" if index != "-1" else ""
+                print(f"    task {task}{shard} finished ({time.monotonic() - started:.0f}s)", flush=True)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-40:]
         print("\n".join(tail), file=sys.stderr)
