@@ -18,6 +18,10 @@ from llmops.config import LlmopsConfig
 STAGES = ("scrape", "extract", "clean", "dedup")
 
 
+class CrawlFailed(RuntimeError):
+    """A crawl produced no usable page (site down, seed disallowed, wrong URL)."""
+
+
 def input_ref(path: Path) -> dict[str, str]:
     """How an input is named in a manifest: its path and a hash that identifies it.
 
@@ -49,12 +53,16 @@ def scrape_stage(cfg: LlmopsConfig, seed_url: str, crawl_id: str, *, sitemap_url
     if previous is None:
         previous = latest_output(cfg.home, "scrape", where=lambda m: m["inputs"].get("seed_url") == seed_url)
     inputs = {"seed_url": seed_url, "sitemap_url": sitemap_url, "crawl_id": crawl_id}
-    return build_stage(
-        cfg.home, "scrape", inputs, cfg.scrape.model_dump(mode="json"),
-        lambda tmp: crawl(seed_url, tmp, cfg.scrape, sitemap_url=sitemap_url, previous=previous, progress=progress)
-        | {"previous_crawl": str(previous) if previous else None},
-        out_dir=out_dir,
-    )
+
+    def build(tmp: Path) -> dict[str, Any]:
+        summary = crawl(seed_url, tmp, cfg.scrape, sitemap_url=sitemap_url, previous=previous, progress=progress)
+        if summary["pages_ok"] == 0:
+            # Nothing usable: fail (so Airflow retries with backoff) instead of publishing an empty crawl.
+            reasons = ", ".join(f"{r}={n}" for r, n in summary["failed_by_reason"].items()) or "no URL found"
+            raise CrawlFailed(f"crawl of {seed_url} fetched no page ({reasons}); is the site up?")
+        return summary | {"previous_crawl": str(previous) if previous else None}
+
+    return build_stage(cfg.home, "scrape", inputs, cfg.scrape.model_dump(mode="json"), build, out_dir=out_dir)
 
 
 def extract_stage(cfg: LlmopsConfig, crawl_dir: Path, shard: int = 0, num_shards: int = 1, *,

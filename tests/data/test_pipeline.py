@@ -104,3 +104,13 @@ def test_corpus_schema_and_report(run):
     report = run["report"]
     assert report["crawl"]["pages_failed"] == sum(report["crawl"]["failed_by_reason"].values())
     json.dumps(report)  # the report is plain JSON
+
+
+def test_crawl_that_fetches_nothing_fails_and_publishes_nothing(tmp_path):
+    from llmops.data.pipeline import CrawlFailed, scrape_stage
+
+    cfg = load_config(environ={"LLMOPS_HOME": str(tmp_path)},
+                      overrides={"scrape": {"timeout_s": 0.5, "retries": 0}})
+    with pytest.raises(CrawlFailed, match="connection_error"):
+        scrape_stage(cfg, "http://127.0.0.1:1/", "run-1")
+    assert list((tmp_path / "artifacts" / "scrape").iterdir()) == []  # no half-written .tmp either
