@@ -27,6 +27,7 @@ def airflow_env(cfg: LlmopsConfig) -> dict[str, str]:
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
     env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO_ROOT / "plugins"))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    env.setdefault("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False")
     env["LLMOPS_HOME"] = str(cfg.home)
     paths = [str(REPO_ROOT / "plugins"), str(REPO_ROOT)]
     if env.get("PYTHONPATH"):
