@@ -22,7 +22,7 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags
 
-.PHONY: venv demo test test-fast bench airflow demo-site clean help
+.PHONY: venv demo test test-fast bench airflow clean help
 
 help:
 	@echo "make demo    - set up, start the demo site and run the llmops_data DAG through Airflow"

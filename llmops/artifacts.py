@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -103,6 +104,43 @@ def _output_hashes(root: Path) -> dict[str, str]:
     }
 
 
+STALE_TMP_SECONDS = 24 * 3600
+
+
+def _sweep_stale_tmp(parent: Path) -> None:
+    """Remove work-in-progress directories left by a killed worker (SIGKILL, OOM) long ago.
+
+    A day is far beyond any stage's execution_timeout, so nothing live is touched.
+    """
+    now = time.time()
+    for cand in parent.glob(".tmp-*"):
+        try:
+            if now - cand.stat().st_mtime > STALE_TMP_SECONDS:
+                shutil.rmtree(cand, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
+def _check_explicit_out(final: Path) -> None:
+    """An explicit ``--out`` may replace an earlier stage output, never anything else."""
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / MANIFEST).exists())):
+        raise FileExistsError(f"{final} exists and is not an llmops stage output (no {MANIFEST}); "
+                              "refusing to overwrite it: choose another --out")
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    """Replace the stage output at ``final`` by ``tmp``; the old one is moved aside first
+    and put back if the swap fails, so a crash never leaves neither."""
+    old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+    os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        os.rename(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def build_stage(
     home: Path,
     stage: str,
@@ -114,7 +152,8 @@ def build_stage(
     """Run ``build(tmp_dir) -> summary`` unless the output for this key already exists.
 
     ``out_dir`` overrides the layout location (the CLI's ``--out``); the output is
-    still written to a temporary sibling and renamed into place.
+    still written to a temporary sibling and renamed into place. An existing
+    ``out_dir`` is replaced only if it is an earlier stage output (or empty).
     """
     key = stage_key(stage, inputs, config)
     final = Path(out_dir) if out_dir else artifacts_root(home) / stage / key
@@ -124,7 +163,10 @@ def build_stage(
             return StageResult(stage, final, key, True, manifest)
         if out_dir is None:
             raise RuntimeError(f"{final} holds a manifest for another key; refusing to overwrite")
+    if out_dir is not None:
+        _check_explicit_out(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_tmp(final.parent)
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -142,15 +184,17 @@ def build_stage(
             "summary": summary,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        if out_dir is not None and final.exists():
-            shutil.rmtree(final)  # an explicit --out is the user's to overwrite
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            # Another worker finished the same key first: its output is equivalent.
-            shutil.rmtree(tmp, ignore_errors=True)
-            manifest = read_manifest(final)
-            return StageResult(stage, final, key, True, manifest)
+        if (final / MANIFEST).exists():  # an explicit --out holding an earlier output
+            _swap_into_place(tmp, final)
+        else:
+            try:
+                os.rename(tmp, final)  # also replaces an empty directory
+            except OSError:
+                if not (final / MANIFEST).exists():
+                    raise
+                # Another worker finished the same key first: its output is equivalent.
+                shutil.rmtree(tmp, ignore_errors=True)
+                return StageResult(stage, final, key, True, read_manifest(final))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -58,8 +58,8 @@ def cmd_demo_site_ground_truth(args: argparse.Namespace, cfg: LlmopsConfig) -> i
 def cmd_scrape(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.data.pipeline import default_crawl_id, scrape_stage
 
-    if args.max_pages is not None:
-        cfg = cfg.model_copy(update={"scrape": cfg.scrape.model_copy(update={"max_pages": args.max_pages})})
+    if args.max_pages is not None:  # validated like the YAML value (max_pages >= 1)
+        cfg = load_config(args.config, overrides={"scrape": {"max_pages": args.max_pages}})
     result = scrape_stage(cfg, args.seed, args.crawl_id or default_crawl_id(), sitemap_url=args.sitemap,
                           previous=args.previous, progress=True, out_dir=args.out)
     _print_result(result)

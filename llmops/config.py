@@ -196,6 +196,7 @@ def load_config(
 ) -> LlmopsConfig:
     """Load, merge and validate the configuration; raises ``ConfigError`` naming the key."""
     environ = dict(os.environ if environ is None else environ)
+    source = "--config" if path else "LLMOPS_CONFIG" if environ.get("LLMOPS_CONFIG") else None
     path = Path(path or environ.get("LLMOPS_CONFIG") or DEFAULT_CONFIG_FILE)
     raw: dict[str, Any] = {}
     if path.exists():
@@ -205,8 +206,8 @@ def load_config(
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    elif environ.get("LLMOPS_CONFIG"):
-        raise ConfigError(f"LLMOPS_CONFIG points to {path}, which does not exist")
+    elif source:  # a file someone named must exist; only the default may be absent
+        raise ConfigError(f"{source} points to {path}, which does not exist")
     merged = _merge(raw, _env_overrides(environ))
     if environ.get("LLMOPS_HOME"):
         merged["home"] = environ["LLMOPS_HOME"]

@@ -39,3 +39,40 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path):
         build_stage(tmp_path, "demo", {}, {}, boom)
     assert list((tmp_path / "artifacts" / "demo").iterdir()) == []
     assert latest_output(tmp_path, "demo") is None
+
+
+def test_explicit_out_never_overwrites_unrelated_files(tmp_path: Path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("important")
+    with pytest.raises(FileExistsError, match="not an llmops stage output"):
+        build_stage(tmp_path, "demo", {}, {}, _writer([]), out_dir=precious)
+    assert (precious / "keep.txt").read_text() == "important"
+
+
+def test_explicit_out_replaces_an_earlier_stage_output(tmp_path: Path):
+    out = tmp_path / "out"
+    first = build_stage(tmp_path, "demo", {"v": 1}, {}, _writer([]), out_dir=out)
+    second = build_stage(tmp_path, "demo", {"v": 2}, {}, _writer([]), out_dir=out)
+    assert first.key != second.key and not second.reused
+    assert json.loads((out / MANIFEST).read_text())["key"] == second.key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .old-/.tmp- left behind
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert build_stage(tmp_path, "demo", {}, {}, _writer([]), out_dir=empty).path == empty
+
+
+def test_stale_work_in_progress_is_swept(tmp_path: Path):
+    import os
+    import time
+
+    from llmops.artifacts import STALE_TMP_SECONDS
+
+    root = tmp_path / "artifacts" / "demo"
+    stale, fresh = root / ".tmp-abc-1", root / ".tmp-abc-2"
+    stale.mkdir(parents=True)
+    fresh.mkdir()
+    old = time.time() - STALE_TMP_SECONDS - 10
+    os.utime(stale, (old, old))
+    build_stage(tmp_path, "demo", {}, {}, _writer([]))
+    assert not stale.exists() and fresh.exists()

@@ -50,3 +50,10 @@ def test_stage_cli_writes_to_out_and_reuses(tmp_path, capsys):
     assert (out / "docs.parquet").exists() and (out / "manifest.json").exists()
     assert main(["clean", "--in", str(src), "--out", str(out)]) == 0
     assert "reused" in capsys.readouterr().out
+
+
+def test_bad_flag_values_are_config_errors(tmp_path, capsys):
+    assert main(["scrape", "--seed", "http://127.0.0.1:1/", "--max-pages", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "scrape.max_pages" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "typo.yaml"), "config"]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -56,3 +56,8 @@ def test_every_field_is_documented():
 
     missing = [name for name, doc in walk(LlmopsConfig) if not doc]
     assert missing == []
+
+
+def test_named_config_file_must_exist(tmp_path: Path):
+    with pytest.raises(ConfigError, match="--config points to"):
+        load_config(tmp_path / "typo.yaml", environ={})

@@ -16,6 +16,9 @@ def test_compose_has_the_production_airflow_services():
     env = services["airflow-worker"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+    # workers crawl the demo-site service, not their own loopback
+    assert env["LLMOPS_DATA__SEED_URL"].startswith("http://demo-site:")
+    assert "demo-site" in services
 
 
 def test_dockerfile_pins_the_same_airflow_as_requirements():

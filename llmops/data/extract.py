@@ -44,7 +44,10 @@ def canonical_link(html: str, base_url: str) -> str | None:
     except (ValueError, lxml.etree.ParserError):
         return None
     for href in tree.xpath('//link[@rel="canonical"]/@href'):
-        return urljoin(base_url, href.strip())
+        try:
+            return urljoin(base_url, href.strip())
+        except ValueError:  # e.g. "http://[bad/": a broken hint, not a broken page
+            return None
     return None
 
 
@@ -71,12 +74,12 @@ def extract_page(index_record: dict[str, Any], payload: bytes, cfg: ExtractConfi
             favor_precision=cfg.favor_precision,
             with_metadata=True,
         )
+        canonical = canonical_link(html, url)
     except Exception as exc:  # a malformed page must not stop the shard
         return Extracted(None, f"extract_error:{type(exc).__name__}")
     text = (doc.text if doc is not None else "") or ""
     if len(text.strip()) < max(cfg.min_text_chars, 1):
         return Extracted(None, "no_text")
-    canonical = canonical_link(html, url)
     return Extracted(
         {
             "id": doc_id(index_record["url"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ def input_ref(path: Path) -> dict[str, str]:
         return {"path": str(path), "hash": read_manifest(stage_dir)["key"]}
     if path.is_file():
         return {"path": str(path), "hash": file_sha256(path)[:16]}
+    if path.exists():
+        raise FileNotFoundError(f"input {path} is not a stage output (no {MANIFEST}) nor a file")
     raise FileNotFoundError(f"input {path} does not exist")
 
 
@@ -57,9 +60,13 @@ def scrape_stage(cfg: LlmopsConfig, seed_url: str, crawl_id: str, *, sitemap_url
     def build(tmp: Path) -> dict[str, Any]:
         summary = crawl(seed_url, tmp, cfg.scrape, sitemap_url=sitemap_url, previous=previous, progress=progress)
         if summary["pages_ok"] == 0:
-            # Nothing usable: fail (so Airflow retries with backoff) instead of publishing an empty crawl.
+            # Nothing usable: fail (so Airflow retries with backoff) instead of publishing an empty
+            # crawl, but keep its index, the record of why every URL failed.
+            kept = Path(cfg.home) / "logs" / "failed-crawls" / f"{_safe_name(crawl_id)}-index.jsonl"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tmp / "index.jsonl", kept)
             reasons = ", ".join(f"{r}={n}" for r, n in summary["failed_by_reason"].items()) or "no URL found"
-            raise CrawlFailed(f"crawl of {seed_url} fetched no page ({reasons}); is the site up?")
+            raise CrawlFailed(f"crawl of {seed_url} fetched no page ({reasons}); is the site up? index: {kept}")
         return summary | {"previous_crawl": str(previous) if previous else None}
 
     return build_stage(cfg.home, "scrape", inputs, cfg.scrape.model_dump(mode="json"), build, out_dir=out_dir)
@@ -95,7 +102,8 @@ def clean_stage(cfg: LlmopsConfig, docs_path: Path, *, progress: bool = False,
 def dedup_stage(cfg: LlmopsConfig, docs_paths: list[Path], *, out_dir: Path | None = None) -> StageResult:
     from llmops.data.dedup import run_dedup
 
-    docs_paths = sorted(_docs_file(p, "docs.parquet") for p in docs_paths)
+    # A shard named twice would count every document as its own duplicate.
+    docs_paths = sorted({_docs_file(p, "docs.parquet").resolve() for p in docs_paths})
     inputs = {"docs": [input_ref(p) for p in docs_paths]}
     return build_stage(
         cfg.home, "dedup", inputs, cfg.dedup.model_dump(mode="json"),
@@ -147,10 +155,11 @@ def build_report(crawl: StageResult, extracted: list[StageResult], cleaned: list
             "seed_url", "urls_seen", "pages_ok", "pages_failed", "failed_by_reason", "not_modified",
             "pages_per_s")}},
         "extract": {"docs_out": sum(r.summary.get("docs_out", 0) for r in extracted),
-                    "dropped_by_reason": extract_drops, "shards": len(extracted)},
+                    "dropped_by_reason": extract_drops, "shards": len(extracted),
+                    "reused": all(r.reused for r in extracted)},
         "clean": {"docs_out": sum(r.summary.get("docs_out", 0) for r in cleaned),
-                  "dropped_by_filter": clean_drops},
-        "dedup": dedup,
+                  "dropped_by_filter": clean_drops, "reused": all(r.reused for r in cleaned)},
+        "dedup": dedup | {"reused": corpus.reused},
         "corpus": corpus.asset_extra(),
     }
 
@@ -175,10 +184,14 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _safe_name(run_id: str) -> str:
+    """A run id (``manual__2026-11-23T20:54:39+00:00``) as a file name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
+
+
 def write_report(home: Path, run_id: str, report: dict[str, Any]) -> Path:
     """Keep the run report under ``reports/llmops_data/<run_id>/`` and point ``latest`` at it."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
-    out = Path(home) / "reports" / "llmops_data" / safe
+    out = Path(home) / "reports" / "llmops_data" / _safe_name(run_id)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "summary.txt").write_text(format_report(report) + "\n")

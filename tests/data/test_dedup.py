@@ -83,3 +83,14 @@ def test_run_dedup_is_independent_of_shard_order(tmp_path):
     assert s1 == s2 and s1["exact_duplicates_removed"] == 1
     assert store.read_docs(out1 / "corpus.parquet") == store.read_docs(out2 / "corpus.parquet")
     assert store.read_jsonl(out1 / "dropped.jsonl")[0]["url"] == "http://s/mirror/a.html"
+
+
+def test_same_shard_named_twice_is_read_once(tmp_path):
+    from llmops.config import load_config
+    from llmops.data.pipeline import dedup_stage
+
+    shard = tmp_path / "docs.parquet"
+    store.write_docs([_doc("http://s/a.html", _text(1)), _doc("http://s/b.html", _text(2))], shard,
+                     store.CLEAN_SCHEMA)
+    result = dedup_stage(load_config(environ={"LLMOPS_HOME": str(tmp_path)}), [shard, shard])
+    assert result.summary["docs_in"] == 2 and result.summary["exact_duplicates_removed"] == 0

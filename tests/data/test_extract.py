@@ -47,3 +47,11 @@ def test_shards_partition_urls_stably():
     shards = [shard_of(u, 4) for u in urls]
     assert set(shards) == {0, 1, 2, 3}
     assert shards == [shard_of(u, 4) for u in urls]
+
+
+def test_malformed_canonical_href_does_not_break_the_page():
+    html = ('<html><head><link rel="canonical" href="http://[bad/"></head><body><article><p>'
+            + "A sentence about the assert statement in Python programs. " * 5 + "</p></article></body></html>")
+    assert canonical_link(html, "http://h/a.html") is None
+    out = extract_page(_record("/a.html"), html.encode(), ExtractConfig())
+    assert out.reason is None and out.record["canonical_url"] is None

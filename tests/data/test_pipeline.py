@@ -94,8 +94,11 @@ def test_article_body_pii_is_still_there(run):
 
 
 def test_rerun_with_same_inputs_reuses_every_stage(run):
-    assert run["again"]["crawl"]["reused"]
-    assert run["again"]["corpus"] == run["report"]["corpus"]
+    assert not run["report"]["crawl"]["reused"] and not run["report"]["dedup"]["reused"]
+    again = run["again"]
+    assert again["crawl"]["reused"] and again["extract"]["reused"] and again["clean"]["reused"]
+    assert again["dedup"]["reused"]
+    assert again["corpus"] == run["report"]["corpus"]
 
 
 def test_corpus_schema_and_report(run):
@@ -111,6 +114,9 @@ def test_crawl_that_fetches_nothing_fails_and_publishes_nothing(tmp_path):
 
     cfg = load_config(environ={"LLMOPS_HOME": str(tmp_path)},
                       overrides={"scrape": {"timeout_s": 0.5, "retries": 0}})
-    with pytest.raises(CrawlFailed, match="connection_error"):
+    with pytest.raises(CrawlFailed, match="connection_error|robots_unavailable") as exc:
         scrape_stage(cfg, "http://127.0.0.1:1/", "run-1")
+    kept = tmp_path / "logs" / "failed-crawls" / "run-1-index.jsonl"
+    assert str(kept) in str(exc.value)
+    assert store.read_jsonl(kept)[0]["url"] == "http://127.0.0.1:1/"  # the reasons are kept
     assert list((tmp_path / "artifacts" / "scrape").iterdir()) == []  # no half-written .tmp either
