@@ -195,6 +195,9 @@ def write_report(home: Path, run_id: str, report: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "summary.txt").write_text(format_report(report) + "\n")
+    from llmops.data.report_plot import plot_funnel
+
+    plot_funnel(report, out / "funnel.png")
     latest = out.parent / "latest.json"
     tmp = latest.with_suffix(".tmp")
     tmp.write_text(json.dumps({"run_id": run_id, "path": str(out)}))

@@ -59,6 +59,7 @@ def test_llmops_data_dag_runs_in_airflow_and_publishes_the_corpus(tmp_path):
 
     latest = json.loads((home / "reports" / "llmops_data" / "latest.json").read_text())
     summary = json.loads((Path(latest["path"]) / "summary.json").read_text())
+    assert (Path(latest["path"]) / "funnel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["crawl"]["failed_by_reason"]["timeout"] == 1
     assert summary["extract"]["shards"] == 3
     assert summary["dedup"]["exact_duplicates_removed"] + summary["dedup"]["near_duplicates_removed"] == len(
