@@ -7,10 +7,34 @@ Output of one crawl (``out_dir``, filled in place; the caller renames it into pl
     summary.json    counts, bytes, throughput (also returned by :func:`crawl`)
 
 Politeness comes first: robots.txt is fetched before any page of a host and obeyed
-(disallowed URLs are recorded but never requested), each host gets a bounded number
-of simultaneous connections and a minimum interval between requests (robots.txt
-``Crawl-delay`` wins when it is slower), and only 5xx answers, timeouts and
-connection errors are retried, with exponential backoff.
+(disallowed URLs are recorded but never requested; a robots.txt that cannot be read
+because of a server error or an unreachable host means the whole host is off limits,
+as RFC 9309 says), each host gets a bounded number of simultaneous connections and a
+minimum interval between requests (robots.txt ``Crawl-delay`` wins when it is slower,
+up to :data:`MAX_CRAWL_DELAY_S`), and only 5xx answers, timeouts and connection
+errors are retried, with exponential backoff. With ``same_host_only`` nothing on
+another host is requested: not links, not redirect targets, not sitemaps.
+
+Reason codes (``error`` of a failed index record, ``failed_by_reason`` in the summary):
+
+    robots_disallowed   robots.txt disallows the URL (or a redirect target); never requested
+    robots_unavailable  the host's robots.txt answered 5xx, timed out or could not be
+                        connected to (after retries): every URL of the host, never requested
+    http_<status>       a 4xx/5xx answer (5xx after retries), a 3xx without ``Location``,
+                        or a 304 that was not asked for (``http_304``)
+    timeout             no complete answer within ``timeout_s`` (after retries)
+    connection_error    connection refused/reset, DNS failure, a URL the HTTP client
+                        rejects... (after retries)
+    too_large           body over ``max_bytes`` (Content-Length or bytes received)
+    content_type        media type not in ``allowed_content_types``
+    binary_content      a body labelled as text that is really binary
+    redirect_loop       a redirect chain came back to a URL it had already visited
+    too_many_redirects  more than ``max_redirects`` hops
+    offsite_redirect    with ``same_host_only``, a redirect to another host (not followed;
+                        the target counts in ``offsite_links``)
+    bad_redirect        a ``Location`` that is malformed or not http(s) (not retried)
+    internal:<Type>     a bug: an unexpected exception of that type while handling the
+                        URL, logged with its traceback; the rest of the crawl goes on
 
 The crawl proceeds breadth first, one depth level at a time, and every level is
 sorted before the ``max_pages`` budget is handed out. That costs a little
@@ -23,11 +47,13 @@ from __future__ import annotations
 import asyncio
 import codecs
 import concurrent.futures
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -67,6 +93,10 @@ _BINARY_SIGNATURES = (
 _TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _MAX_SITEMAPS = 50
+#: Longest robots.txt ``Crawl-delay`` obeyed, in seconds; larger values are capped (with a
+#: warning), because one request a day (``Crawl-delay: 86400``) would stall the crawl for
+#: good. Non-finite values (``inf``, ``nan``) are invalid and ignored like unparseable ones.
+MAX_CRAWL_DELAY_S = 30.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _WARC_STRIPPED_HEADERS = {"content-encoding", "transfer-encoding", "content-length"}
 
@@ -132,6 +162,14 @@ def _origin(url: str) -> str:
 
 def _is_http(url: str) -> bool:
     return urlsplit(url).scheme in ("http", "https")
+
+
+def _netloc(url: str) -> str | None:
+    """The canonical ``host[:port]`` of a URL (default port dropped), None if unusable."""
+    try:
+        return urlsplit(canonicalize_url(url)).netloc
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------- bodies
@@ -218,7 +256,11 @@ def extract_links(payload: bytes, encoding: str | None, base_url: str) -> list[s
     except (ValueError, lxml.etree.ParserError):
         return []
     base = next((b.strip() for b in doc.xpath("//base/@href") if b.strip()), None)
-    base_url = urljoin(base_url, base) if base else base_url
+    if base:
+        try:
+            base_url = urljoin(base_url, base)
+        except ValueError:  # e.g. "http://[bad/": an unusable <base> is ignored
+            pass
     links = []
     for href in doc.xpath("//a/@href"):
         try:
@@ -258,7 +300,8 @@ def robots_crawl_delay(robots_txt: str, user_agent: str) -> float | None:
 
     ``urllib.robotparser`` only accepts whole seconds and ignores ``Crawl-delay: 0.5``,
     which real sites use; groups are matched the way it matches them (first group
-    naming our product token, else ``*``).
+    naming our product token, else ``*``). Non-finite values are ignored; capping
+    large ones is the caller's business (see :data:`MAX_CRAWL_DELAY_S`).
     """
     groups: list[tuple[list[str], list[float]]] = []
     in_rules = True
@@ -274,9 +317,11 @@ def robots_crawl_delay(robots_txt: str, user_agent: str) -> float | None:
             in_rules = True
             if key == "crawl-delay":
                 try:
-                    groups[-1][1].append(float(value))
+                    delay = float(value)
                 except ValueError:
-                    pass
+                    continue
+                if math.isfinite(delay):  # "inf"/"nan" parse as floats but are no delay
+                    groups[-1][1].append(delay)
     token = user_agent.split("/")[0].lower()
     named = [delays for agents, delays in groups if any(a != "*" and a in token for a in agents)]
     default = [delays for agents, delays in groups if "*" in agents]
@@ -294,6 +339,7 @@ class HostState:
         self.interval = 1.0 / cfg.rate_limit_per_host
         self._next_at = 0.0
         self.robots: RobotFileParser | None = None  # None: no rules, everything allowed
+        self.robots_unavailable = False  # robots.txt unreadable (5xx, unreachable): nothing allowed
         self.robots_ready = asyncio.Event()
         self.robots_task: asyncio.Task[None] | None = None  # held so it is not garbage-collected
 
@@ -365,8 +411,9 @@ class Crawler:
     """State of one crawl: the HTTP session, per-host politeness, the WARC and the index."""
 
     def __init__(self, cfg: ScrapeConfig, session: aiohttp.ClientSession, warc: WARCWriter,
-                 previous: Path | None) -> None:
+                 previous: Path | None, frontier: Frontier) -> None:
         self.cfg = cfg
+        self.frontier = frontier  # scope (seed host) and the URLs already seen
         self.session = session
         self.warc = warc
         self.hosts: dict[str, HostState] = {}
@@ -386,9 +433,13 @@ class Crawler:
     async def _load_robots(self, origin: str, state: HostState) -> None:
         """Fetch and parse ``/robots.txt`` once per host.
 
-        A missing file (any 4xx but 401/403) or an unreachable one means no rules, as
-        the robots exclusion standard says; 401/403 mean everything is disallowed,
-        following ``urllib.robotparser``.
+        Following RFC 9309 section 2.3.1: a missing file (any 4xx but 401/403, or a
+        redirect chain that leads nowhere) means no rules; an unreachable one (a 5xx
+        answer, a timeout or a connection error, after the retries) means complete
+        disallow: every URL of the host is recorded as ``robots_unavailable`` and none
+        is requested. 401/403 mean everything is disallowed, following
+        ``urllib.robotparser``. Redirects of robots.txt are followed to any host, as
+        the RFC allows.
         """
         try:
             if not self.cfg.respect_robots:
@@ -404,19 +455,33 @@ class Crawler:
                 parser.modified()  # without it can_fetch() answers False to everything
                 state.robots = parser
                 delay = robots_crawl_delay(text, self.cfg.user_agent)
+                if delay and delay > MAX_CRAWL_DELAY_S:
+                    log.warning("robots.txt of %s asks for Crawl-delay %gs: capped at %gs",
+                                origin, delay, MAX_CRAWL_DELAY_S)
+                    delay = MAX_CRAWL_DELAY_S
                 if delay:
                     state.interval = max(state.interval, delay)
+            elif (hop.status is not None and hop.status >= 500) or hop.error in (
+                    RETRYABLE_TIMEOUT, RETRYABLE_CONNECTION):
+                state.robots_unavailable = True
+                log.warning("robots.txt of %s unavailable (%s): not crawling this host",
+                            origin, hop.error or f"http_{hop.status}")
             elif hop.error and not hop.error.startswith("http_4"):
-                log.warning("robots.txt of %s unavailable (%s): crawling without rules", origin, hop.error)
+                log.warning("robots.txt of %s unusable (%s): crawling without rules", origin, hop.error)
         finally:
             state.robots_ready.set()
 
-    async def allowed(self, url: str) -> bool:
+    async def blocked(self, url: str) -> str | None:
+        """Why robots.txt forbids ``url`` (``robots_disallowed``/``robots_unavailable``), or None."""
         if not self.cfg.respect_robots:
-            return True
+            return None
         state = self.host(url)
         await state.robots_ready.wait()
-        return state.robots is None or state.robots.can_fetch(self.cfg.user_agent, url)
+        if state.robots_unavailable:
+            return "robots_unavailable"
+        if state.robots is None or state.robots.can_fetch(self.cfg.user_agent, url):
+            return None
+        return "robots_disallowed"
 
     async def robots_sitemaps(self, url: str) -> list[str]:
         state = self.host(url)
@@ -425,14 +490,21 @@ class Crawler:
 
     # -- one request -------------------------------------------------------
 
-    async def get_resource(self, url: str) -> Hop:
+    async def get_resource(self, url: str, *, netloc: str | None = None) -> Hop:
         """GET robots.txt or a sitemap, following a few redirects (http -> https is common).
 
         These are not pages: no content-type or binary checks and no index record.
+        With ``netloc``, a redirect to another host is not followed: the hop comes back
+        with error ``offsite_redirect`` (its ``location`` says where it pointed).
         """
         for _ in range(self.cfg.max_redirects + 1):
             hop, _ = await self.request(url, check_body=False)
             if hop.location is None or not _is_http(hop.location):
+                return hop
+            if netloc is not None and _netloc(hop.location) != netloc:
+                hop.error = "offsite_redirect"
+                with contextlib.suppress(ValueError):
+                    hop.location = canonicalize_url(hop.location)
                 return hop
             url = hop.location
         hop.error = hop.error or "too_many_redirects"
@@ -485,7 +557,10 @@ class Crawler:
         """
         status = resp.status
         if 300 <= status < 400 and status != 304 and resp.headers.get("Location"):
-            hop.location = urljoin(hop.url, resp.headers["Location"])
+            try:
+                hop.location = urljoin(hop.url, resp.headers["Location"])
+            except ValueError:  # "http://[bad/": the server's answer is final, no retry
+                hop.error = "bad_redirect"
             return
         if status == 304:
             return
@@ -529,9 +604,24 @@ class Crawler:
 
         Redirects are followed manually (``allow_redirects=False``) because aiohttp's
         own handling only counts hops: here every hop is checked against robots.txt
-        and a URL seen twice in one chain is reported as a loop, not as a long chain.
+        and the crawl's scope, a URL seen twice in one chain is reported as a loop,
+        not as a long chain, and every URL a chain reaches is marked seen so a page
+        reached by redirect is not fetched a second time when a link points to it.
+
+        Never raises (cancellation aside): an unexpected exception is a bug in this
+        module, but it must cost one URL, not the crawl, so it becomes the record's
+        ``internal:<ExceptionType>`` error, logged with its traceback.
         """
         record = _empty_record(task)
+        try:
+            return await self._fetch_page(task, record)
+        except Exception as exc:
+            log.error("internal error while crawling %s", task.url, exc_info=True)
+            record.update(ok=False, error=f"internal:{type(exc).__name__}", sha256=None,
+                          warc_offset=None, encoding=None, not_modified=False)
+            return record, []
+
+    async def _fetch_page(self, task: Task, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         started = time.monotonic()
         previous = self.previous.get(task.url)
         chain = [task.url]
@@ -539,8 +629,9 @@ class Crawler:
         reused: tuple[bytes, StatusAndHeaders] | None = None
         while True:
             url = chain[-1]
-            if not await self.allowed(url):
-                record["error"] = "robots_disallowed"
+            blocked = await self.blocked(url)
+            if blocked:
+                record["error"] = blocked
                 break
             conditional = self._conditional_headers(previous, url)
             hop, attempts = await self.request(url, conditional, check_body=True)
@@ -562,6 +653,7 @@ class Crawler:
                 record["error"] = error
                 break
             chain.append(canonicalize_url(hop.location))
+            self.frontier.seen.add(chain[-1])
         record["final_url"] = chain[-1]
         record["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
         if hop is None:
@@ -584,14 +676,17 @@ class Crawler:
         return headers
 
     def _redirect_error(self, chain: list[str], hop: Hop) -> str | None:
-        """Why a redirect is not followed (loop, too long, unusable target), or None."""
+        """Why a redirect is not followed (unusable target, off site, loop, too long), or None."""
         assert hop.location is not None
         try:
             target = canonicalize_url(hop.location)
         except ValueError:
-            return f"http_{hop.status}"
+            return "bad_redirect"
         if not _is_http(target):
-            return f"http_{hop.status}"
+            return "bad_redirect"
+        if self.frontier.same_host_only and urlsplit(target).netloc != self.frontier.seed_netloc:
+            self.frontier.offsite.add(target)
+            return "offsite_redirect"
         if target in chain:
             return "redirect_loop"
         if len(chain) > self.cfg.max_redirects:
@@ -622,8 +717,9 @@ class Crawler:
         record["bytes"] = len(payload)
         record["sha256"] = hashlib.sha256(payload).hexdigest()
         record["encoding"] = detect_encoding(record["content_type"], payload)
-        record["warc_offset"] = self._write_warc(hop, http_headers, payload, record)
+        # Links first: should parsing fail, no orphan response is left in the WARC.
         links = extract_links(payload, record["encoding"], hop.url) if self.cfg.follow_links else []
+        record["warc_offset"] = self._write_warc(hop, http_headers, payload, record)
         return record, links
 
     def _copy_previous(self, previous: dict[str, Any], url: str) -> tuple[bytes, StatusAndHeaders] | None:
@@ -708,9 +804,15 @@ class Frontier:
 
 async def _discover_sitemap(crawler: Crawler, frontier: Frontier, seed: str,
                             sitemap_url: str | None) -> list[Task]:
-    """Pages listed by the sitemap(s): the given one or ``/sitemap.xml``, plus robots.txt's."""
+    """Pages listed by the sitemap(s): the given one or ``/sitemap.xml``, plus robots.txt's.
+
+    With ``same_host_only``, sitemaps on another host (named by robots.txt, nested in
+    a sitemap index, given as ``sitemap_url``, or reached by a redirect) are skipped
+    and counted as offsite links.
+    """
     candidates = [sitemap_url or _origin(seed) + "/sitemap.xml"]
     candidates += await crawler.robots_sitemaps(seed)
+    scope = frontier.seed_netloc if frontier.same_host_only else None
     queue, done, tasks = list(candidates), set(), []
     while queue and len(done) < _MAX_SITEMAPS:
         try:
@@ -720,10 +822,19 @@ async def _discover_sitemap(crawler: Crawler, frontier: Frontier, seed: str,
         if url in done or not _is_http(url):
             continue
         done.add(url)
-        if not await crawler.allowed(url):
-            log.info("sitemap %s disallowed by robots.txt", url)
+        if scope is not None and urlsplit(url).netloc != scope:
+            log.info("sitemap %s is on another host: skipped (same_host_only)", url)
+            frontier.offsite.add(url)
             continue
-        hop = await crawler.get_resource(url)
+        blocked = await crawler.blocked(url)
+        if blocked:
+            log.info("sitemap %s not fetched: %s", url, blocked)
+            continue
+        hop = await crawler.get_resource(url, netloc=scope)
+        if hop.error == "offsite_redirect":
+            log.info("sitemap %s redirects to another host (%s): skipped (same_host_only)", url, hop.location)
+            frontier.offsite.add(hop.location or url)
+            continue
         if hop.error or hop.status != 200:
             log.info("no sitemap at %s (%s)", url, hop.error or hop.status)
             continue
@@ -737,7 +848,8 @@ async def _discover_sitemap(crawler: Crawler, frontier: Frontier, seed: str,
 
 
 def _log_failure(record: dict[str, Any]) -> None:
-    level = logging.INFO if record["error"] == "robots_disallowed" else logging.WARNING
+    # robots_unavailable was already explained, once per host, by a warning
+    level = logging.INFO if record["error"] in ("robots_disallowed", "robots_unavailable") else logging.WARNING
     log.log(level, "failed %s: %s", record["url"], record["error"])
 
 
@@ -757,7 +869,7 @@ async def _crawl_async(seed_url: str, out_dir: Path, cfg: ScrapeConfig, sitemap_
         warc.write_record(_warcinfo(warc, seed, cfg))
         async with aiohttp.ClientSession(connector=connector, headers=headers,
                                          cookie_jar=aiohttp.DummyCookieJar()) as session:
-            crawler = Crawler(cfg, session, warc, previous)
+            crawler = Crawler(cfg, session, warc, previous, frontier)
             frontier.seen.add(seed)
             level = [Task(seed, "seed", 0)] + await _discover_sitemap(crawler, frontier, seed, sitemap_url)
             while level:
@@ -778,15 +890,17 @@ async def _plan_level(crawler: Crawler, level: list[Task], records: list[dict[st
                       budget: int) -> tuple[list[Task], int]:
     """Split a level, in url order, into URLs to fetch and the count left over by the budget.
 
-    Robots-disallowed URLs are recorded here (they cost no budget: never requested).
+    URLs robots.txt forbids (``robots_disallowed``/``robots_unavailable``) are recorded
+    here (they cost no budget: never requested).
     Sorting first makes the cut at ``max_pages`` independent of fetch timing.
     """
     to_fetch: list[Task] = []
     over = 0
     for task in sorted(level):
-        if not await crawler.allowed(task.url):
+        blocked = await crawler.blocked(task.url)
+        if blocked:
             record = _empty_record(task)
-            record["error"] = "robots_disallowed"
+            record["error"] = blocked
             records.append(record)
             _log_failure(record)
         elif len(to_fetch) < budget:
@@ -865,7 +979,12 @@ def crawl(seed_url: str, out_dir: Path, cfg: ScrapeConfig, *, sitemap_url: str |
     crawl runs its own event loop. ``previous`` is an earlier crawl's directory whose
     ok pages are re-requested conditionally; a ``304`` copies the old payload into
     this crawl, so every crawl directory is complete on its own.
+
+    Raises ``ValueError`` for a seed that is not an absolute http(s) URL.
     """
+    if urlsplit(seed_url.strip()).scheme.lower() not in ("http", "https"):
+        raise ValueError(f"seed URL must be http(s)://...: {seed_url}")
+    canonicalize_url(seed_url)  # ValueError for a missing host or a bad port, before any I/O
     coro = _crawl_async(seed_url, Path(out_dir), cfg, sitemap_url, Path(previous) if previous else None, progress)
     try:
         asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,11 +15,13 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from llmops.config import ScrapeConfig
+from llmops.data import scrape
 from llmops.data.scrape import (
     canonicalize_url,
     crawl,
     decode_html,
     detect_encoding,
+    extract_links,
     iter_ok_pages,
     looks_binary,
     parse_sitemap,
@@ -93,6 +96,13 @@ def test_parse_sitemap_urlset_index_and_gzip() -> None:
     index = b"<sitemapindex><sitemap><loc>http://h/s2.xml</loc></sitemap></sitemapindex>"
     assert parse_sitemap(index) == ([], ["http://h/s2.xml"])
     assert parse_sitemap(b"not xml at all") == ([], [])
+
+
+def test_extract_links_survives_malformed_base_and_hrefs() -> None:
+    page = b'<html><head><base href="http://[bad/"></head><body><a href="/a">a</a>' \
+           b'<a href="http://[broken/x">x</a><a href="b">b</a></body></html>'
+    # the unusable <base> is ignored (links resolve against the page), the bad href dropped
+    assert extract_links(page, None, "http://h/dir/page") == ["http://h/a", "http://h/dir/b"]
 
 
 # ------------------------------------------------------------------ fixture site
@@ -205,6 +215,7 @@ INDEX_LINKS = [
     "/flaky", "/always-500", "/missing", "/loop-a", "/chain/0", "/huge", "/huge-chunked", "/slow",
     "/file.zip", "/image.html", "/latin1", "/cached", "/private/secret", "/redir-private",
     "/same#frag", "./same", "http://offsite.invalid/x", "mailto:a@b.c", "/same?b=2&a=1",
+    "/bad-location", "/ftp-location", "/bad-base",
 ]
 
 
@@ -236,6 +247,12 @@ def fixture_routes(origin: str) -> dict[str, Route | Reply]:
         "/cached": cached('"v1"', html(title="cached")),
         "/private/secret": Reply(200, html()),
         "/redir-private": redirect("/private/secret"),
+        "/bad-location": redirect("http://[bad/"),  # urljoin raises ValueError on it
+        "/ftp-location": redirect("ftp://127.0.0.1/file"),
+        # a malformed <base href> used to raise out of the link extraction and end the crawl
+        "/bad-base": Reply(200, b'<html><head><base href="http://[bad/"></head><body>'
+                                b'<a href="/after-bad-base">next</a></body></html>'),
+        "/after-bad-base": Reply(200, html()),
     }
     for i in range(7):
         routes[f"/chain/{i}"] = redirect(f"/chain/{i + 1}")
@@ -279,6 +296,8 @@ def _rec(site: Site, index: dict[str, dict], path: str) -> dict:
         ("/image.html", "binary_content", 1),
         ("/private/secret", "robots_disallowed", 0),
         ("/redir-private", "robots_disallowed", 1),
+        ("/bad-location", "bad_redirect", 1),  # not a connection_error, and not retried
+        ("/ftp-location", "bad_redirect", 1),
     ],
 )
 def test_failures_are_recorded_with_reason(crawled, site: Site, path: str, reason: str, attempts: int) -> None:
@@ -308,6 +327,13 @@ def test_discovery_canonicalisation_and_scope(crawled, site: Site) -> None:
     assert site.counts["/same"] == 1  # "/same#frag" and "./same" are the same page
     assert summary["offsite_links"] == 1
     assert not any("offsite" in url or url.startswith("mailto") for url in index)
+
+
+def test_malformed_base_href_does_not_stop_the_crawl(crawled, site: Site) -> None:
+    index = crawled[2]
+    assert _rec(site, index, "/bad-base")["ok"]
+    after = _rec(site, index, "/after-bad-base")  # its link resolved against the page itself
+    assert after["ok"] and after["depth"] == 2
 
 
 def test_redirect_records_final_url(crawled, site: Site) -> None:
@@ -492,13 +518,218 @@ def test_demo_site_crawl_and_conditional_recrawl(demo_site, tmp_path: Path) -> N
     assert summary2["bytes_downloaded"] < summary["bytes_downloaded"] / 10
 
 
-def test_unreachable_host_is_a_connection_error(tmp_path: Path) -> None:
+def _closed_port() -> int:
     import socket
 
     with socket.socket() as sock:  # a port nothing listens on once closed
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    summary = crawl(f"http://127.0.0.1:{port}/", tmp_path, ScrapeConfig(**FAST), progress=True)
+        return sock.getsockname()[1]
+
+
+def test_unreachable_host_is_robots_unavailable(tmp_path: Path) -> None:
+    # robots.txt cannot be fetched (after the retries): the whole host is off limits
+    summary = crawl(f"http://127.0.0.1:{_closed_port()}/", tmp_path, ScrapeConfig(**FAST), progress=True)
+    (record,) = read_index(tmp_path)
+    assert (record["error"], record["attempts"]) == ("robots_unavailable", 0)
+    assert summary["failed_by_reason"] == {"robots_unavailable": 1}
+
+
+def test_unreachable_host_is_a_connection_error_without_robots(tmp_path: Path) -> None:
+    summary = crawl(f"http://127.0.0.1:{_closed_port()}/", tmp_path,
+                    ScrapeConfig(**FAST, respect_robots=False))
     (record,) = read_index(tmp_path)
     assert (record["error"], record["attempts"]) == ("connection_error", 3)
     assert summary["failed_by_reason"] == {"connection_error": 1}
+
+
+# ------------------------------------------------------------ review fixes
+
+
+@pytest.mark.parametrize("seed", ["ftp://127.0.0.1/", "file:///etc/passwd", "127.0.0.1/", "http:///nohost"])
+def test_crawl_rejects_seeds_that_are_not_http_urls(seed: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="http"):
+        crawl(seed, tmp_path, ScrapeConfig(**FAST))
+    assert list(tmp_path.iterdir()) == []  # nothing started
+
+
+def test_unexpected_exception_costs_one_url_not_the_crawl(tmp_path: Path, monkeypatch, caplog) -> None:
+    site = Site({"/": Reply(200, html("/boom", "/fine")), "/boom": Reply(200, html("/lost")),
+                 "/fine": Reply(200, html())})
+    real = scrape.extract_links
+
+    def buggy(payload: bytes, encoding: str | None, base_url: str) -> list[str]:
+        if base_url.endswith("/boom"):
+            raise RuntimeError("a bug")
+        return real(payload, encoding, base_url)
+
+    monkeypatch.setattr(scrape, "extract_links", buggy)
+    try:
+        summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
+    finally:
+        site.stop()
+    index = {r["url"].removeprefix(site.url.rstrip("/")): r for r in read_index(tmp_path)}
+    assert set(index) == {"/", "/boom", "/fine"}
+    boom = index["/boom"]
+    assert (boom["error"], boom["ok"], boom["warc_offset"], boom["sha256"]) == ("internal:RuntimeError", False,
+                                                                                None, None)
+    assert boom["attempts"] == 1 and index["/fine"]["ok"] and index["/"]["ok"]
+    assert summary["failed_by_reason"] == {"internal:RuntimeError": 1}
+    logged = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert logged and "/boom" in logged[0].getMessage()
+    with open(tmp_path / "crawl.warc.gz", "rb") as fh:  # no orphan response for the failed page
+        assert [r.rec_type for r in ArchiveIterator(fh)].count("response") == 2
+
+
+@pytest.fixture
+def two_sites() -> Iterator[tuple[Site, Site]]:
+    """Two hosts as far as the crawler is concerned: same IP, different ports."""
+    home, other = Site({}), Site({})
+    yield home, other
+    home.stop()
+    other.stop()
+
+
+def test_offsite_redirect_is_not_followed_with_same_host_only(two_sites, tmp_path: Path) -> None:
+    home, other = two_sites
+    other.routes.update({"/page": Reply(200, html(title="off-site content"))})
+    home.routes.update({"/": Reply(200, html("/go")), "/go": redirect(other.url + "page")})
+    summary = crawl(home.url, tmp_path, ScrapeConfig(**FAST))
+    record = {r["url"]: r for r in read_index(tmp_path)}[home.url + "go"]
+    assert (record["error"], record["ok"], record["status"], record["attempts"]) == ("offsite_redirect", False,
+                                                                                   302, 1)
+    assert record["final_url"] == home.url + "go" and record["warc_offset"] is None
+    assert other.log == []  # not the page, not even its robots.txt
+    assert summary["failed_by_reason"] == {"offsite_redirect": 1}
+    assert summary["offsite_links"] == 1  # the redirect target
+
+    # without same_host_only the redirect is followed
+    out = tmp_path / "anywhere"
+    out.mkdir()
+    crawl(home.url, out, ScrapeConfig(**FAST, same_host_only=False))
+    record = {r["url"]: r for r in read_index(out)}[home.url + "go"]
+    assert record["ok"] and record["final_url"] == other.url + "page"
+
+
+def test_page_reached_by_redirect_is_not_fetched_again(tmp_path: Path) -> None:
+    # /moved -> /dest at depth 1; /dest links to itself, so without the redirect chain in
+    # the seen set it would be admitted at depth 2 and stored a second time
+    site = Site({"/": Reply(200, html("/moved")), "/moved": redirect("/dest"),
+                 "/dest": Reply(200, html("/dest", "/moved", "/"))})
+    try:
+        summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
+    finally:
+        site.stop()
+    assert site.counts["/dest"] == 1 and site.counts["/moved"] == 1
+    records = read_index(tmp_path)
+    assert [r["url"] for r in records] == [site.url, site.url + "moved"]
+    assert records[1]["ok"] and records[1]["final_url"] == site.url + "dest"
+    assert summary["pages_ok"] == 2
+
+
+def test_sitemaps_on_other_hosts_are_skipped_with_same_host_only(two_sites, tmp_path: Path) -> None:
+    home, other = two_sites
+    h, o = home.url.rstrip("/"), other.url.rstrip("/")
+
+    def urlset(*urls: str) -> Reply:
+        locs = "".join(f"<url><loc>{u}</loc></url>" for u in urls)
+        return Reply(200, f"<urlset>{locs}</urlset>".encode(), {"Content-Type": "text/xml"})
+
+    robots = f"User-agent: *\nAllow: /\nSitemap: {o}/listed.xml\nSitemap: {h}/index.xml\n".encode()
+    home.routes.update({
+        "/robots.txt": Reply(200, robots, {"Content-Type": "text/plain"}),
+        "/sitemap.xml": redirect(f"{o}/redirected.xml"),
+        "/index.xml": Reply(200, f"<sitemapindex><sitemap><loc>{o}/nested.xml</loc></sitemap>"
+                                 f"<sitemap><loc>{h}/local.xml</loc></sitemap></sitemapindex>".encode(),
+                            {"Content-Type": "text/xml"}),
+        "/local.xml": urlset(f"{h}/from-local"),
+        "/": Reply(200, html()), "/from-local": Reply(200, html()),
+    })
+    for name in ("listed", "redirected", "nested"):
+        other.routes[f"/{name}.xml"] = urlset(f"{h}/from-{name}")
+    summary = crawl(home.url, tmp_path, ScrapeConfig(**FAST))
+    assert other.log == []
+    assert [r["url"] for r in read_index(tmp_path)] == [home.url, f"{h}/from-local"]
+    assert summary["offsite_links"] == 3
+
+    out = tmp_path / "anywhere"
+    out.mkdir()
+    crawl(home.url, out, ScrapeConfig(**FAST, same_host_only=False))
+    assert {"/listed.xml", "/redirected.xml", "/nested.xml"} <= set(other.requested())
+    assert {f"{h}/from-{n}" for n in ("local", "listed", "redirected", "nested")} <= {
+        r["url"] for r in read_index(out)}
+
+
+@pytest.mark.parametrize(("robots_status", "expected"), [
+    (500, "robots_unavailable"), (503, "robots_unavailable"),
+    (404, None), (410, None), (401, "robots_disallowed"),
+])
+def test_robots_txt_status_decides_the_host(robots_status: int, expected: str | None, tmp_path: Path) -> None:
+    site = Site({"/robots.txt": Reply(robots_status, b"nope", {"Content-Type": "text/plain"}),
+                 "/": Reply(200, html("/a")), "/a": Reply(200, html())})
+    try:
+        summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
+    finally:
+        site.stop()
+    records = read_index(tmp_path)
+    if expected is None:  # 4xx: no robots.txt, everything allowed
+        assert [r["ok"] for r in records] == [True, True]
+        return
+    assert [(r["url"], r["error"], r["attempts"]) for r in records] == [(site.url, expected, 0)]
+    assert set(site.requested()) == {"/robots.txt"}  # nothing else, not even the sitemap
+    retried = 1 + FAST["retries"] if robots_status >= 500 else 1
+    assert site.counts["/robots.txt"] == retried
+    assert summary["failed_by_reason"] == {expected: 1}
+
+
+def test_robots_txt_that_recovers_on_retry_is_used(tmp_path: Path) -> None:
+    def robots(handler: Handler) -> Reply:
+        if handler.site.counts["/robots.txt"] == 1:
+            return Reply(503, b"busy")
+        return Reply(200, b"User-agent: *\nDisallow: /a\n", {"Content-Type": "text/plain"})
+
+    site = Site({"/robots.txt": robots, "/": Reply(200, html("/a")), "/a": Reply(200, html())})
+    try:
+        crawl(site.url, tmp_path, ScrapeConfig(**FAST))
+    finally:
+        site.stop()
+    assert [(r["ok"], r["error"]) for r in read_index(tmp_path)] == [(True, None), (False, "robots_disallowed")]
+
+
+def test_robots_crawl_delay_rejects_non_finite_values() -> None:
+    assert robots_crawl_delay("User-agent: *\nCrawl-delay: inf\n", "a") is None
+    assert robots_crawl_delay("User-agent: *\nCrawl-delay: nan\n", "a") is None
+    assert robots_crawl_delay("User-agent: *\nCrawl-delay: -inf\n", "a") is None
+    assert robots_crawl_delay("User-agent: *\nCrawl-delay: 86400\n", "a") == 86400.0  # capped by the crawler
+
+
+def test_huge_crawl_delay_is_capped(tmp_path: Path, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(scrape, "MAX_CRAWL_DELAY_S", 0.15)  # the real cap (30 s) is too slow for a test
+    routes: dict[str, Route | Reply] = {
+        "/robots.txt": Reply(200, b"User-agent: *\nCrawl-delay: 86400\n", {"Content-Type": "text/plain"}),
+        "/": Reply(200, html("/a", "/b")), "/a": Reply(200, html()), "/b": Reply(200, html()),
+    }
+    site = Site(routes)
+    started = time.monotonic()
+    try:
+        summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
+    finally:
+        site.stop()
+    assert summary["pages_ok"] == 3
+    assert time.monotonic() - started < 5
+    times = [t for t, path, _ in site.log if path != "/robots.txt"]
+    assert all(b - a >= 0.13 for a, b in zip(times, times[1:]))  # the capped delay is still obeyed
+    assert any("capped" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_default_crawl_delay_cap_is_documented() -> None:
+    assert scrape.MAX_CRAWL_DELAY_S == 30.0
+    assert "MAX_CRAWL_DELAY_S" in (scrape.__doc__ or "")
+
+
+def test_module_docstring_lists_every_reason_code() -> None:
+    documented = set(re.findall(r"^    ([a-z_]+(?:<\w+>|:<\w+>)?)\s{2,}", scrape.__doc__ or "", re.MULTILINE))
+    assert documented == {
+        "robots_disallowed", "robots_unavailable", "http_<status>", "timeout", "connection_error",
+        "too_large", "content_type", "binary_content", "redirect_loop", "too_many_redirects",
+        "offsite_redirect", "bad_redirect", "internal:<Type>",
+    }
