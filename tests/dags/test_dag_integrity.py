@@ -29,10 +29,8 @@ def test_every_dag_file_defines_a_dag(dagbag):
 
 
 def test_no_cycles_tags_owner(dagbag):
-    from airflow.utils.dag_cycle_tester import check_cycle
-
     for dag_id, dag in dagbag.dags.items():
-        check_cycle(dag)
+        dag.check_cycle()  # raises on a cycle
         assert dag.tags, f"{dag_id} has no tags"
         for t in dag.tasks:
             assert t.owner and t.owner != "airflow", f"{dag_id}.{t.task_id} has no owner"
