@@ -16,9 +16,6 @@ from typing import Any
 from llmops.artifacts import MANIFEST, StageResult, build_stage, file_sha256, latest_output, read_manifest
 from llmops.config import LlmopsConfig
 
-STAGES = ("scrape", "extract", "clean", "dedup")
-
-
 class CrawlFailed(RuntimeError):
     """A crawl produced no usable page (site down, seed disallowed, wrong URL)."""
 

@@ -715,7 +715,7 @@ def test_huge_crawl_delay_is_capped(tmp_path: Path, monkeypatch, caplog) -> None
     finally:
         site.stop()
     assert summary["pages_ok"] == 3
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # not 86400 s per page: the cap applied
     times = [t for t, path, _ in site.log if path != "/robots.txt"]
     assert all(b - a >= 0.13 for a, b in zip(times, times[1:]))  # the capped delay is still obeyed
     assert any("capped" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
