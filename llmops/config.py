@@ -127,6 +127,49 @@ class DedupConfig(_Section):
     """MinHash seed: fixed so clusters are reproducible."""
 
 
+PII_ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IP_ADDRESS", "LOCATION",
+                "SECRET"]
+
+
+class PiiConfig(_Section):
+    entities: list[str] = PII_ENTITIES
+    """Presidio entity types to redact (``SECRET`` is our recognizer for API keys and tokens)."""
+    operator: Literal["replace", "mask", "hash", "pseudonymize"] = "replace"
+    """``replace``: ``<ENTITY_TYPE>``; ``mask``: ``*`` characters; ``hash``: salted SHA-256;
+    ``pseudonymize``: consistent surrogates within a document (``SubjectA``), dates shifted."""
+    hash_salt: str = ""
+    """Salt for ``hash`` (set ``LLMOPS_PII__HASH_SALT`` so every worker and run hashes alike)."""
+    score_threshold: float = Field(0.35, ge=0, le=1)
+    """Minimum recognizer confidence for a finding to be redacted."""
+    spacy_model: str = "en_core_web_sm"
+    """spaCy pipeline used for PERSON/LOCATION (installed from PyPI, never downloaded)."""
+    batch_size: int = Field(64, ge=1)
+    """Texts per ``nlp.pipe`` batch."""
+    processes: int = Field(2, ge=1)
+    """Worker processes for redaction (both cores on the demo machine)."""
+    date_shift_max_days: int = Field(30, ge=1)
+    """``pseudonymize``: dates move by a per-document offset of up to this many days."""
+
+
+class TokenizerConfig(_Section):
+    vocab_size: int = Field(4096, ge=256)
+    """Byte-level BPE vocabulary size, special tokens included."""
+    min_frequency: int = Field(2, ge=1)
+    """A merge must occur at least this often in the corpus."""
+    end_of_text: str = "<|endoftext|>"
+    """Separates documents in the token shards; also the end-of-sequence token."""
+    pad_token: str = "<|pad|>"
+    """Padding token for batched training and generation."""
+    template_tokens: list[str] = ["<|user|>", "<|assistant|>", "<|end|>"]
+    """Special tokens of the chat (Q&A) template."""
+    reuse: str | None = None
+    """A ``tokenizer.json`` (or a directory holding one) to reuse instead of training one."""
+    validation_fraction: float = Field(0.05, gt=0, lt=1)
+    """Share of documents held out for validation (deterministic, by document id)."""
+    num_workers: int = Field(2, ge=1)
+    """Processes used to encode the shards."""
+
+
 class DataPipelineConfig(_Section):
     seed_url: str = "http://127.0.0.1:8765/"
     """Where the crawl starts (the demo site by default)."""
@@ -145,6 +188,8 @@ class LlmopsConfig(_Section):
     extract: ExtractConfig = ExtractConfig()
     clean: CleanConfig = CleanConfig()
     dedup: DedupConfig = DedupConfig()
+    pii: PiiConfig = PiiConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
 
     @model_validator(mode="after")
     def _home_absolute(self) -> "LlmopsConfig":
