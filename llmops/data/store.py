@@ -75,11 +75,15 @@ def read_docs(paths: Path | Iterable[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_dropped(records: list[dict[str, Any]], path: Path) -> None:
-    """Every dropped page or document, one JSON line each, with its reason."""
+def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
     with open(path, "w") as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def write_dropped(records: list[dict[str, Any]], path: Path) -> None:
+    """Every dropped page or document, one JSON line each, with its reason."""
+    write_jsonl(records, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,113 @@
+"""Q&A set: question/answer pairs from the redacted corpus, split by page.
+
+Questions come from page titles through a few templates ("What does the assert
+statement do?"); answers are prose sentences of that page. No model writes them, so
+the set is reproducible and every answer is a sentence a reader of the page saw.
+Pairs are split into fine-tuning and held-out evaluation sets *by page* with a
+fixed seed, so no held-out page contributes a fine-tuning pair.
+
+The prompt format lives in one place, :func:`chat_template`, saved with the
+tokenizer as its chat template: training, evaluation and the served model all
+call ``tokenizer.apply_chat_template`` and so format prompts the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from llmops.config import TokenizerConfig
+from llmops.data import store
+from llmops.data.clean import symbol_ratio
+
+_STATEMENT = re.compile(r'^The "(\w+)" statement$')
+_REDACTED = re.compile(r"<[A-Z_]+>")
+
+
+def chat_template(cfg: TokenizerConfig) -> str:
+    """Jinja chat template over the tokenizer's template tokens: user, assistant, end."""
+    user, assistant, end = cfg.template_tokens[:3]
+    return (
+        "{% for message in messages %}"
+        f"{{% if message['role'] == 'user' %}}{user}{{{{ message['content'] }}}}{end}"
+        f"{{% elif message['role'] == 'assistant' %}}{assistant}{{{{ message['content'] }}}}{end}"
+        "{% endif %}{% endfor %}"
+        f"{{% if add_generation_prompt %}}{assistant}{{% endif %}}"
+    )
+
+
+_PROPER = {"Python", "I", "Unicode", "ASCII"}
+
+
+def _lower_word(word: str) -> str:
+    """Title-case words read as ordinary words in a question; names and acronyms stay."""
+    if word in _PROPER or not word[:1].isupper() or not word[1:].islower():
+        return word
+    return word.lower()
+
+
+def questions_for(title: str) -> list[str]:
+    """Questions a reader would ask about a page with this title."""
+    title = " ".join(title.split()).strip()
+    if match := _STATEMENT.match(title):
+        return [f"What does the {match.group(1)} statement do?", f"When is the {match.group(1)} statement used?"]
+    subject = " ".join(_lower_word(w) for w in title.split())
+    if subject.endswith("s") and not subject.endswith("ss"):
+        return [f"What are {subject}?", f"Tell me about {subject}."]
+    return [f"What is {subject}?", f"Tell me about {subject}."]
+
+
+def is_answer_sentence(sentence: str) -> bool:
+    """A prose sentence worth answering with: a full sentence, no code, no redacted PII."""
+    words = sentence.split()
+    return (
+        8 <= len(words) <= 60
+        and sentence.endswith(".")
+        and not sentence.startswith("By ")
+        and "::=" not in sentence
+        and not _REDACTED.search(sentence)
+        and symbol_ratio(sentence) < 0.12
+    )
+
+
+def _held_out(page_id: str, seed: int, fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}:{page_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def make_pairs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Up to one pair per question template, each answered by the next good sentence."""
+    if not doc.get("title"):
+        return []
+    answers = [s for s in doc["sentences"] if is_answer_sentence(s)]
+    pairs = []
+    for i, (question, answer) in enumerate(zip(questions_for(doc["title"]), answers)):
+        pairs.append({"id": f"{doc['id']}-{i}", "question": question, "answer": answer,
+                      "page_id": doc["id"], "url": doc["url"], "title": doc["title"]})
+    return pairs
+
+
+def run_qa(corpus_path: Path, out_dir: Path, heldout_fraction: float = 0.2, seed: int = 1234) -> dict[str, Any]:
+    """Write ``finetune.jsonl`` and ``heldout.jsonl`` from a (redacted) corpus."""
+    docs = sorted(store.read_docs(corpus_path), key=lambda d: d["id"])
+    finetune, heldout, skipped = [], [], 0
+    for doc in docs:
+        pairs = make_pairs(doc)
+        skipped += not pairs
+        (heldout if _held_out(doc["id"], seed, heldout_fraction) else finetune).extend(pairs)
+    store.write_jsonl(finetune, out_dir / "finetune.jsonl")
+    store.write_jsonl(heldout, out_dir / "heldout.jsonl")
+    summary = {
+        "finetune_pairs": len(finetune),
+        "heldout_pairs": len(heldout),
+        "finetune_pages": len({p["page_id"] for p in finetune}),
+        "heldout_pages": len({p["page_id"] for p in heldout}),
+        "pages_without_pairs": skipped,
+        "heldout_fraction": heldout_fraction,
+        "seed": seed,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
