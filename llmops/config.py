@@ -168,6 +168,22 @@ class TokenizerConfig(_Section):
     """Share of documents held out for validation (deterministic, by document id)."""
     num_workers: int = Field(2, ge=1)
     """Processes used to encode the shards."""
+    window: int = Field(256, ge=2)
+    """Training window in tokens (context length + 1: inputs and shifted labels); recorded
+    in the shards' meta.json for the trainer's sliding windows."""
+    stride: int = Field(256, ge=1)
+    """Step between training windows; smaller than ``window`` makes them overlap."""
+
+
+class QaConfig(_Section):
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of pages whose Q&A pairs are held out for evaluation (never fine-tuned on)."""
+    seed: int = 1234
+    """Seed of the page split: the same seed gives the same split."""
+    decontamination_ngram: int = Field(8, ge=3)
+    """Word n-gram size of the overlap check of evaluation items against training text."""
+    decontamination_threshold: float = Field(0.7, gt=0, le=1)
+    """An evaluation item whose n-grams are at least this much in training text is contaminated."""
 
 
 class DataPipelineConfig(_Section):
@@ -190,6 +206,7 @@ class LlmopsConfig(_Section):
     dedup: DedupConfig = DedupConfig()
     pii: PiiConfig = PiiConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
+    qa: QaConfig = QaConfig()
 
     @model_validator(mode="after")
     def _home_absolute(self) -> "LlmopsConfig":

@@ -15,6 +15,7 @@ from typing import Any
 
 from llmops.artifacts import MANIFEST, StageResult, build_stage, file_sha256, latest_output, read_manifest
 from llmops.config import LlmopsConfig
+from llmops.data import store
 
 class CrawlFailed(RuntimeError):
     """A crawl produced no usable page (site down, seed disallowed, wrong URL)."""
@@ -178,6 +179,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{d['near_duplicates_removed']} near duplicates removed in {d['clusters']} clusters",
         f"  corpus     {report['corpus']['path']}/corpus.parquet (hash {report['corpus']['hash']})",
     ]
+    if report.get("data_card"):
+        lines.append(f"  data card  {report['data_card']['markdown']}")
     return "\n".join(lines)
 
 
@@ -186,10 +189,13 @@ def _safe_name(run_id: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
 
 
-def write_report(home: Path, run_id: str, report: dict[str, Any]) -> Path:
+def write_report(home: Path, run_id: str, report: dict[str, Any], data_card: Path | None = None) -> Path:
     """Keep the run report under ``reports/llmops_data/<run_id>/`` and point ``latest`` at it."""
     out = Path(home) / "reports" / "llmops_data" / _safe_name(run_id)
     out.mkdir(parents=True, exist_ok=True)
+    if data_card is not None:
+        report = report | {"data_card": {"markdown": str(Path(data_card) / "data_card.md"),
+                                         "json": str(Path(data_card) / "data_card.json")}}
     (out / "summary.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "summary.txt").write_text(format_report(report) + "\n")
     from llmops.data.report_plot import plot_funnel
@@ -197,6 +203,110 @@ def write_report(home: Path, run_id: str, report: dict[str, Any]) -> Path:
     plot_funnel(report, out / "funnel.png")
     latest = out.parent / "latest.json"
     tmp = latest.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"run_id": run_id, "path": str(out)}))
+    tmp.write_text(json.dumps({"run_id": run_id, "path": str(out), "data_card": report.get("data_card")}))
     tmp.replace(latest)
     return out
+
+
+# ---- the second half: redact -> Q&A -> tokenizer -> encode -> data card ----------------
+
+
+def redact_stage(cfg: LlmopsConfig, corpus: Path, *, progress: bool = False,
+                 out_dir: Path | None = None) -> StageResult:
+    """PII redaction of the deduplicated corpus (Presidio)."""
+    from llmops.data.pii import run_redact
+
+    corpus_path = _docs_file(corpus, "corpus.parquet")
+    return build_stage(
+        cfg.home, "redact", {"corpus": input_ref(corpus_path)}, cfg.pii.model_dump(mode="json", exclude={"hash_salt"})
+        | {"hash_salt_set": bool(cfg.pii.hash_salt)},  # the salt is a secret: never in a manifest
+        lambda tmp: run_redact(corpus_path, tmp, cfg.pii, progress=progress),
+        out_dir=out_dir,
+    )
+
+
+def qa_stage(cfg: LlmopsConfig, redacted: Path, *, out_dir: Path | None = None) -> StageResult:
+    from llmops.data.qa import run_qa
+
+    corpus_path = _docs_file(redacted, "corpus.parquet")
+    return build_stage(
+        cfg.home, "qa", {"corpus": input_ref(corpus_path)}, cfg.qa.model_dump(mode="json"),
+        lambda tmp: run_qa(corpus_path, tmp, cfg.qa.heldout_fraction, cfg.qa.seed),
+        out_dir=out_dir,
+    )
+
+
+def tokenizer_stage(cfg: LlmopsConfig, redacted: Path, *, out_dir: Path | None = None) -> StageResult:
+    """Train a byte-level BPE tokenizer on the redacted corpus, or reuse ``tokenizer.reuse``."""
+    from llmops.data.qa import chat_template
+    from llmops.tokenizer.train import run_tokenizer
+
+    corpus_path = _docs_file(redacted, "corpus.parquet")
+    reuse = cfg.tokenizer.reuse
+    # A reused tokenizer does not depend on the corpus; a trained one does.
+    inputs = {"reuse": input_ref(_tokenizer_file(Path(reuse)))} if reuse else {"corpus": input_ref(corpus_path)}
+    config = cfg.tokenizer.model_dump(mode="json", include={"vocab_size", "min_frequency", "end_of_text",
+                                                            "pad_token", "template_tokens", "reuse"})
+    return build_stage(
+        cfg.home, "tokenizer", inputs, config,
+        lambda tmp: run_tokenizer(corpus_path, tmp, cfg.tokenizer, chat_template=chat_template(cfg.tokenizer)),
+        out_dir=out_dir,
+    )
+
+
+def _tokenizer_file(path: Path) -> Path:
+    return path / "tokenizer.json" if path.is_dir() else path
+
+
+def encode_stage(cfg: LlmopsConfig, redacted: Path, tokenizer_dir: Path, *, progress: bool = False,
+                 out_dir: Path | None = None) -> StageResult:
+    """Token-ID shards (train/validation) of the redacted corpus."""
+    from llmops.tokenizer.encode import encode_corpus
+
+    corpus_path = _docs_file(redacted, "corpus.parquet")
+    config = cfg.tokenizer.model_dump(mode="json", include={"validation_fraction", "window", "stride"})
+
+    def build(tmp: Path) -> dict[str, Any]:
+        summary = encode_corpus(corpus_path, Path(tokenizer_dir), tmp, cfg.tokenizer, progress=progress)
+        meta_path = tmp / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        meta.update(window=cfg.tokenizer.window, stride=cfg.tokenizer.stride)  # the trainer's defaults
+        meta_path.write_text(json.dumps(meta, indent=2))
+        return summary
+
+    return build_stage(cfg.home, "tokens", {"corpus": input_ref(corpus_path),
+                                            "tokenizer": input_ref(Path(tokenizer_dir))}, config, build,
+                       out_dir=out_dir)
+
+
+def data_card_stage(cfg: LlmopsConfig, report: dict[str, Any], redacted: StageResult, qa: StageResult,
+                    tokenizer: StageResult, tokens: StageResult, *, run_name: str = "llmops_data") -> StageResult:
+    """Contamination check + data card (JSON, Markdown; logged to MLflow when configured)."""
+    from llmops.data.decontaminate import contamination_report
+    from llmops.registry.data_card import build_data_card, log_data_card, write_data_card
+
+    def build(tmp: Path) -> dict[str, Any]:
+        docs = {d["id"]: d["text"] for d in store.read_docs(redacted.path / "corpus.parquet")}
+        val_ids = set(json.loads((tokens.path / "validation_docs.json").read_text()))
+        finetune = store.read_jsonl(qa.path / "finetune.jsonl")
+        heldout = store.read_jsonl(qa.path / "heldout.jsonl")
+        training = [t for i, t in docs.items() if i not in val_ids]
+        training += [f"{p['question']} {p['answer']}" for p in finetune]
+        contamination = contamination_report(
+            training,
+            {"heldout_questions": [p["question"] for p in heldout],
+             "validation_documents": [docs[i] for i in sorted(val_ids)]},
+            n=cfg.qa.decontamination_ngram, threshold=cfg.qa.decontamination_threshold)
+        outputs = {name: {"path": str(r.path), "hash": r.key} for name, r in
+                   [("corpus", redacted), ("qa", qa), ("tokenizer", tokenizer), ("tokens", tokens)]}
+        card = build_data_card(report=report, pii=redacted.summary, qa=qa.summary, tokenizer=tokenizer.summary,
+                               tokens=tokens.summary, contamination=contamination, outputs=outputs)
+        paths = write_data_card(card, tmp)
+        card["mlflow_run_id"] = log_data_card(paths, card, run_name)
+        return {"contamination": contamination, "mlflow_run_id": card["mlflow_run_id"]}
+
+    inputs = {name: {"path": str(r.path), "hash": r.key} for name, r in
+              [("corpus", redacted), ("qa", qa), ("tokenizer", tokenizer), ("tokens", tokens)]}
+    return build_stage(cfg.home, "data_card", inputs | {"report": report["corpus"]}, cfg.qa.model_dump(mode="json"),
+                       build)
+

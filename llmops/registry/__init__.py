@@ -1,0 +1,1 @@
+"""MLflow tracking and registry, data cards and model cards."""

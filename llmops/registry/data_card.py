@@ -1,0 +1,92 @@
+"""The data card: what went into a training corpus, as JSON for tools and Markdown for people.
+
+Every run of the data pipeline gets one: sources, pages fetched and failed by reason,
+documents dropped per filter, duplicate rates, PII found per entity type, token
+counts, the contamination rate, and the content hash of every output, so a model
+card can point at exactly the data it was trained on. Counts only: a card never
+holds a document's text or a PII value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def build_data_card(*, report: dict[str, Any], pii: dict[str, Any], qa: dict[str, Any],
+                    tokenizer: dict[str, Any], tokens: dict[str, Any], contamination: dict[str, Any],
+                    outputs: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Assemble the card from each stage's summary; ``outputs`` maps a name to {path, hash}."""
+    crawl, clean, dedup = report["crawl"], report["clean"], report["dedup"]
+    return {
+        "sources": [{"seed_url": crawl["seed_url"], "pages_fetched": crawl["pages_ok"],
+                     "pages_failed": crawl["pages_failed"], "failed_by_reason": crawl["failed_by_reason"],
+                     "not_modified": crawl.get("not_modified")}],
+        "documents": {
+            "extracted": report["extract"]["docs_out"],
+            "extract_dropped_by_reason": report["extract"]["dropped_by_reason"],
+            "kept_by_quality_filters": clean["docs_out"],
+            "dropped_by_filter": clean["dropped_by_filter"],
+            "after_dedup": dedup["docs_out"],
+            "exact_duplicates_removed": dedup["exact_duplicates_removed"],
+            "near_duplicates_removed": dedup["near_duplicates_removed"],
+            "duplicate_rate": dedup["duplicate_rate"],
+        },
+        "pii": pii,
+        "qa": qa,
+        "tokenizer": tokenizer,
+        "tokens": tokens,
+        "contamination": contamination,
+        "outputs": outputs,
+    }
+
+
+def _table(rows: dict[str, Any]) -> list[str]:
+    lines = ["| | |", "|---|---|"]
+    for key, value in rows.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+        lines.append(f"| {key} | {value} |")
+    return lines
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    lines = ["# Data card", ""]
+    for source in card["sources"]:
+        lines += [f"## Source: {source['seed_url']}", "", *_table({k: v for k, v in source.items() if k != "seed_url"}), ""]
+    for section in ("documents", "pii", "qa", "tokenizer", "tokens"):
+        lines += [f"## {section.capitalize() if section != 'pii' else 'PII'}", "", *_table(card[section]), ""]
+    lines += ["## Contamination", "", "| evaluation set | items | contaminated | rate | mean n-gram overlap |",
+              "|---|---|---|---|---|"]
+    for name, row in card["contamination"].items():
+        lines.append(f"| {name} | {row['items']} | {row['contaminated']} | {row['rate']} | {row['mean_ngram_overlap']} |")
+    lines += ["", "## Outputs", "", "| output | path | hash |", "|---|---|---|"]
+    for name, ref in card["outputs"].items():
+        lines.append(f"| {name} | `{ref['path']}` | `{ref['hash']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def write_data_card(card: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "data_card.json", "markdown": out_dir / "data_card.md"}
+    paths["json"].write_text(json.dumps(card, indent=2, default=str))
+    paths["markdown"].write_text(render_markdown(card))
+    return paths
+
+
+def log_data_card(paths: dict[str, Path], card: dict[str, Any], run_name: str) -> str | None:
+    """Log the card to MLflow when a tracking URI is set; returns the run id (or None)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    import mlflow
+
+    mlflow.set_experiment("llmops_data")
+    with mlflow.start_run(run_name=run_name) as run:
+        for path in paths.values():
+            mlflow.log_artifact(str(path), artifact_path="data_card")
+        docs = card["documents"]
+        mlflow.log_metrics({"documents": docs["after_dedup"], "duplicate_rate": docs["duplicate_rate"],
+                            **{f"tokens_{k}": v for k, v in card["tokens"].items() if isinstance(v, (int, float))}})
+        return run.info.run_id
