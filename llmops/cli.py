@@ -87,6 +87,41 @@ def cmd_dedup(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     return 0
 
 
+def cmd_redact(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.pii import redact_jsonl
+
+    if args.operator or args.entities:
+        pii = {"operator": args.operator, "entities": args.entities.split(",") if args.entities else None}
+        cfg = load_config(args.config, overrides={"pii": {k: v for k, v in pii.items() if v}})
+    summary = redact_jsonl(args.input, args.out, cfg.pii, progress=True)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_qa(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.pipeline import qa_stage
+
+    _print_result(qa_stage(cfg, args.input, out_dir=args.out))
+    return 0
+
+
+def cmd_tokenizer(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.pipeline import tokenizer_stage
+
+    overrides = {k: v for k, v in {"vocab_size": args.vocab_size, "reuse": args.reuse}.items() if v is not None}
+    if overrides:
+        cfg = load_config(args.config, overrides={"tokenizer": overrides})
+    _print_result(tokenizer_stage(cfg, args.input, out_dir=args.out))
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.data.pipeline import encode_stage
+
+    _print_result(encode_stage(cfg, args.input, args.tokenizer, progress=True, out_dir=args.out))
+    return 0
+
+
 def cmd_data_run(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.data.pipeline import format_report, run_data_pipeline, write_report
 
@@ -160,6 +195,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dedup", cmd_dedup, "Remove exact and near duplicates (MinHash LSH) across cleaned shards.")
     p.add_argument("--in", dest="input", type=Path, nargs="+", required=True,
                    help="clean outputs (dirs or docs.parquet files)")
+    p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
+
+    p = add("redact", cmd_redact, "Redact PII (Presidio) from JSONL records: the `text` field is redacted, "
+            "every other field kept, per-type counts added as `pii_counts`.")
+    p.add_argument("--in", dest="input", type=Path, required=True, help="input JSONL (one record with `text` per line)")
+    p.add_argument("--out", type=Path, required=True, help="output JSONL")
+    p.add_argument("--operator", choices=["replace", "mask", "hash", "pseudonymize"],
+                   help="how PII is replaced (default: pii.operator)")
+    p.add_argument("--entities", help="comma-separated entity types (default: pii.entities)")
+
+    p = add("qa", cmd_qa, "Build the question/answer set (fine-tuning and held-out, split by page) "
+            "from a redacted corpus.")
+    p.add_argument("--in", dest="input", type=Path, required=True, help="redact output (dir or corpus.parquet)")
+    p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
+
+    p = add("tokenizer", cmd_tokenizer, "Train a byte-level BPE tokenizer on a redacted corpus, or reuse one.")
+    p.add_argument("--in", dest="input", type=Path, required=True, help="redact output (dir or corpus.parquet)")
+    p.add_argument("--vocab-size", type=int, help="vocabulary size (default: tokenizer.vocab_size)")
+    p.add_argument("--reuse", help="tokenizer.json or its directory to reuse instead of training")
+    p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
+
+    p = add("encode", cmd_encode, "Encode a redacted corpus into token-ID shards (train/validation).")
+    p.add_argument("--in", dest="input", type=Path, required=True, help="redact output (dir or corpus.parquet)")
+    p.add_argument("--tokenizer", type=Path, required=True, help="tokenizer output directory")
     p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
 
     data = sub.add_parser("data", help="The whole data pipeline in one process (no Airflow).",

@@ -8,7 +8,7 @@ import pytest
 from llmops.cli import build_parser, main
 
 SUBCOMMANDS = [["config"], ["demo-site", "serve"], ["demo-site", "ground-truth"], ["scrape"], ["extract"],
-               ["clean"], ["dedup"], ["data", "run"], ["demo"]]
+               ["clean"], ["dedup"], ["redact"], ["qa"], ["tokenizer"], ["encode"], ["data", "run"], ["demo"]]
 
 
 @pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)
