@@ -1,11 +1,15 @@
 """
-### llmops_data — from web pages to a clean, deduplicated corpus
+### llmops_data — from web pages to token shards, a Q&A set and a data card
 
 `scrape` crawls the seed site (robots.txt, rate limits, retries, WARC output) →
 `plan_shards` splits the crawl → `extract` and `clean` run once per shard (dynamic
-task mapping) → `dedup` merges the shards, removes exact and near duplicates and
-publishes the corpus on the `llmops://corpus` Asset (extra: `path`, `hash`) →
-`report` writes the run summary to `$LLMOPS_HOME/reports/llmops_data/<run_id>/`.
+task mapping) → `dedup` merges the shards and removes exact and near duplicates →
+`report` writes the crawl-to-corpus summary → `redact` removes personal data
+(Presidio) and publishes `llmops://corpus` → `qa` builds the question/answer set
+(`llmops://qa`) and `tokenizer` trains (or reuses) a byte-level BPE tokenizer →
+`encode` writes token-ID shards (`llmops://tokens`) → `data_card` checks
+contamination and writes the data card. Every Asset event's extra carries `path`
+and `hash`. Reports: `$LLMOPS_HOME/reports/llmops_data/<run_id>/`.
 
 Every stage output lives in `$LLMOPS_HOME/artifacts/<stage>/<content-hash>/`; a
 retry or a re-run with the same inputs and settings reuses it.
@@ -17,7 +21,7 @@ import datetime as dt
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
-from llmops_airflow.assets import CORPUS, event_extra
+from llmops_airflow.assets import CORPUS, QA, TOKENS, event_extra
 from llmops_airflow.config import config_from_params
 
 from llmops.config import load_config
@@ -33,6 +37,12 @@ PARAM_TO_CONFIG = {
     "languages": "clean.languages",
     "lowercase": "clean.lowercase",
     "dedup_threshold": "dedup.threshold",
+    "pii_entities": "pii.entities",
+    "pii_operator": "pii.operator",
+    "vocab_size": "tokenizer.vocab_size",
+    "tokenizer_reuse": "tokenizer.reuse",
+    "window": "tokenizer.window",
+    "stride": "tokenizer.stride",
 }
 
 _defaults = load_config()  # pydantic + YAML only: cheap enough for parse time
@@ -57,6 +67,18 @@ PARAMS = {
     "lowercase": Param(_defaults.clean.lowercase, type="boolean", description="Lowercase the text."),
     "dedup_threshold": Param(_defaults.dedup.threshold, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
                              description="Near-duplicate Jaccard threshold (MinHash LSH)."),
+    "pii_entities": Param(_defaults.pii.entities, type="array", items={"type": "string"},
+                          description="Presidio entity types to redact."),
+    "pii_operator": Param(_defaults.pii.operator, type="string", enum=["replace", "mask", "hash", "pseudonymize"],
+                          description="How PII is redacted: <TYPE> placeholder, mask, salted hash or surrogates."),
+    "vocab_size": Param(_defaults.tokenizer.vocab_size, type="integer", minimum=256,
+                        description="BPE vocabulary size (ignored when a tokenizer is reused)."),
+    "tokenizer_reuse": Param(_defaults.tokenizer.reuse, type=["null", "string"],
+                             description="Path of a tokenizer.json (or its directory) to reuse instead of training."),
+    "window": Param(_defaults.tokenizer.window, type="integer", minimum=2,
+                    description="Training window in tokens (recorded in the shards' meta.json)."),
+    "stride": Param(_defaults.tokenizer.stride, type="integer", minimum=1,
+                    description="Step between training windows."),
 }
 
 IO_RETRY = {"retries": 2, "retry_delay": dt.timedelta(seconds=5)}
@@ -123,21 +145,18 @@ def llmops_data():
         print(f"clean: {result.summary}")
         return {"path": str(result.path), "hash": result.key}
 
-    @task(outlets=[CORPUS])
-    def dedup(cleaned: list[dict[str, Any]], *, outlet_events=None) -> dict[str, Any]:
-        """Exact + near-duplicate removal over all shards; announces the corpus Asset."""
+    @task
+    def dedup(cleaned: list[dict[str, Any]]) -> dict[str, Any]:
+        """Exact + near-duplicate removal over all shards."""
         from llmops.data.pipeline import dedup_stage
 
         result = dedup_stage(_cfg(), [c["path"] for c in _all(cleaned)])
         print(f"dedup: {result.summary}")
-        extra = event_extra(str(result.path), result.key, file="corpus.parquet",
-                            documents=result.summary["docs_out"])
-        outlet_events[CORPUS].extra = extra
-        return extra
+        return {"path": str(result.path), "hash": result.key}
 
     @task
     def report(crawl: dict[str, Any], extracted: list[dict[str, Any]], cleaned: list[dict[str, Any]],
-               corpus: dict[str, Any]) -> str:
+               corpus: dict[str, Any]) -> dict[str, Any]:
         """Pages fetched/failed by reason, documents dropped by filter, duplicates removed."""
         from llmops.artifacts import StageResult
         from llmops.data.pipeline import build_report, format_report, write_report
@@ -147,16 +166,78 @@ def llmops_data():
         summary = build_report(load(crawl["path"]), [load(e["path"]) for e in _all(extracted)],
                                [load(c["path"]) for c in _all(cleaned)], load(corpus["path"]))
         out = write_report(_cfg().home, context["run_id"], summary)
-        text = format_report(summary)
-        print(text)
+        print(format_report(summary))
         print(f"report: {out}")
-        return text
+        return summary
+
+    @task(outlets=[CORPUS], execution_timeout=dt.timedelta(minutes=60))
+    def redact(corpus: dict[str, Any], *, outlet_events=None) -> dict[str, Any]:
+        """Presidio PII redaction; the redacted corpus is the one published for training."""
+        from llmops.data.pipeline import redact_stage
+
+        result = redact_stage(_cfg(), corpus["path"])
+        print(f"redact: {result.summary.get('pii_counts_by_type')} ({result.summary.get('docs')} documents)")
+        extra = event_extra(str(result.path), result.key, file="corpus.parquet")
+        outlet_events[CORPUS].extra = extra
+        return extra
+
+    @task(outlets=[QA])
+    def qa(redacted: dict[str, Any], *, outlet_events=None) -> dict[str, Any]:
+        """Question/answer pairs, split by page into fine-tuning and held-out sets."""
+        from llmops.data.pipeline import qa_stage
+
+        result = qa_stage(_cfg(), redacted["path"])
+        print(f"qa: {result.summary}")
+        extra = event_extra(str(result.path), result.key, finetune="finetune.jsonl", heldout="heldout.jsonl")
+        outlet_events[QA].extra = extra
+        return extra
+
+    @task
+    def tokenizer(redacted: dict[str, Any]) -> dict[str, Any]:
+        """Byte-level BPE tokenizer trained on the redacted corpus (or the one given to reuse)."""
+        from llmops.data.pipeline import tokenizer_stage
+
+        result = tokenizer_stage(_cfg(), redacted["path"])
+        print(f"tokenizer: {result.summary}")
+        return {"path": str(result.path), "hash": result.key}
+
+    @task(outlets=[TOKENS])
+    def encode(redacted: dict[str, Any], tok: dict[str, Any], *, outlet_events=None) -> dict[str, Any]:
+        """Token-ID shards (uint16/uint32) with document boundaries, train/validation split."""
+        from llmops.data.pipeline import encode_stage
+
+        result = encode_stage(_cfg(), redacted["path"], tok["path"])
+        print(f"encode: {result.summary}")
+        extra = event_extra(str(result.path), result.key, tokenizer=tok["path"])
+        outlet_events[TOKENS].extra = extra
+        return extra
+
+    @task
+    def data_card(summary: dict[str, Any], redacted: dict[str, Any], qa_set: dict[str, Any],
+                  tok: dict[str, Any], tokens: dict[str, Any]) -> str:
+        """Contamination check and the data card (JSON + Markdown, MLflow when configured)."""
+        from llmops.artifacts import StageResult
+        from llmops.data.pipeline import data_card_stage, write_report
+
+        context = get_current_context()
+        load = StageResult.from_path
+        result = data_card_stage(_cfg(), summary, load(redacted["path"]), load(qa_set["path"]),
+                                 load(tok["path"]), load(tokens["path"]), run_name=context["run_id"])
+        out = write_report(_cfg().home, context["run_id"], summary, data_card=result.path)
+        print(f"data card: {result.path / 'data_card.md'} (report: {out})")
+        print(f"contamination: {result.summary['contamination']}")
+        return str(result.path / "data_card.md")
 
     crawl = scrape()
     extracted = extract.expand(spec=plan_shards(crawl))
     cleaned = clean.expand(extracted=extracted)
     corpus = dedup(cleaned)
-    report(crawl, extracted, cleaned, corpus)
+    summary = report(crawl, extracted, cleaned, corpus)
+    redacted = redact(corpus)
+    qa_set = qa(redacted)
+    tok = tokenizer(redacted)
+    tokens = encode(redacted, tok)
+    data_card(summary, redacted, qa_set, tok, tokens)
 
 
 llmops_data()

@@ -125,8 +125,10 @@ def cmd_encode(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 def cmd_data_run(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.data.pipeline import format_report, run_data_pipeline, write_report
 
-    report = run_data_pipeline(cfg, seed_url=args.seed, progress=True)
-    out = write_report(cfg.home, f"cli-{report['corpus']['hash']}", report)
+    report = run_data_pipeline(cfg, seed_url=args.seed, progress=True, full=not args.corpus_only)
+    card = report.pop("data_card", None)
+    out = write_report(cfg.home, f"cli-{report['corpus']['hash']}", report,
+                       data_card=Path(card["markdown"]).parent if card else None)
     print(format_report(report))
     print(f"report: {out}")
     return 0
@@ -224,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="The whole data pipeline in one process (no Airflow).",
                           description="The whole data pipeline in one process (no Airflow).")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    p = add("run", cmd_data_run, "scrape -> extract -> clean -> dedup in this process.", data_sub)
+    p = add("run", cmd_data_run, "scrape -> extract -> clean -> dedup -> redact -> qa, tokenizer -> encode "
+            "-> data card, in this process.", data_sub)
     p.add_argument("--seed", help="start URL (default: data.seed_url)")
+    p.add_argument("--corpus-only", action="store_true", help="stop after dedup (no redaction, tokens, card)")
 
     p = add("demo", cmd_demo, "Start the demo site and run the llmops_data DAG through Airflow "
             "(`airflow dags test`), then print the summary.")

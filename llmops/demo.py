@@ -80,7 +80,7 @@ def run_demo(cfg: LlmopsConfig, use_airflow: bool = True) -> int:
         print(f"==> demo site serving on {site.url}", flush=True)
         (site_dir / "ground_truth.json").write_text(json.dumps(site.ground_truth, indent=2))
         if not use_airflow:
-            print(format_report(run_data_pipeline(cfg, seed_url=site.url, progress=True)))
+            print(format_report(run_data_pipeline(cfg, seed_url=site.url, progress=True, full=True)))
             return 0
         env = airflow_env(cfg)
         Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)

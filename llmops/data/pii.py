@@ -155,7 +155,8 @@ def _name_context_recognizer():
         Pattern("contact line", r"\b(?:[Cc]ontact|[Oo]wner|[Mm]aintainer|[Aa]uthor|[Rr]eporter|[Aa]ssignee)"
                 r"(?: the \w+)?[,:]\s+\K" + _NAME + r"(?=[,;(]| at | \(|\.?$)", 0.8),
         Pattern("record line", r"^(?:Record|Customer|User|Patient|Employee) \d+:\s+\K" + _NAME + r"(?= \(|,)", 0.8),
-        Pattern("table name cell", r"^\K" + _NAME + r"(?= \| [^|\n]*@)", 0.7),
+        # "Jane Doe | jane@x.org | ..." or, as trafilatura renders tables, "| Jane Doe | jane@x.org |"
+        Pattern("table name cell", r"^(?:\|\s*)?\K" + _NAME + r"(?=\s*\|\s*[^|\n]*@)", 0.7),
     ]
     return PatternRecognizer(supported_entity="PERSON", name="NameContextRecognizer", patterns=patterns,
                              global_regex_flags=_FLAGS)

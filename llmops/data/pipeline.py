@@ -120,8 +120,9 @@ def _docs_file(path: Path, name: str) -> Path:
 
 
 def run_data_pipeline(cfg: LlmopsConfig, seed_url: str | None = None, crawl_id: str | None = None,
-                      progress: bool = False) -> dict[str, Any]:
-    """scrape -> extract/clean per shard -> dedup, without Airflow. Returns the run report."""
+                      progress: bool = False, full: bool = False) -> dict[str, Any]:
+    """scrape -> extract/clean per shard -> dedup (-> redact -> Q&A, tokenizer -> encode -> data
+    card when ``full``), in this process, the same stages as the DAG. Returns the run report."""
     seed_url = seed_url or cfg.data.seed_url
     crawl = scrape_stage(cfg, seed_url, crawl_id or default_crawl_id(), sitemap_url=cfg.data.sitemap_url,
                          progress=progress)
@@ -129,7 +130,16 @@ def run_data_pipeline(cfg: LlmopsConfig, seed_url: str | None = None, crawl_id: 
     extracted = [extract_stage(cfg, crawl.path, i, n, progress=progress) for i in range(n)]
     cleaned = [clean_stage(cfg, e.path, progress=progress) for e in extracted]
     corpus = dedup_stage(cfg, [c.path for c in cleaned])
-    return build_report(crawl, extracted, cleaned, corpus)
+    report = build_report(crawl, extracted, cleaned, corpus)
+    if not full:
+        return report
+    redacted = redact_stage(cfg, corpus.path, progress=progress)
+    qa = qa_stage(cfg, redacted.path)
+    tokenizer = tokenizer_stage(cfg, redacted.path)
+    tokens = encode_stage(cfg, redacted.path, tokenizer.path, progress=progress)
+    card = data_card_stage(cfg, report, redacted, qa, tokenizer, tokens)
+    return report | {"data_card": {"markdown": str(card.path / "data_card.md"),
+                                   "json": str(card.path / "data_card.json")}}
 
 
 def build_report(crawl: StageResult, extracted: list[StageResult], cleaned: list[StageResult],
@@ -177,7 +187,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"  clean      {k['docs_out']} kept; dropped by filter: {reasons(k['dropped_by_filter'])}",
         f"  dedup      {d['docs_out']} kept of {d['docs_in']}: {d['exact_duplicates_removed']} exact and "
         f"{d['near_duplicates_removed']} near duplicates removed in {d['clusters']} clusters",
-        f"  corpus     {report['corpus']['path']}/corpus.parquet (hash {report['corpus']['hash']})",
+        f"  deduped    {report['corpus']['path']}/corpus.parquet (hash {report['corpus']['hash']})",
     ]
     if report.get("data_card"):
         lines.append(f"  data card  {report['data_card']['markdown']}")

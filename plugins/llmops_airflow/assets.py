@@ -14,7 +14,9 @@ def llmops_asset(stage: str) -> Asset:
     return Asset(uri=f"llmops://{stage}", name=f"llmops_{stage}", group="llmops")
 
 
-CORPUS = llmops_asset("corpus")
+CORPUS = llmops_asset("corpus")  # the PII-redacted, deduplicated corpus
+QA = llmops_asset("qa")  # fine-tuning and held-out question/answer pairs
+TOKENS = llmops_asset("tokens")  # token-ID shards + meta.json (tokenizer path in the extra)
 
 
 def event_extra(path: str, hash_: str, **more: Any) -> dict[str, Any]:

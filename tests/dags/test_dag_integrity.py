@@ -53,7 +53,12 @@ def test_data_dag_shape(dagbag):
     dag = dagbag.dags["llmops_data"]
     assert "clean" in dag.get_task("extract").downstream_task_ids
     assert dag.get_task("dedup").upstream_task_ids == {"clean"}
-    assert {o.uri for o in dag.get_task("dedup").outlets} == {"llmops://corpus/"}
+    # only the redacted corpus is published: personal data never reaches a consumer
+    assert not dag.get_task("dedup").outlets
+    assert {o.uri for o in dag.get_task("redact").outlets} == {"llmops://corpus/"}
+    assert {o.uri for o in dag.get_task("encode").outlets} == {"llmops://tokens/"}
+    assert {o.uri for o in dag.get_task("qa").outlets} == {"llmops://qa/"}
+    assert dag.get_task("encode").upstream_task_ids == {"redact", "tokenizer"}
     assert "seed_url" in dag.params and "max_pages" in dag.params
 
 

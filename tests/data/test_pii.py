@@ -284,3 +284,15 @@ def test_logs_hold_no_planted_value(demo, tmp_path: Path, caplog, analyzer):
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "redacted 1 records" in logged
     assert [v for v in values if v in logged] == []
+
+
+def test_names_in_markdown_table_rows_as_trafilatura_renders_them():
+    from llmops.config import PiiConfig
+    from llmops.data.pii import redact_text
+
+    text = ("| Name | Email | Phone |\n|---|---|---|\n"
+            "| Cindy Mckay | cindy.mckay@example.org | (415) 555-0134 |\n"
+            "| Amber Hodge | amber.h@example.com | 415-555-0199 |")
+    out, counts = redact_text(text, PiiConfig(processes=1))
+    assert "Cindy Mckay" not in out and "Amber Hodge" not in out
+    assert counts["PERSON"] == 2
