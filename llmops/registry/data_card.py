@@ -88,5 +88,6 @@ def log_data_card(paths: dict[str, Path], card: dict[str, Any], run_name: str) -
             mlflow.log_artifact(str(path), artifact_path="data_card")
         docs = card["documents"]
         mlflow.log_metrics({"documents": docs["after_dedup"], "duplicate_rate": docs["duplicate_rate"],
-                            **{f"tokens_{k}": v for k, v in card["tokens"].items() if isinstance(v, (int, float))}})
+                            **{f"tokens_{k}": v for k, v in card["tokens"].items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool)}})
         return run.info.run_id

@@ -81,17 +81,22 @@ def _no_planted_pii_anywhere(home: Path, events: dict, ground_truth: dict, dag_l
     body_values = {p["value"] for p in ground_truth["pii"] if p["where"] == "body" and p["page"].startswith("/docs/")}
     assert sum(v in unredacted for v in body_values) >= 0.9 * len(body_values) > 100
 
+    redacted_docs = store.read_docs(Path(events["llmops://corpus/"]["path"]) / "corpus.parquet")
     texts = {"redacted corpus": " ".join(d["text"] + " " + (d["title"] or "") + " " + (d["author"] or "")
-                                         for d in store.read_docs(Path(events["llmops://corpus/"]["path"]) /
-                                                                  "corpus.parquet"))}
+                                         for d in redacted_docs)}
     qa_dir = Path(events["llmops://qa/"]["path"])
     texts["qa"] = (qa_dir / "finetune.jsonl").read_text() + (qa_dir / "heldout.jsonl").read_text()
     tokens_dir = Path(events["llmops://tokens/"]["path"])
     tok = load_tokenizer(Path(events["llmops://tokens/"]["tokenizer"]))
     decoded = []
+    by_id = {d["id"]: d["text"] for d in redacted_docs}
     for split in ("train", "validation"):
         _, index, _ = load_shard(tokens_dir, split)
-        decoded += [decode_document(tokens_dir, split, i, tok) for i in range(len(index) - 1)]
+        ids = json.loads((tokens_dir / f"{split}_docs.json").read_text())
+        split_texts = [decode_document(tokens_dir, split, i, tok) for i in range(len(index) - 1)]
+        assert split_texts == [by_id[i] for i in ids]  # encode -> decode gives the redacted text back exactly
+        decoded += split_texts
+    assert len(decoded) == len(redacted_docs)
     texts["decoded shards"] = " ".join(decoded)
     texts["logs and reports"] = " ".join(p.read_text(errors="replace") for p in [
         dag_log, *(home / "reports").rglob("*.json"), *(home / "reports").rglob("*.txt"),
