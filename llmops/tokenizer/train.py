@@ -106,26 +106,37 @@ def count_merges(tok: Tokenizer) -> int:
 
 
 def text_stats(tok: Tokenizer, texts: Sequence[str]) -> dict[str, Any]:
-    """Tokens per document and bytes per token, encoded the way the shards are.
+    """Tokens per document, bytes per token, fertility (tokens per whitespace-separated
+    word) and the unknown-token rate, encoded the way the shards are.
 
     Literal special-token strings in the text count as ordinary text
-    (``encode_special_tokens``), as in ``encode.encode_corpus``.
+    (``encode_special_tokens``), as in ``encode.encode_corpus``. A byte-level BPE has
+    no unknown token, so its rate is 0 by construction; it is measured anyway, since
+    a reused tokenizer may have one.
     """
     if not texts:
-        return {"n_docs": 0, "n_tokens": 0, "n_bytes": 0, "tokens_per_doc": 0.0, "bytes_per_token": 0.0}
+        return {"n_docs": 0, "n_tokens": 0, "n_bytes": 0, "tokens_per_doc": 0.0, "bytes_per_token": 0.0,
+                "fertility": 0.0, "unk_rate": 0.0}
     previous = tok.encode_special_tokens
     tok.encode_special_tokens = True
     try:
-        n_tokens = sum(len(e) for e in tok.encode_batch_fast(list(texts), add_special_tokens=False))
+        encodings = tok.encode_batch_fast(list(texts), add_special_tokens=False)
     finally:
         tok.encode_special_tokens = previous
+    n_tokens = sum(len(e) for e in encodings)
+    unk = getattr(tok.model, "unk_token", None)
+    unk_id = tok.token_to_id(unk) if unk else None
+    n_unk = sum(e.ids.count(unk_id) for e in encodings) if unk_id is not None else 0
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    n_words = sum(len(t.split()) for t in texts)
     return {
         "n_docs": len(texts),
         "n_tokens": n_tokens,
         "n_bytes": n_bytes,
         "tokens_per_doc": round(n_tokens / len(texts), 3),
         "bytes_per_token": round(n_bytes / n_tokens, 4) if n_tokens else 0.0,
+        "fertility": round(n_tokens / n_words, 4) if n_words else 0.0,
+        "unk_rate": round(n_unk / n_tokens, 6) if n_tokens else 0.0,
     }
 
 

@@ -45,6 +45,8 @@ def test_stats_file(tokenizer_dir: Path):
     assert text["n_docs"] == len(topics) + 4
     assert text["n_bytes"] > 400_000 and 2.0 < text["bytes_per_token"] < 6.0
     assert text["tokens_per_doc"] == pytest.approx(text["n_tokens"] / text["n_docs"], abs=1e-3)
+    assert 1.0 < text["fertility"] < 5.0  # tokens per whitespace word
+    assert text["unk_rate"] == 0.0  # byte-level BPE has no unknown token
 
 
 def test_any_text_round_trips_through_the_tokenizer(tokenizer_dir: Path):
