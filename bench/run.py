@@ -134,21 +134,6 @@ def dedup_quality(docs: list[dict], ground_truth: dict, site_url: str) -> dict:
     }
 
 
-def _pii_page_texts(site) -> dict[str, str]:
-    """Every page's planted article text plus its comment texts: all the planted PII."""
-    import lxml.html
-
-    out = {}
-    for page in site.ground_truth["pages"]:
-        if not page["article_text"]:
-            continue
-        tree = lxml.html.fromstring(site.pages[page["path"]].body)
-        comments = ["\n".join(p.text_content() for p in div.xpath("./p"))
-                    for div in tree.xpath('//div[@class="comment"]')]
-        out[page["path"]] = "\n\n".join([page["article_text"], *comments])
-    return out
-
-
 def bench_pii(limit: int = 60) -> dict:
     """``redact_texts`` vs a plain default Presidio analyze+anonymize loop: docs/s and recall,
     on the same documents in the same run."""
@@ -161,10 +146,10 @@ def bench_pii(limit: int = 60) -> dict:
 
     from llmops.config import PiiConfig
     from llmops.data import pii
-    from llmops.data.demo_site import build_site
+    from llmops.data.demo_site import build_site, page_texts_with_comments
 
     site = build_site(DemoSiteConfig())
-    texts = dict(list(_pii_page_texts(site).items())[:limit])
+    texts = dict(list(page_texts_with_comments(site).items())[:limit])
     paths, docs = list(texts), list(texts.values())
 
     def recall(outputs: list[str]) -> dict[str, float]:

@@ -92,11 +92,8 @@ def run_demo(cfg: LlmopsConfig, use_airflow: bool = True) -> int:
     latest = cfg.home / "reports" / "llmops_data" / "latest.json"
     if not latest.exists():
         raise RuntimeError(f"the DAG finished but wrote no report ({latest} is missing)")
-    latest_run = json.loads(latest.read_text())
-    report_dir = Path(latest_run["path"])
+    report_dir = Path(json.loads(latest.read_text())["path"])
     print((report_dir / "summary.txt").read_text())
-    if latest_run.get("data_card"):
-        print(f"Data card: {latest_run['data_card']['markdown']}")
     print(f"Reports: {report_dir}\nArtifacts: {cfg.home / 'artifacts'}\n"
           f"Browse the run in the UI: make airflow  (then open http://127.0.0.1:8080)")
     return 0

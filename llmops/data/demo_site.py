@@ -915,6 +915,22 @@ def _distinctive(snippets: list[str], gt_pages: list[dict[str, Any]]) -> list[st
     return [s for s in snippets if s not in corpus]
 
 
+def page_texts_with_comments(site: Site) -> dict[str, str]:
+    """Every page's planted article text plus its comments as a reader sees them: all the
+    text that carries planted PII, keyed by path (what PII tests and benchmarks redact)."""
+    import lxml.html
+
+    texts = {}
+    for page in site.ground_truth["pages"]:
+        if not page["article_text"]:
+            continue
+        tree = lxml.html.fromstring(site.pages[page["path"]].body)
+        comments = ["\n".join(p.text_content() for p in div.xpath("./p"))
+                    for div in tree.xpath('//div[@class="comment"]')]
+        texts[page["path"]] = "\n\n".join([page["article_text"], *comments])
+    return texts
+
+
 def write_ground_truth(site: Site, path: Path) -> None:
     """Write the ground truth as pretty UTF-8 JSON (parents created)."""
     path = Path(path)

@@ -32,18 +32,10 @@ def analyzer():
 @pytest.fixture(scope="module")
 def demo():
     """(site, {page path: article text + the page's comments as a reader sees them})."""
-    import lxml.html
+    from llmops.data.demo_site import page_texts_with_comments
 
     site = build_site(DemoSiteConfig())
-    texts = {}
-    for page in site.ground_truth["pages"]:
-        if not page["article_text"]:
-            continue
-        tree = lxml.html.fromstring(site.pages[page["path"]].body)
-        comments = ["\n".join(p.text_content() for p in div.xpath("./p"))
-                    for div in tree.xpath('//div[@class="comment"]')]
-        texts[page["path"]] = "\n\n".join([page["article_text"]] + comments)
-    return site, texts
+    return site, page_texts_with_comments(site)
 
 
 @pytest.fixture(scope="module")

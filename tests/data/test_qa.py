@@ -3,7 +3,7 @@ import json
 from llmops.config import TokenizerConfig
 from llmops.data import store
 from llmops.data.decontaminate import contamination_report
-from llmops.data.qa import chat_template, is_answer_sentence, make_pairs, questions_for, run_qa
+from llmops.data.qa import chat_template, is_answer_sentence, questions_for, run_qa
 
 
 def _doc(i: int, title: str, sentences: list[str]) -> dict:
