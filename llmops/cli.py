@@ -91,7 +91,8 @@ def cmd_redact(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.data.pii import redact_jsonl
 
     if args.operator or args.entities:
-        pii = {"operator": args.operator, "entities": args.entities.split(",") if args.entities else None}
+        entities = [e.strip() for e in args.entities.split(",")] if args.entities else None
+        pii = {"operator": args.operator, "entities": entities}
         cfg = load_config(args.config, overrides={"pii": {k: v for k, v in pii.items() if v}})
     summary = redact_jsonl(args.input, args.out, cfg.pii, progress=True)
     print(json.dumps(summary, indent=2, default=str))

@@ -15,11 +15,12 @@ instead of being silently ignored.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "include" / "llmops.yaml"
@@ -137,8 +138,11 @@ class PiiConfig(_Section):
     operator: Literal["replace", "mask", "hash", "pseudonymize"] = "replace"
     """``replace``: ``<ENTITY_TYPE>``; ``mask``: ``*`` characters; ``hash``: salted SHA-256;
     ``pseudonymize``: consistent surrogates within a document (``SubjectA``), dates shifted."""
-    hash_salt: str = ""
-    """Salt for ``hash`` (set ``LLMOPS_PII__HASH_SALT`` so every worker and run hashes alike)."""
+    hash_salt: SecretStr = SecretStr("")
+    """Secret salt for ``hash`` and for ``pseudonymize``'s date offsets, at least 16 characters
+    (set ``LLMOPS_PII__HASH_SALT`` so every worker and run hashes alike). Required by those
+    operators: without it a hash of a name or phone number could be reversed by guessing.
+    Never printed nor written to a manifest."""
     score_threshold: float = Field(0.35, ge=0, le=1)
     """Minimum recognizer confidence for a finding to be redacted."""
     spacy_model: str = "en_core_web_sm"
@@ -149,6 +153,30 @@ class PiiConfig(_Section):
     """Worker processes for redaction (both cores on the demo machine)."""
     date_shift_max_days: int = Field(30, ge=1)
     """``pseudonymize``: dates move by a per-document offset of up to this many days."""
+
+    @field_validator("entities")
+    @classmethod
+    def _entity_names(cls, value: list[str]) -> list[str]:
+        # " EMAIL_ADDRESS" or "email" would silently switch a redaction off.
+        names = [v.strip() for v in value]
+        bad = [n for n in names if not re.fullmatch(r"[A-Z][A-Z0-9_]*", n)]
+        if bad or not names:
+            raise ValueError(f"entity types are Presidio names like PERSON or EMAIL_ADDRESS, got {bad or names}")
+        return names
+
+    @model_validator(mode="after")
+    def _salt_when_needed(self) -> "PiiConfig":
+        if self.operator in ("hash", "pseudonymize") and len(self.hash_salt.get_secret_value()) < 16:
+            raise ValueError(f"operator {self.operator!r} needs pii.hash_salt of at least 16 characters "
+                             "(set LLMOPS_PII__HASH_SALT)")
+        return self
+
+    def salt_fingerprint(self) -> str:
+        """Identifies the salt in a manifest without revealing it (a keyed hash of a constant)."""
+        import hmac
+
+        salt = self.hash_salt.get_secret_value().encode()
+        return hmac.new(salt, b"llmops-salt-id", "sha256").hexdigest()[:16] if salt else ""
 
 
 class TokenizerConfig(_Section):
@@ -173,6 +201,12 @@ class TokenizerConfig(_Section):
     in the shards' meta.json for the trainer's sliding windows."""
     stride: int = Field(256, ge=1)
     """Step between training windows; smaller than ``window`` makes them overlap."""
+
+    @model_validator(mode="after")
+    def _stride_within_window(self) -> "TokenizerConfig":
+        if self.stride > self.window:
+            raise ValueError(f"stride {self.stride} > window {self.window} would skip tokens")
+        return self
 
 
 class QaConfig(_Section):

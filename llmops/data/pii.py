@@ -441,7 +441,7 @@ def _salt_bytes(cfg: PiiConfig) -> bytes:
     """Presidio's hash wants >= 16 bytes of salt (and uses a random one per entity
     otherwise, which would make hashes differ between runs): derive them from the
     configured salt, so equal salts hash alike in every process."""
-    return hashlib.sha256(b"llmops-pii:" + cfg.hash_salt.encode()).digest()
+    return hashlib.sha256(b"llmops-pii:" + cfg.hash_salt.get_secret_value().encode()).digest()
 
 
 def _letters(i: int) -> str:
@@ -518,7 +518,10 @@ class Pseudonymizer:
                 parsed = dt.datetime.strptime(text, fmt)
             except ValueError:
                 continue
-            shifted = parsed + dt.timedelta(days=self.date_offset_days)
+            try:
+                shifted = parsed + dt.timedelta(days=self.date_offset_days)
+            except OverflowError:  # 9999-12-31 + 3 days: not a real date to protect
+                return "<DATE_TIME>"
             return value.replace(text, shifted.strftime(fmt))
         return "<DATE_TIME>"  # "last spring": nothing to shift, so it goes
 
@@ -727,6 +730,10 @@ def run_redact(corpus_path: Path, out_dir: Path, cfg: PiiConfig, progress: bool 
         sentences = split_sentences(text)
         out_rows.append(dict(row, text=text, title=title if row["title"] is not None else None,
                              author=author if row["author"] is not None else None,
+                             # hashes of the unredacted text would confirm a guessed original, and
+                             # the publication date would reveal a pseudonymised document's offset
+                             text_sha256=hashlib.sha256(text.encode()).hexdigest(), payload_sha256=None,
+                             date_published=None if cfg.operator == "pseudonymize" else row["date_published"],
                              n_chars=len(text), n_words=len(_WORD.findall(text)), n_sentences=len(sentences),
                              sentences=sentences, pii_counts=json.dumps(counts, sort_keys=True)))
     store.write_docs(out_rows, Path(out_dir) / "corpus.parquet", schema=REDACTED_SCHEMA)

@@ -228,8 +228,11 @@ def redact_stage(cfg: LlmopsConfig, corpus: Path, *, progress: bool = False,
 
     corpus_path = _docs_file(corpus, "corpus.parquet")
     return build_stage(
-        cfg.home, "redact", {"corpus": input_ref(corpus_path)}, cfg.pii.model_dump(mode="json", exclude={"hash_salt"})
-        | {"hash_salt_set": bool(cfg.pii.hash_salt)},  # the salt is a secret: never in a manifest
+        cfg.home, "redact", {"corpus": input_ref(corpus_path)},
+        # The salt is a secret: a keyed fingerprint identifies it (a new salt rebuilds the
+        # output) without revealing it. Worker counts do not change the output.
+        cfg.pii.model_dump(mode="json", exclude={"hash_salt", "processes", "batch_size"})
+        | {"salt_fingerprint": cfg.pii.salt_fingerprint()},
         lambda tmp: run_redact(corpus_path, tmp, cfg.pii, progress=progress),
         out_dir=out_dir,
     )
@@ -253,8 +256,10 @@ def tokenizer_stage(cfg: LlmopsConfig, redacted: Path, *, out_dir: Path | None =
 
     corpus_path = _docs_file(redacted, "corpus.parquet")
     reuse = cfg.tokenizer.reuse
-    # A reused tokenizer does not depend on the corpus; a trained one does.
-    inputs = {"reuse": input_ref(_tokenizer_file(Path(reuse)))} if reuse else {"corpus": input_ref(corpus_path)}
+    # The corpus is an input either way: a reused tokenizer's stats are measured on it.
+    inputs = {"corpus": input_ref(corpus_path)}
+    if reuse:
+        inputs["reuse"] = input_ref(_tokenizer_file(Path(reuse)))
     config = cfg.tokenizer.model_dump(mode="json", include={"vocab_size", "min_frequency", "end_of_text",
                                                             "pad_token", "template_tokens", "reuse"})
     return build_stage(
@@ -274,7 +279,8 @@ def encode_stage(cfg: LlmopsConfig, redacted: Path, tokenizer_dir: Path, *, prog
     from llmops.tokenizer.encode import encode_corpus
 
     corpus_path = _docs_file(redacted, "corpus.parquet")
-    config = cfg.tokenizer.model_dump(mode="json", include={"validation_fraction", "window", "stride"})
+    config = cfg.tokenizer.model_dump(mode="json", include={"validation_fraction", "window", "stride",
+                                                            "end_of_text", "pad_token"})
 
     def build(tmp: Path) -> dict[str, Any]:
         summary = encode_corpus(corpus_path, Path(tokenizer_dir), tmp, cfg.tokenizer, progress=progress)
@@ -285,7 +291,8 @@ def encode_stage(cfg: LlmopsConfig, redacted: Path, tokenizer_dir: Path, *, prog
         return summary
 
     return build_stage(cfg.home, "tokens", {"corpus": input_ref(corpus_path),
-                                            "tokenizer": input_ref(Path(tokenizer_dir))}, config, build,
+                                            "tokenizer": input_ref(_tokenizer_file(Path(tokenizer_dir)))},
+                       config, build,
                        out_dir=out_dir)
 
 
@@ -307,7 +314,9 @@ def data_card_stage(cfg: LlmopsConfig, report: dict[str, Any], redacted: StageRe
             {"heldout_questions": [p["question"] for p in heldout],
              "validation_documents": [docs[i] for i in sorted(val_ids)]},
             n=cfg.qa.decontamination_ngram, threshold=cfg.qa.decontamination_threshold)
-        outputs = {name: {"path": str(r.path), "hash": r.key} for name, r in
+        # Content hashes (of every file, from the manifests) next to the stage keys.
+        outputs = {name: {"path": str(r.path), "hash": r.manifest["output_hash"], "stage_key": r.key,
+                          "files": r.manifest["outputs"]} for name, r in
                    [("corpus", redacted), ("qa", qa), ("tokenizer", tokenizer), ("tokens", tokens)]}
         card = build_data_card(report=report, pii=redacted.summary, qa=qa.summary, tokenizer=tokenizer.summary,
                                tokens=tokens.summary, contamination=contamination, outputs=outputs)

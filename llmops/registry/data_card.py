@@ -62,7 +62,7 @@ def render_markdown(card: dict[str, Any]) -> str:
               "|---|---|---|---|---|"]
     for name, row in card["contamination"].items():
         lines.append(f"| {name} | {row['items']} | {row['contaminated']} | {row['rate']} | {row['mean_ngram_overlap']} |")
-    lines += ["", "## Outputs", "", "| output | path | hash |", "|---|---|---|"]
+    lines += ["", "## Outputs", "", "| output | path | content hash (SHA-256 over its files) |", "|---|---|---|"]
     for name, ref in card["outputs"].items():
         lines.append(f"| {name} | `{ref['path']}` | `{ref['hash']}` |")
     return "\n".join(lines) + "\n"

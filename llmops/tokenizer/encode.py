@@ -24,6 +24,7 @@ documents are never trained on.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -95,6 +96,8 @@ def split_documents(ids: Sequence[str], validation_fraction: float) -> tuple[set
     unique = sorted(set(ids))
     score = {i: _unit_hash(i) for i in unique}
     validation = {i for i in unique if score[i] < validation_fraction}
+    if len(unique) == 1:
+        validation = set()  # one document: training needs it more than validation does
     if len(unique) >= 2:
         if not validation:
             validation = {min(unique, key=lambda i: (score[i], i))}
@@ -198,18 +201,33 @@ def _iter_chunks(corpus_path: Path, validation: set[str], chunk_bytes: int,
 @contextlib.contextmanager
 def _encoded(chunks: Iterator[tuple[str, list[str]]], tok: Tokenizer, tok_path: Path, eos_id: int,
              dtype: np.dtype, workers: int) -> Iterator[Iterator[tuple[str, np.ndarray, np.ndarray]]]:
-    """``(split, tokens, lengths)`` per chunk, in chunk order, here or over ``workers`` processes."""
-    if workers <= 1:
+    """``(split, tokens, lengths)`` per chunk, in chunk order, here or over ``workers`` processes.
+
+    A daemonic process (e.g. some executors' task runners) may not have children, so it
+    encodes in-process. The pool is a ``ProcessPoolExecutor``: a worker killed by the OOM
+    killer raises ``BrokenProcessPool`` instead of leaving ``Pool.imap`` waiting forever.
+    """
+    if workers <= 1 or multiprocessing.current_process().daemon:
         yield ((split, *_encode_texts(tok, texts, eos_id, dtype)) for split, texts in chunks)
         return
-    pool = _pool_context().Pool(workers, initializer=_init_worker,
-                                initargs=(tok_path.read_text(encoding="utf-8"), eos_id, dtype.str))
+    from concurrent.futures import ProcessPoolExecutor
+
+    executor = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker,
+                                   initargs=(tok_path.read_text(encoding="utf-8"), eos_id, dtype.str))
+
+    def in_order() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        window: collections.deque = collections.deque()  # bounded: chunks stream, order is kept
+        for chunk in chunks:
+            window.append(executor.submit(_encode_in_worker, chunk))
+            if len(window) >= 2 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
     try:
-        yield pool.imap(_encode_in_worker, chunks)  # imap, not imap_unordered: deterministic order
-        pool.close()
-        pool.join()
+        yield in_order()
     finally:
-        pool.terminate()  # a no-op after join; stops the workers on an error
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
@@ -237,7 +255,9 @@ def encode_corpus(corpus_path: Path, tokenizer_dir: Path, out_dir: Path, cfg: To
     if eos_id is None:
         raise ValueError(f"tokenizer {tok_path} has no end-of-text token {cfg.end_of_text!r}")
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
-    dtype = token_dtype(vocab_size)
+    # The largest id, not the count: a reused tokenizer's ids may have gaps, and an id
+    # past 65535 in a uint16 shard would wrap around silently.
+    dtype = token_dtype(max(tok.get_vocab(with_added_tokens=True).values()) + 1)
 
     ids = pq.read_table(corpus_path, columns=["id"]).column("id").to_pylist()
     _, validation = split_documents(ids, cfg.validation_fraction)

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from llmops.config import DemoSiteConfig, PiiConfig
 from llmops.data import pii, store
@@ -20,7 +21,7 @@ from llmops.data.demo_site import build_site
 
 pytestmark = pytest.mark.timeout(120)
 
-CFG = PiiConfig(hash_salt="test-salt", processes=2)
+CFG = PiiConfig(hash_salt="test-salt-0123456789", processes=2)
 MIN_RECALL = 0.99
 
 
@@ -161,7 +162,7 @@ def test_hash_is_salted_and_deterministic_across_calls_and_processes(analyzer):
     assert pii.redact_text(PERSON_TEXT, cfg)[0] == one
     # batch_size 1 spreads the copies over both worker processes
     assert {t for t, _ in pii.redact_texts([PERSON_TEXT] * 6, cfg)} == {one}
-    other_salt, _ = pii.redact_text(PERSON_TEXT, cfg.model_copy(update={"hash_salt": "another-salt"}))
+    other_salt, _ = pii.redact_text(PERSON_TEXT, cfg.model_copy(update={"hash_salt": SecretStr("another-salt-0123456789")}))
     assert other_salt != one
 
 
@@ -288,3 +289,24 @@ def test_names_in_markdown_table_rows_as_trafilatura_renders_them():
     out, counts = redact_text(text, PiiConfig(processes=1))
     assert "Cindy Mckay" not in out and "Amber Hodge" not in out
     assert counts["PERSON"] == 2
+
+
+def test_salt_is_required_secret_and_validated():
+    from llmops.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="pii: Value error, operator 'hash' needs pii.hash_salt"):
+        load_config(environ={"LLMOPS_PII__OPERATOR": "hash"})
+    cfg = load_config(environ={"LLMOPS_PII__OPERATOR": "hash", "LLMOPS_PII__HASH_SALT": "s3cret-salt-0123456789"})
+    assert "s3cret" not in str(cfg.model_dump(mode="json")) and "s3cret" not in repr(cfg)
+    other = load_config(environ={"LLMOPS_PII__OPERATOR": "hash", "LLMOPS_PII__HASH_SALT": "other-salt-0123456789"})
+    assert cfg.pii.salt_fingerprint() != other.pii.salt_fingerprint()
+    with pytest.raises(ConfigError, match="pii.entities"):
+        load_config(environ={"LLMOPS_PII__ENTITIES": "[PERSON, email]"})
+    assert load_config(environ={"LLMOPS_PII__ENTITIES": "[' PERSON', EMAIL_ADDRESS]"}).pii.entities == [
+        "PERSON", "EMAIL_ADDRESS"]
+
+
+def test_out_of_range_date_is_redacted_not_a_crash():
+    p = pii.Pseudonymizer(date_offset_days=5)
+    assert p.shift_date("9999-12-31") == "<DATE_TIME>"
+    assert p.shift_date("2021-03-04") == "2021-03-09"
