@@ -91,7 +91,15 @@ def _all(mapped_results) -> list:
 
 
 def _cfg():
-    return config_from_params(get_current_context()["params"], PARAM_TO_CONFIG)
+    """The run's configuration; a bad setting fails the task at once (retrying cannot fix it)."""
+    from airflow.exceptions import AirflowFailException
+
+    from llmops.config import ConfigError
+
+    try:
+        return config_from_params(get_current_context()["params"], PARAM_TO_CONFIG)
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 @dag(
