@@ -281,19 +281,12 @@ def encode_stage(cfg: LlmopsConfig, redacted: Path, tokenizer_dir: Path, *, prog
     corpus_path = _docs_file(redacted, "corpus.parquet")
     config = cfg.tokenizer.model_dump(mode="json", include={"validation_fraction", "window", "stride",
                                                             "end_of_text", "pad_token"})
-
-    def build(tmp: Path) -> dict[str, Any]:
-        summary = encode_corpus(corpus_path, Path(tokenizer_dir), tmp, cfg.tokenizer, progress=progress)
-        meta_path = tmp / "meta.json"
-        meta = json.loads(meta_path.read_text())
-        meta.update(window=cfg.tokenizer.window, stride=cfg.tokenizer.stride)  # the trainer's defaults
-        meta_path.write_text(json.dumps(meta, indent=2))
-        return summary
-
-    return build_stage(cfg.home, "tokens", {"corpus": input_ref(corpus_path),
-                                            "tokenizer": input_ref(_tokenizer_file(Path(tokenizer_dir)))},
-                       config, build,
-                       out_dir=out_dir)
+    return build_stage(
+        cfg.home, "tokens",
+        {"corpus": input_ref(corpus_path), "tokenizer": input_ref(_tokenizer_file(Path(tokenizer_dir)))}, config,
+        lambda tmp: encode_corpus(corpus_path, Path(tokenizer_dir), tmp, cfg.tokenizer, progress=progress),
+        out_dir=out_dir,
+    )
 
 
 def data_card_stage(cfg: LlmopsConfig, report: dict[str, Any], redacted: StageResult, qa: StageResult,
@@ -301,6 +294,8 @@ def data_card_stage(cfg: LlmopsConfig, report: dict[str, Any], redacted: StageRe
     """Contamination check + data card (JSON, Markdown; logged to MLflow when configured)."""
     from llmops.data.decontaminate import contamination_report
     from llmops.registry.data_card import build_data_card, log_data_card, write_data_card
+
+    stages = {"corpus": redacted, "qa": qa, "tokenizer": tokenizer, "tokens": tokens}
 
     def build(tmp: Path) -> dict[str, Any]:
         docs = {d["id"]: d["text"] for d in store.read_docs(redacted.path / "corpus.parquet")}
@@ -316,16 +311,13 @@ def data_card_stage(cfg: LlmopsConfig, report: dict[str, Any], redacted: StageRe
             n=cfg.qa.decontamination_ngram, threshold=cfg.qa.decontamination_threshold)
         # Content hashes (of every file, from the manifests) next to the stage keys.
         outputs = {name: {"path": str(r.path), "hash": r.manifest["output_hash"], "stage_key": r.key,
-                          "files": r.manifest["outputs"]} for name, r in
-                   [("corpus", redacted), ("qa", qa), ("tokenizer", tokenizer), ("tokens", tokens)]}
+                          "files": r.manifest["outputs"]} for name, r in stages.items()}
         card = build_data_card(report=report, pii=redacted.summary, qa=qa.summary, tokenizer=tokenizer.summary,
                                tokens=tokens.summary, contamination=contamination, outputs=outputs)
         paths = write_data_card(card, tmp)
-        card["mlflow_run_id"] = log_data_card(paths, card, run_name)
-        return {"contamination": contamination, "mlflow_run_id": card["mlflow_run_id"]}
+        return {"contamination": contamination, "mlflow_run_id": log_data_card(paths, card, run_name)}
 
-    inputs = {name: {"path": str(r.path), "hash": r.key} for name, r in
-              [("corpus", redacted), ("qa", qa), ("tokenizer", tokenizer), ("tokens", tokens)]}
+    inputs = {name: {"path": str(r.path), "hash": r.key} for name, r in stages.items()}
     return build_stage(cfg.home, "data_card", inputs | {"report": report["corpus"]}, cfg.qa.model_dump(mode="json"),
                        build)
 

@@ -295,6 +295,8 @@ def encode_corpus(corpus_path: Path, tokenizer_dir: Path, out_dir: Path, cfg: To
         "pad_id": pad_id,
         "tokenizer_sha256": file_sha256(tok_path),
         "validation_fraction": cfg.validation_fraction,
+        "window": cfg.window,  # the trainer's default sliding windows
+        "stride": cfg.stride,
         "splits": splits,
         "n_tokens": sum(s["n_tokens"] for s in splits.values()),
         "n_docs": sum(s["n_docs"] for s in splits.values()),

@@ -120,6 +120,7 @@ def test_meta_contents(shards: Path, tokenizer_dir: Path, tok_cfg: TokenizerConf
     assert (meta["eos_id"], meta["pad_id"]) == (0, 1)
     assert meta["eos_token"] == tok_cfg.end_of_text and meta["pad_token"] == tok_cfg.pad_token
     assert meta["tokenizer_sha256"] == file_sha256(tokenizer_dir / "tokenizer.json")
+    assert (meta["window"], meta["stride"]) == (tok_cfg.window, tok_cfg.stride)
     rows = corpus_rows()
     by_id = {r["id"]: r["text"] for r in rows}
     for split in SPLITS:
