@@ -220,6 +220,134 @@ class QaConfig(_Section):
     """An evaluation item whose n-grams are at least this much in training text is contaminated."""
 
 
+class DeepSpeedLaunchConfig(_Section):
+    ranks: int = Field(2, ge=1)
+    """Processes per node (``deepspeed --num_gpus``): one per GPU, or CPU processes without GPUs."""
+    hosts: list[str] = []
+    """Multi-node: ``host:slots`` entries written to a hostfile (first host is the master); empty runs locally."""
+    hostfile: str | None = None
+    """Multi-node: an existing MPI-style hostfile (``worker-0 slots=4``) instead of ``hosts``."""
+    master_addr: str | None = None
+    """Address of rank 0 for multi-node runs; default the first host."""
+    master_port: int = Field(29500, ge=1, le=65535)
+    """TCP port of the torch.distributed rendezvous; a local run picks a free one when 0 or busy."""
+    launcher: str = "pdsh"
+    """Multi-node launcher backend of the ``deepspeed`` runner: pdsh, openmpi, slurm, ..."""
+    zero_stage: int = Field(2, ge=0, le=3)
+    """ZeRO stage: 0 plain data parallel, 1 optimizer states, 2 + gradients, 3 + parameters (untested on CPU)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Training precision; ``auto`` is bf16 on GPUs that support it, fp32 on CPU."""
+    activation_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
+    threads_per_rank: int | None = Field(None, ge=1)
+    """torch intra-op threads per CPU rank; default the cores divided by the ranks."""
+    config_file: str | None = None
+    """A DeepSpeed JSON config merged over the generated one (validated before launch)."""
+    timeout_s: int = Field(600, ge=30)
+    """torch.distributed timeout: a rank that waits longer on the others fails instead of hanging."""
+
+
+class LoopConfig(_Section):
+    steps: int = Field(300, ge=1)
+    """Optimizer steps in total (a resumed run continues to this count)."""
+    micro_batch_size: int = Field(8, ge=1)
+    """Sequences per rank per forward pass."""
+    grad_accum_steps: int = Field(1, ge=1)
+    """Micro-batches accumulated per optimizer step; global batch = micro x accum x world size."""
+    lr: float = Field(3e-3, gt=0)
+    """Peak learning rate (AdamW), reached after the warmup."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """The cosine schedule decays to ``lr * min_lr_ratio`` at the last step."""
+    warmup_steps: int = Field(20, ge=0)
+    """Linear warmup from 0 to ``lr``."""
+    weight_decay: float = Field(0.1, ge=0)
+    """AdamW weight decay (not applied to norms and biases)."""
+    grad_clip: float = Field(1.0, ge=0)
+    """Clip the global gradient norm to this value; 0 turns clipping off."""
+    eval_every: int = Field(50, ge=1)
+    """Validation loss and perplexity every this many steps (and at the last step)."""
+    eval_batches: int = Field(8, ge=1)
+    """Validation micro-batches per evaluation, per rank."""
+    checkpoint_every: int = Field(50, ge=1)
+    """Save a DeepSpeed checkpoint every this many steps (and at the last step)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """Complete checkpoints kept; older ones are deleted once a newer one is complete."""
+    log_every: int = Field(10, ge=1)
+    """Train-loss, learning-rate and throughput logging interval (steps)."""
+    seed: int = 1234
+    """Seed of the weights' initialisation, the data order and dropout."""
+
+
+class PretrainConfig(LoopConfig):
+    preset: str = "tiny"
+    """Model preset: ``include/models/<preset>.yaml`` (tiny, 125m, 1b) or a path to such a YAML."""
+    context_length: int | None = Field(None, ge=8)
+    """Tokens per training window; default the token shards' window (``tokenizer.window``)."""
+
+
+class FinetuneVariantConfig(_Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    """Variant name: the model is exported as ``llmops-<name>`` (the first variant is the served one)."""
+    data: str = "qa"
+    """``qa`` for the data pipeline's Q&A set, or a path to a JSONL file of {question, answer}."""
+    method: Literal["full", "lora"] | None = None
+    """Overrides ``finetune.method`` for this variant."""
+
+
+class FinetuneConfig(LoopConfig):
+    steps: int = Field(120, ge=1)
+    """Optimizer steps in total (a resumed run continues to this count)."""
+    lr: float = Field(1e-3, gt=0)
+    """Peak learning rate (AdamW), reached after the warmup."""
+    warmup_steps: int = Field(10, ge=0)
+    """Linear warmup from 0 to ``lr``."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay (not applied to norms and biases)."""
+    eval_every: int = Field(40, ge=1)
+    """Validation loss and perplexity every this many steps (and at the last step)."""
+    checkpoint_every: int = Field(40, ge=1)
+    """Save a DeepSpeed checkpoint every this many steps (and at the last step)."""
+    method: Literal["full", "lora"] = "lora"
+    """``full`` updates every weight; ``lora`` trains low-rank adapters (peft), merged at export."""
+    lora_r: int = Field(16, ge=1)
+    """LoRA rank."""
+    lora_alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    """Dropout on the LoRA branch."""
+    lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    """Linear layers that get adapters."""
+    max_length: int = Field(256, ge=16)
+    """Longest prompt + answer in tokens; longer examples are truncated on the answer side and counted."""
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    """Share of the fine-tuning pairs (by page) held back for validation loss."""
+    variants: list[FinetuneVariantConfig] = [FinetuneVariantConfig(name="qa")]
+    """Fine-tuned variants made from one pretrained base, one Airflow mapped task each."""
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_variants(cls, value: list[FinetuneVariantConfig]) -> list[FinetuneVariantConfig]:
+        names = [v.name for v in value]
+        if not names:
+            raise ValueError("at least one variant is needed")
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        return value
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str | None = None
+    """MLflow tracking server or store; default ``sqlite:///$LLMOPS_HOME/mlflow.db``."""
+    artifact_location: str | None = None
+    """Where new experiments store artifacts; default ``$LLMOPS_HOME/mlartifacts``."""
+    experiment: str = "llmops"
+    """Experiment that DAG runs and training jobs are logged under."""
+    system_metrics: bool = True
+    """Log CPU, memory (and GPU where present) usage of training jobs."""
+    ui_port: int = Field(5000, ge=1, le=65535)
+    """Port of ``make mlflow``."""
+
+
 class DataPipelineConfig(_Section):
     seed_url: str = "http://127.0.0.1:8765/"
     """Where the crawl starts (the demo site by default)."""
@@ -241,6 +369,10 @@ class LlmopsConfig(_Section):
     pii: PiiConfig = PiiConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     qa: QaConfig = QaConfig()
+    deepspeed: DeepSpeedLaunchConfig = DeepSpeedLaunchConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    mlflow: MlflowConfig = MlflowConfig()
 
     @model_validator(mode="after")
     def _home_absolute(self) -> "LlmopsConfig":

@@ -1,0 +1,159 @@
+"""Export a finished training run as a plain Hugging Face model directory.
+
+The weights are consolidated from the newest complete DeepSpeed checkpoint on disk,
+not from a live engine, so export is its own step (an Airflow task after training,
+retried on its own) and works for every ZeRO stage: stage 0 keeps full weights in
+``mp_rank_00_model_states.pt``; stages 1-3 keep fp32 master weights partitioned over
+the ranks' optimizer shards, which DeepSpeed's ``zero_to_fp32`` reassembles. LoRA
+adapters are merged into the base weights, so what comes out is always a plain
+``LlamaForCausalLM`` with its tokenizer and chat template.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from llmops.artifacts import StageResult, build_stage
+from llmops.config import LlmopsConfig
+from llmops.training import checkpoint as ckpt
+
+MODEL_INFO = "llmops_model.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+class ExportError(RuntimeError):
+    """The run cannot be exported (not finished, checkpoint missing or inconsistent)."""
+
+
+def consolidated_state_dict(tag_dir: Path, zero_stage: int) -> dict[str, Any]:
+    """Full fp32 weights of the checkpoint ``tag_dir`` (keys as in the trained module)."""
+    import torch
+
+    if zero_stage == 0:
+        states = torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+        return {k: v.float() for k, v in states["module"].items()}
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+
+
+def _build_model(job: dict[str, Any]):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    spec = job["model"]
+    if job["kind"] == "pretrain":
+        from llmops.training.model import llama_config
+
+        config = llama_config(spec["preset"], vocab_size=spec["vocab_size"], eos_id=spec["eos_id"],
+                              pad_id=spec["pad_id"])
+        return LlamaForCausalLM(config)
+    model = LlamaForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
+    if spec["method"] == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        ft = job["finetune"]
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=ft["lora_r"], lora_alpha=ft["lora_alpha"],
+                                                 lora_dropout=ft["lora_dropout"],
+                                                 target_modules=ft["lora_target_modules"]))
+    return model
+
+
+def write_model(run_dir: Path, out: Path) -> dict[str, Any]:
+    """Write the HF directory of the finished run ``run_dir`` into ``out``; return its info."""
+    import torch
+
+    run_dir = Path(run_dir)
+    result_path = run_dir / "result.json"
+    if not result_path.exists():
+        raise ExportError(f"{run_dir} has not finished training (no result.json); run or resume it first")
+    job = json.loads((run_dir / "job.json").read_text())
+    result = json.loads(result_path.read_text())
+    newest = ckpt.newest_complete(run_dir / "checkpoints")
+    if newest is None or newest[0] != result["steps"]:
+        raise ExportError(f"{run_dir}: no complete checkpoint at the final step {result['steps']}")
+    step, tag_dir = newest
+    state = consolidated_state_dict(tag_dir, job["launch"]["zero_stage"])
+    model = _build_model(job)
+    expected = set(model.state_dict())
+    # Tied embeddings appear once in a ZeRO checkpoint; restore the alias the model expects.
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k and model.config.tie_word_embeddings}
+    if set(missing) - tied or unexpected:
+        raise ExportError(f"checkpoint {tag_dir} does not match the model: missing {sorted(set(missing) - tied)[:5]}, "
+                          f"unexpected {sorted(unexpected)[:5]} (of {len(expected)} tensors)")
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.config.use_cache = True  # generation wants the KV cache; training turned it off
+    with torch.no_grad():
+        finite = all(torch.isfinite(p).all() for p in model.parameters())
+    if not finite:
+        raise ExportError(f"checkpoint {tag_dir} holds NaN or infinite weights; refusing to export it")
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok_dir = Path(job["tokenizer"])
+    for name in TOKENIZER_FILES:
+        if (tok_dir / name).exists():
+            shutil.copyfile(tok_dir / name, out / name)
+    _write_generation_config(model, out)
+    info = {
+        "kind": job["kind"], "name": job["name"], "key": job["key"], "run_dir": str(run_dir), "step": step,
+        "inputs": job["inputs"], "model": {k: v for k, v in job["model"].items() if k != "preset"},
+        "preset": job["model"].get("preset"), "world_size": job["launch"]["world_size"],
+        "zero_stage": job["launch"]["zero_stage"], "precision": job["launch"]["precision"],
+        "first_val_loss": result.get("first_val_loss"), "final_val_loss": result.get("final_val_loss"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "mlflow_run_id": result.get("mlflow_run_id"),
+        "data_card": job["inputs"].get("data_card"),
+        "code_version": job.get("code_version"),
+    }
+    (out / MODEL_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return info
+
+
+def _write_generation_config(model, out: Path) -> None:
+    """Stop at end-of-text or at the chat template's end-of-turn token, whichever comes first."""
+    from transformers import GenerationConfig
+
+    stop = [model.config.eos_token_id]
+    tok_config = out / "tokenizer_config.json"
+    if tok_config.exists():
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+        extra = json.loads(tok_config.read_text()).get("additional_special_tokens") or []
+        end = tok.token_to_id(extra[-1]) if extra else None  # the template's end-of-turn token
+        if end is not None and end not in stop:
+            stop.append(end)
+    GenerationConfig(eos_token_id=stop, pad_token_id=model.config.pad_token_id,
+                     bos_token_id=model.config.bos_token_id).save_pretrained(out)
+
+
+def export_stage(cfg: LlmopsConfig, run_dir: Path, *, out_dir: Path | None = None) -> StageResult:
+    """``artifacts/model/<key>/``: the run's Hugging Face directory, keyed by the run."""
+    run_dir = Path(run_dir)
+    job = json.loads((run_dir / "job.json").read_text())
+    result_path = run_dir / "result.json"
+    if not result_path.exists():
+        raise ExportError(f"{run_dir} has not finished training (no result.json); run or resume it first")
+    result = json.loads(result_path.read_text())
+    inputs = {"run": {"path": str(run_dir), "hash": job["key"]}, "step": result["steps"]}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        info = write_model(run_dir, tmp)
+        return {"kind": info["kind"], "name": info["name"], "parameters": info["parameters"],
+                "first_val_loss": info["first_val_loss"], "final_val_loss": info["final_val_loss"],
+                "mlflow_run_id": info["mlflow_run_id"]}
+
+    return build_stage(cfg.home, "model", inputs, {}, build, out_dir=out_dir)
+
+
+def load_exported(model_dir: Path):
+    """(model, tokenizer) of an exported directory, ready for ``generate``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)

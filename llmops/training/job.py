@@ -1,0 +1,388 @@
+"""A training job, prepared: inputs checked, run directory chosen, ``job.json`` written,
+the ``deepspeed`` launcher command built. Nothing here starts a process; every check
+that can fail without one fails here, with a message that says what to fix.
+
+The run directory is keyed by (inputs, config, code version), like every llmops
+stage output: a relaunch of the same job (an Airflow retry, a second ``llmops train``)
+lands in the same directory and resumes from its newest complete checkpoint, and a
+finished job (``result.json`` present) is not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llmops.artifacts import code_version, file_sha256, read_manifest, stable_hash
+from llmops.config import REPO_ROOT, LlmopsConfig
+from llmops.training.deepspeed_config import build_deepspeed_config, resolve_precision
+from llmops.training.model import load_preset
+
+JOB_FILE = "job.json"
+RESULT_FILE = "result.json"
+LOG_FILE = "train.log"
+WORKER_MODULE = "llmops.training.worker"
+
+
+class PreflightError(ValueError):
+    """The job cannot start: missing inputs, inconsistent tokenizer, bad config, too many ranks."""
+
+
+@dataclass
+class TrainingJob:
+    """A prepared job: what to run and where."""
+
+    kind: Literal["pretrain", "finetune"]
+    name: str
+    run_dir: Path
+    spec: dict[str, Any]
+    command: list[str]
+    env: dict[str, str]
+    hostfile: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def job_file(self) -> Path:
+        return self.run_dir / JOB_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / LOG_FILE
+
+    @property
+    def result_path(self) -> Path:
+        return self.run_dir / RESULT_FILE
+
+    @property
+    def finished(self) -> bool:
+        return self.result_path.exists()
+
+    def result(self) -> dict[str, Any]:
+        return json.loads(self.result_path.read_text())
+
+    def process_spec(self):
+        """The ``JobSpec`` that ``llmops.training.process.run_job`` and the operator run."""
+        from llmops.training.process import JobSpec
+
+        return JobSpec(command=self.command, env=self.env, cwd=self.run_dir, run_dir=self.run_dir,
+                       log_path=self.log_path)
+
+
+# ---- inputs ------------------------------------------------------------------------
+
+def resolve_data_inputs(cfg: LlmopsConfig, data_card: str | Path | None = None,
+                        tokens: str | Path | None = None) -> dict[str, Any]:
+    """Token shards, tokenizer, Q&A set and data card of a finished data pipeline run.
+
+    ``data_card`` (a data-card stage directory) names all four at once; ``tokens`` alone
+    works too (the tokenizer comes from the shards' manifest). With neither, the newest
+    data card under ``$LLMOPS_HOME`` is used.
+    """
+    from llmops.artifacts import latest_output
+
+    if tokens is None:
+        card_dir = Path(data_card) if data_card else latest_output(cfg.home, "data_card")
+        if card_dir is None:
+            raise PreflightError(f"no data card under {cfg.home}/artifacts/data_card: run the llmops_data DAG "
+                                 f"(or `llmops data run`) first, or pass --tokens")
+        if not (card_dir / "manifest.json").exists():
+            raise PreflightError(f"{card_dir} is not a finished data card (no manifest.json)")
+        manifest = read_manifest(card_dir)
+        inputs = manifest["inputs"]
+        return {
+            "tokens": Path(inputs["tokens"]["path"]),
+            "tokenizer": Path(inputs["tokenizer"]["path"]),
+            "qa": Path(inputs["qa"]["path"]),
+            "data_card": {"path": str(card_dir), "hash": manifest["key"],
+                          "output_hash": manifest.get("output_hash")},
+        }
+    tokens = Path(tokens)
+    if not (tokens / "manifest.json").exists():
+        raise PreflightError(f"token shards {tokens} not found (no manifest.json): run the data pipeline first")
+    tok_input = read_manifest(tokens)["inputs"]["tokenizer"]["path"]
+    return {"tokens": tokens, "tokenizer": Path(tok_input).parent if tok_input.endswith(".json") else Path(tok_input),
+            "qa": None, "data_card": None}
+
+
+def check_token_shards(tokens: Path, tokenizer_dir: Path) -> dict[str, Any]:
+    """The shards' ``meta.json``, after checking shards exist and match the tokenizer."""
+    tokens, tokenizer_dir = Path(tokens), Path(tokenizer_dir)
+    meta_path = tokens / "meta.json"
+    missing = [p.name for p in (meta_path, tokens / "train.bin", tokens / "train.idx.npy",
+                                tokens / "validation.bin") if not p.exists()]
+    if missing:
+        raise PreflightError(f"token shards in {tokens} are missing {missing}: run the encode stage first")
+    meta = json.loads(meta_path.read_text())
+    if meta["splits"]["train"]["n_tokens"] == 0 or meta["splits"]["validation"]["n_tokens"] == 0:
+        raise PreflightError(f"token shards in {tokens} have an empty split: {meta['splits']}")
+    tok_file = tokenizer_dir / "tokenizer.json"
+    if not tok_file.exists():
+        raise PreflightError(f"tokenizer {tok_file} not found")
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tok_file)).get_vocab_size(with_added_tokens=True)
+    if vocab != meta["vocab_size"]:
+        raise PreflightError(f"vocabulary mismatch: the shards in {tokens} were encoded with a {meta['vocab_size']}"
+                             f"-token vocabulary, the tokenizer {tok_file} has {vocab}")
+    if meta.get("tokenizer_sha256") and file_sha256(tok_file) != meta["tokenizer_sha256"]:
+        raise PreflightError(f"tokenizer mismatch: {tok_file} is not the tokenizer the shards in {tokens} were "
+                             f"encoded with (SHA-256 differs from meta.json)")
+    return meta
+
+
+def available_devices() -> tuple[str, int]:
+    """("gpu", count) when CUDA devices exist, else ("cpu", usable cores)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "gpu", torch.cuda.device_count()
+    return "cpu", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(preferred: int) -> int:
+    """``preferred`` if free, else a free one: two local jobs (mapped fine-tunes) must
+    not meet at the same rendezvous port."""
+    if preferred and _port_free(preferred):
+        return preferred
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_hosts(hosts: list[str]) -> list[tuple[str, int]]:
+    out = []
+    for entry in hosts:
+        host, _, slots = entry.partition(":")
+        if not host or (slots and not slots.isdigit()):
+            raise PreflightError(f"deepspeed.hosts entry {entry!r} must look like 'worker-0:4'")
+        out.append((host, int(slots) if slots else 1))
+    return out
+
+
+def launcher_command(cfg: LlmopsConfig, job_file: Path, run_dir: Path, *, port: int
+                     ) -> tuple[list[str], Path | None, int]:
+    """``(command, hostfile, world_size)`` for the ``deepspeed`` runner."""
+    ds = cfg.deepspeed
+    cmd = [sys.executable, "-u", "-m", "deepspeed.launcher.runner"]
+    hostfile: Path | None = None
+    if ds.hosts or ds.hostfile:
+        if ds.hostfile:
+            hostfile = Path(ds.hostfile)
+            if not hostfile.exists():
+                raise PreflightError(f"deepspeed.hostfile {hostfile} does not exist")
+            nodes = []
+            for line in hostfile.read_text().splitlines():
+                line = line.split("#")[0].strip()
+                if line:
+                    host, _, slots = line.partition(" slots=")
+                    nodes.append((host.strip(), int(slots or 1)))
+        else:
+            nodes = parse_hosts(ds.hosts)
+            hostfile = run_dir / "hostfile"
+            hostfile.write_text("".join(f"{h} slots={n}\n" for h, n in nodes))
+        if not nodes:
+            raise PreflightError("the hostfile lists no node")
+        per_node = min(ds.ranks, min(n for _, n in nodes))
+        world = per_node * len(nodes)
+        cmd += ["--hostfile", str(hostfile), "--num_nodes", str(len(nodes)), "--num_gpus", str(per_node),
+                "--master_addr", ds.master_addr or nodes[0][0], "--master_port", str(ds.master_port),
+                "--launcher", ds.launcher]
+    else:
+        world = ds.ranks
+        cmd += ["--num_gpus", str(ds.ranks), "--master_port", str(port)]
+    cmd += ["--no_local_rank", "--module", WORKER_MODULE, "--job", str(job_file)]
+    return cmd, hostfile, world
+
+
+# ---- preparing a job ---------------------------------------------------------------
+
+def _job_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    # The worker is imported by module name on every node: make the checkout importable.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, name: str,
+                inputs: dict[str, Any], model: dict[str, Any], data: dict[str, Any], tokenizer: Path,
+                mlflow_parent: str | None = None, track: bool = True) -> TrainingJob:
+    """Write ``job.json`` into the keyed run directory and build the launcher command."""
+    loop = cfg.pretrain if kind == "pretrain" else cfg.finetune
+    device, n_devices = available_devices()
+    local = not (cfg.deepspeed.hosts or cfg.deepspeed.hostfile)
+    if local and cfg.deepspeed.ranks > n_devices:
+        what = "GPUs" if device == "gpu" else "CPU cores"
+        raise PreflightError(f"deepspeed.ranks={cfg.deepspeed.ranks} but this machine has {n_devices} {what}; "
+                             f"lower the ranks (LLMOPS_DEEPSPEED__RANKS) or add a hostfile for more nodes")
+    import torch
+
+    cuda = device == "gpu"
+    precision = resolve_precision(cfg.deepspeed.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    threads = cfg.deepspeed.threads_per_rank or max(1, n_devices // cfg.deepspeed.ranks if not cuda else 4)
+
+    # The key: what determines the result. Ranks are in it (a different world size is a
+    # different data order), the launcher's ports and hosts are not.
+    launch_keyed = cfg.deepspeed.model_dump(mode="json", exclude={"hosts", "hostfile", "master_addr",
+                                                                  "master_port", "launcher", "timeout_s"})
+    config_keyed = {"loop": loop.model_dump(mode="json"), "deepspeed": launch_keyed, "model": model,
+                    "data": {k: v for k, v in data.items() if k != "path"}, "precision": precision}
+    key = stable_hash({"kind": kind, "inputs": inputs, "config": config_keyed, "code": code_version()})
+    run_dir = Path(cfg.home) / "runs" / kind / f"{name}-{key}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job_file = run_dir / JOB_FILE
+
+    port = pick_port(cfg.deepspeed.master_port) if local else cfg.deepspeed.master_port
+    command, hostfile, world = launcher_command(cfg, job_file, run_dir, port=port)
+    ds_config = build_deepspeed_config(cfg.deepspeed, loop, world_size=world, precision=precision)
+    if cfg.deepspeed.zero_stage == 3 and not cuda:
+        note = "ZeRO stage 3 is untested on CPU in llmops (stages 0-2 are tested)"
+    else:
+        note = None
+
+    spec = {
+        "kind": kind, "name": name, "key": key, "run_dir": str(run_dir),
+        "inputs": inputs, "model": model, "data": data, "tokenizer": str(tokenizer),
+        "loop": loop.model_dump(mode="json"),
+        "finetune": cfg.finetune.model_dump(mode="json", exclude={"variants"}) if kind == "finetune" else None,
+        "deepspeed": ds_config,
+        "launch": {"world_size": world, "ranks_per_node": world if local else cfg.deepspeed.ranks,
+                   "nodes": 1 if local else len(cfg.deepspeed.hosts) or None, "device": device,
+                   "precision": precision, "threads_per_rank": threads,
+                   "activation_checkpointing": cfg.deepspeed.activation_checkpointing,
+                   "zero_stage": cfg.deepspeed.zero_stage, "timeout_s": cfg.deepspeed.timeout_s,
+                   "command": command},
+        "mlflow": None,
+        "code_version": code_version(),
+    }
+    if track:
+        spec["mlflow"] = _mlflow_run(cfg, kind, name, key, spec, mlflow_parent)
+    tmp = job_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(spec, indent=2, default=str) + "\n")
+    tmp.replace(job_file)
+    job = TrainingJob(kind, name, run_dir, spec, command, _job_env(threads), hostfile)
+    if note:
+        job.notes.append(note)
+    return job
+
+
+def _mlflow_run(cfg: LlmopsConfig, kind: str, name: str, key: str, spec: dict[str, Any],
+                parent: str | None) -> dict[str, Any]:
+    """The MLflow run of this job (created once; a relaunch logs into the same run)."""
+    from llmops.registry import tracking
+
+    uri = tracking.tracking_uri(cfg)
+    tags = {"llmops.kind": kind, "llmops.name": name, "llmops.run_dir": spec["run_dir"]}
+    run_id = tracking.job_run(cfg, key, f"{kind}-{name}", parent_run_id=parent, tags=tags)
+    return {"tracking_uri": uri, "run_id": run_id, "system_metrics": cfg.mlflow.system_metrics}
+
+
+def prepare_pretrain(cfg: LlmopsConfig, *, data_card: str | Path | None = None, tokens: str | Path | None = None,
+                     mlflow_parent: str | None = None, track: bool = True) -> TrainingJob:
+    """A pretraining job on the data pipeline's token shards."""
+    data = resolve_data_inputs(cfg, data_card, tokens)
+    meta = check_token_shards(data["tokens"], data["tokenizer"])
+    try:
+        preset = load_preset(cfg.pretrain.preset)
+    except ValueError as exc:
+        raise PreflightError(str(exc)) from None
+    context = cfg.pretrain.context_length or meta["window"]
+    if context > preset.get("max_position_embeddings", 2048):
+        raise PreflightError(f"context length {context} exceeds the preset's max_position_embeddings "
+                             f"{preset.get('max_position_embeddings')}")
+    inputs = {"tokens": {"path": str(data["tokens"]), "hash": read_manifest(data["tokens"])["key"]},
+              "tokenizer": {"path": str(data["tokenizer"]), "sha256": meta["tokenizer_sha256"]},
+              "data_card": data["data_card"]}
+    model = {"preset_name": cfg.pretrain.preset, "preset": preset, "vocab_size": meta["vocab_size"],
+             "eos_id": meta["eos_id"], "pad_id": meta["pad_id"]}
+    return prepare_job(cfg, "pretrain", name=cfg.pretrain.preset, inputs=inputs, model=model,
+                       data={"tokens": str(data["tokens"]), "context_length": context},
+                       tokenizer=data["tokenizer"], mlflow_parent=mlflow_parent, track=track)
+
+
+def resolve_base_model(cfg: LlmopsConfig, base: str | Path | None) -> Path:
+    """A Hugging Face model directory: a path, or the newest exported pretrained model."""
+    from llmops.artifacts import latest_output
+
+    if base is None:
+        found = latest_output(cfg.home, "model", where=lambda m: m["summary"].get("kind") == "pretrain")
+        if found is None:
+            raise PreflightError(f"no pretrained model under {cfg.home}/artifacts/model: run pretraining first "
+                                 f"or pass --base")
+        return found
+    base_str = str(base)
+    if base_str.startswith("models:/") or base_str.startswith("runs:/"):
+        from llmops.registry import tracking
+
+        tracking.configure(cfg)
+        import mlflow
+
+        return Path(mlflow.artifacts.download_artifacts(base_str))
+    path = Path(base)
+    if not (path / "config.json").exists():
+        raise PreflightError(f"base model {path} is not a Hugging Face model directory (no config.json)")
+    return path
+
+
+def prepare_finetune(cfg: LlmopsConfig, *, variant: str | None = None, base: str | Path | None = None,
+                     data: str | Path | None = None, data_card: str | Path | None = None,
+                     mlflow_parent: str | None = None, track: bool = True) -> TrainingJob:
+    """A supervised fine-tuning job of one variant (default: the first configured)."""
+    variants = {v.name: v for v in cfg.finetune.variants}
+    name = variant or cfg.finetune.variants[0].name
+    if name not in variants and data is None:
+        raise PreflightError(f"unknown fine-tuning variant {name!r} (configured: {sorted(variants)}); "
+                             f"pass --data to define it")
+    chosen = variants.get(name)
+    base_dir = resolve_base_model(cfg, base)
+    tok_dir = base_dir  # the exported model carries its tokenizer and chat template
+    if not (tok_dir / "tokenizer.json").exists():
+        raise PreflightError(f"base model {base_dir} has no tokenizer.json next to its weights")
+    source = str(data) if data is not None else (chosen.data if chosen else "qa")
+    data_card_ref = None
+    if source == "qa":
+        resolved = resolve_data_inputs(cfg, data_card)
+        if resolved["qa"] is None:
+            raise PreflightError("no Q&A set found: run the data pipeline or pass --data FILE.jsonl")
+        pairs = resolved["qa"] / "finetune.jsonl"
+        data_card_ref = resolved["data_card"]
+    else:
+        pairs = Path(source)
+    if not pairs.exists():
+        raise PreflightError(f"fine-tuning data {pairs} does not exist")
+    method = (chosen.method if chosen and chosen.method else None) or cfg.finetune.method
+    cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"method": method})})
+    base_meta = _model_info(base_dir)
+    inputs = {"base": {"path": str(base_dir), "hash": base_meta.get("key") or stable_hash(str(base_dir))},
+              "pairs": {"path": str(pairs), "sha256": file_sha256(pairs)},
+              "tokenizer": {"path": str(tok_dir), "sha256": file_sha256(tok_dir / "tokenizer.json")},
+              "data_card": data_card_ref or base_meta.get("data_card")}
+    return prepare_job(cfg, "finetune", name=name, inputs=inputs,
+                       model={"base": str(base_dir), "method": method},
+                       data={"pairs": str(pairs), "max_length": cfg.finetune.max_length,
+                             "validation_fraction": cfg.finetune.validation_fraction},
+                       tokenizer=tok_dir, mlflow_parent=mlflow_parent, track=track)
+
+
+def _model_info(model_dir: Path) -> dict[str, Any]:
+    from llmops.training.export import MODEL_INFO
+
+    path = Path(model_dir) / MODEL_INFO
+    return json.loads(path.read_text()) if path.exists() else {}

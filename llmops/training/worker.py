@@ -1,0 +1,416 @@
+"""One training rank, started by the ``deepspeed`` launcher: ``python -m llmops.training.worker --job job.json``.
+
+The same loop runs pretraining and fine-tuning, on CPU (gloo, fp32) and GPU (NCCL,
+bf16): the DeepSpeed engine owns data parallelism, ZeRO partitioning, gradient
+accumulation, clipping and checkpoints; this file owns the data order, the loss,
+evaluation, the resume logic and the progress/metrics output.
+
+Output contract (the operator and the CLI parse nothing else): rank 0 prints
+``[llmops] ...`` lines, appends JSON lines to ``metrics.jsonl``, logs to the MLflow run
+named in the job file, and writes ``result.json`` last, when the job is finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmops.training import checkpoint as ckpt
+from llmops.training.data import IGNORE_INDEX, Schedule
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+# bf16 dense peak FLOP/s per GPU, for MFU. Only GPUs listed here get an mfu metric.
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
+                  "A10": 125e12, "A6000": 155e12}
+
+
+def say(msg: str) -> None:
+    print(f"[llmops] {msg}", flush=True)
+
+
+def lr_factor(step: int, *, steps: int, warmup: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``steps`` (0-based step)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Worker:
+    def __init__(self, job: dict[str, Any]):
+        import deepspeed
+        import torch
+        from deepspeed.accelerator import get_accelerator
+
+        self.job = job
+        self.run_dir = Path(job["run_dir"])
+        self.loop = job["loop"]
+        self.launch = job["launch"]
+        torch.set_num_threads(self.launch["threads_per_rank"])
+        deepspeed.init_distributed(timeout=dt.timedelta(seconds=self.launch["timeout_s"]))
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if self.world != self.launch["world_size"]:
+            raise RuntimeError(f"launched with {self.world} ranks, the job expects {self.launch['world_size']}")
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        accel = get_accelerator()
+        if accel.device_name() == "cuda":
+            accel.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+        else:
+            self.device = torch.device("cpu")
+        self.is_main = self.rank == 0
+        self.tracker = None
+        self.metrics_path = self.run_dir / METRICS_FILE
+
+    # ---- model and data ---------------------------------------------------------------
+
+    def build_model(self):
+        import torch
+        from transformers import LlamaForCausalLM
+
+        seed = self.loop["seed"]
+        torch.manual_seed(seed)
+        spec = self.job["model"]
+        if self.job["kind"] == "pretrain":
+            from llmops.training.model import llama_config
+
+            config = llama_config(spec["preset"], vocab_size=spec["vocab_size"], eos_id=spec["eos_id"],
+                                  pad_id=spec["pad_id"])
+            model = LlamaForCausalLM(config)
+        else:
+            model = LlamaForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
+            model.config.use_cache = False
+        if self.launch["activation_checkpointing"]:
+            model.gradient_checkpointing_enable()
+        if self.job["kind"] == "finetune" and spec["method"] == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            ft = self.job["finetune"]
+            if self.launch["activation_checkpointing"]:
+                model.enable_input_require_grads()
+            model = get_peft_model(model, LoraConfig(
+                task_type="CAUSAL_LM", r=ft["lora_r"], lora_alpha=ft["lora_alpha"],
+                lora_dropout=ft["lora_dropout"], target_modules=ft["lora_target_modules"]))
+        return model
+
+    def build_data(self):
+        data = self.job["data"]
+        if self.job["kind"] == "pretrain":
+            from llmops.training.data import TokenWindows
+
+            train = TokenWindows(Path(data["tokens"]), "train", data["context_length"])
+            val = TokenWindows(Path(data["tokens"]), "validation", data["context_length"])
+            info = {"train_samples": len(train), "val_samples": len(val),
+                    "train_tokens_dropped": train.dropped_tokens}
+        else:
+            from transformers import AutoTokenizer
+
+            from llmops.training.data import encode_chat_examples, read_pairs, split_pairs
+
+            tok = AutoTokenizer.from_pretrained(self.job["tokenizer"])
+            train_pairs, val_pairs = split_pairs(read_pairs(Path(data["pairs"])), data["validation_fraction"],
+                                                 self.loop["seed"])
+            train = encode_chat_examples(train_pairs, tok, data["max_length"])
+            val = encode_chat_examples(val_pairs, tok, data["max_length"])
+            info = {"train_samples": len(train), "val_samples": len(val),
+                    "truncated": train.truncated + val.truncated}
+        return train, val, info
+
+    def to_tensors(self, batch: tuple[np.ndarray, ...]):
+        import torch
+
+        inputs, labels = (torch.from_numpy(a).to(self.device) for a in batch[:2])
+        mask = torch.from_numpy(batch[2]).to(self.device) if len(batch) > 2 else None
+        return inputs, labels, mask
+
+    def loss_of(self, engine, inputs, labels, mask):
+        """Mean next-token cross entropy over labelled positions, and their count."""
+        import torch.nn.functional as F
+
+        logits = engine(input_ids=inputs, attention_mask=mask).logits
+        loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+        count = (labels != IGNORE_INDEX).sum()
+        return loss_sum / count.clamp(min=1), count
+
+    # ---- evaluation -------------------------------------------------------------------
+
+    def evaluate(self, engine, val) -> dict[str, float]:
+        """Validation loss over the same samples every time: rank r takes r, r+W, ..."""
+        import torch
+
+        mb = self.loop["micro_batch_size"]
+        limit = min(len(val), self.loop["eval_batches"] * mb * self.world)
+        ids = np.arange(self.rank, limit, self.world)
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        engine.eval()
+        with torch.no_grad():
+            for i in range(0, len(ids), mb):
+                inputs, labels, mask = self.to_tensors(val.batch(ids[i:i + mb]))
+                loss, count = self.loss_of(engine, inputs, labels, mask)
+                totals += torch.stack([loss.double() * count, count.double()])
+        engine.train()
+        self.dist.all_reduce(totals)
+        val_loss = (totals[0] / totals[1].clamp(min=1)).item()
+        return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
+
+    # ---- checkpoints ------------------------------------------------------------------
+
+    def rng_state(self) -> dict[str, Any]:
+        import torch
+
+        return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def restore_rng(self, state: dict[str, Any]) -> None:
+        import torch
+
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if state.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def save(self, engine, step: int, history: dict[str, Any]) -> None:
+        import torch
+
+        root = self.run_dir / CHECKPOINTS
+        tag = ckpt.tag_for(step)
+        engine.save_checkpoint(str(root), tag=tag, client_state={"step": step, "history": history})
+        torch.save(self.rng_state(), root / tag / f"rng_rank{self.rank}.pt")
+        self.dist.barrier()  # every rank's shards and RNG are on disk
+        if self.is_main:
+            ckpt.mark_complete(root / tag, {"step": step, "world_size": self.world,
+                                            "zero_stage": self.launch["zero_stage"],
+                                            "saved_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+            removed = ckpt.prune(root, self.loop["keep_checkpoints"])
+            say(f"checkpoint {tag} saved" + (f"; removed {', '.join(p.name for p in removed)}" if removed else ""))
+        self.dist.barrier()
+
+    def resume(self, engine) -> tuple[int, dict[str, Any]]:
+        """Step to start from, and the metric history, from the newest complete checkpoint."""
+        import torch
+
+        root = self.run_dir / CHECKPOINTS
+        newest = ckpt.newest_complete(root)
+        partial = ckpt.incomplete_checkpoints(root)
+        if newest is None:
+            if partial:
+                say(f"ignoring incomplete checkpoint(s) {', '.join(p.name for p in partial)}: "
+                    f"no complete one, starting from step 0")
+            return 0, {}
+        step, tag_dir = newest
+        info = ckpt.read_complete(tag_dir)
+        if info["world_size"] != self.world:
+            raise RuntimeError(f"checkpoint {tag_dir} was written by {info['world_size']} ranks, this job has "
+                               f"{self.world}; relaunch with the same number of ranks")
+        skipped = [p.name for p in partial if p.name > tag_dir.name]
+        if skipped:
+            say(f"skipping incomplete checkpoint(s) {', '.join(skipped)}")
+        path, client = engine.load_checkpoint(str(root), tag=tag_dir.name, load_optimizer_states=True,
+                                              load_lr_scheduler_states=True)
+        if path is None:
+            raise RuntimeError(f"DeepSpeed could not load checkpoint {tag_dir}")
+        rng_file = tag_dir / f"rng_rank{self.rank}.pt"
+        self.restore_rng(torch.load(rng_file, weights_only=False))
+        say(f"resuming from checkpoint {tag_dir.name} (step {client['step']}, "
+            f"engine step {engine.global_steps})")
+        return int(client["step"]), dict(client.get("history") or {})
+
+    # ---- output ---------------------------------------------------------------------
+
+    def record(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.is_main:
+            return
+        with open(self.metrics_path, "a") as fh:
+            fh.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, step=step)
+
+    def start_tracking(self, engine, info: dict[str, Any], params: dict[str, int]) -> None:
+        tracking = self.job.get("mlflow")
+        if not self.is_main or not tracking:
+            return
+        from llmops.registry.tracking import RunLogger, start_system_metrics
+
+        self.tracker = RunLogger(tracking["run_id"], tracking["tracking_uri"])
+        self.system_metrics = (start_system_metrics(tracking["run_id"], tracking["tracking_uri"])
+                               if tracking.get("system_metrics") else None)
+        loop, launch = self.loop, self.launch
+        self.tracker.log_params({
+            "kind": self.job["kind"], "world_size": self.world, "zero_stage": launch["zero_stage"],
+            "precision": launch["precision"], "device": launch["device"], "loop": loop,
+            "model": {k: v for k, v in self.job["model"].items() if k != "preset"},
+            "preset": self.job["model"].get("preset", {}), "parameters": params["total"],
+            "trainable_parameters": params["trainable"], "data": self.job["data"], **info,
+            **({"finetune": self.job["finetune"]} if self.job.get("finetune") else {}),
+        })
+        self.tracker.log_dict(self.job["deepspeed"], "config/deepspeed.json")
+        self.tracker.log_dict(self.job, "config/job.json")
+        inputs = self.job["inputs"]
+        datasets = []
+        for name, ref in inputs.items():
+            if isinstance(ref, dict) and (ref.get("hash") or ref.get("sha256")):
+                datasets.append({"name": name, "digest": str(ref.get("hash") or ref.get("sha256"))[:36],
+                                 "source": ref.get("path", "")})
+        self.tracker.log_dataset_inputs(datasets)
+
+    # ---- the loop -------------------------------------------------------------------
+
+    def run(self) -> None:
+        import deepspeed
+        import torch
+
+        from llmops.training.model import count_parameters
+
+        loop = self.loop
+        model = self.build_model()
+        params = count_parameters(model)
+        train, val, info = self.build_data()
+        decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+        # Empty groups (LoRA has no trainable 1-D tensor) are left out: ZeRO drops them,
+        # and the LR scheduler would then count more groups than the optimizer has.
+        groups = [g for g in ({"params": decay, "weight_decay": loop["weight_decay"]},
+                              {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=loop["lr"], betas=(0.9, 0.95), eps=1e-8)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+            s, steps=loop["steps"], warmup=loop["warmup_steps"], min_ratio=loop["min_lr_ratio"]))
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                               config=self.job["deepspeed"])
+        schedule = Schedule(len(train), loop["micro_batch_size"], loop["grad_accum_steps"], self.world, loop["seed"])
+        start, history = self.resume(engine)
+        steps = loop["steps"]
+        if self.is_main:
+            say(f"{self.job['kind']} {self.job['name']}: {params['total']:,} parameters "
+                f"({params['trainable']:,} trainable), {self.world} rank(s) on {self.launch['device']}, "
+                f"ZeRO-{self.launch['zero_stage']}, {self.launch['precision']}, {info['train_samples']} training "
+                f"samples, global batch {schedule.global_batch}, steps {start}->{steps}")
+        self.start_tracking(engine, info, params)
+        if start == 0:
+            first = self.evaluate(engine, val)
+            history["first_val_loss"] = first["val_loss"]
+            self.record(0, first)
+            if self.is_main:
+                say(f"step 0/{steps} val_loss {first['val_loss']:.4f} val_perplexity {first['val_perplexity']:.1f}")
+
+        peak = self._peak_flops()
+        window_loss = torch.zeros(2, dtype=torch.float64, device=self.device)
+        window_tokens, window_start = 0, time.perf_counter()
+        for step in range(start, steps):
+            for micro in range(loop["grad_accum_steps"]):
+                inputs, labels, mask = self.to_tensors(train.batch(schedule.indices(step, micro, self.rank)))
+                loss, count = self.loss_of(engine, inputs, labels, mask)
+                engine.backward(loss)
+                engine.step()
+                window_loss += torch.stack([loss.detach().double(), torch.ones((), dtype=torch.float64,
+                                                                               device=self.device)])
+                window_tokens += int(count) if mask is not None else inputs.numel()
+            done = step + 1
+            last = done == steps
+            if done % loop["log_every"] == 0 or last:
+                stats = torch.cat([window_loss, torch.tensor([float(window_tokens)], dtype=torch.float64,
+                                                             device=self.device)])
+                self.dist.all_reduce(stats)
+                seconds = time.perf_counter() - window_start
+                metrics = {"train_loss": (stats[0] / stats[1]).item(), "lr": scheduler.get_last_lr()[0],
+                           "tokens_per_s": stats[2].item() / seconds, "epoch": schedule.epoch_at(done)}
+                if peak:
+                    metrics["mfu"] = 6 * params["trainable"] * metrics["tokens_per_s"] / (peak * self.world)
+                self.record(done, metrics)
+                if self.is_main:
+                    say(f"step {done}/{steps} train_loss {metrics['train_loss']:.4f} lr {metrics['lr']:.2e} "
+                        f"tokens/s {metrics['tokens_per_s']:,.0f}")
+                window_loss.zero_()
+                window_tokens, window_start = 0, time.perf_counter()
+            if done % loop["eval_every"] == 0 or last:
+                val_metrics = self.evaluate(engine, val)
+                history["last_val_loss"] = val_metrics["val_loss"]
+                self.record(done, val_metrics)
+                if self.is_main:
+                    say(f"step {done}/{steps} val_loss {val_metrics['val_loss']:.4f} "
+                        f"val_perplexity {val_metrics['val_perplexity']:.1f}")
+            if done % loop["checkpoint_every"] == 0 or last:
+                self.save(engine, done, history)
+        self.finish(steps, history, params, info)
+
+    def _peak_flops(self) -> float | None:
+        import torch
+
+        if self.device.type != "cuda" or self.launch["precision"] != "bf16":
+            return None
+        name = torch.cuda.get_device_name(self.device)
+        return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
+
+    def finish(self, steps: int, history: dict[str, Any], params: dict[str, int], info: dict[str, Any]) -> None:
+        self.dist.barrier()
+        if not self.is_main:
+            return
+        newest = ckpt.newest_complete(self.run_dir / CHECKPOINTS)
+        result = {"kind": self.job["kind"], "name": self.job["name"], "key": self.job["key"], "steps": steps,
+                  "first_val_loss": history.get("first_val_loss"), "final_val_loss": history.get("last_val_loss"),
+                  "checkpoint": str(newest[1]) if newest else None, "parameters": params, "world_size": self.world,
+                  "mlflow_run_id": (self.job.get("mlflow") or {}).get("run_id"), **info}
+        if self.tracker is not None:
+            from llmops.training.plots import loss_curve
+
+            png = loss_curve(self.metrics_path, self.run_dir / "loss_curve.png",
+                             title=f"{self.job['kind']} {self.job['name']}")
+            self.tracker.log_artifact(png)
+            self.tracker.log_artifact(self.metrics_path)
+            self.tracker.log_metrics({k: v for k, v in (("first_val_loss", result["first_val_loss"]),
+                                                        ("final_val_loss", result["final_val_loss"]))
+                                      if v is not None}, step=steps)
+            self.tracker.flush()
+            if self.system_metrics is not None:
+                self.system_metrics.stop()
+        tmp = self.run_dir / "result.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(self.run_dir / "result.json")
+        first, final = result["first_val_loss"], result["final_val_loss"]
+        say(f"finished {steps} steps: validation loss {first if first is None else round(first, 4)} -> "
+            f"{final if final is None else round(final, 4)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="One llmops training rank (started by the deepspeed launcher).")
+    parser.add_argument("--job", required=True, type=Path, help="job.json written by `llmops train`")
+    args = parser.parse_args(argv)
+    try:
+        from llmops.training.process import set_parent_death_signal
+
+        set_parent_death_signal()  # die with the launcher: no orphaned ranks
+    except ImportError:
+        pass
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    job = json.loads(args.job.read_text())
+    worker = Worker(job)
+    try:
+        worker.run()
+    except Exception:
+        if worker.is_main and worker.tracker is not None:
+            worker.tracker.flush()
+        raise
+    finally:
+        if worker.dist.is_initialized():
+            worker.dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
