@@ -7,8 +7,9 @@ task mapping) → `dedup` merges the shards and removes exact and near duplicate
 `report` writes the crawl-to-corpus summary → `redact` removes personal data
 (Presidio) and publishes `llmops://corpus` → `qa` builds the question/answer set
 (`llmops://qa`) and `tokenizer` trains (or reuses) a byte-level BPE tokenizer →
-`encode` writes token-ID shards (`llmops://tokens`) → `data_card` checks
-contamination and writes the data card. Every Asset event's extra carries `path`
+`encode` writes token-ID shards → `data_card` checks
+contamination, writes the data card and publishes the shards (`llmops://tokens`, which
+schedules `llmops_train`). Every Asset event's extra carries `path`
 and `hash`. Reports: `$LLMOPS_HOME/reports/llmops_data/<run_id>/`.
 
 Every stage output lives in `$LLMOPS_HOME/artifacts/<stage>/<content-hash>/`; a
@@ -209,21 +210,19 @@ def llmops_data():
         print(f"tokenizer: {result.summary}")
         return {"path": str(result.path), "hash": result.key}
 
-    @task(outlets=[TOKENS])
-    def encode(redacted: dict[str, Any], tok: dict[str, Any], *, outlet_events=None) -> dict[str, Any]:
+    @task
+    def encode(redacted: dict[str, Any], tok: dict[str, Any]) -> dict[str, Any]:
         """Token-ID shards (uint16/uint32) with document boundaries, train/validation split."""
         from llmops.data.pipeline import encode_stage
 
         result = encode_stage(_cfg(), redacted["path"], tok["path"])
         print(f"encode: {result.summary}")
-        extra = event_extra(str(result.path), result.key, tokenizer=tok["path"])
-        outlet_events[TOKENS].extra = extra
-        return extra
+        return event_extra(str(result.path), result.key, tokenizer=tok["path"])
 
-    @task
+    @task(outlets=[TOKENS])
     def data_card(summary: dict[str, Any], redacted: dict[str, Any], qa_set: dict[str, Any],
-                  tok: dict[str, Any], tokens: dict[str, Any]) -> str:
-        """Contamination check and the data card (JSON + Markdown, MLflow when configured)."""
+                  tok: dict[str, Any], tokens: dict[str, Any], *, outlet_events=None) -> str:
+        """Contamination check and the data card; then publishes the shards (``llmops://tokens``)."""
         from llmops.artifacts import StageResult
         from llmops.data.pipeline import data_card_stage, write_report
 
@@ -234,6 +233,8 @@ def llmops_data():
         out = write_report(_cfg().home, context["run_id"], summary, data_card=result.path)
         print(f"data card: {result.path / 'data_card.md'} (report: {out})")
         print(f"contamination: {result.summary['contamination']}")
+        outlet_events[TOKENS].extra = tokens | {"qa": qa_set["path"], "data_card": str(result.path),
+                                                "data_card_hash": result.key}
         return str(result.path / "data_card.md")
 
     crawl = scrape()

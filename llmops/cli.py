@@ -135,6 +135,64 @@ def cmd_data_run(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     return 0
 
 
+def _training_overrides(args: argparse.Namespace, section: str) -> dict[str, Any]:
+    loop = {"steps": args.steps, "lr": args.lr, "micro_batch_size": args.micro_batch_size,
+            "grad_accum_steps": args.grad_accum_steps, "seed": args.seed}
+    if section == "pretrain":
+        loop["preset"] = args.preset
+    else:
+        loop["method"] = args.method
+    return {section: loop, "deepspeed": {"ranks": args.ranks, "zero_stage": args.zero_stage,
+                                         "precision": args.precision, "config_file": args.deepspeed_config,
+                                         "activation_checkpointing": args.activation_checkpointing or None}}
+
+
+def _run_training(job: Any, args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.training.export import export_stage
+    from llmops.training.runner import console_printer, run_training
+
+    for note in job.notes:
+        print(f"note: {note}")
+    print(f"{job.kind} {job.name}: run directory {job.run_dir}")
+    if args.dry_run:
+        print(" ".join(job.command))
+        return 0
+    result = run_training(job, console_printer(args.verbose))
+    first, final = result.get("first_val_loss"), result.get("final_val_loss")
+    print(f"validation loss: {first:.4f} at step 0 -> {final:.4f} at step {result['steps']}"
+          if first is not None and final is not None else f"result: {result}")
+    if not args.no_export:
+        exported = export_stage(cfg, job.run_dir)
+        print(f"model: {'reused' if exported.reused else 'exported'} {exported.path}")
+    return 0
+
+
+def cmd_train_pretrain(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.config import with_overrides
+    from llmops.training.job import prepare_pretrain
+
+    cfg = with_overrides(cfg, _training_overrides(args, "pretrain"))
+    job = prepare_pretrain(cfg, data_card=args.data_card, tokens=args.tokens, track=not args.no_mlflow)
+    return _run_training(job, args, cfg)
+
+
+def cmd_train_finetune(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.config import with_overrides
+    from llmops.training.job import prepare_finetune
+
+    cfg = with_overrides(cfg, _training_overrides(args, "finetune"))
+    job = prepare_finetune(cfg, variant=args.variant, base=args.base, data=args.data, data_card=args.data_card,
+                           track=not args.no_mlflow)
+    return _run_training(job, args, cfg)
+
+
+def cmd_train_export(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.training.export import export_stage
+
+    _print_result(export_stage(cfg, args.run, out_dir=args.out))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.demo import run_demo
 
@@ -231,6 +289,52 @@ def build_parser() -> argparse.ArgumentParser:
             "-> data card, in this process.", data_sub)
     p.add_argument("--seed", help="start URL (default: data.seed_url)")
     p.add_argument("--corpus-only", action="store_true", help="stop after dedup (no redaction, tokens, card)")
+
+    train = sub.add_parser("train", help="DeepSpeed pretraining and fine-tuning (launches the ranks).",
+                           description="DeepSpeed pretraining and fine-tuning. Each job runs `deepspeed` with "
+                           "N ranks in its own process group, checkpoints every K steps, resumes from the newest "
+                           "complete checkpoint when relaunched, logs to MLflow and exports a Hugging Face "
+                           "directory under $LLMOPS_HOME/artifacts/model/.")
+    train_sub = train.add_subparsers(dest="train_command", metavar="ACTION", required=True)
+
+    def training_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--steps", type=int, help="optimizer steps (default: config)")
+        p.add_argument("--lr", type=float, help="peak learning rate")
+        p.add_argument("--micro-batch-size", type=int, help="sequences per rank per forward pass")
+        p.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step")
+        p.add_argument("--seed", type=int, help="seed of initialisation and data order")
+        p.add_argument("--ranks", type=int, help="processes per node: GPUs, or CPU processes (deepspeed --num_gpus)")
+        p.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
+        p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default auto: bf16 on GPU")
+        p.add_argument("--deepspeed-config", help="a DeepSpeed JSON merged over the generated config")
+        p.add_argument("--activation-checkpointing", action="store_true", help="recompute activations")
+        p.add_argument("--data-card", type=Path, help="data-card directory naming shards, tokenizer and Q&A set "
+                       "(default: the newest)")
+        p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+        p.add_argument("--no-export", action="store_true", help="skip exporting the Hugging Face directory")
+        p.add_argument("--dry-run", action="store_true", help="check everything, print the launcher command, "
+                       "start nothing")
+
+    p = add("pretrain", cmd_train_pretrain, "Pretrain a Llama-style model from scratch on the token shards.",
+            train_sub)
+    training_flags(p)
+    p.add_argument("--preset", help="model preset: tiny, 125m, 1b or a YAML path (default: pretrain.preset)")
+    p.add_argument("--tokens", type=Path, help="token-shard directory (instead of --data-card)")
+
+    p = add("finetune", cmd_train_finetune, "Supervised fine-tuning (full or LoRA) on question/answer pairs, "
+            "prompts in the tokenizer's chat template, loss on answer tokens only.", train_sub)
+    training_flags(p)
+    p.add_argument("--base", help="base model: an HF directory or models:/name/version (default: the newest "
+                   "pretrained export)")
+    p.add_argument("--data", type=Path, help="JSONL of {question, answer} (default: the variant's data, the "
+                   "pipeline's Q&A set)")
+    p.add_argument("--variant", help="fine-tuning variant name (default: the first in finetune.variants)")
+    p.add_argument("--method", choices=["full", "lora"], help="full fine-tuning or LoRA adapters")
+
+    p = add("export", cmd_train_export, "Export a finished run directory as a Hugging Face model directory.",
+            train_sub)
+    p.add_argument("run", type=Path, help="the run directory ($LLMOPS_HOME/runs/<kind>/<name>-<key>)")
+    p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
 
     p = add("demo", cmd_demo, "Start the demo site and run the llmops_data DAG through Airflow "
             "(`airflow dags test`), then print the summary.")

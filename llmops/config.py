@@ -444,3 +444,16 @@ def load_config(
         return LlmopsConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc)) from None
+
+
+def with_overrides(cfg: LlmopsConfig, overrides: dict[str, Any]) -> LlmopsConfig:
+    """``cfg`` with nested ``overrides`` applied and validated again (CLI flags, DAG Params)."""
+    def drop_none(tree: dict[str, Any]) -> dict[str, Any]:  # an unset flag keeps the configured value
+        return {k: drop_none(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None}
+
+    merged = _merge(cfg.model_dump(mode="python"), drop_none(overrides))
+    try:
+        return LlmopsConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None
+

@@ -16,7 +16,10 @@ def llmops_asset(stage: str) -> Asset:
 
 CORPUS = llmops_asset("corpus")  # the PII-redacted, deduplicated corpus
 QA = llmops_asset("qa")  # fine-tuning and held-out question/answer pairs
-TOKENS = llmops_asset("tokens")  # token-ID shards + meta.json (tokenizer path in the extra)
+# Token-ID shards + meta.json. Announced once the data card is written, so the extra
+# names everything training needs: shards, tokenizer, Q&A set and the data card.
+TOKENS = llmops_asset("tokens")
+MODEL = llmops_asset("model")  # fine-tuned models (HF directories); extra: the served variant + all
 
 
 def event_extra(path: str, hash_: str, **more: Any) -> dict[str, Any]:

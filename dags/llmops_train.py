@@ -1,0 +1,178 @@
+"""
+### llmops_train — DeepSpeed pretraining, then fine-tuned variants
+
+Runs when `llmops_data` publishes new token shards (`llmops://tokens`, whose event
+names the data card, shards, tokenizer and Q&A set), or by hand with Params.
+
+`resolve_inputs` picks the data (the triggering event, the `data_card` Param, or the
+newest data card) and opens the DAG run's MLflow run → `pretrain` runs `deepspeed`
+with N ranks (a Llama-style model from a preset, from scratch) → `export_pretrained`
+consolidates the ZeRO checkpoint into a Hugging Face directory → `plan_finetunes` lists
+the variants (`finetune.variants` in the config) → `finetune` runs once per variant
+(dynamic task mapping; LoRA or full) → `export_finetuned` → `publish` announces the
+served variant on `llmops://model` (extra: path, hash, every variant).
+
+Every training task is resumable: its run directory is keyed by inputs + config, so a
+retry resumes from the newest complete checkpoint; each job is one MLflow run nested
+under the DAG run's. With the `base_model` Param set, pretraining is skipped and the
+variants are fine-tuned from that model (a directory or `models:/name/version`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+from llmops_airflow.assets import MODEL, TOKENS, event_extra
+from llmops_airflow.config import config_from_params
+from llmops_airflow.operators.deepspeed import DeepSpeedTrainingOperator
+
+from llmops.config import load_config
+
+PARAM_TO_CONFIG = {
+    "preset": "pretrain.preset",
+    "steps": "pretrain.steps",
+    "lr": "pretrain.lr",
+    "finetune_steps": "finetune.steps",
+    "finetune_lr": "finetune.lr",
+    "finetune_method": "finetune.method",
+    "ranks": "deepspeed.ranks",
+    "zero_stage": "deepspeed.zero_stage",
+}
+
+_defaults = load_config()
+
+PARAMS = {
+    "preset": Param(_defaults.pretrain.preset, type="string",
+                    description="Model preset: tiny (CPU demo), 125m, 1b, or a YAML path."),
+    "steps": Param(_defaults.pretrain.steps, type="integer", minimum=1, description="Pretraining optimizer steps."),
+    "lr": Param(_defaults.pretrain.lr, type="number", exclusiveMinimum=0, description="Pretraining peak LR."),
+    "ranks": Param(_defaults.deepspeed.ranks, type="integer", minimum=1,
+                   description="DeepSpeed ranks per node (GPUs, or CPU processes)."),
+    "zero_stage": Param(_defaults.deepspeed.zero_stage, type="integer", enum=[0, 1, 2, 3],
+                        description="ZeRO stage (0-2 tested on CPU; 3 for large models on GPUs)."),
+    "finetune_method": Param(_defaults.finetune.method, type="string", enum=["lora", "full"],
+                             description="LoRA adapters (merged at export) or full fine-tuning; a variant's own "
+                                         "method wins."),
+    "finetune_steps": Param(_defaults.finetune.steps, type="integer", minimum=1,
+                            description="Fine-tuning optimizer steps per variant."),
+    "finetune_lr": Param(_defaults.finetune.lr, type="number", exclusiveMinimum=0,
+                         description="Fine-tuning peak LR."),
+    "base_model": Param(None, type=["null", "string"],
+                        description="Fine-tune this model (HF directory or models:/name/version) instead of "
+                                    "pretraining one."),
+    "data_card": Param(None, type=["null", "string"],
+                       description="Data-card directory to train on (default: the triggering event's, else the "
+                                   "newest)."),
+}
+
+TRAIN_RETRY = {"retries": 2, "retry_delay": dt.timedelta(seconds=10)}
+
+
+def _cfg():
+    from airflow.exceptions import AirflowFailException
+
+    from llmops.config import ConfigError
+
+    try:
+        return config_from_params(get_current_context()["params"], PARAM_TO_CONFIG)
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+@dag(
+    dag_id="llmops_train",
+    schedule=[TOKENS],
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["llmops", "training"],
+    params=PARAMS,
+    doc_md=__doc__,
+    default_args={"owner": "llmops", "execution_timeout": dt.timedelta(minutes=30),
+                  "retries": 1, "retry_delay": dt.timedelta(seconds=5)},
+)
+def llmops_train():
+    @task
+    def resolve_inputs(*, triggering_asset_events=None) -> dict[str, Any]:
+        """The data card to train on, and the DAG run's MLflow run (parent of every job's run)."""
+        from airflow.exceptions import AirflowFailException
+
+        from llmops.registry.tracking import dag_run_parent
+        from llmops.training.job import PreflightError, resolve_data_inputs
+
+        context = get_current_context()
+        params, cfg = context["params"], _cfg()
+        card = params.get("data_card")
+        if not card and triggering_asset_events:
+            for event in triggering_asset_events.get(TOKENS, []):
+                card = (event.extra or {}).get("data_card") or card
+        try:
+            data = resolve_data_inputs(cfg, card)
+        except PreflightError as exc:
+            raise AirflowFailException(str(exc)) from None
+        parent = dag_run_parent(cfg, context["dag"].dag_id, context["run_id"])
+        print(f"training on data card {data['data_card']['path']} (tokens {data['tokens']}); MLflow run {parent}")
+        base = params.get("base_model")
+        return {"data_card": data["data_card"]["path"], "mlflow_parent": parent, "base_model": base,
+                "skip": f"base_model={base} given: fine-tuning only" if base else None}
+
+    inputs = resolve_inputs()
+    pretrain = DeepSpeedTrainingOperator(
+        task_id="pretrain", kind="pretrain", param_to_config=PARAM_TO_CONFIG, job_args=inputs,
+        execution_timeout=dt.timedelta(hours=2), **TRAIN_RETRY)
+
+    @task(trigger_rule="none_failed")
+    def export_pretrained(inputs: dict[str, Any], trained: dict[str, Any] | None) -> dict[str, Any]:
+        """Consolidate the final checkpoint (ZeRO shards) into a Hugging Face directory."""
+        from llmops.training.export import export_stage
+
+        if inputs.get("base_model"):
+            return {"path": inputs["base_model"], "hash": None}
+        result = export_stage(_cfg(), trained["run_dir"])
+        print(f"pretrained model: {result.path} (validation loss {result.summary['first_val_loss']:.3f} -> "
+              f"{result.summary['final_val_loss']:.3f})")
+        return {"path": str(result.path), "hash": result.key}
+
+    @task
+    def plan_finetunes(inputs: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+        """One fine-tuning job per configured variant, all from the same base."""
+        return [{"variant": v.name, "base": base["path"], "data_card": inputs["data_card"],
+                 "mlflow_parent": inputs["mlflow_parent"]} for v in _cfg().finetune.variants]
+
+    base = export_pretrained(inputs, pretrain.output)
+    finetune = DeepSpeedTrainingOperator.partial(
+        task_id="finetune", kind="finetune", param_to_config=PARAM_TO_CONFIG,
+        execution_timeout=dt.timedelta(hours=2), max_active_tis_per_dagrun=2, **TRAIN_RETRY,
+    ).expand(job_args=plan_finetunes(inputs, base))
+
+    @task
+    def export_finetuned(trained: dict[str, Any]) -> dict[str, Any]:
+        """Merge LoRA adapters (if any) and write the variant's Hugging Face directory."""
+        from llmops.training.export import export_stage
+
+        result = export_stage(_cfg(), trained["run_dir"])
+        print(f"{trained['name']}: {result.path} (validation loss {result.summary['first_val_loss']:.3f} -> "
+              f"{result.summary['final_val_loss']:.3f})")
+        return {"variant": trained["name"], "path": str(result.path), "hash": result.key,
+                "mlflow_run_id": trained.get("mlflow_run_id"), "final_val_loss": result.summary["final_val_loss"]}
+
+    @task(outlets=[MODEL])
+    def publish(exported: list[dict[str, Any]], *, outlet_events=None) -> dict[str, Any]:
+        """Announce the fine-tuned models; the first variant is the one to be served."""
+        exported = list(exported[:])  # a slice: one XCom request for all mapped results
+        served_name = _cfg().finetune.variants[0].name
+        served = next(e for e in exported if e["variant"] == served_name)
+        extra = event_extra(served["path"], served["hash"], variant=served_name,
+                            mlflow_run_id=served["mlflow_run_id"],
+                            variants={e["variant"]: {"path": e["path"], "hash": e["hash"]} for e in exported})
+        outlet_events[MODEL].extra = extra
+        for e in exported:
+            print(f"{e['variant']}: {e['path']} (final validation loss {e['final_val_loss']:.3f})")
+        return extra
+
+    publish(export_finetuned.expand(trained=finetune.output))
+
+
+llmops_train()

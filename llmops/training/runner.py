@@ -1,0 +1,79 @@
+"""Run a prepared training job to completion from Python (the CLI, tests, the demo).
+
+The Airflow operator does the same through ``ProcessGroupOperator``; both go through
+``llmops.training.process.run_job``: the launcher in its own process group, a lock
+against a second launch, the whole tree killed on interrupt.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from llmops.training.job import TrainingJob
+
+PROGRESS_RE = re.compile(r"^\[llmops\] step (?P<step>\d+)/(?P<steps>\d+) (?P<rest>.*)$")
+
+
+class TrainingFailed(RuntimeError):
+    """The training processes exited with an error; the message carries the last lines."""
+
+
+def is_progress(line: str) -> bool:
+    return line.startswith("[llmops] ")
+
+
+def run_training(job: TrainingJob, on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) ``job`` and return its ``result.json``; a finished job is not rerun."""
+    from llmops.training.process import run_job
+
+    if job.finished:
+        if on_line:
+            on_line(f"[llmops] {job.kind} {job.name} already finished in {job.run_dir}; not running it again")
+        return job.result()
+    tail: deque[str] = deque(maxlen=30)
+
+    def handle(line: str) -> None:
+        tail.append(line)
+        if on_line:
+            on_line(line)
+
+    code = run_job(job.command, env=job.env, cwd=job.run_dir, run_dir=job.run_dir, log_path=job.log_path,
+                   on_line=handle)
+    if code != 0 or not job.finished:
+        errors = [line for line in tail if "Error" in line or "error" in line] or list(tail)[-8:]
+        raise TrainingFailed(f"{job.kind} {job.name} failed (exit code {code}); log: {job.log_path}\n"
+                             + "\n".join(errors[-8:]))
+    return job.result()
+
+
+def console_printer(verbose: bool = False) -> Callable[[str], None]:
+    """Print llmops progress lines with a progress bar; DeepSpeed's own chatter only with -v
+    (it is always in ``train.log``). Tracebacks from the ranks are always shown."""
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {"bar": None}
+
+    def show(line: str) -> None:
+        line = line.rstrip("\n")
+        match = PROGRESS_RE.match(line)
+        bar = state["bar"]
+        if match:
+            step, steps = int(match["step"]), int(match["steps"])
+            if bar is None:
+                bar = state["bar"] = tqdm(total=steps, desc="train", unit="step", initial=step, leave=True)
+            bar.n = step
+            bar.set_postfix_str(match["rest"][:60])
+            bar.refresh()
+            if "val_loss" in line or step == steps:
+                bar.write(line)
+            if step == steps and "val_loss" in line:
+                bar.close()
+                state["bar"] = None
+            return
+        if verbose or is_progress(line) or "Error" in line or "Traceback" in line or line.startswith("[rank"):
+            (bar.write if bar is not None else print)(line)
+
+    return show

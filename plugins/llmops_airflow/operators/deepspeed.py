@@ -1,0 +1,95 @@
+"""``DeepSpeedTrainingOperator``: one pretraining or fine-tuning job as an Airflow task.
+
+The job (inputs checked, run directory, ``job.json``, ``deepspeed`` command) is prepared
+by ``llmops.training.job``; ``ProcessGroupOperator`` runs it in its own process group,
+streams its output into the task log, kills the whole tree on ``on_kill`` or
+``execution_timeout``, and refuses to start while an earlier attempt still lives.
+A retry lands in the same run directory (it is keyed by inputs and config) and the
+ranks resume from the newest complete checkpoint; a finished job is not run again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from llmops_airflow.config import config_from_params
+from llmops_airflow.operators.subprocess_job import ProcessGroupOperator
+
+
+class DeepSpeedTrainingOperator(ProcessGroupOperator):
+    """Run ``llmops.training`` job ``kind`` with the DAG run's Params applied to the config.
+
+    :param kind: ``pretrain`` or ``finetune``.
+    :param job_args: templated; for pretrain ``{"data_card": path}``, for finetune
+        ``{"variant": name, "base": model dir or models:/ URI, "data_card": path}``; both
+        take ``"mlflow_parent"`` (the DAG run's MLflow run id). ``"skip": reason`` skips.
+    :param param_to_config: DAG Param name -> dotted llmops config key.
+    """
+
+    template_fields: Sequence[str] = ("job_args",)
+    ui_color = "#ffd8b1"
+
+    def __init__(self, *, kind: Literal["pretrain", "finetune"], job_args: dict[str, Any] | None = None,
+                 param_to_config: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if kind not in ("pretrain", "finetune"):
+            raise ValueError(f"kind must be 'pretrain' or 'finetune', got {kind!r}")
+        self.kind = kind
+        self.job_args = job_args or {}
+        self.param_to_config = param_to_config or {}
+        self._job = None
+
+    def _prepare(self, context: Any):
+        from airflow.exceptions import AirflowFailException
+
+        from llmops.config import ConfigError
+        from llmops.training.data import DataError
+        from llmops.training.deepspeed_config import DeepSpeedConfigError
+        from llmops.training.job import PreflightError, prepare_finetune, prepare_pretrain
+
+        args = dict(self.job_args)
+        try:
+            cfg = config_from_params(context["params"], self.param_to_config)
+            if self.kind == "pretrain":
+                return prepare_pretrain(cfg, data_card=args.get("data_card"), mlflow_parent=args.get("mlflow_parent"))
+            return prepare_finetune(cfg, variant=args.get("variant"), base=args.get("base"),
+                                    data_card=args.get("data_card"), mlflow_parent=args.get("mlflow_parent"))
+        except (ConfigError, PreflightError, DeepSpeedConfigError, DataError) as exc:
+            # Bad input: a retry cannot fix it, so fail at once, before any process starts.
+            raise AirflowFailException(f"{self.kind}: {exc}") from None
+
+    def execute(self, context: Any) -> Any:
+        from airflow.exceptions import AirflowSkipException
+
+        if self.job_args.get("skip"):
+            raise AirflowSkipException(str(self.job_args["skip"]))
+        self._job = self._prepare(context)
+        job = self._job
+        for note in job.notes:
+            self.log.warning("%s", note)
+        self.log.info("%s %s: run directory %s (%d rank(s))", job.kind, job.name, job.run_dir,
+                      job.spec["launch"]["world_size"])
+        if job.finished:
+            self.log.info("already finished in an earlier attempt; not running it again")
+            return self._summary(job)
+        return super().execute(context)
+
+    def build_job(self, context: Any):
+        if self._job is None:
+            self._job = self._prepare(context)
+        return self._job.process_spec()
+
+    def on_success(self, context: Any, spec: Any) -> dict[str, Any]:
+        from airflow.exceptions import AirflowException
+
+        if not self._job.finished:
+            raise AirflowException(f"the training processes exited cleanly but {self._job.result_path} is missing")
+        return self._summary(self._job)
+
+    @staticmethod
+    def _summary(job) -> dict[str, Any]:
+        result = job.result()
+        return {"kind": job.kind, "name": job.name, "run_dir": str(job.run_dir),
+                "first_val_loss": result.get("first_val_loss"), "final_val_loss": result.get("final_val_loss"),
+                "steps": result.get("steps"), "mlflow_run_id": result.get("mlflow_run_id")}
