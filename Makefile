@@ -22,13 +22,14 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags
 
-.PHONY: venv demo test test-fast bench airflow clean help
+.PHONY: venv demo test test-fast bench airflow mlflow clean help
 
 help:
 	@echo "make demo    - set up, start the demo site and run the llmops_data DAG through Airflow"
 	@echo "make test    - set up and run the whole test suite (slow end-to-end tests included)"
 	@echo "make bench   - crawl / extract+clean throughput, DAG parse time, extraction quality"
 	@echo "make airflow - start 'airflow standalone' (UI on http://127.0.0.1:8080)"
+	@echo "make mlflow  - start the MLflow UI on the embedded store (http://127.0.0.1:5000, mlflow.ui_port)"
 	@echo "make clean   - remove \$$LLMOPS_HOME (artifacts, Airflow DB); keeps .venv"
 
 venv: $(STAMP)
@@ -60,6 +61,15 @@ airflow: venv
 	@echo "UI: http://127.0.0.1:8080  user: admin  password: printed below and stored in"
 	@echo "    $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/airflow standalone
+
+# The schema is created through llmops first: it serialises that with the training tasks
+# (MLflow's own migration breaks when two processes run it on a fresh file at once).
+mlflow: venv
+	@port=$$($(PY) -c 'from llmops.config import load_config; from llmops.registry.tracking import connect; \
+	  connect("sqlite:///$(LLMOPS_HOME)/mlflow.db"); print(load_config().mlflow.ui_port)') && \
+	echo "MLflow UI: http://127.0.0.1:$$port  (store sqlite:///$(LLMOPS_HOME)/mlflow.db)" && \
+	exec $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(LLMOPS_HOME)/mlflow.db \
+	  --default-artifact-root $(LLMOPS_HOME)/mlartifacts --host 127.0.0.1 --port $$port --workers 1
 
 clean:
 	rm -rf $(LLMOPS_HOME)

@@ -344,6 +344,8 @@ class MlflowConfig(_Section):
     """Experiment that DAG runs and training jobs are logged under."""
     system_metrics: bool = True
     """Log CPU, memory (and GPU where present) usage of training jobs."""
+    system_metrics_interval_s: float = Field(5.0, gt=0)
+    """Seconds between system-metric samples."""
     ui_port: int = Field(5000, ge=1, le=65535)
     """Port of ``make mlflow``."""
 

@@ -315,7 +315,7 @@ def data_card_stage(cfg: LlmopsConfig, report: dict[str, Any], redacted: StageRe
         card = build_data_card(report=report, pii=redacted.summary, qa=qa.summary, tokenizer=tokenizer.summary,
                                tokens=tokens.summary, contamination=contamination, outputs=outputs)
         paths = write_data_card(card, tmp)
-        return {"contamination": contamination, "mlflow_run_id": log_data_card(paths, card, run_name)}
+        return {"contamination": contamination, "mlflow_run_id": log_data_card(paths, card, run_name, cfg=cfg)}
 
     inputs = {name: {"path": str(r.path), "hash": r.key} for name, r in stages.items()}
     return build_stage(cfg.home, "data_card", inputs | {"report": report["corpus"]}, cfg.qa.model_dump(mode="json"),

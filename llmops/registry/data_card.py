@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmops.config import LlmopsConfig
 
 
 def build_data_card(*, report: dict[str, Any], pii: dict[str, Any], qa: dict[str, Any],
@@ -76,18 +79,35 @@ def write_data_card(card: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def log_data_card(paths: dict[str, Path], card: dict[str, Any], run_name: str) -> str | None:
-    """Log the card to MLflow when a tracking URI is set; returns the run id (or None)."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    import mlflow
+def log_data_card(paths: dict[str, Path], card: dict[str, Any], run_name: str, *,
+                  cfg: LlmopsConfig | None = None, parent_run_id: str | None = None) -> str | None:
+    """Log the card to MLflow; returns the run id, or None when MLflow is not configured.
 
-    mlflow.set_experiment("llmops_data")
-    with mlflow.start_run(run_name=run_name) as run:
+    With ``cfg`` the card always goes to the configured store and experiment
+    (``tracking.tracking_uri``: the embedded SQLite file by default), nested under
+    ``parent_run_id`` when given. Without it the card is logged only when
+    ``MLFLOW_TRACKING_URI`` is set, into the ``llmops_data`` experiment, so library use
+    without any MLflow setup stays free of side effects.
+    """
+    from llmops.registry import tracking
+
+    if cfg is None:
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            return None
+        client = tracking.connect(uri)
+        experiment_id = tracking.get_or_create_experiment(client, "llmops_data")
+    else:
+        uri = tracking.tracking_uri(cfg)
+        client = tracking.connect(uri)
+        experiment_id = tracking.ensure_experiment(cfg, client)
+    tags = {tracking.MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {}
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    with tracking.RunLogger(run_id, uri) as logger:
         for path in paths.values():
-            mlflow.log_artifact(str(path), artifact_path="data_card")
+            logger.log_artifact(path, artifact_path="data_card")
         docs = card["documents"]
-        mlflow.log_metrics({"documents": docs["after_dedup"], "duplicate_rate": docs["duplicate_rate"],
+        logger.log_metrics({"documents": docs["after_dedup"], "duplicate_rate": docs["duplicate_rate"],
                             **{f"tokens_{k}": v for k, v in card["tokens"].items()
-                               if isinstance(v, (int, float)) and not isinstance(v, bool)}})
-        return run.info.run_id
+                               if isinstance(v, (int, float)) and not isinstance(v, bool)}}, step=0)
+    return run_id

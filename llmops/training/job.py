@@ -291,7 +291,8 @@ def _mlflow_run(cfg: LlmopsConfig, kind: str, name: str, key: str, spec: dict[st
     uri = tracking.tracking_uri(cfg)
     tags = {"llmops.kind": kind, "llmops.name": name, "llmops.run_dir": spec["run_dir"]}
     run_id = tracking.job_run(cfg, key, f"{kind}-{name}", parent_run_id=parent, tags=tags)
-    return {"tracking_uri": uri, "run_id": run_id, "system_metrics": cfg.mlflow.system_metrics}
+    return {"tracking_uri": uri, "run_id": run_id, "system_metrics": cfg.mlflow.system_metrics,
+            "system_metrics_interval_s": cfg.mlflow.system_metrics_interval_s}
 
 
 def prepare_pretrain(cfg: LlmopsConfig, *, data_card: str | Path | None = None, tokens: str | Path | None = None,

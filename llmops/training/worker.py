@@ -75,6 +75,7 @@ class Worker:
             self.device = torch.device("cpu")
         self.is_main = self.rank == 0
         self.tracker = None
+        self.system_metrics = None
         self.metrics_path = self.run_dir / METRICS_FILE
 
     # ---- model and data ---------------------------------------------------------------
@@ -249,7 +250,8 @@ class Worker:
         from llmops.registry.tracking import RunLogger, start_system_metrics
 
         self.tracker = RunLogger(tracking["run_id"], tracking["tracking_uri"])
-        self.system_metrics = (start_system_metrics(tracking["run_id"], tracking["tracking_uri"])
+        self.system_metrics = (start_system_metrics(tracking["run_id"], tracking["tracking_uri"],
+                                                    interval_s=tracking.get("system_metrics_interval_s", 5.0))
                                if tracking.get("system_metrics") else None)
         loop, launch = self.loop, self.launch
         self.tracker.log_params({
@@ -266,8 +268,8 @@ class Worker:
         datasets = []
         for name, ref in inputs.items():
             if isinstance(ref, dict) and (ref.get("hash") or ref.get("sha256")):
-                datasets.append({"name": name, "digest": str(ref.get("hash") or ref.get("sha256"))[:36],
-                                 "source": ref.get("path", "")})
+                datasets.append({"name": name, "digest": str(ref.get("hash") or ref.get("sha256")),
+                                 "source": ref.get("path", ""), "context": "training"})
         self.tracker.log_dataset_inputs(datasets)
 
     # ---- the loop -------------------------------------------------------------------
@@ -376,9 +378,9 @@ class Worker:
             self.tracker.log_metrics({k: v for k, v in (("first_val_loss", result["first_val_loss"]),
                                                         ("final_val_loss", result["final_val_loss"]))
                                       if v is not None}, step=steps)
-            self.tracker.flush()
             if self.system_metrics is not None:
                 self.system_metrics.stop()
+            self.tracker.end("FINISHED")
         tmp = self.run_dir / "result.json.tmp"
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         tmp.replace(self.run_dir / "result.json")
@@ -402,9 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(job)
     try:
         worker.run()
-    except Exception:
+    except BaseException:
         if worker.is_main and worker.tracker is not None:
-            worker.tracker.flush()
+            if getattr(worker, "system_metrics", None) is not None:
+                worker.system_metrics.stop()
+            worker.tracker.end("FAILED")  # a relaunch sets the same run back to RUNNING
         raise
     finally:
         if worker.dist.is_initialized():
