@@ -26,7 +26,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from llmops_airflow.assets import MODEL, TOKENS, event_extra
 from llmops_airflow.config import config_from_params
-from llmops_airflow.operators.deepspeed import DeepSpeedTrainingOperator
+from llmops_airflow.operators.deepspeed_training import DeepSpeedTrainingOperator
 
 from llmops.config import load_config
 
@@ -127,18 +127,20 @@ def llmops_train():
     def export_pretrained(inputs: dict[str, Any], trained: dict[str, Any] | None) -> dict[str, Any]:
         """Consolidate the final checkpoint (ZeRO shards) into a Hugging Face directory."""
         from llmops.training.export import export_stage
+        from llmops.training.pipeline import model_entry
 
         if inputs.get("base_model"):
-            return {"path": inputs["base_model"], "hash": None}
+            return {"name": "base", "model": inputs["base_model"], "hash": None}
         result = export_stage(_cfg(), trained["run_dir"])
-        print(f"pretrained model: {result.path} (validation loss {result.summary['first_val_loss']:.3f} -> "
-              f"{result.summary['final_val_loss']:.3f})")
-        return {"path": str(result.path), "hash": result.key}
+        entry = model_entry(trained, result)
+        print(f"pretrained model: {result.path} (validation loss {entry['first_val_loss']:.3f} -> "
+              f"{entry['final_val_loss']:.3f})")
+        return entry
 
     @task
     def plan_finetunes(inputs: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
         """One fine-tuning job per configured variant, all from the same base."""
-        return [{"variant": v.name, "base": base["path"], "data_card": inputs["data_card"],
+        return [{"variant": v.name, "base": base["model"], "data_card": inputs["data_card"],
                  "mlflow_parent": inputs["mlflow_parent"]} for v in _cfg().finetune.variants]
 
     base = export_pretrained(inputs, pretrain.output)
@@ -151,28 +153,42 @@ def llmops_train():
     def export_finetuned(trained: dict[str, Any]) -> dict[str, Any]:
         """Merge LoRA adapters (if any) and write the variant's Hugging Face directory."""
         from llmops.training.export import export_stage
+        from llmops.training.pipeline import model_entry
 
         result = export_stage(_cfg(), trained["run_dir"])
-        print(f"{trained['name']}: {result.path} (validation loss {result.summary['first_val_loss']:.3f} -> "
-              f"{result.summary['final_val_loss']:.3f})")
-        return {"variant": trained["name"], "path": str(result.path), "hash": result.key,
-                "mlflow_run_id": trained.get("mlflow_run_id"), "final_val_loss": result.summary["final_val_loss"]}
+        entry = model_entry(trained, result)
+        print(f"{entry['name']}: {result.path} (validation loss {entry['first_val_loss']:.3f} -> "
+              f"{entry['final_val_loss']:.3f})")
+        return entry
 
     @task(outlets=[MODEL])
-    def publish(exported: list[dict[str, Any]], *, outlet_events=None) -> dict[str, Any]:
-        """Announce the fine-tuned models; the first variant is the one to be served."""
+    def publish(inputs: dict[str, Any], pretrained: dict[str, Any], exported: list[dict[str, Any]], *,
+                outlet_events=None) -> dict[str, Any]:
+        """Announce the fine-tuned models on ``llmops://model``; the first variant is the one to serve."""
+        from llmops.registry.tracking import RunLogger, tracking_uri
+        from llmops.training.pipeline import format_training_summary, write_training_summary
+
+        context = get_current_context()
+        cfg = _cfg()
         exported = list(exported[:])  # a slice: one XCom request for all mapped results
-        served_name = _cfg().finetune.variants[0].name
-        served = next(e for e in exported if e["variant"] == served_name)
-        extra = event_extra(served["path"], served["hash"], variant=served_name,
-                            mlflow_run_id=served["mlflow_run_id"],
-                            variants={e["variant"]: {"path": e["path"], "hash": e["hash"]} for e in exported})
+        served_name = cfg.finetune.variants[0].name
+        served = next(e for e in exported if e["name"] == served_name)
+        summary = {"pretrain": pretrained if pretrained.get("hash") else None, "finetune": exported,
+                   "data_card": inputs["data_card"], "served_variant": served_name}
+        report = write_training_summary(cfg.home, context["run_id"], summary)
+        print(format_training_summary(summary))
+        print(f"report: {report}")
+        extra = event_extra(served["model"], served["hash"], variant=served_name,
+                            mlflow_run_id=served["mlflow_run_id"], data_card=inputs["data_card"],
+                            base_model=pretrained["model"],
+                            variants={e["name"]: {"path": e["model"], "hash": e["hash"]} for e in exported})
         outlet_events[MODEL].extra = extra
-        for e in exported:
-            print(f"{e['variant']}: {e['path']} (final validation loss {e['final_val_loss']:.3f})")
+        with RunLogger(inputs["mlflow_parent"], tracking_uri(cfg)) as parent:  # ends the DAG run's MLflow run
+            parent.log_artifact(report / "summary.json")
+            parent.set_tags({"llmops.served_variant": served_name, "llmops.model_path": served["model"]})
         return extra
 
-    publish(export_finetuned.expand(trained=finetune.output))
+    publish(inputs, base, export_finetuned.expand(trained=finetune.output))
 
 
 llmops_train()

@@ -1,8 +1,10 @@
-"""``llmops demo`` (what ``make demo`` runs): the demo site plus the data DAG, for real.
+"""``llmops demo`` (what ``make demo`` runs): the demo site, the data DAG and the
+training DAG, for real.
 
 Starts the demo website in a background thread, prepares the embedded Airflow
 (SQLite under ``$LLMOPS_HOME/airflow``), runs ``airflow dags test llmops_data`` with
-the site's URL as a Param, and prints the run summary the DAG's report task wrote.
+the site's URL as a Param, then ``airflow dags test llmops_train`` (DeepSpeed
+pretraining on 2 CPU ranks, then the fine-tuned variants), and prints both summaries.
 Airflow runs as a subprocess: this module never imports airflow.
 """
 
@@ -43,6 +45,9 @@ def _port_free(host: str, port: int) -> bool:
 
 
 _TASK_DONE = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+# Training progress worth showing while a DAG runs (the full log is in the log file).
+_TRAIN_PROGRESS = re.compile(r"\[llmops\] ((?:pretrain|finetune) \S+: .*?|step \d+/\d+ val_loss .*?|finished .*?)"
+                             r"(?:\s+\[airflow\.task\..*)?$")
 
 
 def _run_logged(cmd: list[str], env: dict[str, str], log_path: Path, label: str) -> None:
@@ -60,6 +65,8 @@ def _run_logged(cmd: list[str], env: dict[str, str], log_path: Path, label: str)
                 task, index = match.groups()
                 shard = f" [{index}]" if index != "-1" else ""
                 print(f"    task {task}{shard} finished ({time.monotonic() - started:.0f}s)", flush=True)
+            elif match := _TRAIN_PROGRESS.search(line):
+                print(f"      {match.group(1)[:150]}", flush=True)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-40:]
         print("\n".join(tail), file=sys.stderr)
@@ -80,7 +87,11 @@ def run_demo(cfg: LlmopsConfig, use_airflow: bool = True) -> int:
         print(f"==> demo site serving on {site.url}", flush=True)
         (site_dir / "ground_truth.json").write_text(json.dumps(site.ground_truth, indent=2))
         if not use_airflow:
+            from llmops.training.pipeline import format_training_summary, run_training_pipeline
+            from llmops.training.runner import console_printer
+
             print(format_report(run_data_pipeline(cfg, seed_url=site.url, progress=True, full=True)))
+            print(format_training_summary(run_training_pipeline(cfg, on_line=console_printer())))
             return 0
         env = airflow_env(cfg)
         Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -89,11 +100,21 @@ def run_demo(cfg: LlmopsConfig, use_airflow: bool = True) -> int:
         conf = json.dumps({"seed_url": site.url})
         _run_logged([airflow, "dags", "test", "llmops_data", "-c", conf], env, logs / "llmops_data-dags-test.log",
                     "airflow dags test llmops_data")
-    latest = cfg.home / "reports" / "llmops_data" / "latest.json"
-    if not latest.exists():
-        raise RuntimeError(f"the DAG finished but wrote no report ({latest} is missing)")
-    report_dir = Path(json.loads(latest.read_text())["path"])
-    print((report_dir / "summary.txt").read_text())
-    print(f"Reports: {report_dir}\nArtifacts: {cfg.home / 'artifacts'}\n"
-          f"Browse the run in the UI: make airflow  (then open http://127.0.0.1:8080)")
+    data_report = _latest_report(cfg, "llmops_data")
+    # The scheduler would start llmops_train on the llmops://tokens event; `dags test`
+    # runs one DAG, so the demo starts it next (it trains on the newest data card).
+    _run_logged([airflow, "dags", "test", "llmops_train"], env, logs / "llmops_train-dags-test.log",
+                "airflow dags test llmops_train (DeepSpeed, 2 CPU ranks)")
+    train_report = _latest_report(cfg, "llmops_train")
+    print((data_report / "summary.txt").read_text())
+    print((train_report / "summary.txt").read_text())
+    print(f"Reports: {data_report}\n         {train_report}\nArtifacts: {cfg.home / 'artifacts'}\n"
+          f"Browse the runs: make airflow (http://127.0.0.1:8080), make mlflow (http://127.0.0.1:5000)")
     return 0
+
+
+def _latest_report(cfg: LlmopsConfig, dag_id: str) -> Path:
+    latest = cfg.home / "reports" / dag_id / "latest.json"
+    if not latest.exists():
+        raise RuntimeError(f"{dag_id} finished but wrote no report ({latest} is missing)")
+    return Path(json.loads(latest.read_text())["path"])

@@ -56,10 +56,28 @@ def test_data_dag_shape(dagbag):
     # only the redacted corpus is published: personal data never reaches a consumer
     assert not dag.get_task("dedup").outlets
     assert {o.uri for o in dag.get_task("redact").outlets} == {"llmops://corpus/"}
-    assert {o.uri for o in dag.get_task("encode").outlets} == {"llmops://tokens/"}
+    # the shards are announced with their data card, so a consumer finds both in the event
+    assert not dag.get_task("encode").outlets
+    assert {o.uri for o in dag.get_task("data_card").outlets} == {"llmops://tokens/"}
     assert {o.uri for o in dag.get_task("qa").outlets} == {"llmops://qa/"}
     assert dag.get_task("encode").upstream_task_ids == {"redact", "tokenizer"}
     assert "seed_url" in dag.params and "max_pages" in dag.params
+
+
+def test_train_dag_shape(dagbag):
+    dag = dagbag.dags["llmops_train"]
+    # data-aware: a new token-shard event (published with the data card) starts training
+    assert [a.uri for a in dag.timetable.asset_condition.iter_assets().values()] == ["llmops://tokens/"] if hasattr(
+        dag.timetable.asset_condition, "iter_assets") else "llmops://tokens/" in repr(dag.timetable.asset_condition)
+    assert dag.get_task("pretrain").upstream_task_ids == {"resolve_inputs"}
+    assert dag.get_task("export_pretrained").trigger_rule == "none_failed"  # runs when pretraining is skipped
+    assert dag.get_task("finetune").upstream_task_ids == {"plan_finetunes"}
+    assert {o.uri for o in dag.get_task("publish").outlets} == {"llmops://model/"}
+    for task_id in ("pretrain", "finetune"):
+        task = dag.get_task(task_id)
+        assert task.retries >= 1  # a retry resumes from the newest checkpoint
+        assert task.execution_timeout is not None
+    assert {"preset", "steps", "ranks", "zero_stage", "finetune_method", "lr", "base_model"} <= set(dag.params)
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES)

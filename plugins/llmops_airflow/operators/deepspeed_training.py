@@ -1,5 +1,8 @@
 """``DeepSpeedTrainingOperator``: one pretraining or fine-tuning job as an Airflow task.
 
+(Not named ``deepspeed.py``: Airflow imports every file of the plugins folder under its
+bare file name, and a module called ``deepspeed`` would shadow the real package.)
+
 The job (inputs checked, run directory, ``job.json``, ``deepspeed`` command) is prepared
 by ``llmops.training.job``; ``ProcessGroupOperator`` runs it in its own process group,
 streams its output into the task log, kills the whole tree on ``on_kill`` or
@@ -27,7 +30,7 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
     :param param_to_config: DAG Param name -> dotted llmops config key.
     """
 
-    template_fields: Sequence[str] = ("job_args",)
+    template_fields: Sequence[str] = (*ProcessGroupOperator.template_fields, "job_args")
     ui_color = "#ffd8b1"
 
     def __init__(self, *, kind: Literal["pretrain", "finetune"], job_args: dict[str, Any] | None = None,
