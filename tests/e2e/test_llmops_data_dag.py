@@ -64,7 +64,48 @@ def test_llmops_data_dag_runs_in_airflow_and_publishes_the_corpus(tmp_path):
     assert summary["dedup"]["exact_duplicates_removed"] + summary["dedup"]["near_duplicates_removed"] == len(
         site.ground_truth["duplicates"])
     assert Path(latest["data_card"]["markdown"]).read_text().startswith("# Data card")
+    assert events["llmops://tokens/"]["data_card"] == latest["data_card"]["markdown"].rsplit("/", 1)[0]
     _no_planted_pii_anywhere(home, events, site.ground_truth, tmp_path / "dags-test.log")
+    _train_dag_trains_on_the_published_shards(home, env, tmp_path)
+
+
+def _train_dag_trains_on_the_published_shards(home: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """llmops_train through Airflow on what llmops_data published: DeepSpeed with 2 CPU
+    ranks, two mapped fine-tunes, the model Asset, and MLflow runs nested under the DAG run."""
+    env = env | {"LLMOPS_PRETRAIN__EVAL_EVERY": "5", "LLMOPS_PRETRAIN__CHECKPOINT_EVERY": "5",
+                 "LLMOPS_PRETRAIN__LOG_EVERY": "5", "LLMOPS_PRETRAIN__WARMUP_STEPS": "2",
+                 "LLMOPS_FINETUNE__EVAL_EVERY": "3", "LLMOPS_FINETUNE__CHECKPOINT_EVERY": "3",
+                 "LLMOPS_FINETUNE__LOG_EVERY": "3", "LLMOPS_MLFLOW__SYSTEM_METRICS": "false"}
+    conf = {"steps": 10, "finetune_steps": 6}
+    _run([AIRFLOW, "dags", "test", "llmops_train", "-c", json.dumps(conf)], env, tmp_path / "train-test.log")
+    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
+    states = db.execute("select task_id, map_index, state from task_instance "
+                        "where dag_id = 'llmops_train'").fetchall()
+    assert {s for _, _, s in states} == {"success"}, states
+    assert sorted(m for t, m, _ in states if t == "finetune") == [0, 1]  # both variants, mapped
+    model_event = json.loads(db.execute("select e.extra from asset_event e join asset a on a.id = e.asset_id "
+                                        "where a.uri = 'llmops://model/'").fetchone()[0])
+    assert set(model_event["variants"]) == {"qa", "qa-full"} and model_event["variant"] == "qa"
+    served = Path(model_event["path"])
+    assert (served / "model.safetensors").exists() and (served / "chat_template.jinja").exists()
+    info = json.loads((served / "llmops_model.json").read_text())
+    assert info["kind"] == "finetune" and info["world_size"] == 2
+    summary = json.loads((home / "reports" / "llmops_train" / "latest.json").read_text())
+    pretrain = json.loads((Path(summary["path"]) / "summary.json").read_text())["pretrain"]
+    assert pretrain["final_val_loss"] < pretrain["first_val_loss"]
+
+    from llmops.config import load_config
+    from llmops.registry import tracking
+
+    cfg = load_config(environ={"LLMOPS_HOME": str(home)})
+    client = tracking.connect(tracking.tracking_uri(cfg))
+    runs = client.search_runs([tracking.ensure_experiment(cfg, client)])
+    by_name = {r.info.run_name: r for r in runs}
+    parent = next(r for r in runs if r.data.tags.get("airflow.dag_id") == "llmops_train")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["finetune-qa", "finetune-qa-full", "pretrain-tiny"], \
+        sorted(by_name)
+    assert all(r.info.status == "FINISHED" for r in children + [parent])
 
 
 def _no_planted_pii_anywhere(home: Path, events: dict, ground_truth: dict, dag_log: Path) -> None:
