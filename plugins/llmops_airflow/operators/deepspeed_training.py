@@ -24,7 +24,7 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
     """Run ``llmops.training`` job ``kind`` with the DAG run's Params applied to the config.
 
     :param kind: ``pretrain`` or ``finetune``.
-    :param job_args: templated; for pretrain ``{"data_card": path}``, for finetune
+    :param job_args: templated; for pretrain ``{"data_card": path}`` (or ``{"tokens": path}``), for finetune
         ``{"variant": name, "base": model dir or models:/ URI, "data_card": path}``; both
         take ``"mlflow_parent"`` (the DAG run's MLflow run id). ``"skip": reason`` skips.
     :param param_to_config: DAG Param name -> dotted llmops config key.
@@ -55,7 +55,8 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
         try:
             cfg = config_from_params(context["params"], self.param_to_config)
             if self.kind == "pretrain":
-                return prepare_pretrain(cfg, data_card=args.get("data_card"), mlflow_parent=args.get("mlflow_parent"))
+                return prepare_pretrain(cfg, data_card=args.get("data_card"), tokens=args.get("tokens"),
+                                        mlflow_parent=args.get("mlflow_parent"))
             return prepare_finetune(cfg, variant=args.get("variant"), base=args.get("base"),
                                     data_card=args.get("data_card"), mlflow_parent=args.get("mlflow_parent"))
         except (ConfigError, PreflightError, DeepSpeedConfigError, DataError) as exc:
