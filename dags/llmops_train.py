@@ -51,7 +51,7 @@ PARAMS = {
     "ranks": Param(_defaults.deepspeed.ranks, type="integer", minimum=1,
                    description="DeepSpeed ranks per node (GPUs, or CPU processes)."),
     "zero_stage": Param(_defaults.deepspeed.zero_stage, type="integer", enum=[0, 1, 2, 3],
-                        description="ZeRO stage (0-2 tested on CPU; 3 for large models on GPUs)."),
+                        description="ZeRO stage: 0 data parallel, 1 + optimizer states, 2 + gradients, 3 + weights sharded."),
     "finetune_method": Param(_defaults.finetune.method, type="string", enum=["lora", "full"],
                              description="LoRA adapters (merged at export) or full fine-tuning; a variant's own "
                                          "method wins."),

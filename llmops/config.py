@@ -234,7 +234,7 @@ class DeepSpeedLaunchConfig(_Section):
     launcher: str = "pdsh"
     """Multi-node launcher backend of the ``deepspeed`` runner: pdsh, openmpi, slurm, ..."""
     zero_stage: int = Field(2, ge=0, le=3)
-    """ZeRO stage: 0 plain data parallel, 1 optimizer states, 2 + gradients, 3 + parameters (untested on CPU)."""
+    """ZeRO stage: 0 plain data parallel, 1 optimizer states, 2 + gradients, 3 + parameters (all tested on CPU)."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """Training precision; ``auto`` is bf16 on GPUs that support it, fp32 on CPU."""
     activation_checkpointing: bool = False

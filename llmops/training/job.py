@@ -252,10 +252,6 @@ def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, nam
     port = pick_port(cfg.deepspeed.master_port) if local else cfg.deepspeed.master_port
     command, hostfile, world = launcher_command(cfg, job_file, run_dir, port=port)
     ds_config = build_deepspeed_config(cfg.deepspeed, loop, world_size=world, precision=precision)
-    if cfg.deepspeed.zero_stage == 3 and not cuda:
-        note = "ZeRO stage 3 is untested on CPU in llmops (stages 0-2 are tested)"
-    else:
-        note = None
 
     spec = {
         "kind": kind, "name": name, "key": key, "run_dir": str(run_dir),
@@ -277,10 +273,7 @@ def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, nam
     tmp = job_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(spec, indent=2, default=str) + "\n")
     tmp.replace(job_file)
-    job = TrainingJob(kind, name, run_dir, spec, command, _job_env(threads), hostfile)
-    if note:
-        job.notes.append(note)
-    return job
+    return TrainingJob(kind, name, run_dir, spec, command, _job_env(threads), hostfile)
 
 
 def _mlflow_run(cfg: LlmopsConfig, kind: str, name: str, key: str, spec: dict[str, Any],

@@ -65,10 +65,11 @@ def console_printer(verbose: bool = False) -> Callable[[str], None]:
             if bar is None:
                 bar = state["bar"] = tqdm(total=steps, desc="train", unit="step", initial=step, leave=True)
             bar.n = step
-            bar.set_postfix_str(match["rest"][:60])
+            if "val_loss" in line:
+                bar.write(line)  # validation lines stay on screen; train lines only update the bar
+            else:
+                bar.set_postfix_str(match["rest"][:60])
             bar.refresh()
-            if "val_loss" in line or step == steps:
-                bar.write(line)
             if step == steps and "val_loss" in line:
                 bar.close()
                 state["bar"] = None

@@ -375,6 +375,9 @@ class Worker:
                              title=f"{self.job['kind']} {self.job['name']}")
             self.tracker.log_artifact(png)
             self.tracker.log_artifact(self.metrics_path)
+            log_file = self.run_dir / "train.log"  # as far as written: the launcher's last lines come after
+            if log_file.exists():
+                self.tracker.log_artifact(log_file)
             self.tracker.log_metrics({k: v for k, v in (("first_val_loss", result["first_val_loss"]),
                                                         ("final_val_loss", result["final_val_loss"]))
                                       if v is not None}, step=steps)

@@ -56,6 +56,20 @@ def test_pretraining_learns_and_exports_a_standard_hf_directory(pretrained, data
     assert "checkpoint step_00000030 saved" in text and "2 rank(s) on cpu" in text
 
 
+def test_zero3_with_accumulation_and_activation_checkpointing(data_home, tmp_path):
+    """ZeRO-3 partitions the weights themselves; export gathers them back (zero_to_fp32)."""
+    cfg = training_config(tmp_path / "home", deepspeed={"zero_stage": 3, "activation_checkpointing": True},
+                          pretrain={"steps": 10, "grad_accum_steps": 2, "eval_every": 10, "checkpoint_every": 10})
+    job = prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False)
+    assert job.spec["deepspeed"]["train_batch_size"] == 8 * 2 * 2
+    result = run_training(job)
+    assert result["final_val_loss"] < result["first_val_loss"]
+    out = export_stage(cfg, job.run_dir).path
+    n_windows = cfg.pretrain.eval_batches * cfg.pretrain.micro_batch_size * 2
+    assert _val_loss_in_process(out, paths(data_home)["tokens"], n_windows) == pytest.approx(
+        result["final_val_loss"], abs=1e-4)
+
+
 def _kill_tree(proc: psutil.Process) -> list[psutil.Process]:
     """SIGKILL the launcher and every rank at once: a crash, not a shutdown."""
     victims = [proc] + proc.children(recursive=True)
@@ -151,7 +165,7 @@ def test_training_is_tracked_in_mlflow(data_home, tmp_path, monkeypatch):
     assert [m.step for m in history] == [0, 5, 10]
     assert math.isclose(history[-1].value, result["final_val_loss"], rel_tol=1e-6)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"loss_curve.png", "metrics.jsonl", "config"} <= artifacts
+    assert {"loss_curve.png", "metrics.jsonl", "train.log", "config"} <= artifacts
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert {"tokens", "tokenizer"} <= inputs
     deadline = time.time() + 5
