@@ -303,7 +303,7 @@ def bench_training(work: Path, steps: int = 30) -> dict:
         started = time.perf_counter()
         first_step: list[float] = []
 
-        def on_line(line: str) -> None:
+        def on_line(line: str, first_step: list[float] = first_step, started: float = started) -> None:
             if not first_step and line.startswith("[llmops] step 5/"):
                 first_step.append(time.perf_counter() - started)
 

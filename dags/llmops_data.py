@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 from llmops_airflow.assets import CORPUS, QA, TOKENS, event_extra
-from llmops_airflow.config import config_from_params
+from llmops_airflow.config import run_config
 
 from llmops.config import load_config
 
@@ -93,14 +93,7 @@ def _all(mapped_results) -> list:
 
 def _cfg():
     """The run's configuration; a bad setting fails the task at once (retrying cannot fix it)."""
-    from airflow.exceptions import AirflowFailException
-
-    from llmops.config import ConfigError
-
-    try:
-        return config_from_params(get_current_context()["params"], PARAM_TO_CONFIG)
-    except ConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
+    return run_config(PARAM_TO_CONFIG)
 
 
 @dag(

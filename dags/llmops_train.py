@@ -25,7 +25,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 from llmops_airflow.assets import MODEL, TOKENS, event_extra
-from llmops_airflow.config import config_from_params
+from llmops_airflow.config import run_config
 from llmops_airflow.operators.deepspeed_training import DeepSpeedTrainingOperator
 
 from llmops.config import load_config
@@ -71,14 +71,8 @@ TRAIN_RETRY = {"retries": 2, "retry_delay": dt.timedelta(seconds=10)}
 
 
 def _cfg():
-    from airflow.exceptions import AirflowFailException
-
-    from llmops.config import ConfigError
-
-    try:
-        return config_from_params(get_current_context()["params"], PARAM_TO_CONFIG)
-    except ConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
+    """The run's configuration; a bad setting fails the task at once (retrying cannot fix it)."""
+    return run_config(PARAM_TO_CONFIG)
 
 
 @dag(

@@ -14,6 +14,7 @@ instead of being silently ignored.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -400,11 +401,12 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``, nested mappings key by key."""
+    out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -438,10 +440,10 @@ def load_config(
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     elif source:  # a file someone named must exist; only the default may be absent
         raise ConfigError(f"{source} points to {path}, which does not exist")
-    merged = _merge(raw, _env_overrides(environ))
+    merged = deep_merge(raw, _env_overrides(environ))
     if environ.get("LLMOPS_HOME"):
         merged["home"] = environ["LLMOPS_HOME"]
-    merged = _merge(merged, overrides or {})
+    merged = deep_merge(merged, overrides or {})
     try:
         return LlmopsConfig.model_validate(merged)
     except ValidationError as exc:
@@ -453,7 +455,7 @@ def with_overrides(cfg: LlmopsConfig, overrides: dict[str, Any]) -> LlmopsConfig
     def drop_none(tree: dict[str, Any]) -> dict[str, Any]:  # an unset flag keeps the configured value
         return {k: drop_none(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None}
 
-    merged = _merge(cfg.model_dump(mode="python"), drop_none(overrides))
+    merged = deep_merge(cfg.model_dump(mode="python"), drop_none(overrides))
     try:
         return LlmopsConfig.model_validate(merged)
     except ValidationError as exc:

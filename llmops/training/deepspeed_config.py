@@ -10,12 +10,11 @@ and GPU, and the schedule is saved in every checkpoint by the engine.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
-from llmops.config import DeepSpeedLaunchConfig, LoopConfig
+from llmops.config import DeepSpeedLaunchConfig, LoopConfig, deep_merge
 
 # Keys the train loop owns; a user file setting them would fight the loop's values.
 RESERVED_KEYS = {"optimizer", "scheduler", "train_batch_size", "train_micro_batch_size_per_gpu",
@@ -36,16 +35,6 @@ def resolve_precision(precision: str, cuda: bool, bf16_supported: bool) -> str:
     if not cuda:
         return "fp32"
     return "bf16" if bf16_supported else "fp16"
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def build_deepspeed_config(launch: DeepSpeedLaunchConfig, loop: LoopConfig, *, world_size: int,
@@ -80,7 +69,7 @@ def build_deepspeed_config(launch: DeepSpeedLaunchConfig, loop: LoopConfig, *, w
             raise DeepSpeedConfigError(
                 f"deepspeed.config_file {path} sets {reserved}; these come from the llmops config "
                 f"(pretrain/finetune: micro_batch_size, grad_accum_steps, lr, warmup_steps, ...)")
-        cfg = _merge(cfg, user)
+        cfg = deep_merge(cfg, user)
     validate_deepspeed_config(cfg)
     return cfg
 

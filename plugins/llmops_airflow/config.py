@@ -24,3 +24,18 @@ def config_from_params(params: dict[str, Any], mapping: dict[str, str]) -> Llmop
             node = node.setdefault(part, {})
         node[leaf] = value
     return load_config(overrides=overrides)
+
+
+def run_config(mapping: dict[str, str]) -> LlmopsConfig:
+    """The current task's configuration from its DAG run's Params; a bad setting fails the
+    task at once with ``AirflowFailException`` (a retry cannot fix a bad value)."""
+    from airflow.exceptions import AirflowFailException
+    from airflow.sdk import get_current_context
+
+    from llmops.config import ConfigError
+
+    try:
+        return config_from_params(get_current_context()["params"], mapping)
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+
