@@ -118,13 +118,16 @@ def llmops_train():
         execution_timeout=dt.timedelta(hours=2), **TRAIN_RETRY)
 
     @task(trigger_rule="none_failed")
-    def export_pretrained(inputs: dict[str, Any], trained: dict[str, Any] | None) -> dict[str, Any]:
+    def export_pretrained(inputs: dict[str, Any]) -> dict[str, Any]:
         """Consolidate the final checkpoint (ZeRO shards) into a Hugging Face directory."""
         from llmops.training.export import export_stage
         from llmops.training.pipeline import model_entry
 
         if inputs.get("base_model"):
             return {"name": "base", "model": inputs["base_model"], "hash": None}
+        # Pulled here, not passed as an argument: when pretraining is skipped there is no
+        # XCom, and resolving an argument would log a spurious "XCom not found" error.
+        trained = get_current_context()["ti"].xcom_pull(task_ids="pretrain")
         result = export_stage(_cfg(), trained["run_dir"])
         entry = model_entry(trained, result)
         print(f"pretrained model: {result.path} (validation loss {entry['first_val_loss']:.3f} -> "
@@ -137,7 +140,8 @@ def llmops_train():
         return [{"variant": v.name, "base": base["model"], "data_card": inputs["data_card"],
                  "mlflow_parent": inputs["mlflow_parent"]} for v in _cfg().finetune.variants]
 
-    base = export_pretrained(inputs, pretrain.output)
+    base = export_pretrained(inputs)
+    pretrain >> base
     finetune = DeepSpeedTrainingOperator.partial(
         task_id="finetune", kind="finetune", param_to_config=PARAM_TO_CONFIG,
         execution_timeout=dt.timedelta(hours=2), max_active_tis_per_dagrun=2, **TRAIN_RETRY,

@@ -70,6 +70,7 @@ def test_train_dag_shape(dagbag):
     assert [a.uri for a in dag.timetable.asset_condition.iter_assets().values()] == ["llmops://tokens/"] if hasattr(
         dag.timetable.asset_condition, "iter_assets") else "llmops://tokens/" in repr(dag.timetable.asset_condition)
     assert dag.get_task("pretrain").upstream_task_ids == {"resolve_inputs"}
+    assert dag.get_task("export_pretrained").upstream_task_ids == {"resolve_inputs", "pretrain"}
     assert dag.get_task("export_pretrained").trigger_rule == "none_failed"  # runs when pretraining is skipped
     assert dag.get_task("finetune").upstream_task_ids == {"plan_finetunes"}
     assert {o.uri for o in dag.get_task("publish").outlets} == {"llmops://model/"}

@@ -75,7 +75,8 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
         self.log.info("%s %s: run directory %s (%d rank(s))", job.kind, job.name, job.run_dir,
                       job.spec["launch"]["world_size"])
         if job.finished:
-            self.log.info("already finished in an earlier attempt; not running it again")
+            self.log.info("this job (same inputs, settings and code) already finished in %s: reusing its result, "
+                          "not training again", job.run_dir)
             return self._summary(job)
         return super().execute(context)
 
