@@ -144,7 +144,8 @@ def llmops_train():
     pretrain >> base
     finetune = DeepSpeedTrainingOperator.partial(
         task_id="finetune", kind="finetune", param_to_config=PARAM_TO_CONFIG,
-        execution_timeout=dt.timedelta(hours=2), max_active_tis_per_dagrun=2, **TRAIN_RETRY,
+        execution_timeout=dt.timedelta(hours=2), max_active_tis_per_dagrun=_defaults.finetune.parallel_jobs,
+        **TRAIN_RETRY,
     ).expand(job_args=plan_finetunes(inputs, base))
 
     @task

@@ -278,6 +278,15 @@ class LoopConfig(_Section):
     seed: int = 1234
     """Seed of the weights' initialisation, the data order and dropout."""
 
+    @model_validator(mode="after")
+    def _log_windows_align_with_checkpoints(self) -> "LoopConfig":
+        # A resumed job restarts at a checkpoint; a logging window straddling it would be
+        # logged twice with different values.
+        if self.checkpoint_every % self.log_every:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of log_every "
+                             f"({self.log_every})")
+        return self
+
 
 class PretrainConfig(LoopConfig):
     preset: str = "tiny"
@@ -322,6 +331,9 @@ class FinetuneConfig(LoopConfig):
     """Longest prompt + answer in tokens; longer examples are truncated on the answer side and counted."""
     validation_fraction: float = Field(0.1, gt=0, lt=1)
     """Share of the fine-tuning pairs (by page) held back for validation loss."""
+    parallel_jobs: int = Field(1, ge=1)
+    """Fine-tuning jobs (mapped tasks) that may run at once. Jobs on one machine share its
+    GPUs or cores, so 1 unless each Airflow worker has its own devices."""
     variants: list[FinetuneVariantConfig] = [FinetuneVariantConfig(name="qa")]
     """Fine-tuned variants made from one pretrained base, one Airflow mapped task each."""
 

@@ -174,39 +174,58 @@ def parse_hosts(hosts: list[str]) -> list[tuple[str, int]]:
     return out
 
 
+def cluster_nodes(cfg: LlmopsConfig) -> list[tuple[str, int]] | None:
+    """``[(host, slots)]`` of a multi-node job (from ``deepspeed.hostfile`` or ``hosts``); None when local."""
+    ds = cfg.deepspeed
+    if not (ds.hosts or ds.hostfile):
+        return None
+    if ds.hostfile:
+        hostfile = Path(ds.hostfile)
+        if not hostfile.exists():
+            raise PreflightError(f"deepspeed.hostfile {hostfile} does not exist")
+        nodes = []
+        for line in hostfile.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                host, _, slots = line.partition(" slots=")
+                if not slots.strip().isdigit():
+                    raise PreflightError(f"{hostfile}: line {line!r} must look like 'worker-0 slots=4'")
+                nodes.append((host.strip(), int(slots)))
+    else:
+        nodes = parse_hosts(ds.hosts)
+    if not nodes:
+        raise PreflightError("the hostfile lists no node")
+    return nodes
+
+
+def world_size(cfg: LlmopsConfig) -> int:
+    nodes = cluster_nodes(cfg)
+    if nodes is None:
+        return cfg.deepspeed.ranks
+    return min(cfg.deepspeed.ranks, min(n for _, n in nodes)) * len(nodes)
+
+
 def launcher_command(cfg: LlmopsConfig, job_file: Path, run_dir: Path, *, port: int
                      ) -> tuple[list[str], Path | None, int]:
     """``(command, hostfile, world_size)`` for the ``deepspeed`` runner."""
     ds = cfg.deepspeed
     cmd = [sys.executable, "-u", "-m", "deepspeed.launcher.runner"]
     hostfile: Path | None = None
-    if ds.hosts or ds.hostfile:
+    nodes = cluster_nodes(cfg)
+    if nodes is not None:
         if ds.hostfile:
             hostfile = Path(ds.hostfile)
-            if not hostfile.exists():
-                raise PreflightError(f"deepspeed.hostfile {hostfile} does not exist")
-            nodes = []
-            for line in hostfile.read_text().splitlines():
-                line = line.split("#")[0].strip()
-                if line:
-                    host, _, slots = line.partition(" slots=")
-                    nodes.append((host.strip(), int(slots or 1)))
         else:
-            nodes = parse_hosts(ds.hosts)
             hostfile = run_dir / "hostfile"
             hostfile.write_text("".join(f"{h} slots={n}\n" for h, n in nodes))
-        if not nodes:
-            raise PreflightError("the hostfile lists no node")
         per_node = min(ds.ranks, min(n for _, n in nodes))
-        world = per_node * len(nodes)
         cmd += ["--hostfile", str(hostfile), "--num_nodes", str(len(nodes)), "--num_gpus", str(per_node),
                 "--master_addr", ds.master_addr or nodes[0][0], "--master_port", str(ds.master_port),
                 "--launcher", ds.launcher]
     else:
-        world = ds.ranks
         cmd += ["--num_gpus", str(ds.ranks), "--master_port", str(port)]
     cmd += ["--no_local_rank", "--module", WORKER_MODULE, "--job", str(job_file)]
-    return cmd, hostfile, world
+    return cmd, hostfile, world_size(cfg)
 
 
 # ---- preparing a job ---------------------------------------------------------------
@@ -238,12 +257,20 @@ def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, nam
     precision = resolve_precision(cfg.deepspeed.precision, cuda, cuda and torch.cuda.is_bf16_supported())
     threads = cfg.deepspeed.threads_per_rank or max(1, n_devices // cfg.deepspeed.ranks if not cuda else 4)
 
-    # The key: what determines the result. Ranks are in it (a different world size is a
-    # different data order), the launcher's ports and hosts are not.
-    launch_keyed = cfg.deepspeed.model_dump(mode="json", exclude={"hosts", "hostfile", "master_addr",
-                                                                  "master_port", "launcher", "timeout_s"})
-    config_keyed = {"loop": loop.model_dump(mode="json"), "deepspeed": launch_keyed, "model": model,
-                    "data": {k: v for k, v in data.items() if k != "path"}, "precision": precision}
+    world = world_size(cfg)
+    ds_config = build_deepspeed_config(cfg.deepspeed, loop, world_size=world, precision=precision)
+    # What the user's config file may have changed wins: it is what the engine will do.
+    zero_stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
+    precision = ("bf16" if ds_config.get("bf16", {}).get("enabled") else
+                 "fp16" if ds_config.get("fp16", {}).get("enabled") else "fp32")
+
+    # The key: what determines the result. The resolved DeepSpeed config is in it (world
+    # size, ZeRO stage, precision, a user file's contents); ports and host names are not,
+    # nor are the other fine-tuning variants.
+    loop_keyed = loop.model_dump(mode="json", exclude={"variants", "parallel_jobs"})
+    config_keyed = {"loop": loop_keyed, "deepspeed": ds_config, "model": model,
+                    "activation_checkpointing": cfg.deepspeed.activation_checkpointing,
+                    "data": {k: v for k, v in data.items() if k != "path"}}
     key = stable_hash({"kind": kind, "inputs": inputs, "config": config_keyed, "code": code_version()})
     run_dir = Path(cfg.home) / "runs" / kind / f"{name}-{key}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -251,23 +278,26 @@ def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, nam
 
     port = pick_port(cfg.deepspeed.master_port) if local else cfg.deepspeed.master_port
     command, hostfile, world = launcher_command(cfg, job_file, run_dir, port=port)
-    ds_config = build_deepspeed_config(cfg.deepspeed, loop, world_size=world, precision=precision)
 
     spec = {
         "kind": kind, "name": name, "key": key, "run_dir": str(run_dir),
         "inputs": inputs, "model": model, "data": data, "tokenizer": str(tokenizer),
-        "loop": loop.model_dump(mode="json"),
+        "loop": loop_keyed,
         "finetune": cfg.finetune.model_dump(mode="json", exclude={"variants"}) if kind == "finetune" else None,
         "deepspeed": ds_config,
         "launch": {"world_size": world, "ranks_per_node": world if local else cfg.deepspeed.ranks,
                    "nodes": 1 if local else len(cfg.deepspeed.hosts) or None, "device": device,
                    "precision": precision, "threads_per_rank": threads,
                    "activation_checkpointing": cfg.deepspeed.activation_checkpointing,
-                   "zero_stage": cfg.deepspeed.zero_stage, "timeout_s": cfg.deepspeed.timeout_s,
+                   "zero_stage": zero_stage, "timeout_s": cfg.deepspeed.timeout_s,
                    "command": command},
         "mlflow": None,
         "code_version": code_version(),
     }
+    if (run_dir / RESULT_FILE).exists() and job_file.exists():
+        # Finished already: keep its record as it is (and its MLflow run closed).
+        spec["mlflow"] = json.loads(job_file.read_text()).get("mlflow")
+        return TrainingJob(kind, name, run_dir, spec, command, _job_env(threads), hostfile)
     if track:
         spec["mlflow"] = _mlflow_run(cfg, kind, name, key, spec, mlflow_parent)
     tmp = job_file.with_suffix(".tmp")
@@ -298,6 +328,11 @@ def prepare_pretrain(cfg: LlmopsConfig, *, data_card: str | Path | None = None, 
     except ValueError as exc:
         raise PreflightError(str(exc)) from None
     context = cfg.pretrain.context_length or meta["window"]
+    for split in ("train", "validation"):
+        if meta["splits"][split]["n_tokens"] < context + 1:
+            raise PreflightError(f"the {split} split of {data['tokens']} has {meta['splits'][split]['n_tokens']} "
+                                 f"tokens, fewer than one window of {context + 1}; lower "
+                                 f"pretrain.context_length or add data")
     if context > preset.get("max_position_embeddings", 2048):
         raise PreflightError(f"context length {context} exceeds the preset's max_position_embeddings "
                              f"{preset.get('max_position_embeddings')}")
@@ -328,7 +363,15 @@ def resolve_base_model(cfg: LlmopsConfig, base: str | Path | None) -> Path:
         tracking.configure(cfg)
         import mlflow
 
-        return Path(mlflow.artifacts.download_artifacts(base_str))
+        # A fixed place per URI (not a fresh temp dir): the same base gives the same run
+        # directory on every try, so a retry resumes; the key also holds the weights' hash,
+        # so an alias that moved to another version is a different job.
+        cache = Path(cfg.home) / "cache" / "models" / stable_hash(base_str)
+        cache.mkdir(parents=True, exist_ok=True)
+        path = Path(mlflow.artifacts.download_artifacts(base_str, dst_path=str(cache)))
+        if not (path / "config.json").exists():
+            raise PreflightError(f"{base_str} is not a Hugging Face model directory (no config.json)")
+        return path
     path = Path(base)
     if not (path / "config.json").exists():
         raise PreflightError(f"base model {path} is not a Hugging Face model directory (no config.json)")
@@ -364,7 +407,8 @@ def prepare_finetune(cfg: LlmopsConfig, *, variant: str | None = None, base: str
     method = (chosen.method if chosen and chosen.method else None) or cfg.finetune.method
     cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"method": method})})
     base_meta = _model_info(base_dir)
-    inputs = {"base": {"path": str(base_dir), "hash": base_meta.get("key") or stable_hash(str(base_dir))},
+    inputs = {"base": {"path": str(base_dir), "hash": base_meta.get("key"), "weights_sha256": _weights_hash(base_dir),
+                       "source": str(base) if base is not None else None},
               "pairs": {"path": str(pairs), "sha256": file_sha256(pairs)},
               "tokenizer": {"path": str(tok_dir), "sha256": file_sha256(tok_dir / "tokenizer.json")},
               "data_card": data_card_ref or base_meta.get("data_card")}
@@ -373,6 +417,20 @@ def prepare_finetune(cfg: LlmopsConfig, *, variant: str | None = None, base: str
                        data={"pairs": str(pairs), "max_length": cfg.finetune.max_length,
                              "validation_fraction": cfg.finetune.validation_fraction},
                        tokenizer=tok_dir, mlflow_parent=mlflow_parent, track=track)
+
+
+def _weights_hash(model_dir: Path) -> str:
+    """SHA-256 over the weight files: replaced weights under the same path are a new input."""
+    import hashlib
+
+    files = sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))
+    if not files:
+        raise PreflightError(f"base model {model_dir} has no weights (*.safetensors or *.bin)")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode())
+        digest.update(file_sha256(f).encode())
+    return digest.hexdigest()
 
 
 def _model_info(model_dir: Path) -> dict[str, Any]:

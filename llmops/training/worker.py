@@ -158,13 +158,19 @@ class Worker:
         mb = self.loop["micro_batch_size"]
         limit = min(len(val), self.loop["eval_batches"] * mb * self.world)
         ids = np.arange(self.rank, limit, self.world)
+        # Every rank runs the same number of forward passes: under ZeRO-3 each forward is a
+        # collective (parameter all-gather), so a rank with one batch more would wait forever.
+        # A rank that ran out re-reads sample 0 with weight 0.
+        n_batches = math.ceil(math.ceil(limit / self.world) / mb)
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)
         engine.eval()
         with torch.no_grad():
-            for i in range(0, len(ids), mb):
-                inputs, labels, mask = self.to_tensors(val.batch(ids[i:i + mb]))
+            for i in range(n_batches):
+                chunk = ids[i * mb:(i + 1) * mb]
+                weight = 1.0 if len(chunk) else 0.0
+                inputs, labels, mask = self.to_tensors(val.batch(chunk if len(chunk) else np.zeros(1, np.int64)))
                 loss, count = self.loss_of(engine, inputs, labels, mask)
-                totals += torch.stack([loss.double() * count, count.double()])
+                totals += weight * torch.stack([loss.double() * count, count.double()])
         engine.train()
         self.dist.all_reduce(totals)
         val_loss = (totals[0] / totals[1].clamp(min=1)).item()
@@ -204,34 +210,53 @@ class Worker:
         self.dist.barrier()
 
     def resume(self, engine) -> tuple[int, dict[str, Any]]:
-        """Step to start from, and the metric history, from the newest complete checkpoint."""
+        """Step to start from, and the metric history, from the newest complete checkpoint.
+
+        Rank 0 chooses the checkpoint and tells the others, so ranks on different nodes
+        (whose view of a shared filesystem may lag) cannot pick different ones.
+        """
         import torch
 
         root = self.run_dir / CHECKPOINTS
-        newest = ckpt.newest_complete(root)
-        partial = ckpt.incomplete_checkpoints(root)
-        if newest is None:
-            if partial:
-                say(f"ignoring incomplete checkpoint(s) {', '.join(p.name for p in partial)}: "
-                    f"no complete one, starting from step 0")
+        choice: list[Any] = [None]
+        if self.is_main:
+            newest = ckpt.newest_complete(root)
+            partial = ckpt.incomplete_checkpoints(root)
+            if newest is None:
+                reason = (f"ignoring incomplete checkpoint(s) {', '.join(p.name for p in partial)}"
+                          if partial else "no checkpoint in " + str(root))
+                say(f"{reason}: starting from step 0")
+            else:
+                skipped = [p.name for p in partial if p.name > newest[1].name]
+                if skipped:
+                    say(f"skipping incomplete checkpoint(s) {', '.join(skipped)}")
+                choice = [newest[1].name]
+        self.dist.broadcast_object_list(choice, src=0)
+        if choice[0] is None:
             return 0, {}
-        step, tag_dir = newest
+        tag_dir = root / choice[0]
         info = ckpt.read_complete(tag_dir)
         if info["world_size"] != self.world:
             raise RuntimeError(f"checkpoint {tag_dir} was written by {info['world_size']} ranks, this job has "
                                f"{self.world}; relaunch with the same number of ranks")
-        skipped = [p.name for p in partial if p.name > tag_dir.name]
-        if skipped:
-            say(f"skipping incomplete checkpoint(s) {', '.join(skipped)}")
         path, client = engine.load_checkpoint(str(root), tag=tag_dir.name, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {tag_dir}")
-        rng_file = tag_dir / f"rng_rank{self.rank}.pt"
-        self.restore_rng(torch.load(rng_file, weights_only=False))
-        say(f"resuming from checkpoint {tag_dir.name} (step {client['step']}, "
-            f"engine step {engine.global_steps})")
-        return int(client["step"]), dict(client.get("history") or {})
+        self.restore_rng(torch.load(tag_dir / f"rng_rank{self.rank}.pt", weights_only=False))
+        start = int(client["step"])
+        if self.is_main:
+            self._truncate_metrics(start)
+            say(f"resuming from checkpoint {tag_dir.name} (step {start}, engine step {engine.global_steps})")
+        return start, dict(client.get("history") or {})
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Forget metrics logged after the checkpoint: the resumed job logs those steps again."""
+        if not self.metrics_path.exists():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
     # ---- output ---------------------------------------------------------------------
 
@@ -303,7 +328,11 @@ class Worker:
                 f"({params['trainable']:,} trainable), {self.world} rank(s) on {self.launch['device']}, "
                 f"ZeRO-{self.launch['zero_stage']}, {self.launch['precision']}, {info['train_samples']} training "
                 f"samples, global batch {schedule.global_batch}, steps {start}->{steps}")
-        self.start_tracking(engine, info, params)
+        try:
+            self.start_tracking(engine, info, params)
+        except Exception as exc:  # train anyway; metrics.jsonl still has everything
+            say(f"WARNING: MLflow tracking is off for this job: {type(exc).__name__}: {exc}")
+            self.tracker = None
         if start == 0:
             first = self.evaluate(engine, val)
             history["first_val_loss"] = first["val_loss"]
@@ -311,6 +340,7 @@ class Worker:
             if self.is_main:
                 say(f"step 0/{steps} val_loss {first['val_loss']:.4f} val_perplexity {first['val_perplexity']:.1f}")
 
+        engine.train()  # from_pretrained returns eval mode: dropout and activation checkpointing off
         peak = self._peak_flops()
         window_loss = torch.zeros(2, dtype=torch.float64, device=self.device)
         window_tokens, window_start = 0, time.perf_counter()
@@ -322,7 +352,7 @@ class Worker:
                 engine.step()
                 window_loss += torch.stack([loss.detach().double(), torch.ones((), dtype=torch.float64,
                                                                                device=self.device)])
-                window_tokens += int(count) if mask is not None else inputs.numel()
+                window_tokens += int(mask.sum()) if mask is not None else inputs.numel()
             done = step + 1
             last = done == steps
             if done % loop["log_every"] == 0 or last:
@@ -330,16 +360,20 @@ class Worker:
                                                              device=self.device)])
                 self.dist.all_reduce(stats)
                 seconds = time.perf_counter() - window_start
-                metrics = {"train_loss": (stats[0] / stats[1]).item(), "lr": scheduler.get_last_lr()[0],
+                # The LR of the step just taken (the scheduler has already moved to the next).
+                lr = loop["lr"] * lr_factor(done - 1, steps=steps, warmup=loop["warmup_steps"],
+                                            min_ratio=loop["min_lr_ratio"])
+                metrics = {"train_loss": (stats[0] / stats[1]).item(), "lr": lr,
                            "tokens_per_s": stats[2].item() / seconds, "epoch": schedule.epoch_at(done)}
-                if peak:
-                    metrics["mfu"] = 6 * params["trainable"] * metrics["tokens_per_s"] / (peak * self.world)
+                if peak:  # 6ND: the backward pass runs through frozen (LoRA base) weights too
+                    metrics["mfu"] = 6 * params["total"] * metrics["tokens_per_s"] / (peak * self.world)
                 self.record(done, metrics)
                 if self.is_main:
                     say(f"step {done}/{steps} train_loss {metrics['train_loss']:.4f} lr {metrics['lr']:.2e} "
                         f"tokens/s {metrics['tokens_per_s']:,.0f}")
                 window_loss.zero_()
                 window_tokens, window_start = 0, time.perf_counter()
+            paused = time.perf_counter()
             if done % loop["eval_every"] == 0 or last:
                 val_metrics = self.evaluate(engine, val)
                 history["last_val_loss"] = val_metrics["val_loss"]
@@ -349,6 +383,7 @@ class Worker:
                         f"val_perplexity {val_metrics['val_perplexity']:.1f}")
             if done % loop["checkpoint_every"] == 0 or last:
                 self.save(engine, done, history)
+            window_start += time.perf_counter() - paused  # evaluation and saving are not training throughput
         self.finish(steps, history, params, info)
 
     def _peak_flops(self) -> float | None:
@@ -358,6 +393,23 @@ class Worker:
             return None
         name = torch.cuda.get_device_name(self.device)
         return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
+
+    def _log_final(self, result: dict[str, Any], steps: int) -> None:
+        from llmops.training.plots import loss_curve
+
+        png = loss_curve(self.metrics_path, self.run_dir / "loss_curve.png",
+                         title=f"{self.job['kind']} {self.job['name']}")
+        self.tracker.log_artifact(png)
+        self.tracker.log_artifact(self.metrics_path)
+        log_file = self.run_dir / "train.log"  # as far as written: the launcher's last lines come after
+        if log_file.exists():
+            self.tracker.log_artifact(log_file)
+        self.tracker.log_metrics({k: v for k, v in (("first_val_loss", result["first_val_loss"]),
+                                                    ("final_val_loss", result["final_val_loss"]))
+                                  if v is not None}, step=steps)
+        if self.system_metrics is not None:
+            self.system_metrics.stop()
+        self.tracker.end("FINISHED")
 
     def finish(self, steps: int, history: dict[str, Any], params: dict[str, int], info: dict[str, Any]) -> None:
         self.dist.barrier()
@@ -369,21 +421,10 @@ class Worker:
                   "checkpoint": str(newest[1]) if newest else None, "parameters": params, "world_size": self.world,
                   "mlflow_run_id": (self.job.get("mlflow") or {}).get("run_id"), **info}
         if self.tracker is not None:
-            from llmops.training.plots import loss_curve
-
-            png = loss_curve(self.metrics_path, self.run_dir / "loss_curve.png",
-                             title=f"{self.job['kind']} {self.job['name']}")
-            self.tracker.log_artifact(png)
-            self.tracker.log_artifact(self.metrics_path)
-            log_file = self.run_dir / "train.log"  # as far as written: the launcher's last lines come after
-            if log_file.exists():
-                self.tracker.log_artifact(log_file)
-            self.tracker.log_metrics({k: v for k, v in (("first_val_loss", result["first_val_loss"]),
-                                                        ("final_val_loss", result["final_val_loss"]))
-                                      if v is not None}, step=steps)
-            if self.system_metrics is not None:
-                self.system_metrics.stop()
-            self.tracker.end("FINISHED")
+            try:
+                self._log_final(result, steps)
+            except Exception as exc:  # the model is trained: a tracking outage must not fail the job
+                say(f"WARNING: could not log the final artifacts to MLflow: {type(exc).__name__}: {exc}")
         tmp = self.run_dir / "result.json.tmp"
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         tmp.replace(self.run_dir / "result.json")
