@@ -8,7 +8,8 @@ import pytest
 from llmops.cli import build_parser, main
 
 SUBCOMMANDS = [["config"], ["demo-site", "serve"], ["demo-site", "ground-truth"], ["scrape"], ["extract"],
-               ["clean"], ["dedup"], ["redact"], ["qa"], ["tokenizer"], ["encode"], ["data", "run"], ["demo"]]
+               ["clean"], ["dedup"], ["redact"], ["qa"], ["tokenizer"], ["encode"], ["data", "run"], ["demo"],
+               ["train", "pretrain"], ["train", "finetune"], ["train", "export"]]
 
 
 @pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)
@@ -57,3 +58,12 @@ def test_bad_flag_values_are_config_errors(tmp_path, capsys):
     assert "scrape.max_pages" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "typo.yaml"), "config"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_training_preflight_error_is_one_line_before_any_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "llmops.cli", "train", "pretrain", "--no-mlflow",
+                           "--tokens", str(tmp_path / "missing")],
+                          capture_output=True, text=True, env={"LLMOPS_HOME": str(tmp_path), "PATH": "/usr/bin"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("llmops: error: PreflightError: token shards")
+    assert not (tmp_path / "runs").exists()  # nothing was prepared, nothing launched
