@@ -302,6 +302,8 @@ class FinetuneVariantConfig(_Section):
     """``qa`` for the data pipeline's Q&A set, or a path to a JSONL file of {question, answer}."""
     method: Literal["full", "lora"] | None = None
     """Overrides ``finetune.method`` for this variant."""
+    lr: float | None = Field(None, gt=0)
+    """Overrides ``finetune.lr`` for this variant (full fine-tuning wants a lower one than LoRA)."""
 
 
 class FinetuneConfig(LoopConfig):

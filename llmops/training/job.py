@@ -405,7 +405,8 @@ def prepare_finetune(cfg: LlmopsConfig, *, variant: str | None = None, base: str
     if not pairs.exists():
         raise PreflightError(f"fine-tuning data {pairs} does not exist")
     method = (chosen.method if chosen and chosen.method else None) or cfg.finetune.method
-    cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"method": method})})
+    lr = (chosen.lr if chosen and chosen.lr else None) or cfg.finetune.lr
+    cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"method": method, "lr": lr})})
     base_meta = _model_info(base_dir)
     inputs = {"base": {"path": str(base_dir), "hash": base_meta.get("key"), "weights_sha256": _weights_hash(base_dir),
                        "source": str(base) if base is not None else None},
