@@ -172,7 +172,8 @@ def cmd_train_pretrain(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.training.job import prepare_pretrain
 
     cfg = with_overrides(cfg, _training_overrides(args, "pretrain"))
-    job = prepare_pretrain(cfg, data_card=args.data_card, tokens=args.tokens, track=not args.no_mlflow)
+    job = prepare_pretrain(cfg, data_card=args.data_card, tokens=args.tokens,
+                           track=not (args.no_mlflow or args.dry_run))
     return _run_training(job, args, cfg)
 
 
@@ -182,7 +183,7 @@ def cmd_train_finetune(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 
     cfg = with_overrides(cfg, _training_overrides(args, "finetune"))
     job = prepare_finetune(cfg, variant=args.variant, base=args.base, data=args.data, data_card=args.data_card,
-                           track=not args.no_mlflow)
+                           track=not (args.no_mlflow or args.dry_run))
     return _run_training(job, args, cfg)
 
 
