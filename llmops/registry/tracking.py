@@ -119,7 +119,9 @@ def connect(uri: str) -> MlflowClient:
     """
     try:
         with _sqlite_lock(uri):
-            client = MlflowClient(tracking_uri=uri)
+            # The registry lives in the same store unless MLFLOW_REGISTRY_URI says otherwise;
+            # never the process-wide default, which an earlier configure() may have set.
+            client = MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
             client.search_experiments(max_results=1)
         return client
     except Exception as exc:  # any failure here means "unreachable"
@@ -160,10 +162,29 @@ def configure(cfg: LlmopsConfig) -> str:
 
     uri = tracking_uri(cfg)
     connect(uri)
+    # mlflow.set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which
+    # ``tracking_uri`` reads: left behind, they would send the next configuration (another
+    # LLMOPS_HOME in the same process) to this store. Keep the environment as it was.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
-    if not os.environ.get("MLFLOW_REGISTRY_URI"):
+    if not saved["MLFLOW_REGISTRY_URI"]:
         mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return uri
+
+
+def download_model(cfg: LlmopsConfig, model_uri: str, dst: Path | None = None) -> Path:
+    """Download ``models:/...`` or ``runs:/...`` from the configured store."""
+    import mlflow
+
+    # The models:/ artifact repository asks the process-wide registry URI, whatever
+    # download_artifacts is given: point the fluent API at this store first.
+    configure(cfg)
+    return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(dst) if dst else None))
 
 
 def _client(cfg_or_uri: LlmopsConfig | str) -> tuple[MlflowClient, str]:

@@ -360,15 +360,12 @@ def resolve_base_model(cfg: LlmopsConfig, base: str | Path | None) -> Path:
     if base_str.startswith("models:/") or base_str.startswith("runs:/"):
         from llmops.registry import tracking
 
-        tracking.configure(cfg)
-        import mlflow
-
         # A fixed place per URI (not a fresh temp dir): the same base gives the same run
         # directory on every try, so a retry resumes; the key also holds the weights' hash,
         # so an alias that moved to another version is a different job.
         cache = Path(cfg.home) / "cache" / "models" / stable_hash(base_str)
         cache.mkdir(parents=True, exist_ok=True)
-        path = Path(mlflow.artifacts.download_artifacts(base_str, dst_path=str(cache)))
+        path = tracking.download_model(cfg, base_str, cache)
         if not (path / "config.json").exists():
             raise PreflightError(f"{base_str} is not a Hugging Face model directory (no config.json)")
         return path

@@ -1,0 +1,1 @@
+"""Evaluation: generation metrics, language-model metrics, leakage and behaviour checks, the gate."""

@@ -1,0 +1,116 @@
+"""The MLflow model registry as llmops uses it: which model is which.
+
+A model version's artifacts are the plain Hugging Face directory the export wrote
+(config.json, safetensors, tokenizer files with the chat template), logged under the
+run's ``model/`` artifact path, so ``mlflow.artifacts.download_artifacts("models:/llmops/3")``
+returns exactly what the deployment serves. No MLflow flavour wrapper: every tool that
+reads HF directories reads it as it is.
+
+Aliases, not the deprecated stages: ``challenger`` (passed the gate) and ``champion``
+(served, set after a verified deployment). Promoting records the previous champion on
+the new one (tag ``llmops.previous_champion``), so a rollback is reassigning
+``champion`` to that version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmops.config import LlmopsConfig
+from llmops.registry import tracking
+
+SERVED_MODEL = "llmops"
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+PREVIOUS_CHAMPION_TAG = "llmops.previous_champion"
+MODEL_ARTIFACT_PATH = "model"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done (no such version or alias, nothing to roll back to)."""
+
+
+def registered_name(variant: str | None, served_variant: str | None = None) -> str:
+    """``llmops`` for the served variant, ``llmops-<variant>`` for the others."""
+    if variant is None or variant == served_variant:
+        return SERVED_MODEL
+    return f"{SERVED_MODEL}-{variant}"
+
+
+def _client(cfg: LlmopsConfig):
+    return tracking.connect(tracking.tracking_uri(cfg))
+
+
+def register_model(cfg: LlmopsConfig, model_dir: Path, run_id: str, *, name: str = SERVED_MODEL,
+                   tags: dict[str, Any] | None = None, alias: str | None = CHALLENGER,
+                   description: str | None = None) -> str:
+    """Log ``model_dir`` as run ``run_id``'s ``model/`` artifacts and register it; returns the version."""
+    from mlflow.exceptions import MlflowException
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise RegistryError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
+    client = _client(cfg)
+    client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
+    source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
+    try:
+        client.create_registered_model(name, description="llmops language model (plain Hugging Face directory)")
+    except MlflowException as exc:
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+    version = client.create_model_version(name, source=source, run_id=run_id,
+                                          tags={k: str(v) for k, v in (tags or {}).items()},
+                                          description=description)
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
+
+
+def set_version_tags(cfg: LlmopsConfig, name: str, version: str, tags: dict[str, Any]) -> None:
+    client = _client(cfg)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def version_for(cfg: LlmopsConfig, name: str, alias: str) -> str | None:
+    """The version an alias points to, or None if the alias is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client(cfg).get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote_champion(cfg: LlmopsConfig, version: str, *, name: str = SERVED_MODEL) -> str | None:
+    """Point ``champion`` at ``version``; returns the previous champion (recorded on the new one)."""
+    client = _client(cfg)
+    previous = version_for(cfg, name, CHAMPION)
+    if previous == str(version):
+        return previous
+    if previous is not None:
+        client.set_model_version_tag(name, str(version), PREVIOUS_CHAMPION_TAG, previous)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    return previous
+
+
+def rollback_champion(cfg: LlmopsConfig, *, name: str = SERVED_MODEL) -> tuple[str, str]:
+    """Reassign ``champion`` to the version it replaced; returns ``(from_version, to_version)``."""
+    client = _client(cfg)
+    current = version_for(cfg, name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no champion to roll back")
+    previous = client.get_model_version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
+    if not previous:
+        raise RegistryError(f"{name} version {current} is the first champion: there is no earlier one")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    return current, previous
+
+
+def download(cfg: LlmopsConfig, model_uri: str, dst: Path | None = None) -> Path:
+    """The model directory of ``models:/name/version`` or ``models:/name@alias``."""
+    path = tracking.download_model(cfg, model_uri, dst)
+    if not (path / "config.json").exists():
+        raise RegistryError(f"{model_uri} is not a Hugging Face model directory (no config.json in {path})")
+    return path

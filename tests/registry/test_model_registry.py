@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmops.config import load_config
+from llmops.registry import model_registry as reg
+from llmops.registry import tracking
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow must not write ./mlruns into the checkout
+    return load_config(environ={}, overrides={"home": str(tmp_path / "home")})
+
+
+def _model_dir(path, marker: str):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "marker": marker}))
+    (path / "model.safetensors").write_bytes(marker.encode() * 8)
+    (path / "chat_template.jinja").write_text("{{ messages }}")
+    return path
+
+
+def _register(cfg, tmp_path, marker: str) -> str:
+    run_id = tracking.job_run(cfg, f"eval-{marker}", f"eval-{marker}", parent_run_id=None)
+    return reg.register_model(cfg, _model_dir(tmp_path / marker, marker), run_id,
+                              tags={"gate_result": "passed", "data_card_hash": "abc"})
+
+
+def test_a_version_is_a_plain_hf_directory_behind_models_uri(cfg, tmp_path):
+    version = _register(cfg, tmp_path, "v1")
+    assert version == "1" and reg.version_for(cfg, "llmops", "challenger") == "1"
+    for uri in ("models:/llmops/1", "models:/llmops@challenger"):
+        out = reg.download(cfg, uri, tmp_path / f"dl-{uri[-1]}")
+        assert sorted(p.name for p in out.iterdir()) == ["chat_template.jinja", "config.json", "model.safetensors"]
+        assert json.loads((out / "config.json").read_text())["marker"] == "v1"
+    client = tracking.connect(tracking.tracking_uri(cfg))
+    assert client.get_model_version("llmops", "1").tags["gate_result"] == "passed"
+
+
+def test_promotion_records_the_previous_champion_and_rollback_restores_it(cfg, tmp_path):
+    v1, v2 = _register(cfg, tmp_path, "v1"), _register(cfg, tmp_path, "v2")
+    assert reg.promote_champion(cfg, v1) is None
+    assert reg.promote_champion(cfg, v2) == v1
+    assert reg.version_for(cfg, "llmops", "champion") == v2
+    assert reg.rollback_champion(cfg) == (v2, v1)
+    assert reg.version_for(cfg, "llmops", "champion") == v1
+    with pytest.raises(reg.RegistryError, match="first champion"):
+        reg.rollback_champion(cfg)
+
+
+def test_variants_register_under_their_own_name_and_bad_dirs_fail(cfg, tmp_path):
+    assert reg.registered_name("qa", served_variant="qa") == "llmops"
+    assert reg.registered_name("qa-full", served_variant="qa") == "llmops-qa-full"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(reg.RegistryError, match="no config.json"):
+        reg.register_model(cfg, tmp_path / "empty", "run")
+    assert reg.version_for(cfg, "llmops", "champion") is None
