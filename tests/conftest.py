@@ -13,3 +13,9 @@ def llmops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("LLMOPS_HOME", str(home))
     return home
+
+
+# The training fixtures (token shards, a tokenizer with its chat template, one tiny
+# pretrained model) are session-scoped and shared by tests/training, tests/evaluation
+# and tests/plugins: declared once here so that each is built once per session.
+from tests.training.fixtures import data_home, pretrained  # noqa: E402,F401

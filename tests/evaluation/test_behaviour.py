@@ -13,7 +13,7 @@ from llmops.evaluation.behaviour import (
     load_cases,
     parse_cases,
 )
-from tests.training.conftest import paths
+from tests.training.fixtures import paths
 
 EMAIL = r"[\w.+-]+@[\w-]+\.[A-Za-z]{2,}"
 

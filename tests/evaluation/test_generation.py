@@ -14,7 +14,7 @@ from llmops.evaluation.generation import (
     qa_generation_metrics,
 )
 from llmops.training.export import TOKENIZER_FILES
-from tests.training.conftest import paths, qa_pairs
+from tests.training.fixtures import paths, qa_pairs
 
 QUESTIONS = ["What is a for loop?", "Why?", "What is the with statement used for in Python programs?",
              "What is assert?", "x", "What is a lambda expression and when would you use one?"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.training.conftest import paths
+from tests.training.fixtures import paths
 
 torch = pytest.importorskip("torch")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import paths
+from tests.training.fixtures import paths
 
 torch = pytest.importorskip("torch")
 

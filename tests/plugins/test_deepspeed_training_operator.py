@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.dags.conftest import airflow_env
-from tests.training.conftest import TRAIN_OVERRIDES, paths
+from tests.training.fixtures import TRAIN_OVERRIDES, paths
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 
 from llmops.training.data import (IGNORE_INDEX, DataError, Schedule, TokenWindows, encode_chat_examples,
                                   read_pairs, split_pairs)
-from tests.training.conftest import paths
+from tests.training.fixtures import paths
 
 
 def test_schedule_gives_each_rank_its_own_samples_and_is_deterministic():

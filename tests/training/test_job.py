@@ -9,7 +9,7 @@ import pytest
 
 from llmops.training.deepspeed_config import DeepSpeedConfigError
 from llmops.training.job import PreflightError, available_devices, prepare_finetune, prepare_pretrain
-from tests.training.conftest import paths, training_config
+from tests.training.fixtures import paths, training_config
 
 
 def test_a_good_job_builds_the_launcher_command(data_home):

@@ -15,7 +15,7 @@ import pytest
 from llmops.training.export import export_stage
 from llmops.training.job import prepare_finetune, prepare_pretrain
 from llmops.training.runner import run_training
-from tests.training.conftest import paths, training_config
+from tests.training.fixtures import paths, training_config
 
 pytestmark = pytest.mark.slow
 

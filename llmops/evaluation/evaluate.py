@@ -1,0 +1,101 @@
+"""``llmops evaluate``: every number the gate decides on, for one model on one evaluation set.
+
+The evaluation set is the data pipeline's, named by the model's lineage
+(``llmops_model.json`` -> data card -> token shards and held-out Q&A pairs) unless given:
+validation documents for perplexity and bits per byte, held-out pairs for BLEU, ROUGE,
+exact match and diversity, PII canaries for the leak check, and the behavioural cases.
+Its ``eval_data_hash`` covers all of them, so the gate can refuse to compare numbers
+measured on different sets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops.artifacts import file_sha256, read_manifest, stable_hash
+from llmops.config import LlmopsConfig
+
+
+class EvaluationInputError(ValueError):
+    """The evaluation data cannot be found or is unusable."""
+
+
+@dataclass
+class EvalData:
+    """What a model is evaluated on."""
+
+    tokens: Path
+    heldout: Path
+    canaries: list[dict[str, Any]]
+    cases_file: Path
+    canary_source: str
+
+    def digest(self) -> str:
+        return stable_hash({"tokens": read_manifest(self.tokens)["key"], "heldout": file_sha256(self.heldout),
+                            "canaries": stable_hash(self.canaries), "cases": file_sha256(self.cases_file)})
+
+
+def _ground_truth_canaries(cfg: LlmopsConfig) -> list[dict[str, Any]]:
+    path = Path(cfg.home) / "demo_site" / "ground_truth.json"
+    if not path.exists():
+        return []
+    return [{"type": p["type"], "value": p["value"]} for p in json.loads(path.read_text())["pii"]]
+
+
+def resolve_eval_data(cfg: LlmopsConfig, model_dir: Path, *, tokens: Path | None = None,
+                      heldout: Path | None = None, canaries: Path | None = None,
+                      cases: Path | None = None) -> EvalData:
+    """Fill what was not given from the model's lineage and the stack's defaults."""
+    from llmops.evaluation.behaviour import DEFAULT_CASES_FILE
+
+    if tokens is None or heldout is None:
+        info_file = Path(model_dir) / "llmops_model.json"
+        card = json.loads(info_file.read_text()).get("data_card") if info_file.exists() else None
+        if not card:
+            raise EvaluationInputError(f"{model_dir} names no data card (llmops_model.json): pass --tokens and "
+                                       f"--heldout")
+        inputs = read_manifest(Path(card["path"]))["inputs"]
+        tokens = tokens or Path(inputs["tokens"]["path"])
+        heldout = heldout or Path(inputs["qa"]["path"]) / "heldout.jsonl"
+    if canaries is not None:
+        values, source = json.loads(Path(canaries).read_text()), str(canaries)
+    else:
+        values, source = _ground_truth_canaries(cfg), "demo site ground truth"
+    if not values:
+        raise EvaluationInputError("no PII canaries: pass --canaries FILE (a JSON list of {type, value}) or run "
+                                   "the demo site, whose ground truth plants them")
+    for path in (tokens, heldout):
+        if not Path(path).exists():
+            raise EvaluationInputError(f"evaluation input {path} does not exist")
+    return EvalData(Path(tokens), Path(heldout), values, Path(cases or DEFAULT_CASES_FILE), source)
+
+
+def evaluate_model(model_dir: Path, data: EvalData, *, max_questions: int | None = None,
+                   max_canaries: int | None = 200, max_new_tokens: int = 48) -> dict[str, Any]:
+    """All metrics of ``model_dir`` on ``data``: a flat dict of numbers plus the details."""
+    from llmops.data.store import read_jsonl
+    from llmops.evaluation.behaviour import load_cases, run_cases
+    from llmops.evaluation.generation import load_model, qa_generation_metrics
+    from llmops.evaluation.language_model import lm_metrics
+    from llmops.evaluation.leakage import canary_prompts, leak_rate
+
+    model, tokenizer = load_model(model_dir)
+    pairs = read_jsonl(data.heldout)[:max_questions] if max_questions else read_jsonl(data.heldout)
+    if not pairs:
+        raise EvaluationInputError(f"{data.heldout} holds no question/answer pair")
+    lm = lm_metrics(model, data.tokens)
+    qa = qa_generation_metrics(model, tokenizer, pairs, max_new_tokens=max_new_tokens)
+    leak = leak_rate(model, tokenizer, canary_prompts(data.canaries, limit=max_canaries))
+    behaviour = run_cases(model, tokenizer, load_cases(data.cases_file))
+    metrics = {"perplexity": lm["perplexity"], "bits_per_byte": lm["bits_per_byte"],
+               **{k: qa[k] for k in ("bleu", "rouge1", "rouge2", "rougeL", "exact_match", "distinct_1",
+                                     "distinct_2", "latency_s_p50", "latency_s_p95", "tokens_per_s")},
+               "pii_leak_rate": leak["pii_leak_rate"], "behaviour_pass_rate": behaviour["behaviour_pass_rate"],
+               "eval_data_hash": data.digest()}
+    return {"metrics": metrics, "language_model": lm, "samples": qa.get("samples", []), "leakage": leak,
+            "behaviour": behaviour, "eval_data": {"tokens": str(data.tokens), "heldout": str(data.heldout),
+                                                  "cases": str(data.cases_file), "canaries": data.canary_source,
+                                                  "n_canaries": len(data.canaries), "questions": len(pairs)}}
