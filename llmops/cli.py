@@ -194,6 +194,22 @@ def cmd_train_export(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.evaluation.evaluate import run_evaluation
+
+    out = run_evaluation(cfg, args.model, out_dir=args.out, champion=args.champion, tokens=args.tokens,
+                         heldout=args.heldout, canaries=args.canaries, cases=args.cases, gate_file=args.gate,
+                         max_questions=args.max_questions)
+    width = max(len(k) for k in out["metrics"])
+    for key, value in out["metrics"].items():
+        base = (out["champion"] or {}).get(key)
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {key:<{width}}  {shown}" + (f"   (champion {base:.4f})" if isinstance(base, float) else ""))
+    print(out["gate"].failure_message())
+    print(f"report: {out['paths']['report_md']}")
+    return 0 if out["gate"].passed else 3
+
+
 def cmd_demo(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.demo import run_demo
 
@@ -336,6 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
             train_sub)
     p.add_argument("run", type=Path, help="the run directory ($LLMOPS_HOME/runs/<kind>/<name>-<key>)")
     p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
+
+    p = add("evaluate", cmd_evaluate, "Evaluate a model (perplexity, bits per byte, BLEU, ROUGE, exact match, "
+            "diversity, PII canary leakage, behavioural cases, latency), run the gate and write the report. "
+            "Exit code 3 when the gate fails.")
+    p.add_argument("--model", required=True, help="model directory or models:/name/version, models:/name@alias")
+    p.add_argument("--champion", help="the model to compare with, re-evaluated on the same data")
+    p.add_argument("--out", type=Path, help="report directory (default: $LLMOPS_HOME/reports/evaluation/<hash>)")
+    p.add_argument("--tokens", type=Path, help="token shards for perplexity (default: the model's data card)")
+    p.add_argument("--heldout", type=Path, help="held-out Q&A JSONL (default: the model's data card)")
+    p.add_argument("--canaries", type=Path, help="JSON list of {type, value} PII canaries (default: the demo "
+                   "site's planted values)")
+    p.add_argument("--cases", type=Path, help="behavioural cases YAML (default: include/eval/behaviour.yaml)")
+    p.add_argument("--gate", type=Path, help="gate thresholds YAML (default: include/eval/gate.yaml)")
+    p.add_argument("--max-questions", type=int, help="evaluate on the first N held-out pairs only")
 
     p = add("demo", cmd_demo, "Start the demo site and run the llmops_data DAG through Airflow "
             "(`airflow dags test`), then print the summary.")

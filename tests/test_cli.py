@@ -9,7 +9,7 @@ from llmops.cli import build_parser, main
 
 SUBCOMMANDS = [["config"], ["demo-site", "serve"], ["demo-site", "ground-truth"], ["scrape"], ["extract"],
                ["clean"], ["dedup"], ["redact"], ["qa"], ["tokenizer"], ["encode"], ["data", "run"], ["demo"],
-               ["train", "pretrain"], ["train", "finetune"], ["train", "export"]]
+               ["train", "pretrain"], ["train", "finetune"], ["train", "export"], ["evaluate"]]
 
 
 @pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)

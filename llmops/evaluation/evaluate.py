@@ -99,3 +99,38 @@ def evaluate_model(model_dir: Path, data: EvalData, *, max_questions: int | None
             "behaviour": behaviour, "eval_data": {"tokens": str(data.tokens), "heldout": str(data.heldout),
                                                   "cases": str(data.cases_file), "canaries": data.canary_source,
                                                   "n_canaries": len(data.canaries), "questions": len(pairs)}}
+
+
+def run_evaluation(cfg: LlmopsConfig, model: str | Path, *, out_dir: Path | None = None,
+                   champion: str | Path | None = None, tokens: Path | None = None, heldout: Path | None = None,
+                   canaries: Path | None = None, cases: Path | None = None, gate_file: Path | None = None,
+                   max_questions: int | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` (a directory or ``models:/`` URI), the champion on the same data if
+    given, run the gate and write the report. Returns metrics, champion metrics, gate, paths."""
+    from llmops.evaluation.gate import load_thresholds, run_gate
+    from llmops.evaluation.report import write_report
+
+    def local(ref: str | Path) -> Path:
+        if str(ref).startswith(("models:/", "runs:/")):
+            from llmops.registry.tracking import download_model
+
+            return download_model(cfg, str(ref), Path(cfg.home) / "cache" / "models" / stable_hash(str(ref)))
+        return Path(ref)
+
+    model_dir = local(model)
+    data = resolve_eval_data(cfg, model_dir, tokens=tokens, heldout=heldout, canaries=canaries, cases=cases)
+    result = evaluate_model(model_dir, data, max_questions=max_questions)
+    champion_metrics = None
+    if champion is not None:  # re-evaluated on the challenger's data: numbers that compare
+        champion_metrics = evaluate_model(local(champion), data, max_questions=max_questions)["metrics"]
+    gate = run_gate(result["metrics"], champion_metrics, load_thresholds(gate_file))
+    out_dir = Path(out_dir or Path(cfg.home) / "reports" / "evaluation" / stable_hash(
+        {"model": str(model), "data": data.digest(), "champion": str(champion)}))
+    info_file = model_dir / "llmops_model.json"
+    run_dir = json.loads(info_file.read_text()).get("run_dir") if info_file.exists() else None
+    curve = Path(run_dir) / "loss_curve.png" if run_dir else None
+    paths = write_report(out_dir, model=str(model), metrics=result["metrics"], champion=champion_metrics,
+                         gate=gate.to_dict(), loss_curve=curve if curve and curve.exists() else None,
+                         samples=result["samples"], behaviour=result["behaviour"], leakage=result["leakage"])
+    return {"metrics": result["metrics"], "champion": champion_metrics, "gate": gate, "paths": paths,
+            "eval_data": result["eval_data"]}

@@ -39,3 +39,38 @@ def test_missing_inputs_are_clear(pretrained, tmp_path):
         resolve_eval_data(pretrained["cfg"], tmp_path)
     with pytest.raises(EvaluationInputError, match="no PII canaries"):
         resolve_eval_data(pretrained["cfg"], pretrained["model"], tokens=tmp_path, heldout=tmp_path)
+
+
+def test_the_gate_rejects_a_corrupted_model_and_passes_the_good_one(pretrained, data_home, tmp_path):
+    """Scrambled embedding rows (what a model/tokenizer mix-up does): the gate names what broke."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from llmops.evaluation.gate import GateThresholds, run_gate
+
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps(p) + "\n" for p in qa_pairs()[:4]))
+    canaries = tmp_path / "canaries.json"
+    canaries.write_text(json.dumps(CANARIES))
+    good_dir, bad_dir = pretrained["model"], tmp_path / "corrupted"
+    shutil.copytree(good_dir, bad_dir)
+    weights = load_file(bad_dir / "model.safetensors")
+    embed = "model.embed_tokens.weight"
+    weights[embed] = weights[embed][torch.randperm(len(weights[embed]), generator=torch.Generator().manual_seed(0))]
+    save_file(weights, bad_dir / "model.safetensors", metadata={"format": "pt"})
+
+    def metrics(model_dir):
+        data = resolve_eval_data(pretrained["cfg"], model_dir, tokens=paths(data_home)["tokens"], heldout=heldout,
+                                 canaries=canaries)
+        return evaluate_model(model_dir, data, max_new_tokens=8)["metrics"]
+
+    good, bad = metrics(good_dir), metrics(bad_dir)
+    # Floors set between the two the way include/eval/gate.yaml's are: just beyond the good model.
+    thresholds = GateThresholds.model_validate({"floors": {"bits_per_byte": {"max": good["bits_per_byte"] * 1.1},
+                                                           "pii_leak_rate": {"max": 0.0}}})
+    assert run_gate(good, None, thresholds).passed
+    rejected = run_gate(bad, None, thresholds)
+    assert not rejected.passed and [c.metric for c in rejected.failed] == ["bits_per_byte"]
+    assert f"bits_per_byte {bad['bits_per_byte']:.4g}" in rejected.failure_message()
