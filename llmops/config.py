@@ -365,6 +365,17 @@ class MlflowConfig(_Section):
     """Port of ``make mlflow``."""
 
 
+class EvaluationConfig(_Section):
+    gate_file: str | None = None
+    """Gate thresholds YAML; default ``include/eval/gate.yaml``."""
+    cases_file: str | None = None
+    """Behavioural cases YAML; default ``include/eval/behaviour.yaml``."""
+    canaries_file: str | None = None
+    """JSON list of ``{type, value}`` PII canaries; default the demo site's planted values."""
+    max_questions: int | None = Field(None, ge=1)
+    """Evaluate generation on the first N held-out pairs only (all by default)."""
+
+
 class DataPipelineConfig(_Section):
     seed_url: str = "http://127.0.0.1:8765/"
     """Where the crawl starts (the demo site by default)."""
@@ -390,6 +401,7 @@ class LlmopsConfig(_Section):
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
     def _home_absolute(self) -> "LlmopsConfig":

@@ -11,6 +11,7 @@ measured on different sets.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,80 @@ def run_evaluation(cfg: LlmopsConfig, model: str | Path, *, out_dir: Path | None
                          samples=result["samples"], behaviour=result["behaviour"], leakage=result["leakage"])
     return {"metrics": result["metrics"], "champion": champion_metrics, "gate": gate, "paths": paths,
             "eval_data": result["eval_data"]}
+
+
+class GateFailed(RuntimeError):
+    """The challenger failed the gate; the message lists every failed check with its numbers."""
+
+
+def evaluate_candidate(cfg: LlmopsConfig, model_dir: Path, *, variant: str | None = None,
+                       served_variant: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
+    """Evaluate ``model_dir``, re-evaluate the current champion on the same data, run the gate.
+
+    One MLflow run per (model, evaluation data, champion) records the metrics (under the
+    names the gate uses), the report, the model card and ``gate_result`` -- a failing model
+    is recorded too. Returns a JSON-able summary for ``register_candidate``.
+    """
+    from llmops.registry import model_registry as reg
+    from llmops.registry import tracking
+    from llmops.registry.model_card import render_model_card
+
+    model_dir = Path(model_dir)
+    name = reg.registered_name(variant, served_variant)
+    champion_version = reg.version_for(cfg, name, reg.CHAMPION)
+    champion = f"models:/{name}/{champion_version}" if champion_version else None
+    ev = cfg.evaluation
+    out = run_evaluation(cfg, model_dir, champion=champion, gate_file=ev.gate_file, cases=ev.cases_file,
+                         canaries=Path(ev.canaries_file) if ev.canaries_file else None,
+                         max_questions=ev.max_questions)
+    metrics, gate = out["metrics"], out["gate"]
+    info_file = model_dir / "llmops_model.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    key = stable_hash({"model": str(model_dir), "eval": metrics["eval_data_hash"], "champion": champion})
+    run_id = tracking.job_run(cfg, f"evaluate-{key}", f"evaluate-{variant or 'model'}",
+                              parent_run_id=parent_run_id, tags={"llmops.kind": "evaluate"})
+    card = render_model_card(model_dir, metrics, gate.to_dict(), name=name)
+    report_dir = out["paths"]["report_md"].parent
+    (report_dir / "model_card.md").write_text(card)
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    lineage = {"data_card_hash": (info.get("data_card") or {}).get("hash"),
+               "tokenizer_hash": ((info.get("inputs") or {}).get("tokenizer") or {}).get("sha256"),
+               "base_model": (info.get("model") or {}).get("base") or "from scratch",
+               "training_run": info.get("mlflow_run_id"), "code_version": info.get("code_version"),
+               "eval_data_hash": metrics["eval_data_hash"], "champion_compared": champion or "none"}
+    logger = tracking.RunLogger(run_id, tracking.tracking_uri(cfg))
+    logger.log_metrics(numbers, step=0)
+    logger.log_artifact(report_dir, artifact_path="evaluation")
+    logger.set_tags(gate.tags() | {k: str(v) for k, v in lineage.items()})
+    logger.end("FINISHED" if gate.passed else "FAILED")
+    return {"name": name, "model_dir": str(model_dir), "run_id": run_id, "metrics": metrics,
+            "gate": gate.to_dict(), "gate_passed": gate.passed, "gate_message": gate.failure_message(),
+            "gate_tags": gate.tags(), "lineage": lineage, "report": str(out["paths"]["report_md"]),
+            "model_card": str(report_dir / "model_card.md")}
+
+
+def register_candidate(cfg: LlmopsConfig, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Register a model that passed the gate as ``challenger`` (its HF directory + model card)."""
+    from llmops.registry import model_registry as reg
+
+    if not evaluation["gate_passed"]:
+        raise GateFailed(f"{evaluation['name']}: {evaluation['gate_message']} (report: {evaluation['report']})")
+    numbers = {k: v for k, v in evaluation["metrics"].items() if isinstance(v, (int, float))}
+    card = Path(evaluation["model_card"]).read_text()
+    staged = Path(evaluation["report"]).parent / "model"  # the HF directory plus its card, as registered
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(evaluation["model_dir"], staged)
+    (staged / "MODEL_CARD.md").write_text(card)
+    tags = evaluation["gate_tags"] | evaluation["lineage"] | {f"metric.{k}": f"{v:.6g}" for k, v in numbers.items()}
+    try:
+        version = reg.register_model(cfg, staged, evaluation["run_id"], name=evaluation["name"], tags=tags,
+                                     description=card.splitlines()[0])
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return {"name": evaluation["name"], "version": version, "model_uri": f"models:/{evaluation['name']}/{version}",
+            "report": evaluation["report"], "run_id": evaluation["run_id"]}
+
+
+def evaluate_and_register(cfg: LlmopsConfig, model_dir: Path, **kwargs: Any) -> dict[str, Any]:
+    """``evaluate_candidate`` then ``register_candidate``; raises ``GateFailed`` on a failing model."""
+    return register_candidate(cfg, evaluate_candidate(cfg, model_dir, **kwargs))

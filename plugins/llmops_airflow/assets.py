@@ -20,6 +20,7 @@ QA = llmops_asset("qa")  # fine-tuning and held-out question/answer pairs
 # names everything training needs: shards, tokenizer, Q&A set and the data card.
 TOKENS = llmops_asset("tokens")
 MODEL = llmops_asset("model")  # fine-tuned models (HF directories); extra: the served variant + all
+CHALLENGER = llmops_asset("challenger")  # a registered model version that passed the gate; extra: model_uri, version
 
 
 def event_extra(path: str, hash_: str, **more: Any) -> dict[str, Any]:

@@ -74,3 +74,49 @@ def test_the_gate_rejects_a_corrupted_model_and_passes_the_good_one(pretrained, 
     rejected = run_gate(bad, None, thresholds)
     assert not rejected.passed and [c.metric for c in rejected.failed] == ["bits_per_byte"]
     assert f"bits_per_byte {bad['bits_per_byte']:.4g}" in rejected.failure_message()
+
+
+def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_recorded(pretrained, data_home, tmp_path,
+                                                                                   monkeypatch):
+    from llmops.config import with_overrides
+    from llmops.evaluation.evaluate import GateFailed, evaluate_candidate, register_candidate
+    from llmops.registry import model_registry as reg
+    from llmops.registry import tracking
+
+    monkeypatch.chdir(tmp_path)
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps(p) + "\n" for p in qa_pairs()[:4]))
+    canaries = tmp_path / "canaries.json"
+    canaries.write_text(json.dumps(CANARIES))
+    lenient, strict = tmp_path / "lenient.yaml", tmp_path / "strict.yaml"
+    lenient.write_text("floors:\n  pii_leak_rate: {max: 0.0}\n  bits_per_byte: {max: 8.0}\n")
+    strict.write_text("floors:\n  bits_per_byte: {max: 0.5}\n  pii_leak_rate: {max: 0.0}\n")
+    # The fixture model has no data card: point the evaluation at the fixture data explicitly.
+    from llmops.evaluation import evaluate as ev
+
+    original = ev.resolve_eval_data
+    monkeypatch.setattr(ev, "resolve_eval_data", lambda cfg, model_dir, **kw: original(
+        cfg, model_dir, tokens=paths(data_home)["tokens"], heldout=heldout, canaries=canaries))
+    home = tmp_path / "home"
+    cfg = with_overrides(pretrained["cfg"], {"home": str(home), "evaluation": {"gate_file": str(lenient)}})
+
+    passed = evaluate_candidate(cfg, pretrained["model"], variant="qa", served_variant="qa")
+    registered = register_candidate(cfg, passed)
+    assert registered["model_uri"] == "models:/llmops/1" and reg.version_for(cfg, "llmops", "challenger") == "1"
+    client = tracking.connect(tracking.tracking_uri(cfg))
+    run = client.get_run(passed["run_id"])
+    assert {"bits_per_byte", "perplexity", "bleu", "rougeL", "pii_leak_rate", "behaviour_pass_rate"} <= set(
+        run.data.metrics)
+    version = client.get_model_version("llmops", "1")
+    assert version.tags["gate_result"] == "passed" and version.run_id == passed["run_id"]
+    served = reg.download(cfg, "models:/llmops@challenger", tmp_path / "served")
+    assert (served / "MODEL_CARD.md").read_text().startswith("# Model card: llmops")
+    assert (served / "config.json").exists() and (served / "tokenizer.json").exists()
+
+    cfg_strict = with_overrides(cfg, {"evaluation": {"gate_file": str(strict)}})
+    failed = evaluate_candidate(cfg_strict, pretrained["model"], variant="qa", served_variant="qa")
+    assert not failed["gate_passed"] and "bits_per_byte" in failed["gate_message"]
+    with pytest.raises(GateFailed, match=r"bits_per_byte [0-9.]+ \(floor: <= 0.5\)"):
+        register_candidate(cfg_strict, failed)
+    assert client.get_run(failed["run_id"]).data.tags["gate_result"] == "failed"
+    assert reg.version_for(cfg, "llmops", "challenger") == "1"  # nothing new registered
