@@ -106,8 +106,16 @@ def run_demo(cfg: LlmopsConfig, use_airflow: bool = True) -> int:
     _run_logged([airflow, "dags", "test", "llmops_train"], env, logs / "llmops_train-dags-test.log",
                 "airflow dags test llmops_train (DeepSpeed, 2 CPU ranks)")
     train_report = _latest_report(cfg, "llmops_train")
+    summary = json.loads((train_report / "summary.json").read_text())
+    served = next(e for e in summary["finetune"] if e["name"] == summary["served_variant"])
+    # The scheduler would start llmops_evaluate on the llmops://model event; here it is
+    # started with the served variant's directory.
+    conf = json.dumps({"model_path": served["model"], "variant": served["name"]})
+    _run_logged([airflow, "dags", "test", "llmops_evaluate", "-c", conf], env, logs / "llmops_evaluate-dags-test.log",
+                "airflow dags test llmops_evaluate (evaluation gate, MLflow registry)")
     print((data_report / "summary.txt").read_text())
     print((train_report / "summary.txt").read_text())
+    print(_registered_summary(cfg))
     print(f"Reports: {data_report}\n         {train_report}\nArtifacts: {cfg.home / 'artifacts'}\n"
           f"Browse the runs: make airflow (http://127.0.0.1:8080), make mlflow (http://127.0.0.1:5000)")
     return 0
@@ -118,3 +126,23 @@ def _latest_report(cfg: LlmopsConfig, dag_id: str) -> Path:
     if not latest.exists():
         raise RuntimeError(f"{dag_id} finished but wrote no report ({latest} is missing)")
     return Path(json.loads(latest.read_text())["path"])
+
+
+def _registered_summary(cfg: LlmopsConfig) -> str:
+    """The challenger the demo registered, with its metrics and report."""
+    from llmops.registry import tracking
+    from llmops.registry.model_registry import CHALLENGER, SERVED_MODEL, version_for
+
+    version = version_for(cfg, SERVED_MODEL, CHALLENGER)
+    if version is None:
+        return "llmops_evaluate: no challenger registered"
+    mv = tracking.connect(tracking.tracking_uri(cfg)).get_model_version(SERVED_MODEL, version)
+    metrics = {k.removeprefix("metric."): v for k, v in mv.tags.items() if k.startswith("metric.")}
+    shown = ", ".join(f"{k} {metrics[k]}" for k in ("bits_per_byte", "perplexity", "bleu", "rougeL",
+                                                     "pii_leak_rate", "behaviour_pass_rate") if k in metrics)
+    run = tracking.connect(tracking.tracking_uri(cfg)).get_run(mv.run_id)
+    report = Path(cfg.home) / "reports" / "evaluation"
+    return (f"llmops_evaluate summary\n  registered models:/{SERVED_MODEL}/{version} (alias {CHALLENGER}), gate "
+            f"{mv.tags.get('gate_result')}\n  metrics    {shown}\n  MLflow run {run.info.run_id}; reports under "
+            f"{report}")
+
