@@ -180,11 +180,19 @@ def configure(cfg: LlmopsConfig) -> str:
 def download_model(cfg: LlmopsConfig, model_uri: str, dst: Path | None = None) -> Path:
     """Download ``models:/...`` or ``runs:/...`` from the configured store."""
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     # The models:/ artifact repository asks the process-wide registry URI, whatever
-    # download_artifacts is given: point the fluent API at this store first.
-    configure(cfg)
-    return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(dst) if dst else None))
+    # download_artifacts is given: point the fluent API at this store for the download
+    # only, then put it back, so nothing else in this process (another LLMOPS_HOME, a
+    # caller's own mlflow.* calls) is redirected.
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    try:
+        configure(cfg)
+        return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(dst) if dst else None))
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
 
 
 def _client(cfg_or_uri: LlmopsConfig | str) -> tuple[MlflowClient, str]:

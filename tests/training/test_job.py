@@ -108,7 +108,7 @@ def test_bad_hosts_entry_fails(data_home):
 
 def test_finetune_preflight(data_home, tmp_path):
     cfg = training_config(data_home)
-    with pytest.raises(PreflightError, match="no pretrained model"):
-        prepare_finetune(cfg, data=data_home / "qa.jsonl", track=False)
+    with pytest.raises(PreflightError, match="no pretrained model"):  # a home where nothing was trained
+        prepare_finetune(training_config(tmp_path / "empty-home"), data=data_home / "qa.jsonl", track=False)
     with pytest.raises(PreflightError, match="not a Hugging Face model directory"):
         prepare_finetune(cfg, base=tmp_path, data=data_home / "qa.jsonl", track=False)
