@@ -129,7 +129,8 @@ def job_pids(work: Path, task: str) -> list[int]:
 def test_execution_timeout_kills_the_whole_job(dag_run):
     assert dag_run["states"]["times_out"] == "failed"
     assert "Stopping job (process group" in dag_run["log"] and "because of AirflowTaskTimeout" in dag_run["log"]
-    assert dag_run["durations"]["times_out"] < 9  # 5 s timeout + a prompt kill
+    # 5 s timeout plus the kill; the stand-in job would run for 600 s (loose bound: shared, noisy machines)
+    assert dag_run["durations"]["times_out"] < 60
     assert all(gone(pid) for pid in job_pids(dag_run["work"], "times_out"))
     assert not (dag_run["work"] / "times_out" / LOCK_NAME).exists()
 

@@ -145,7 +145,7 @@ def test_processes_that_ignore_sigterm_are_killed_after_the_grace_period(job_scr
     read_until(job, "ready")
     started = time.monotonic()
     code = job.kill()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 60  # grace 0.5 s then SIGKILL; the processes would sleep 600 s
     assert code == -signal.SIGTERM
     assert all(gone(pid) for pid in json.loads(pids_file.read_text()))
 
