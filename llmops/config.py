@@ -376,6 +376,52 @@ class EvaluationConfig(_Section):
     """Evaluate generation on the first N held-out pairs only (all by default)."""
 
 
+class ServingConfig(_Section):
+    model_name: str = Field("llmops", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    """Name the served model has in Triton (and in client calls)."""
+    staging_model_name: str = Field("llmops_staging", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    """Name a new version is loaded under for smoke tests before it replaces the served one."""
+    repository: Path | None = None
+    """Triton model repository; default ``$LLMOPS_HOME/triton/models``."""
+    host: str = "127.0.0.1"
+    """Address clients use to reach the server (the embedded server binds to all interfaces)."""
+    http_port: int = Field(8000, ge=1, le=65535)
+    """Triton HTTP/REST port."""
+    grpc_port: int = Field(8001, ge=1, le=65535)
+    """Triton gRPC port."""
+    metrics_port: int = Field(8002, ge=1, le=65535)
+    """Triton Prometheus metrics port."""
+    startup_timeout_s: float = Field(180.0, gt=0)
+    """How long ``serve start`` waits for ``/v2/health/ready`` before giving up."""
+    admin_header: str = Field("llmops-admin-key", pattern=r"^[a-z0-9-]+$")
+    """Header (HTTP) / metadata key (gRPC) that unlocks the restricted APIs."""
+    admin_key: SecretStr | None = None
+    """Value of ``admin_header``. Default: ``$LLMOPS_SERVING__ADMIN_KEY``, else a random key
+    generated once into ``$LLMOPS_HOME/triton/admin.key`` (mode 0600). Never logged."""
+    restricted_apis: list[str] = ["model-repository", "model-config", "statistics", "trace", "logging", "shared-memory"]
+    """Triton APIs that require the admin key; inference, metadata and health stay open."""
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    """Instance kind: ``auto`` is GPU where the server sees one, else CPU."""
+    instance_count: int = Field(1, ge=1)
+    """Model instances (copies of the model) per device."""
+    threads_per_instance: int = Field(2, ge=1)
+    """torch intra-op threads of each CPU instance."""
+    max_batch_size: int = Field(8, ge=1)
+    """Largest batch Triton's dynamic batcher hands to one ``execute`` call."""
+    preferred_batch_sizes: list[int] = [4, 8]
+    """Batch sizes the dynamic batcher tries to form before the queue delay runs out."""
+    max_queue_delay_us: int = Field(2000, ge=0)
+    """Microseconds a request may wait for others to join its batch."""
+    max_queue_size: int = Field(64, ge=1)
+    """Queued requests beyond this are refused at once (back-pressure) instead of piling up."""
+    default_max_tokens: int = Field(48, ge=1)
+    """New tokens generated when a request does not send ``max_tokens``."""
+    max_tokens_limit: int = Field(256, ge=1)
+    """Largest ``max_tokens`` a request may ask for; more is a bad request."""
+    max_prompt_tokens: int = Field(256, ge=1)
+    """Longest prompt (after the chat template) accepted; longer is a bad request."""
+
+
 class DataPipelineConfig(_Section):
     seed_url: str = "http://127.0.0.1:8765/"
     """Where the crawl starts (the demo site by default)."""
@@ -402,6 +448,7 @@ class LlmopsConfig(_Section):
     finetune: FinetuneConfig = FinetuneConfig()
     mlflow: MlflowConfig = MlflowConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
     def _home_absolute(self) -> "LlmopsConfig":

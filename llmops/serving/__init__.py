@@ -1,0 +1,1 @@
+"""Serving on NVIDIA Triton Inference Server: model repository, embedded server, deploy, client."""
