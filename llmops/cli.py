@@ -210,6 +210,72 @@ def cmd_evaluate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     return 0 if out["gate"].passed else 3
 
 
+def _print_serve_status(st: Any, key_source: str) -> None:
+    """The served endpoints and models, for people."""
+    if not st.running:
+        print("Triton is not running")
+        print(f"  would serve: {st.http_url} (HTTP), {st.grpc_url} (gRPC), {st.metrics_url}")
+        print(f"  repository:  {st.repository}")
+        print(f"  last log:    {st.log_path}")
+        return
+    print(f"Triton is running (pid {st.pid}), {'ready' if st.ready else 'NOT ready'}")
+    print(f"  HTTP:        {st.http_url}")
+    print(f"  gRPC:        {st.grpc_url}")
+    print(f"  metrics:     {st.metrics_url}")
+    print(f"  repository:  {st.repository}")
+    print(f"  log:         {st.log_path}")
+    print(f"  admin key:   {key_source}")
+    if st.error:
+        print(f"  models:      unknown ({st.error})")
+    elif not st.models:
+        print("  models:      none in the repository")
+    else:
+        print("  models:")
+        for m in st.models:
+            reason = f"  ({m.reason})" if m.reason and m.state != "READY" else ""
+            print(f"    {m.name:<24} version {m.version or '-':<4} {m.state or 'not loaded'}{reason}")
+
+
+def cmd_serve_start(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.serving.server import TritonServer
+
+    server = TritonServer(cfg)
+    progress = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.json else None
+    if not args.json:
+        print(f"starting Triton: {server.http_url} (log {server.log_path})", file=sys.stderr, flush=True)
+    st = server.start(wait=not args.no_wait, progress=progress)
+    if args.json:
+        print(json.dumps(st.to_dict(), indent=2))
+    else:
+        _print_serve_status(st, server.admin_key_source)
+    return 0
+
+
+def cmd_serve_stop(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.serving.server import TritonServer
+
+    server = TritonServer(cfg)
+    pid = server.pid
+    if pid:  # Triton waits (up to 30 s) for open client connections to close: say why it may take a while
+        print(f"stopping Triton (pid {pid}); it drains in-flight requests and open connections first",
+              file=sys.stderr, flush=True)
+    stopped = server.stop(timeout=args.timeout)
+    print(f"stopped Triton (pid {pid})" if stopped else "Triton was not running")
+    return 0
+
+
+def cmd_serve_status(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.serving.server import TritonServer
+
+    server = TritonServer(cfg)
+    st = server.status()
+    if args.json:
+        print(json.dumps(st.to_dict(), indent=2))
+    else:
+        _print_serve_status(st, server.admin_key_source)
+    return 0 if st.running else 3
+
+
 def cmd_demo(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.demo import run_demo
 
@@ -366,6 +432,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=Path, help="behavioural cases YAML (default: include/eval/behaviour.yaml)")
     p.add_argument("--gate", type=Path, help="gate thresholds YAML (default: include/eval/gate.yaml)")
     p.add_argument("--max-questions", type=int, help="evaluate on the first N held-out pairs only")
+
+    serve = sub.add_parser("serve", help="The embedded Triton Inference Server (start, stop, status).",
+                           description="The embedded Triton Inference Server: the tritonserver of the "
+                           "nvidia-pytriton wheel with its python backend, serving the model repository "
+                           "($LLMOPS_HOME/triton/models or serving.repository) over HTTP, gRPC and Prometheus "
+                           "metrics on serving.http_port/grpc_port/metrics_port. Models are loaded and unloaded "
+                           "explicitly; the model-repository, model-config, statistics, trace, logging and "
+                           "shared-memory APIs (serving.restricted_apis) need the admin key in the "
+                           "serving.admin_header header (serving.admin_key, $LLMOPS_SERVING__ADMIN_KEY, or "
+                           "generated into $LLMOPS_HOME/triton/admin.key). Inference, metadata and health are open.")
+    serve_sub = serve.add_subparsers(dest="serve_command", metavar="ACTION", required=True)
+    p = add("start", cmd_serve_start, "Start Triton in the background (it keeps serving after this command "
+            "returns), load every model already in the repository except the staging one, and wait until "
+            "/v2/health/ready (serving.startup_timeout_s). Refused while one runs or when a port is taken.",
+            serve_sub)
+    p.add_argument("--no-wait", action="store_true", help="return right after spawning, without waiting for ready")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p = add("stop", cmd_serve_stop, "Stop Triton: SIGTERM, let it drain in-flight requests, SIGKILL after "
+            "--timeout. Stopping a stopped server is not an error.", serve_sub)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait before SIGKILL (default 60)")
+    p = add("status", cmd_serve_status, "Show whether Triton runs, its pid, URLs, readiness and the models "
+            "of the repository with their state. Exit code 3 when it is not running.", serve_sub)
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
 
     p = add("demo", cmd_demo, "Start the demo site and run the llmops_data DAG through Airflow "
             "(`airflow dags test`), then print the summary.")
