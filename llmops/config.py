@@ -230,8 +230,11 @@ class DeepSpeedLaunchConfig(_Section):
     """Multi-node: an existing MPI-style hostfile (``worker-0 slots=4``) instead of ``hosts``."""
     master_addr: str | None = None
     """Address of rank 0 for multi-node runs; default the first host."""
-    master_port: int = Field(29500, ge=1, le=65535)
-    """TCP port of the torch.distributed rendezvous; a local run picks a free one when 0 or busy."""
+    master_port: int = Field(0, ge=0, le=65535)
+    """TCP port of the torch.distributed rendezvous. 0: a local run takes a port the OS picks
+    (so concurrent local jobs, e.g. mapped fine-tunes, never meet at one port) and a
+    multi-node run uses 29500; a set port is used as is (a local run falls back to a free
+    one when it is busy)."""
     launcher: str = "pdsh"
     """Multi-node launcher backend of the ``deepspeed`` runner: pdsh, openmpi, slurm, ..."""
     zero_stage: int = Field(2, ge=0, le=3)

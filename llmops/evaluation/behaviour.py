@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from llmops.evaluation.leakage import greedy_continuations, stop_token_ids
+from llmops.evaluation.generation import stop_token_ids
+from llmops.evaluation.leakage import greedy_continuations
 
 DEFAULT_CASES_FILE = Path(__file__).resolve().parents[2] / "include" / "eval" / "behaviour.yaml"
 

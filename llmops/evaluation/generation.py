@@ -40,21 +40,77 @@ def load_model(model_dir: str | Path):
     return model, tokenizer
 
 
-def _stop_ids(model, tokenizer) -> list[int]:
-    """The ids that end an answer: the generation config's eos ids, else the tokenizer's eos."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("neither the generation config nor the tokenizer names an end-of-text token")
-    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+def stop_token_ids(model, tokenizer=None) -> list[int]:
+    """The ids that end an answer: generation_config.json's ``eos_token_id`` (int or list),
+    else the model config's, else the tokenizer's; ``[]`` when none names one."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if ids is None:
+        ids = getattr(model.config, "eos_token_id", None)
+    if ids is None and tokenizer is not None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return []
+    return [int(i) for i in ([ids] if isinstance(ids, int) else ids)]
 
 
-def _prompts(tokenizer, questions: Sequence[str]) -> list[str]:
+def chat_prompts(tokenizer, questions: Sequence[str]) -> list[str]:
+    """Each question as one user turn through the tokenizer's chat template, ready for the answer."""
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("the tokenizer has no chat template; evaluation prompts the model as it was fine-tuned")
     return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                           tokenize=False) for q in questions]
+
+
+def continue_prompts(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 8,
+                     stop_ids: Sequence[int] | None = None, do_sample: bool = False, temperature: float = 1.0,
+                     top_p: float = 1.0) -> list[dict[str, Any]]:
+    """The one batched generation loop of the evaluation: ``{ids, stopped, seconds}`` per prompt, in order.
+
+    Prompts are tokenized as they are (a chat prompt already holds its special tokens),
+    batched with *left* padding and an attention mask, so every row's new tokens start
+    at the same column and pads are never attended to. ``ids`` are the new tokens up to
+    and including the first stop id (default: :func:`stop_token_ids`), so the pads
+    ``generate`` appends to rows that finished early never show; ``stopped`` is False
+    when a row ran into ``max_new_tokens``; ``seconds`` is the batch's wall time divided
+    by its size (the per-request cost at this batch size). Sampling uses the global
+    torch generator: seed it before the call for reproducible samples.
+    """
+    import torch
+
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not a single string")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if do_sample and (temperature <= 0 or not 0 < top_p <= 1):
+        raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1 (got {temperature}, {top_p})")
+    stop = list(stop_token_ids(model, tokenizer) if stop_ids is None else stop_ids)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stop), 0)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    device = next(model.parameters()).device
+    side, was_training = tokenizer.padding_side, model.training
+    tokenizer.padding_side = "left"
+    model.eval()
+    records: list[dict[str, Any]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start:start + batch_size])
+            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+            began = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(input_ids=enc["input_ids"].to(device),
+                                     attention_mask=enc["attention_mask"].to(device), max_new_tokens=max_new_tokens,
+                                     eos_token_id=stop or None, pad_token_id=pad_id, num_beams=1, **sampling)
+            seconds = (time.perf_counter() - began) / len(batch)
+            for row in out[:, enc["input_ids"].shape[1]:].tolist():
+                end = next((i for i, t in enumerate(row) if t in stop), None)
+                records.append({"ids": row if end is None else row[:end + 1], "stopped": end is not None,
+                                "seconds": seconds})
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return records
 
 
 def generate_answers(model, tokenizer, questions: list[str], *, max_new_tokens: int = 64, batch_size: int = 8,
@@ -64,52 +120,24 @@ def generate_answers(model, tokenizer, questions: list[str], *, max_new_tokens: 
 
     ``new_tokens`` counts the generated tokens up to and including the stop token;
     ``stopped`` is False when the answer ran into ``max_new_tokens`` instead (a truncated
-    answer, worth reporting). ``seconds`` is the batch's wall time divided by its size,
-    the per-request cost at this batch size. With ``seed`` set, sampling is reproducible:
-    the global torch generator is seeded once at the start of the call.
+    answer, worth reporting). With ``seed`` set, sampling is reproducible: the global
+    torch generator is seeded once at the start of the call.
     """
     import torch
 
     if isinstance(questions, str):
         raise TypeError("questions must be a list of strings, not a single string")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if do_sample and (temperature <= 0 or not 0 < top_p <= 1):
-        raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1 (got {temperature}, {top_p})")
     if tokenizer.padding_side != "left":
         raise ValueError("batched generation needs tokenizer.padding_side == 'left' (use load_model)")
-    stop = _stop_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    if not stop_token_ids(model, tokenizer):
+        raise ValueError("neither the generation config nor the tokenizer names an end-of-text token")
     if seed is not None:
         torch.manual_seed(seed)
-
-    records: list[dict[str, Any]] = []
-    prompts = _prompts(tokenizer, questions)
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start:start + batch_size]
-        # The template already holds every special token; adding more (a BOS) would shift the prompt.
-        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-        began = time.perf_counter()
-        with torch.inference_mode():
-            out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                 max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=pad_id,
-                                 **sampling)
-        seconds = (time.perf_counter() - began) / len(batch)
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
-        for question, ids in zip(questions[start:start + batch_size], new):
-            end = next((i for i, t in enumerate(ids) if t in stop), None)
-            kept = ids if end is None else ids[:end + 1]
-            records.append({
-                "question": question,
-                "completion": tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                "new_tokens": len(kept),
-                "stopped": end is not None,
-                "seconds": seconds,
-            })
-    return records
+    records = continue_prompts(model, tokenizer, chat_prompts(tokenizer, questions), max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p)
+    return [{"question": q, "completion": tokenizer.decode(r["ids"], skip_special_tokens=True).strip(),
+             "new_tokens": len(r["ids"]), "stopped": r["stopped"], "seconds": r["seconds"]}
+            for q, r in zip(questions, records)]
 
 
 def qa_generation_metrics(model, tokenizer, pairs: list[dict], *, max_new_tokens: int = 64,

@@ -154,6 +154,10 @@ def _port_free(port: int) -> bool:
     return True
 
 
+MULTI_NODE_PORT = 29500
+"""The rendezvous port of a multi-node job when ``deepspeed.master_port`` is 0 (DeepSpeed's default)."""
+
+
 def pick_port(preferred: int) -> int:
     """``preferred`` if free, else a free one: two local jobs (mapped fine-tunes) must
     not meet at the same rendezvous port."""
@@ -220,7 +224,7 @@ def launcher_command(cfg: LlmopsConfig, job_file: Path, run_dir: Path, *, port: 
             hostfile.write_text("".join(f"{h} slots={n}\n" for h, n in nodes))
         per_node = min(ds.ranks, min(n for _, n in nodes))
         cmd += ["--hostfile", str(hostfile), "--num_nodes", str(len(nodes)), "--num_gpus", str(per_node),
-                "--master_addr", ds.master_addr or nodes[0][0], "--master_port", str(ds.master_port),
+                "--master_addr", ds.master_addr or nodes[0][0], "--master_port", str(ds.master_port or MULTI_NODE_PORT),
                 "--launcher", ds.launcher]
     else:
         cmd += ["--num_gpus", str(ds.ranks), "--master_port", str(port)]
