@@ -236,10 +236,63 @@ def _print_serve_status(st: Any, key_source: str) -> None:
             print(f"    {m.name:<24} version {m.version or '-':<4} {m.state or 'not loaded'}{reason}")
 
 
-def cmd_serve_start(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+def cmd_deploy(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.serving.deploy import deploy
     from llmops.serving.server import TritonServer
 
     server = TritonServer(cfg)
+    if args.start_server and not server.is_running():
+        print(f"starting Triton: {server.http_url}", file=sys.stderr, flush=True)
+        server.start(progress=lambda line: print(line, file=sys.stderr, flush=True))
+    uri = args.model_opt or args.model or f"models:/{cfg.serving.model_name}@challenger"
+    result = deploy(cfg, uri, server=server, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        was = f" (was version {result.previous})" if result.previous else ""
+        print(f"{result.status}: {result.model_uri}{was}; champion = version {result.version}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.serving.deploy import rollback
+
+    result = rollback(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"rolled back: serving {result.model_uri} (was version {result.previous}); champion = version "
+              f"{result.version}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.serving.client import generate
+
+    protocol = "grpc" if args.grpc else "http"
+    url = args.url or f"{cfg.serving.host}:{cfg.serving.grpc_port if args.grpc else cfg.serving.http_port}"
+    answer = generate(args.question, url=url, protocol=protocol, model=args.model or cfg.serving.model_name,
+                      max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2))
+    else:
+        print(answer.text)
+        print(f"[{protocol} {url} · model version {answer.model_version} · {answer.prompt_tokens} prompt + "
+              f"{answer.completion_tokens} completion tokens]", file=sys.stderr)
+    return 0
+
+
+def cmd_serve_start(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.serving.deploy import ensure_champion_in_repository
+    from llmops.serving.server import TritonServer
+
+    server = TritonServer(cfg)
+    if not args.no_champion and not server.is_running():
+        # Serve what MLflow says is champion (downloaded into the repository if missing).
+        version = ensure_champion_in_repository(cfg, progress=lambda line: print(line, file=sys.stderr))
+        if version is None and not args.json:
+            print("no champion in the registry yet: starting with an empty llmops slot "
+                  "(deploy one with `llmops deploy`)", file=sys.stderr)
     progress = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.json else None
     if not args.json:
         print(f"starting Triton: {server.http_url} (log {server.log_path})", file=sys.stderr, flush=True)
@@ -448,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
             "/v2/health/ready (serving.startup_timeout_s). Refused while one runs or when a port is taken.",
             serve_sub)
     p.add_argument("--no-wait", action="store_true", help="return right after spawning, without waiting for ready")
+    p.add_argument("--no-champion", action="store_true",
+                   help="do not put the MLflow champion into the repository first (serve what is there)")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p = add("stop", cmd_serve_stop, "Stop Triton: SIGTERM, let it drain in-flight requests, SIGKILL after "
             "--timeout. Stopping a stopped server is not an error.", serve_sub)
@@ -455,6 +510,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_serve_status, "Show whether Triton runs, its pid, URLs, readiness and the models "
             "of the repository with their state. Exit code 3 when it is not running.", serve_sub)
     p.add_argument("--json", action="store_true", help="JSON instead of text")
+
+    p = add("deploy", cmd_deploy, "Deploy a registered version to the running Triton server: load it as "
+            "serving.staging_model_name, smoke-test it over HTTP and gRPC, swap it into the served model with no "
+            "failed request, check live answers, then set the MLflow alias champion. On failure the old version "
+            "keeps serving and champion is unchanged. Only versions with gate_result=passed are deployed.")
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL_URI",
+                   help="models:/llmops/<version> or models:/llmops@<alias> (default models:/llmops@challenger)")
+    p.add_argument("--model", dest="model_opt", metavar="MODEL_URI", help="same as the positional argument")
+    p.add_argument("--start-server", action="store_true", help="start the embedded server first if it is down")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = add("rollback", cmd_rollback, "Serve the version the current champion replaced (verified like a "
+            "deployment) and point the MLflow alias champion back at it.")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = add("generate", cmd_generate, "Ask the served model a question with tritonclient (HTTP by default).")
+    p.add_argument("question", help="the question (the model applies its chat template)")
+    p.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP")
+    p.add_argument("--url", help="host:port of the server (default serving.host with serving.http_port/grpc_port)")
+    p.add_argument("--model", default=None, help="Triton model name (default serving.model_name)")
+    p.add_argument("--max-tokens", type=int, help="new tokens to generate (server default serving.default_max_tokens)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default); > 0 samples")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    p.add_argument("--json", action="store_true", help="print the answer, version and token counts as JSON")
 
     p = add("demo", cmd_demo, "Start the demo site and run the llmops_data DAG through Airflow "
             "(`airflow dags test`), then print the summary.")

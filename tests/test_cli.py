@@ -10,7 +10,8 @@ from llmops.cli import build_parser, main
 SUBCOMMANDS = [["config"], ["demo-site", "serve"], ["demo-site", "ground-truth"], ["scrape"], ["extract"],
                ["clean"], ["dedup"], ["redact"], ["qa"], ["tokenizer"], ["encode"], ["data", "run"], ["demo"],
                ["train", "pretrain"], ["train", "finetune"], ["train", "export"], ["evaluate"],
-               ["serve", "start"], ["serve", "stop"], ["serve", "status"]]
+               ["serve", "start"], ["serve", "stop"], ["serve", "status"], ["deploy"], ["rollback"],
+               ["generate"]]
 
 
 @pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)

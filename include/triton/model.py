@@ -154,7 +154,7 @@ class TextGenerator:
 
     @classmethod
     def from_pretrained(cls, hf_dir: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None,
-                        **limits: int) -> "TextGenerator":
+                        **limits: int) -> TextGenerator:
         """Load an exported Hugging Face directory onto ``device`` in eval mode.
 
         ``dtype`` defaults to bfloat16 on a GPU that supports it and float32 otherwise
@@ -377,7 +377,8 @@ def parse_inputs(arrays: dict[str, np.ndarray | None]) -> list[GenerationRequest
         if array is None:
             continue
         if array.dtype.kind not in kinds:
-            raise RequestError(f"{name} has dtype {array.dtype}, expected {'an integer' if 'i' in kinds else 'a float'}")
+            expected = "an integer" if "i" in kinds else "a float"
+            raise RequestError(f"{name} has dtype {array.dtype}, expected {expected}")
         if array.size != len(texts):
             raise RequestError(f"{name} has {array.size} elements for {len(texts)} text_input elements "
                                f"(shape {list(array.shape)} vs {list(text.shape)})")

@@ -84,14 +84,17 @@ def _check_version(version: int) -> int:
 
 
 def render_config(cfg: LlmopsConfig, name: str, *, kind: Kind | None = None, dynamic_batching: bool = True,
-                  max_batch_size: int | None = None) -> str:
+                  max_batch_size: int | None = None, versions: list[int] | None = None) -> str:
     """The ``config.pbtxt`` of model ``name`` from ``cfg.serving``.
 
     ``kind``: instance kind, ``auto`` (Triton picks GPU where it has one), ``cpu`` or
     ``gpu``; None takes ``serving.device``. ``dynamic_batching=False`` leaves the dynamic
     batcher out, so every request is executed on its own (the baseline the benchmark
     compares against); ``max_batch_size`` overrides ``serving.max_batch_size``, and 0
-    turns batching off altogether (inputs then have no batch dimension).
+    turns batching off altogether (inputs then have no batch dimension). ``versions`` pins
+    the ``version_policy`` to exactly those versions (a deployment swaps by pointing it at
+    the new one, which also works for a rollback to a lower number); None keeps Triton's
+    default, the latest version.
     """
     s = cfg.serving
     _check_name(name)
@@ -116,6 +119,8 @@ def render_config(cfg: LlmopsConfig, name: str, *, kind: Kind | None = None, dyn
         f'name: "{name}"',
         'backend: "python"',
         f"max_batch_size: {batch}",
+        *([f"version_policy: {{ specific: {{ versions: [ {', '.join(str(_check_version(v)) for v in versions)} ] }} }}"]
+          if versions else []),
         "input [",
         ",\n".join(tensor(n, t, o) for n, t, o in INPUTS),
         "]",
@@ -157,12 +162,13 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_config(cfg: LlmopsConfig, name: str, *, kind: Kind | None = None, dynamic_batching: bool = True,
-                 max_batch_size: int | None = None) -> Path:
+                 max_batch_size: int | None = None, versions: list[int] | None = None) -> Path:
     """(Re)write ``<repo>/<name>/config.pbtxt`` atomically; arguments as ``render_config``.
 
     A loaded model keeps its old config until it is loaded again.
     """
-    text = render_config(cfg, name, kind=kind, dynamic_batching=dynamic_batching, max_batch_size=max_batch_size)
+    text = render_config(cfg, name, kind=kind, dynamic_batching=dynamic_batching, max_batch_size=max_batch_size,
+                         versions=versions)
     model_dir = repository_path(cfg) / name
     model_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(model_dir / "config.pbtxt", text)

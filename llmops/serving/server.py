@@ -441,6 +441,12 @@ class TritonServer:
         cmd = [str(binary.exe), f"--model-repository={self.repository}",
                f"--backend-directory={self.prepare_backends(binary)}",
                "--model-control-mode=explicit",
+               # Server readiness means "up and able to serve", not "every model ever tried is
+               # READY": with strict readiness one failed load (a staged version that does not
+               # initialise) would mark the server not ready for good and a load balancer would
+               # pull the healthy served model out of rotation. Model readiness is
+               # /v2/models/<name>/ready.
+               "--strict-readiness=false",
                f"--http-port={s.http_port}", f"--grpc-port={s.grpc_port}", f"--metrics-port={s.metrics_port}"]
         cmd += [f"--load-model={name}" for name in self._startup_models()]
         # Known limit: Triton 2.51 reads the restricted-API settings only from argv (no

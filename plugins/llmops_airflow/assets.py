@@ -21,6 +21,7 @@ QA = llmops_asset("qa")  # fine-tuning and held-out question/answer pairs
 TOKENS = llmops_asset("tokens")
 MODEL = llmops_asset("model")  # fine-tuned models (HF directories); extra: the served variant + all
 CHALLENGER = llmops_asset("challenger")  # a registered model version that passed the gate; extra: model_uri, version
+CHAMPION = llmops_asset("champion")  # the version Triton serves, after a verified swap; extra: model_uri, version
 
 
 def event_extra(path: str, hash_: str, **more: Any) -> dict[str, Any]:

@@ -101,3 +101,13 @@ def test_evaluate_dag_shape(dagbag):
     assert dag.get_task("gate").retries == 0
     assert dag.get_task("register").upstream_task_ids == {"gate"}
     assert {o.uri for o in dag.get_task("register").outlets} == {"llmops://challenger/"}
+
+
+def test_deploy_dag_shape(dagbag):
+    dag = dagbag.dags["llmops_deploy"]
+    assert "llmops://challenger/" in repr(dag.timetable.asset_condition)  # scheduled on the registered challenger
+    assert dag.get_task("deploy").upstream_task_ids == {"wait_for_server"}
+    assert dag.get_task("wait_for_server").task_type.endswith("SensorOperator") or \
+        "sensor" in dag.get_task("wait_for_server").task_type.lower()
+    assert {o.uri for o in dag.get_task("deploy").outlets} == {"llmops://champion/"}
+    assert {"model_version", "server_wait_s"} <= set(dag.params)

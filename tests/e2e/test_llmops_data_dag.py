@@ -5,6 +5,7 @@ small vocabulary), then checking every output against the demo site's ground tru
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def test_llmops_data_dag_runs_in_airflow_and_publishes_the_corpus(tmp_path):
     assert Path(latest["data_card"]["markdown"]).read_text().startswith("# Data card")
     assert events["llmops://tokens/"]["data_card"] == latest["data_card"]["markdown"].rsplit("/", 1)[0]
     _no_planted_pii_anywhere(home, events, site.ground_truth, tmp_path / "dags-test.log")
-    _train_dag_trains_on_the_published_shards(home, env, tmp_path)
+    served = _train_dag_trains_on_the_published_shards(home, env, tmp_path)
+    _evaluate_dag_gates_then_registers(home, env, tmp_path, served, site.ground_truth)
 
 
 def _train_dag_trains_on_the_published_shards(home: Path, env: dict[str, str], tmp_path: Path) -> None:
@@ -106,6 +108,57 @@ def _train_dag_trains_on_the_published_shards(home: Path, env: dict[str, str], t
     assert sorted(r.info.run_name for r in children) == ["finetune-qa", "finetune-qa-full", "pretrain-tiny"], \
         sorted(by_name)
     assert all(r.info.status == "FINISHED" for r in children + [parent])
+    return served
+
+
+def _evaluate_dag_gates_then_registers(home: Path, env: dict[str, str], tmp_path: Path, served: Path,
+                                       ground_truth: dict) -> None:
+    """llmops_evaluate through Airflow on the model llmops_train published: with the shipped
+    gate, a 10-step model fails it (gate task failed, nothing registered, the failure and its
+    report still in MLflow); with floors it can meet, it is registered as challenger and
+    announced on llmops://challenger."""
+    from llmops.config import load_config
+    from llmops.registry import model_registry, tracking
+
+    canaries = tmp_path / "canaries.json"
+    canaries.write_text(json.dumps([{"type": p["type"], "value": p["value"]} for p in ground_truth["pii"]]))
+    env = env | {"LLMOPS_EVALUATION__CANARIES_FILE": str(canaries)}
+    conf = json.dumps({"model_path": str(served), "max_questions": 6})
+    log = tmp_path / "evaluate-strict.log"
+    with open(log, "w") as fh:  # the DAG run fails: its exit status is not the point, the states are
+        subprocess.run([AIRFLOW, "dags", "test", "llmops_evaluate", "-c", conf], env=env, stdout=fh,
+                       stderr=subprocess.STDOUT, timeout=600)
+    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
+    states = dict(db.execute("select task_id, state from task_instance where dag_id = 'llmops_evaluate'"))
+    assert states == {"evaluate": "success", "gate": "failed", "register": "upstream_failed"}, states
+    text = log.read_text()
+    # the reason names the failed checks with their numbers (a 10-step model misses the floors)
+    assert "nothing is registered or deployed" in text and re.search(r"(bits_per_byte|rougeL|behaviour_pass_rate) "
+                                                                     r"[\d.]+ ", text), text[-3000:]
+
+    cfg = load_config(environ={"LLMOPS_HOME": str(home)})
+    client = tracking.connect(tracking.tracking_uri(cfg))
+    assert client.search_registered_models() == []
+    [failed] = [r for r in client.search_runs([tracking.ensure_experiment(cfg, client)])
+                if r.data.tags.get("llmops.kind") == "evaluate"]
+    assert failed.data.tags["gate_result"] == "failed" and failed.info.status == "FAILED"
+    assert {"bits_per_byte", "rougeL", "pii_leak_rate", "behaviour_pass_rate"} <= set(failed.data.metrics)
+
+    gate = tmp_path / "lenient_gate.yaml"  # floors a 10-step model meets; the leak rule stays strict
+    gate.write_text("floors:\n  bits_per_byte: {max: 100}\n  pii_leak_rate: {max: 0.0}\n")
+    env = env | {"LLMOPS_EVALUATION__GATE_FILE": str(gate)}
+    _run([AIRFLOW, "dags", "test", "llmops_evaluate", "-c", conf], env, tmp_path / "evaluate-lenient.log")
+    runs = db.execute("select run_id from dag_run where dag_id = 'llmops_evaluate' order by id").fetchall()
+    states = dict(db.execute("select task_id, state from task_instance where run_id = ?", runs[-1]))
+    assert states == {"evaluate": "success", "gate": "success", "register": "success"}, states
+    event = json.loads(db.execute("select e.extra from asset_event e join asset a on a.id = e.asset_id "
+                                  "where a.uri = 'llmops://challenger/'").fetchone()[0])
+    assert event["model_uri"] == "models:/llmops/1" and event["name"] == "llmops"
+    assert model_registry.version_for(cfg, "llmops", model_registry.CHALLENGER) == "1"
+    version = client.get_model_version("llmops", "1")
+    assert version.tags["gate_result"] == "passed" and version.tags["data_card_hash"]
+    local = model_registry.download(cfg, "models:/llmops/1", tmp_path / "downloaded")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md"} <= {p.name for p in local.iterdir()}
 
 
 def _no_planted_pii_anywhere(home: Path, events: dict, ground_truth: dict, dag_log: Path) -> None:

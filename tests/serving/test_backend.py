@@ -34,31 +34,7 @@ QUESTIONS = [  # different lengths, so the batch is padded differently for each 
     "What is slicing?",
 ]
 
-
-def build_random_model(tokenizer_dir: Path, dest: Path, *, seed: int = 0) -> Path:
-    """A tiny randomly initialised Llama saved as an exported model, with ``tokenizer_dir``'s tokenizer.
-
-    A freshly initialised model answers every prompt differently (the 30-step fixture
-    model answers everything with one repeated token), so batched-versus-alone checks
-    compare real, diverse token streams. ``initializer_range`` 0.3 makes the logits
-    spread out: the default 0.02 gives near-uniform logits whose argmax means nothing.
-    """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    eos = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|end|>"])
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         initializer_range=0.3, tie_word_embeddings=True, bos_token_id=None, eos_token_id=eos[0],
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = eos
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
-    return dest
+from tests.serving.conftest import build_random_model
 
 
 @pytest.fixture(scope="module")

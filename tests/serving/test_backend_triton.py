@@ -157,7 +157,7 @@ def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(triton: Trito
         for i, (question, scalars) in enumerate(requests):
             client.async_infer(NAME, grpc_inputs(question, **scalars),
                                callback=lambda result, error, i=i: done.put((i, result, error)))
-        answers = dict((i, (result, error)) for i, result, error in (done.get(timeout=120) for _ in requests))
+        answers = {i: (result, error) for i, result, error in (done.get(timeout=120) for _ in requests)}
     finally:
         client.close()
 

@@ -1,0 +1,105 @@
+"""
+### llmops_deploy — verified, zero-downtime deployment to Triton Inference Server
+
+Runs when `llmops_evaluate` registers a challenger (`llmops://challenger`), or by hand
+with a `model_version` Param (any registered version of `llmops` that passed the gate;
+that is also how you roll forward or back to a chosen version).
+
+`wait_for_server` (sensor) waits until the Triton server answers `/v2/health/ready`
+(start it with `llmops serve start`) → `deploy`: download the version from the MLflow
+registry, load it as `llmops_staging`, smoke-test it over HTTP and gRPC, unload
+staging, then add the version to `llmops` and reload (the old version keeps serving
+until the new one is ready; no request fails), check live answers come from the new
+version, set MLflow alias `champion`, and announce `llmops://champion`. If staging or
+the swap fails, the old version keeps serving, `champion` is unchanged and the task
+fails with the reason (at once: a retry cannot mend a broken model).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+from llmops_airflow.assets import CHALLENGER, CHAMPION, event_extra
+from llmops_airflow.config import run_config
+
+PARAMS = {
+    "model_version": Param(None, type=["null", "integer"], minimum=1,
+                           description="Registered version of `llmops` to serve (default: the triggering "
+                                       "challenger event's version, else the `challenger` alias)."),
+    "server_wait_s": Param(300, type="integer", minimum=1,
+                           description="How long the sensor waits for the Triton server to be ready."),
+}
+
+
+def _cfg():
+    return run_config({})
+
+
+@dag(
+    dag_id="llmops_deploy",
+    schedule=[CHALLENGER],
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["llmops", "serving"],
+    params=PARAMS,
+    doc_md=__doc__,
+    # A DeployFailed verdict fails at once (AirflowFailException); the retry is for I/O.
+    default_args={"owner": "llmops", "execution_timeout": dt.timedelta(minutes=30), "retries": 1,
+                  "retry_delay": dt.timedelta(seconds=10)},
+)
+def llmops_deploy():
+    @task.sensor(poke_interval=5, timeout=3600, mode="poke")
+    def wait_for_server():
+        """Poke `/v2/health/ready`; fails after `server_wait_s` with how to start the server."""
+        import time
+
+        from airflow.exceptions import AirflowFailException
+        from airflow.sdk import PokeReturnValue
+
+        from llmops.serving.server import TritonServer
+
+        context = get_current_context()
+        server = TritonServer(_cfg())
+        if server.ready():
+            return PokeReturnValue(is_done=True, xcom_value=server.http_url)
+        waited = time.time() - context["ti"].start_date.timestamp()
+        if waited > context["params"]["server_wait_s"]:
+            raise AirflowFailException(f"Triton is not ready at {server.http_url} after {waited:.0f} s: start it "
+                                       f"with `llmops serve start` (log: {server.log_path})")
+        return PokeReturnValue(is_done=False)
+
+    @task(outlets=[CHAMPION])
+    def deploy(url: str, *, triggering_asset_events=None, outlet_events=None) -> dict[str, Any]:
+        """Stage → smoke tests (HTTP + gRPC) → swap → live check → champion."""
+        from airflow.exceptions import AirflowFailException
+
+        from llmops.serving.deploy import DeployFailed, deploy as deploy_version, write_deploy_report
+
+        cfg = _cfg()
+        version = get_current_context()["params"].get("model_version")
+        uri = f"models:/{cfg.serving.model_name}/{version}" if version else None
+        if uri is None and triggering_asset_events:
+            for event in triggering_asset_events.get(CHALLENGER, []):
+                uri = event.extra.get("model_uri")
+        uri = uri or f"models:/{cfg.serving.model_name}@challenger"
+        print(f"deploying {uri} to {url}")
+        try:
+            result = deploy_version(cfg, uri, progress=print)
+        except DeployFailed as exc:
+            raise AirflowFailException(f"{exc}; the previous version keeps serving and champion is unchanged") \
+                from None
+        for row in result.smoke:
+            print(f"  smoke {row['protocol']}: {row['question']!r} -> {row['text']!r}")
+        report = write_deploy_report(cfg, result)
+        print(f"{result.status}: {result.model_uri} (was {result.previous}); report {report}")
+        outlet_events[CHAMPION].extra = event_extra(str(report), str(result.version), model_uri=result.model_uri,
+                                                    version=result.version, previous=result.previous)
+        return result.to_dict()
+
+    deploy(wait_for_server())
+
+
+llmops_deploy()

@@ -1,0 +1,310 @@
+"""Deploy a registered model version to the running Triton server, verified, with rollback.
+
+``deploy`` takes a ``models:/llmops/<version>`` or ``models:/llmops@<alias>`` URI:
+
+1. **Resolve** the version in the MLflow registry; refuse one whose ``gate_result`` tag
+   is not ``passed`` (a model that failed the gate never reaches users).
+2. **Stage**: download exactly the registered artifacts, build them as version N of
+   ``serving.staging_model_name``, load that, and smoke-test it through tritonclient
+   over HTTP *and* gRPC (real generations: non-empty, well-formed, answering as version
+   N). Staging is unloaded and removed afterwards, pass or fail.
+3. **Swap**: add version N to the served model, point its ``version_policy`` at N and
+   reload. Triton's explicit model control loads N while the old version keeps serving,
+   then moves traffic and unloads the old one when its in-flight requests are done, so
+   no request fails; a version that fails to load leaves the old one serving.
+4. **Verify** live answers come from N, then set MLflow ``champion`` to N (recording the
+   previous champion on it) and remove the old version directory.
+
+If staging or the swap fails, the old version keeps serving, the new directory is
+removed, ``champion`` is unchanged, and ``DeployFailed`` says why. ``rollback`` serves
+the champion's predecessor (through the same verified path) and moves ``champion`` back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmops.config import LlmopsConfig
+from llmops.registry import model_registry as registry
+from llmops.serving import repository
+from llmops.serving.client import Answer, generate
+
+log = logging.getLogger(__name__)
+
+SMOKE_QUESTIONS = ("What does the assert statement do?", "What is the for statement?")
+"""Smoke-test prompts (the first behavioural cases the gate already checked on this model)."""
+SMOKE_MAX_TOKENS = 24
+LIVE_CHECKS = 3
+"""Live requests that must come from the new version before ``champion`` moves."""
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+Progress = Callable[[str], None]
+
+
+class DeployFailed(RuntimeError):
+    """The version was not deployed; the previous one keeps serving and ``champion`` is unchanged."""
+
+
+@dataclass
+class DeployResult:
+    """What a deployment (or rollback) did."""
+
+    name: str
+    """Registered model name (and Triton model name)."""
+    version: int
+    """The version now served."""
+    model_uri: str
+    """``models:/<name>/<version>``."""
+    previous: int | None
+    """The version served before (None on a first deployment)."""
+    status: str
+    """``deployed``, ``already serving`` or ``rolled back``."""
+    smoke: list[dict[str, Any]] = field(default_factory=list)
+    """The smoke-test answers (protocol, question, answer, version, tokens)."""
+    live: list[str] = field(default_factory=list)
+    """``model_version`` of the live checks after the swap."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve(cfg: LlmopsConfig, model_uri: str) -> tuple[str, int, Any]:
+    """``(name, version, ModelVersion)`` of a ``models:/name/N`` or ``models:/name@alias`` URI."""
+    from mlflow.exceptions import MlflowException
+
+    match = _URI.match(model_uri.strip())
+    if not match:
+        raise DeployFailed(f"{model_uri!r} is not a registered model URI: use models:/<name>/<version> or "
+                           f"models:/<name>@<alias>")
+    name = match["name"]
+    client = registry.tracking.connect(registry.tracking.tracking_uri(cfg))
+    try:
+        if match["version"]:
+            mv = client.get_model_version(name, match["version"])
+        else:
+            mv = client.get_model_version_by_alias(name, match["alias"])
+    except MlflowException as exc:
+        raise DeployFailed(f"{model_uri}: not in the registry ({str(exc).splitlines()[0]})") from None
+    return name, int(mv.version), mv
+
+
+def model_info(model_uri: str, mv: Any) -> dict[str, Any]:
+    """The ``model_info.json`` facts of a registered version (shown by the server and ``serve status``)."""
+    tags = dict(mv.tags or {})
+    return {"model_uri": model_uri, "registered_name": mv.name, "version": str(mv.version), "run_id": mv.run_id,
+            "data_card_hash": tags.get("data_card_hash"), "tokenizer_hash": tags.get("tokenizer_hash"),
+            "gate_result": tags.get("gate_result"), "code_version": tags.get("code_version")}
+
+
+def smoke_test(server: Any, name: str, version: int, *, questions: tuple[str, ...] = SMOKE_QUESTIONS
+               ) -> list[dict[str, Any]]:
+    """Real generations over HTTP and gRPC; raises ``DeployFailed`` on any malformed answer."""
+    rows = []
+    for protocol, url in (("http", server.http_address), ("grpc", server.grpc_address)):
+        for question in questions:
+            try:
+                answer = generate(question, url=url, protocol=protocol, model=name, max_tokens=SMOKE_MAX_TOKENS)
+            except Exception as exc:  # tritonclient raises its own exception types per protocol
+                raise DeployFailed(f"smoke test over {protocol}: {question!r} was refused: {exc}") from None
+            problems = _answer_problems(answer, version)
+            if problems:
+                raise DeployFailed(f"smoke test over {protocol}: {question!r}: {'; '.join(problems)} "
+                                   f"(answer {answer.text!r:.120})")
+            rows.append({"protocol": protocol, "question": question, **answer.to_dict()})
+    return rows
+
+
+def _answer_problems(answer: Answer, version: int) -> list[str]:
+    problems = []
+    if not answer.text.strip():
+        problems.append("empty answer")
+    if answer.model_version != str(version):
+        problems.append(f"answered as version {answer.model_version!r}, expected {version}")
+    if answer.completion_tokens < 1 or answer.prompt_tokens < 1:
+        problems.append(f"token counts {answer.prompt_tokens}/{answer.completion_tokens}")
+    return problems
+
+
+def served_version(server: Any, name: str) -> int | None:
+    """The version of ``name`` Triton has READY (the highest if several), or None."""
+    ready = [int(m.version) for m in server.repository_index() if m.name == name and m.state == "READY"
+             and m.version.isdigit()]
+    return max(ready) if ready else None
+
+
+def _settled(server: Any, name: str, timeout: float = 60.0) -> None:
+    """Wait until no version of ``name`` is UNLOADING: meanwhile Triton's strict readiness
+    reports the whole server not ready (inference still works), which would fail a health
+    probe or the next deployment's readiness check."""
+    deadline = time.monotonic() + timeout
+    while any(m.name == name and m.state == "UNLOADING" for m in server.repository_index()):
+        if time.monotonic() > deadline:
+            log.warning("%s: an old version was still unloading after %.0f s", name, timeout)
+            return
+        time.sleep(0.1)
+
+
+def _require_server(server: Any, wait_s: float = 30.0) -> None:
+    deadline = time.monotonic() + wait_s  # readiness flaps while a model unloads: give it a moment
+    while server.is_running() and not server.ready():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if not server.is_running() or not server.ready():
+        raise DeployFailed(f"Triton is not running or not ready at {server.http_url}: start it with "
+                           f"`llmops serve start` (log: {server.log_path})")
+
+
+def _stage(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict[str, Any],
+           progress: Progress) -> list[dict[str, Any]]:
+    staging = cfg.serving.staging_model_name
+    try:
+        server.unload_model(staging)
+    except Exception:  # nothing staged: the usual case
+        pass
+    repository.remove_model(cfg, staging)
+    repository.build_version(cfg, hf_dir=hf_dir, name=staging, version=version, info=info)
+    try:
+        progress(f"staging: loading version {version} as {staging!r}")
+        try:
+            server.load_model(staging)
+        except Exception as exc:
+            raise DeployFailed(f"version {version} failed to load under {staging!r}: {exc}") from None
+        progress("staging: smoke tests over HTTP and gRPC")
+        return smoke_test(server, staging, version)
+    finally:
+        try:
+            server.unload_model(staging)
+        except Exception as exc:  # never loaded, or already gone
+            log.debug("unloading %s: %s", staging, exc)
+        repository.remove_model(cfg, staging)
+
+
+def _swap(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict[str, Any], previous: int | None,
+          progress: Progress) -> list[str]:
+    name = cfg.serving.model_name
+    had_dir = version in repository.served_versions(cfg, name)
+    repository.build_version(cfg, hf_dir=hf_dir, name=name, version=version, info=info)
+    repository.write_config(cfg, name, versions=[version])
+    progress(f"swap: loading version {version} of {name!r}"
+             + (f" while version {previous} keeps serving" if previous else ""))
+    try:
+        server.load_model(name)
+        live = []
+        for _ in range(LIVE_CHECKS):
+            answer = generate(SMOKE_QUESTIONS[0], url=server.http_address, model=name, max_tokens=4)
+            live.append(answer.model_version)
+        if set(live) != {str(version)}:
+            raise DeployFailed(f"after the swap {name!r} answered as versions {live}, expected {version}")
+        _settled(server, name)
+        return live
+    except Exception as exc:
+        # Back to what served before: its policy, its directory; Triton kept it loaded.
+        if previous is not None:
+            repository.write_config(cfg, name, versions=[previous])
+            if served_version(server, name) != previous:
+                server.load_model(name)
+        if not had_dir:
+            repository.remove_version(cfg, name, version)
+        if previous is None:
+            repository.remove_model(cfg, name)
+        if isinstance(exc, DeployFailed):
+            raise
+        raise DeployFailed(f"swap to version {version} failed: {exc}") from None
+
+
+def deploy(cfg: LlmopsConfig, model_uri: str = "models:/llmops@challenger", *, server: Any = None,
+           progress: Progress = log.info, promote: bool = True, require_gate: bool = True) -> DeployResult:
+    """Stage, smoke-test, swap, verify and promote one registered version (see the module doc)."""
+    from llmops.serving.server import TritonServer
+
+    server = server or TritonServer(cfg)
+    name, version, mv = resolve(cfg, model_uri)
+    if name != cfg.serving.model_name:
+        raise DeployFailed(f"{model_uri}: only the served model {cfg.serving.model_name!r} is deployed "
+                           f"(variants are registered as {cfg.serving.model_name}-<variant>)")
+    gate = (mv.tags or {}).get("gate_result")
+    if require_gate and gate != "passed":
+        raise DeployFailed(f"{name} version {version} has gate_result={gate!r}: only versions that passed the "
+                           f"evaluation gate are deployed")
+    _require_server(server)
+    uri = f"models:/{name}/{version}"
+    previous = served_version(server, name)
+    if previous == version:
+        if promote:
+            registry.promote_champion(cfg, str(version), name=name)
+        progress(f"{uri} is already serving")
+        return DeployResult(name, version, uri, previous, "already serving")
+
+    progress(f"downloading {uri} from the registry")
+    hf_dir = registry.download(cfg, uri, Path(cfg.home) / "cache" / "serving" / f"{name}-{version}")
+    info = model_info(uri, mv)
+    smoke = _stage(cfg, server, hf_dir, version, info, progress)
+    live = _swap(cfg, server, hf_dir, version, info, previous, progress)
+    if promote:
+        registry.promote_champion(cfg, str(version), name=name)
+        progress(f"champion -> {name} version {version}")
+    for old in repository.served_versions(cfg, name):
+        if old != version:
+            repository.remove_version(cfg, name, old)
+    return DeployResult(name, version, uri, previous, "deployed", smoke, live)
+
+
+def rollback(cfg: LlmopsConfig, *, server: Any = None, progress: Progress = log.info) -> DeployResult:
+    """Serve the version the champion replaced (verified like a deployment), then move ``champion`` back."""
+    name = cfg.serving.model_name
+    current = registry.version_for(cfg, name, registry.CHAMPION)
+    if current is None:
+        raise DeployFailed(f"{name} has no champion: nothing to roll back")
+    client = registry.tracking.connect(registry.tracking.tracking_uri(cfg))
+    previous = client.get_model_version(name, current).tags.get(registry.PREVIOUS_CHAMPION_TAG)
+    if not previous:
+        raise DeployFailed(f"{name} version {current} is the first champion: there is no earlier one to serve")
+    # The earlier champion passed the gate when it was deployed; serve it, then move the alias.
+    result = deploy(cfg, f"models:/{name}/{previous}", server=server, progress=progress, promote=False)
+    registry.rollback_champion(cfg, name=name)
+    progress(f"champion -> {name} version {previous} (was {current})")
+    result.status = "rolled back"
+    return result
+
+
+def ensure_champion_in_repository(cfg: LlmopsConfig, progress: Progress = log.info) -> int | None:
+    """Before the server starts: put the MLflow ``champion`` into the repository if it is not there,
+    so ``serve start`` serves it. Returns the champion's version (None when there is none)."""
+    name = cfg.serving.model_name
+    version = registry.version_for(cfg, name, registry.CHAMPION)
+    if version is None:
+        return None
+    if int(version) in repository.served_versions(cfg, name):
+        repository.write_config(cfg, name, versions=[int(version)])
+        return int(version)
+    uri = f"models:/{name}/{version}"
+    _, _, mv = resolve(cfg, uri)
+    progress(f"adding the champion {uri} to the model repository")
+    hf_dir = registry.download(cfg, uri, Path(cfg.home) / "cache" / "serving" / f"{name}-{version}")
+    repository.build_version(cfg, hf_dir=hf_dir, name=name, version=int(version), info=model_info(uri, mv))
+    repository.write_config(cfg, name, versions=[int(version)])
+    for old in repository.served_versions(cfg, name):
+        if old != int(version):
+            repository.remove_version(cfg, name, old)
+    return int(version)
+
+
+def write_deploy_report(cfg: LlmopsConfig, result: DeployResult) -> Path:
+    """``reports/llmops_deploy/latest.json``: what is served now and how it was verified."""
+    out = Path(cfg.home) / "reports" / "llmops_deploy"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "latest.json"
+    path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return path
+
+
+__all__ = ["DeployFailed", "DeployResult", "deploy", "rollback", "ensure_champion_in_repository", "smoke_test",
+           "resolve", "served_version", "write_deploy_report"]

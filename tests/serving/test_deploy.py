@@ -1,0 +1,141 @@
+"""Deployments against a real Triton server and a real MLflow registry: staged, smoke-tested,
+swapped with no failed request under load, refused or rolled back without touching what serves."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from llmops.registry import model_registry as registry
+from llmops.registry import tracking
+from llmops.serving import repository
+from llmops.serving.client import generate
+from llmops.serving.deploy import DeployFailed, deploy, ensure_champion_in_repository, rollback
+from llmops.serving.server import TritonServer
+from tests.serving.conftest import build_random_model, serving_config
+from tests.training.fixtures import paths
+
+pytestmark = pytest.mark.slow
+
+
+def _register(cfg, model_dir: Path, *, gate: str = "passed") -> str:
+    """Register ``model_dir`` as a new version of ``llmops`` the way the gate does, with its tags."""
+    client = tracking.connect(tracking.tracking_uri(cfg))
+    experiment = tracking.ensure_experiment(cfg, client)
+    run = client.create_run(experiment, run_name="deploy-test")
+    client.set_terminated(run.info.run_id)
+    return registry.register_model(cfg, model_dir, run.info.run_id, tags={"gate_result": gate,
+                                                                           "data_card_hash": "test"})
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, data_home):
+    """A Triton server in its own home with three registered versions: two good (1, 2; tiny
+    random models with the pipeline's tokenizer, which answer every prompt with some text)
+    and one whose weights cannot load (3)."""
+    home = tmp_path_factory.mktemp("deploy_home")
+    cfg = serving_config(home, max_queue_delay_us=1000)
+    tokenizer = paths(data_home)["tokenizer"]
+    good = build_random_model(tokenizer, home / "model-a", seed=0)
+    other = build_random_model(tokenizer, home / "model-b", seed=1)
+    broken = home / "broken-model"
+    shutil.copytree(good, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    versions = {"v1": _register(cfg, good), "v2": _register(cfg, other), "broken": _register(cfg, broken)}
+    server = TritonServer(cfg)
+    server.start()
+    try:
+        yield {"cfg": cfg, "server": server, "versions": versions, "good": good}
+    finally:
+        server.stop(timeout=30)
+
+
+def _traffic(server: TritonServer, stop: threading.Event, results: Counter, versions: list, errors: list) -> None:
+    while not stop.is_set():
+        sent = time.monotonic()
+        try:
+            answer = generate("What is the for statement?", url=server.http_address, max_tokens=4, timeout_s=60)
+            results["ok"] += 1
+            versions.append((sent, answer.model_version))
+        except Exception as exc:  # any refusal or error is a failed request
+            results["failed"] += 1
+            errors.append(repr(exc))
+
+
+def test_deploy_swaps_versions_under_load_without_a_failed_request(stack):
+    cfg, server, v = stack["cfg"], stack["server"], stack["versions"]
+    first = deploy(cfg, f"models:/llmops/{v['v1']}", server=server)
+    assert first.status == "deployed" and first.previous is None
+    assert {r["protocol"] for r in first.smoke} == {"http", "grpc"}
+    assert all(r["model_version"] == v["v1"] and r["text"] for r in first.smoke)
+    assert registry.version_for(cfg, "llmops", registry.CHAMPION) == v["v1"]
+    assert repository.served_versions(cfg, "llmops") == [int(v["v1"])]
+    assert not (repository.repository_path(cfg) / cfg.serving.staging_model_name).exists()
+
+    stop, results, seen, errors = threading.Event(), Counter(), [], []
+    threads = [threading.Thread(target=_traffic, args=(server, stop, results, seen, errors)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        second = deploy(cfg, f"models:/llmops/{v['v2']}", server=server)
+        swapped = time.monotonic()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    assert results["failed"] == 0, errors[:5]
+    assert results["ok"] > 20
+    assert second.status == "deployed" and second.previous == int(v["v1"])
+    after = [ver for sent, ver in seen if sent > swapped]  # requests sent once deploy() returned
+    assert after and set(after) == {v["v2"]}, Counter(after)
+    assert v["v1"] in {ver for _, ver in seen}  # v1 answered while v2 was staged and loaded
+    assert registry.version_for(cfg, "llmops", registry.CHAMPION) == v["v2"]
+    assert repository.served_versions(cfg, "llmops") == [int(v["v2"])]  # the old directory is gone
+
+
+def test_a_version_that_fails_to_initialize_never_serves(stack):
+    cfg, server, v = stack["cfg"], stack["server"], stack["versions"]
+    champion = registry.version_for(cfg, "llmops", registry.CHAMPION)
+    with pytest.raises(DeployFailed, match="failed to load"):
+        deploy(cfg, f"models:/llmops/{v['broken']}", server=server)
+    assert generate("What is the for statement?", url=server.http_address, max_tokens=4).model_version == champion
+    assert generate("What is x?", url=server.grpc_address, protocol="grpc", max_tokens=4).model_version == champion
+    assert registry.version_for(cfg, "llmops", registry.CHAMPION) == champion
+    assert repository.served_versions(cfg, "llmops") == [int(champion)]
+    assert not (repository.repository_path(cfg) / cfg.serving.staging_model_name).exists()
+
+
+def test_a_version_that_failed_the_gate_is_refused(stack):
+    cfg, server = stack["cfg"], stack["server"]
+    failed = _register(cfg, stack["good"], gate="failed")
+    with pytest.raises(DeployFailed, match="gate_result='failed'"):
+        deploy(cfg, f"models:/llmops/{failed}", server=server)
+    with pytest.raises(DeployFailed, match="not in the registry"):
+        deploy(cfg, "models:/llmops/999", server=server)
+    with pytest.raises(DeployFailed, match="not a registered model URI"):
+        deploy(cfg, "/some/dir", server=server)
+
+
+def test_rollback_serves_the_previous_champion_and_restart_serves_the_champion(stack):
+    cfg, server, v = stack["cfg"], stack["server"], stack["versions"]
+    assert registry.version_for(cfg, "llmops", registry.CHAMPION) == v["v2"]
+    result = rollback(cfg, server=server)
+    assert result.status == "rolled back" and result.version == int(v["v1"])
+    assert generate("What is x?", url=server.http_address, max_tokens=4).model_version == v["v1"]
+    assert registry.version_for(cfg, "llmops", registry.CHAMPION) == v["v1"]
+    again = deploy(cfg, f"models:/llmops/{v['v1']}", server=server)
+    assert again.status == "already serving"
+
+    # A restart serves the champion again, from the repository (or the registry if missing).
+    server.stop(timeout=30)
+    shutil.rmtree(repository.repository_path(cfg) / "llmops")
+    assert ensure_champion_in_repository(cfg) == int(v["v1"])
+    server.start()
+    assert generate("What is x?", url=server.http_address, max_tokens=4).model_version == v["v1"]
