@@ -1,10 +1,12 @@
-"""``llmops demo`` (what ``make demo`` runs): the demo site, the data DAG and the
-training DAG, for real.
+"""``llmops demo`` (what ``make demo`` runs): the demo site and every DAG, for real.
 
 Starts the demo website in a background thread, prepares the embedded Airflow
 (SQLite under ``$LLMOPS_HOME/airflow``), runs ``airflow dags test llmops_data`` with
 the site's URL as a Param, then ``airflow dags test llmops_train`` (DeepSpeed
-pretraining on 2 CPU ranks, then the fine-tuned variants), and prints both summaries.
+pretraining on 2 CPU ranks, then the fine-tuned variants), ``llmops_evaluate`` (gate,
+registry), starts the embedded Triton server and runs ``llmops_deploy``, then asks the
+served model one question over HTTP and over gRPC and prints every summary. Triton
+keeps serving afterwards (``llmops serve stop`` ends it).
 Airflow runs as a subprocess: this module never imports airflow.
 """
 
@@ -113,12 +115,47 @@ def run_demo(cfg: LlmopsConfig, use_airflow: bool = True) -> int:
     conf = json.dumps({"model_path": served["model"], "variant": served["name"]})
     _run_logged([airflow, "dags", "test", "llmops_evaluate", "-c", conf], env, logs / "llmops_evaluate-dags-test.log",
                 "airflow dags test llmops_evaluate (evaluation gate, MLflow registry)")
+    served_answers = _deploy_and_ask(cfg, env, airflow, logs)
     print((data_report / "summary.txt").read_text())
     print((train_report / "summary.txt").read_text())
     print(_registered_summary(cfg))
+    print(served_answers)
     print(f"Reports: {data_report}\n         {train_report}\nArtifacts: {cfg.home / 'artifacts'}\n"
-          f"Browse the runs: make airflow (http://127.0.0.1:8080), make mlflow (http://127.0.0.1:5000)")
+          f"Browse the runs: make airflow (http://127.0.0.1:8080), make mlflow (http://127.0.0.1:5000)\n"
+          f"Triton keeps serving: llmops generate \"What is the for statement?\" [--grpc]; "
+          f"llmops serve status; llmops serve stop")
     return 0
+
+
+def _deploy_and_ask(cfg: LlmopsConfig, env: dict[str, str], airflow: str, logs: Path) -> str:
+    """Start the embedded Triton (serving the current champion, if any), deploy the new
+    challenger through llmops_deploy, and ask the served model over HTTP and gRPC."""
+    from llmops.registry.model_registry import CHALLENGER, SERVED_MODEL, version_for
+    from llmops.serving.client import generate
+    from llmops.serving.deploy import ensure_champion_in_repository
+    from llmops.serving.server import TritonServer
+
+    version = version_for(cfg, SERVED_MODEL, CHALLENGER)
+    if version is None:
+        return "llmops_deploy: skipped, no challenger was registered"
+    server = TritonServer(cfg)
+    if not server.is_running():
+        ensure_champion_in_repository(cfg, progress=lambda line: print(f"    {line}", flush=True))
+        print(f"==> starting Triton Inference Server on {server.http_url} (gRPC {server.grpc_address}, "
+              f"log {server.log_path})", flush=True)
+        server.start(progress=lambda line: print(f"    {line}", flush=True))
+    # The scheduler would start llmops_deploy on the llmops://challenger event.
+    conf = json.dumps({"model_version": int(version)})
+    _run_logged([airflow, "dags", "test", "llmops_deploy", "-c", conf], env, logs / "llmops_deploy-dags-test.log",
+                "airflow dags test llmops_deploy (staging, smoke tests, zero-downtime swap, champion)")
+    question = "What is the for statement?"
+    lines = ["llmops_deploy summary", f"  champion models:/{SERVED_MODEL}/{version} served by Triton at "
+             f"{server.http_url} (HTTP) and {server.grpc_address} (gRPC)", f"  question: {question}"]
+    for protocol, url in (("http", server.http_address), ("grpc", server.grpc_address)):
+        answer = generate(question, url=url, protocol=protocol, model=cfg.serving.model_name)
+        lines.append(f"  {protocol:<4} answer (version {answer.model_version}, {answer.completion_tokens} tokens): "
+                     f"{answer.text}")
+    return "\n".join(lines)
 
 
 def _latest_report(cfg: LlmopsConfig, dag_id: str) -> Path:

@@ -139,3 +139,49 @@ def test_rollback_serves_the_previous_champion_and_restart_serves_the_champion(s
     assert ensure_champion_in_repository(cfg) == int(v["v1"])
     server.start()
     assert generate("What is x?", url=server.http_address, max_tokens=4).model_version == v["v1"]
+
+
+def test_llmops_deploy_dag_deploys_through_airflow_and_fails_cleanly(stack, tmp_path):
+    """`airflow dags test llmops_deploy`: the sensor finds the server, the deploy task swaps
+    the version in and announces llmops://champion; a broken version fails the task with
+    the reason while the champion keeps serving."""
+    import json
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.dags.conftest import airflow_env
+
+    cfg, server, v = stack["cfg"], stack["server"], stack["versions"]
+    s = cfg.serving
+    env = airflow_env(Path(cfg.home)) | {
+        "LLMOPS_SERVING__HTTP_PORT": str(s.http_port), "LLMOPS_SERVING__GRPC_PORT": str(s.grpc_port),
+        "LLMOPS_SERVING__METRICS_PORT": str(s.metrics_port), "LLMOPS_SERVING__ADMIN_KEY": server.admin_key}
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    champion = registry.version_for(cfg, "llmops", registry.CHAMPION)
+    target = v["v2"] if champion != v["v2"] else v["v1"]
+    runs = []
+    for version in (target, v["broken"]):
+        log = tmp_path / f"deploy-{version}.log"
+        with open(log, "w") as fh:
+            subprocess.run([airflow, "dags", "test", "llmops_deploy", "-c", json.dumps({"model_version": int(version)})],
+                           env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=600)
+        runs.append(log.read_text())
+    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
+    rows = db.execute("select r.run_id, t.task_id, t.state from task_instance t join dag_run r "
+                      "on t.run_id = r.run_id and t.dag_id = r.dag_id where t.dag_id = 'llmops_deploy' "
+                      "order by r.id").fetchall()
+    by_run: dict[str, dict[str, str]] = {}
+    for run_id, task, state in rows:
+        by_run.setdefault(run_id, {})[task] = state
+    good, bad = list(by_run.values())
+    assert good == {"wait_for_server": "success", "deploy": "success"}, runs[0][-3000:]
+    assert bad == {"wait_for_server": "success", "deploy": "failed"}, runs[1][-3000:]
+    assert "failed to load" in runs[1] and "the previous version keeps serving" in runs[1]
+    event = json.loads(db.execute("select e.extra from asset_event e join asset a on a.id = e.asset_id "
+                                  "where a.uri = 'llmops://champion/'").fetchone()[0])
+    assert event["model_uri"] == f"models:/llmops/{target}"
+    assert registry.version_for(cfg, "llmops", registry.CHAMPION) == target
+    assert generate("What is x?", url=server.http_address, max_tokens=4).model_version == target
+    assert server.admin_key not in "".join(runs)
