@@ -1,0 +1,316 @@
+"""Serving benchmark: the embedded Triton server against itself and against no server at all.
+
+One Triton server (free ports, a temporary home) serves the same model twice:
+
+- ``llmops``: the production config (``serving.*``: dynamic batcher, ``max_batch_size`` 8,
+  preferred batches 4 and 8, 2 ms queue delay);
+- ``llmops_nobatch``: the same config without the ``dynamic_batching`` block. Triton's
+  default scheduler then hands each request to ``execute`` alone. ``max_batch_size`` stays
+  8 so both models take exactly the same request tensors (``[1, 1]``); ``max_batch_size``
+  0 would change the input shapes, and so the client code, and measure that too.
+
+Both have one instance with ``serving.threads_per_instance`` torch threads. Every request is
+one of eight fixed questions, greedy, ``max_tokens`` 32; warm-up requests are not counted.
+Measured (each ratio from the same run, the number to compare across machines):
+
+- req/s with 8 concurrent clients (threads, one tritonclient HTTP client each), batched
+  vs not, and the p50/p95 latency of each; the modes alternate A-B-B-A so a neighbour's
+  load on this shared machine falls on both alike;
+- single requests one after another: gRPC p50 vs HTTP p50, and Triton (HTTP) p50 vs
+  the same ``TextGenerator`` called in this process with the same torch thread count
+  (what serving costs on top of the model). The three are interleaved request by request.
+
+The model is the newest fine-tuned model of ``$LLMOPS_HOME`` (``make demo`` makes one);
+on a fresh machine a randomly initialised model of the ``tiny`` preset with a tokenizer
+trained on ``pydoc_data.topics`` stands in (same shape, same cost per token).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+QUESTIONS = (
+    "What is the for statement?",
+    "How do I define a function?",
+    "What does the with statement do?",
+    "Explain list comprehensions.",
+    "What is a generator?",
+    "How are exceptions raised?",
+    "What is the import system?",
+    "What does the yield expression do?",
+)
+MAX_TOKENS = 32
+CONCURRENCY = 8
+PER_THREAD = 16      # measured requests per client thread and mode, split over two rounds
+WARMUP = 2           # per client thread, before every measured round
+SINGLE = 24          # sequential requests per path (in-process, HTTP, gRPC)
+BATCHED, NOBATCH = "llmops", "llmops_nobatch"
+_RESERVED = {8000, 8001, 8002}  # Triton's defaults: another server may own them
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports nobody listens on (kernel-chosen), never Triton's defaults."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(("", 0))
+            socks.append(s)
+            if s.getsockname()[1] not in _RESERVED:
+                ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def _demo_model(home: Path) -> Path | None:
+    """The newest fine-tuned model under ``home/artifacts/model`` that is complete enough to serve."""
+    from llmops.serving.repository import check_hf_dir
+
+    found = []
+    for meta in (home / "artifacts" / "model").glob("*/llmops_model.json"):
+        try:
+            if json.loads(meta.read_text()).get("kind") == "finetune":
+                found.append((meta.stat().st_mtime, check_hf_dir(meta.parent)))
+        except (OSError, ValueError):  # unreadable record or incomplete export (FileNotFoundError is an OSError)
+            continue
+    return max(found)[1] if found else None
+
+
+def _random_model(work: Path, seed: int = 0) -> Path:
+    """A randomly initialised ``tiny``-preset Llama with a tokenizer trained on pydoc's topics."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from pydoc_data.topics import topics
+    from transformers import AutoTokenizer, GenerationConfig, LlamaForCausalLM
+
+    from llmops.config import TokenizerConfig
+    from llmops.data.qa import chat_template
+    from llmops.tokenizer.train import run_tokenizer
+    from llmops.training.model import llama_config, load_preset
+
+    names = sorted(topics)
+    corpus = work / "serving_corpus.parquet"
+    pq.write_table(pa.table({"id": names, "url": [""] * len(names), "text": [topics[n] for n in names]}), corpus)
+    tcfg = TokenizerConfig()
+    tok_dir = work / "serving_tokenizer"
+    run_tokenizer(corpus, tok_dir, tcfg, chat_template=chat_template(tcfg))
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(tcfg.template_tokens[2])]
+    config = llama_config(load_preset("tiny"), vocab_size=len(tokenizer), eos_id=stop[0],
+                          pad_id=tokenizer.pad_token_id)
+    config.use_cache = True
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
+    dest = work / "serving_model"
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+def _pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) in ms, by linear interpolation between ranks."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return 1000 * (ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
+
+
+def _closed_loop(address: str, model: str, n: int) -> tuple[float, list[float], dict[str, tuple[str, int]]]:
+    """``CONCURRENCY`` threads, each with its own HTTP client, send ``n`` requests each back to back.
+
+    Returns (wall seconds of the measured part, per-request latencies, question -> (answer,
+    completion tokens)). Every thread warms up first; the clock starts when all are warm.
+    """
+    from llmops.serving.client import generate, make_client
+
+    latencies: list[list[float]] = [[] for _ in range(CONCURRENCY)]
+    answers: dict[str, tuple[str, int]] = {}
+    errors: list[BaseException] = []
+    warm = threading.Barrier(CONCURRENCY + 1)
+    done = threading.Barrier(CONCURRENCY + 1)
+
+    def client_thread(k: int) -> None:
+        client = make_client(address, "http", timeout_s=300)
+        try:
+            for i in range(WARMUP):
+                generate(QUESTIONS[(k + i) % len(QUESTIONS)], client=client, model=model, max_tokens=MAX_TOKENS)
+            warm.wait()
+            for i in range(n):
+                question = QUESTIONS[(k + i) % len(QUESTIONS)]  # neighbours ask different questions
+                started = time.perf_counter()
+                answer = generate(question, client=client, model=model, max_tokens=MAX_TOKENS)
+                latencies[k].append(time.perf_counter() - started)
+                answers[question] = (answer.text, answer.completion_tokens)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+            warm.abort()
+        finally:
+            client.close()  # Triton's stop waits for open HTTP connections
+            try:
+                done.wait()
+            except threading.BrokenBarrierError:
+                pass
+
+    threads = [threading.Thread(target=client_thread, args=(k,), daemon=True) for k in range(CONCURRENCY)]
+    for t in threads:
+        t.start()
+    try:
+        warm.wait()
+        started = time.perf_counter()
+        done.wait()
+        elapsed = time.perf_counter() - started
+    except threading.BrokenBarrierError:  # a client failed while warming up
+        done.abort()
+        elapsed = 0.0
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"a client of {model} failed: {errors[0]!r}") from errors[0]
+    return elapsed, [x for per in latencies for x in per], answers
+
+
+def _batch_stats(server: Any, model: str) -> tuple[int, int]:
+    """(inferences, model executions) of ``model`` so far; statistics need the admin key."""
+    client = server.http_client()
+    try:
+        stats = client.get_inference_statistics(model, headers=server.admin_headers())["model_stats"][0]
+    finally:
+        client.close()
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def bench_serving(work: Path) -> dict:
+    """The serving rows of ``make bench`` (see the module docstring); ``serving_skipped`` says why not."""
+    import torch
+
+    from llmops.config import load_config
+    from llmops.serving import repository
+    from llmops.serving.client import generate, make_client
+    from llmops.serving.server import ServerError, TritonServer, locate_tritonserver
+
+    section_started = time.perf_counter()
+    try:
+        locate_tritonserver()
+    except ServerError as exc:
+        return {"serving_skipped": str(exc)}
+
+    home = work / "serving_home"
+    hf_dir = _demo_model(load_config().home)
+    model_label = f"demo finetune {hf_dir.name}" if hf_dir else "random tiny preset (no demo model; make demo)"
+    if hf_dir is None:
+        hf_dir = _random_model(work)
+    http, grpc, metrics = _free_ports(3)
+    cfg = load_config(environ={}, overrides={"home": str(home), "serving": {
+        "http_port": http, "grpc_port": grpc, "metrics_port": metrics, "startup_timeout_s": 300.0}})
+    gpu = torch.cuda.is_available()
+    kind, device = ("gpu", "cuda:0") if gpu else ("cpu", "cpu")
+    for name in (BATCHED, NOBATCH):
+        repository.build_version(cfg, hf_dir=hf_dir, name=name, version=1, info={"source": str(hf_dir)}, kind=kind)
+    repository.write_config(cfg, NOBATCH, kind=kind, dynamic_batching=False)
+
+    server = TritonServer(cfg)
+    started = time.perf_counter()
+    server.start()  # loads both models (every model in the repository is loaded at start)
+    startup_s = time.perf_counter() - started
+    try:
+        # -- concurrency: A-B-B-A rounds, PER_THREAD / 2 requests per thread and round --
+        wall = {BATCHED: 0.0, NOBATCH: 0.0}
+        lat: dict[str, list[float]] = {BATCHED: [], NOBATCH: []}
+        answers: dict[str, dict[str, tuple[str, int]]] = {BATCHED: {}, NOBATCH: {}}
+        stats0 = {m: _batch_stats(server, m) for m in (BATCHED, NOBATCH)}
+        for model in (BATCHED, NOBATCH, NOBATCH, BATCHED):
+            elapsed, latencies, seen = _closed_loop(server.http_address, model, PER_THREAD // 2)
+            wall[model] += elapsed
+            lat[model] += latencies
+            answers[model] |= seen
+        stats1 = {m: _batch_stats(server, m) for m in (BATCHED, NOBATCH)}
+
+        # -- single requests, one after another: in-process, HTTP, gRPC interleaved --
+        backend = repository.load_backend()
+        s = cfg.serving
+        gen = backend.TextGenerator.from_pretrained(hf_dir, device=device, default_max_tokens=s.default_max_tokens,
+                                                    max_tokens_limit=s.max_tokens_limit,
+                                                    max_prompt_tokens=s.max_prompt_tokens)
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(s.threads_per_instance)  # what each Triton CPU instance runs with
+        clients = {"http": make_client(server.http_address, "http"), "grpc": make_client(server.grpc_address, "grpc")}
+        single: dict[str, list[float]] = {"inprocess": [], "http": [], "grpc": []}
+        try:
+            def once(path: str, question: str) -> float:
+                t0 = time.perf_counter()
+                if path == "inprocess":
+                    result = gen.generate([backend.GenerationRequest(question, max_tokens=MAX_TOKENS)])[0]
+                    if isinstance(result, Exception):
+                        raise result
+                else:
+                    generate(question, client=clients[path], protocol=path, model=BATCHED, max_tokens=MAX_TOKENS)
+                return time.perf_counter() - t0
+
+            paths = list(single)
+            for i in range(4):  # warm-up: first calls pay for lazy imports and allocator growth
+                for path in paths:
+                    once(path, QUESTIONS[i])
+            for i in range(SINGLE):
+                question = QUESTIONS[i % len(QUESTIONS)]
+                for path in paths[i % 3:] + paths[:i % 3]:  # rotate who goes first
+                    single[path].append(once(path, question))
+        finally:
+            torch.set_num_threads(threads_before)
+            for client in clients.values():
+                client.close()
+    finally:
+        server.stop(timeout=30)
+
+    n = CONCURRENCY * PER_THREAD
+    rps = {m: n / wall[m] for m in wall}
+    mean_batch = {m: (stats1[m][0] - stats0[m][0]) / max(1, stats1[m][1] - stats0[m][1]) for m in stats0}
+    p50 = {path: _pct(v, 50) for path, v in single.items()}
+    tokens = [t for _, t in answers[BATCHED].values()]
+    return {
+        "serving_model": model_label,
+        "serving_device": kind,
+        "serving_max_tokens": MAX_TOKENS,
+        "serving_mean_completion_tokens": round(statistics.mean(tokens), 1),
+        "serving_startup_s_two_models": round(startup_s, 1),
+        "serving_requests_per_mode_c8": n,
+        "serving_req_per_s_c8_batched": round(rps[BATCHED], 2),
+        "serving_req_per_s_c8_nobatch": round(rps[NOBATCH], 2),
+        "serving_throughput_ratio_batched_vs_nobatch": round(rps[BATCHED] / rps[NOBATCH], 2),
+        "serving_p50_ms_c8_batched": round(_pct(lat[BATCHED], 50), 1),
+        "serving_p95_ms_c8_batched": round(_pct(lat[BATCHED], 95), 1),
+        "serving_p50_ms_c8_nobatch": round(_pct(lat[NOBATCH], 50), 1),
+        "serving_p95_ms_c8_nobatch": round(_pct(lat[NOBATCH], 95), 1),
+        "serving_mean_batch_size_c8_batched": round(mean_batch[BATCHED], 2),
+        "serving_mean_batch_size_c8_nobatch": round(mean_batch[NOBATCH], 2),
+        # Greedy decoding: a row's answer must not depend on its batch companions.
+        "serving_batched_answers_equal_nobatch": answers[BATCHED] == answers[NOBATCH],
+        "serving_single_p50_ms_http": round(p50["http"], 1),
+        "serving_single_p50_ms_grpc": round(p50["grpc"], 1),
+        "serving_single_p50_ms_inprocess": round(p50["inprocess"], 1),
+        "serving_grpc_vs_http_p50_ratio": round(p50["grpc"] / p50["http"], 2),
+        "serving_triton_http_vs_inprocess_p50_ratio": round(p50["http"] / p50["inprocess"], 2),
+        "serving_section_s": round(time.perf_counter() - section_started, 1),
+    }
+
+
+if __name__ == "__main__":  # this section alone: .venv/bin/python bench/serving.py
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = bench_serving(Path(tmp))
+    print("\n| metric | value |\n|---|---|")
+    for key, value in rows.items():
+        print(f"| {key} | {value} |")
