@@ -11,7 +11,9 @@ measured in the same run (the ratio is the number to compare across machines):
 - DeepSpeed pretraining tokens/s of the tiny preset: 2 ranks (ZeRO-2 and ZeRO-0) vs one
   rank using both cores' threads, and the time to the first step (launch overhead);
 - extraction quality against the demo site's ground truth: article sentences kept,
-  boilerplate snippets removed, planted duplicates removed with originals kept.
+  boilerplate snippets removed, planted duplicates removed with originals kept;
+- serving on the embedded Triton (``bench/serving.py``): req/s at concurrency 8 with the
+  dynamic batcher vs without, gRPC vs HTTP latency, Triton vs the model called in-process.
 
 Writes ``$LLMOPS_HOME/bench/results.json`` and prints a Markdown table.
 """
@@ -34,6 +36,9 @@ from llmops.data.clean import clean_document  # noqa: E402
 from llmops.data.demo_site import start_demo_site  # noqa: E402
 from llmops.data.extract import extract_page  # noqa: E402
 from llmops.data.scrape import crawl, iter_ok_pages  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from serving import bench_serving  # noqa: E402
 
 
 def bench_crawl(site_url: str, work: Path) -> dict:
@@ -343,6 +348,8 @@ def main() -> int:
         results |= bench_dag_parse(work)
         print("DeepSpeed pretraining: 2 ranks vs 1 ...", flush=True)
         results |= bench_training(work)
+        print("Triton serving: dynamic batching vs none, gRPC vs HTTP, vs in-process ...", flush=True)
+        results |= bench_serving(work)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     print("\n| metric | value |\n|---|---|")
     for key, value in results.items():

@@ -47,10 +47,11 @@ QUESTIONS = (
 )
 MAX_TOKENS = 32
 CONCURRENCY = 8
-PER_THREAD = 16      # measured requests per client thread and mode, split over two rounds
+PER_THREAD = 20      # measured requests per client thread and mode, split over two rounds
 WARMUP = 2           # per client thread, before every measured round
 SINGLE = 24          # sequential requests per path (in-process, HTTP, gRPC)
 BATCHED, NOBATCH = "llmops", "llmops_nobatch"
+TWO_INSTANCES = True  # also serve both with instance_count 2 (the rows ending in _2inst)
 _RESERVED = {8000, 8001, 8002}  # Triton's defaults: another server may own them
 
 
@@ -180,23 +181,95 @@ def _closed_loop(address: str, model: str, n: int) -> tuple[float, list[float], 
     return elapsed, [x for per in latencies for x in per], answers
 
 
-def _batch_stats(server: Any, model: str) -> tuple[int, int]:
-    """(inferences, model executions) of ``model`` so far; statistics need the admin key."""
+def _model_stats(server: Any, model: str) -> dict[str, int]:
+    """Triton's cumulative counters of ``model`` (statistics need the admin key)."""
     client = server.http_client()
     try:
         stats = client.get_inference_statistics(model, headers=server.admin_headers())["model_stats"][0]
     finally:
         client.close()
-    return int(stats["inference_count"]), int(stats["execution_count"])
+    queue = stats["inference_stats"]["queue"]
+    return {"inferences": int(stats["inference_count"]), "executions": int(stats["execution_count"]),
+            "queue_ns": int(queue["ns"]), "queue_count": int(queue["count"])}
+
+
+def _ab(server: Any, batched: str, nobatch: str) -> dict:
+    """Closed-loop runs of ``batched`` and ``nobatch`` in A-B-B-A rounds: per mode req/s,
+    p50/p95 latency (ms), mean executed batch size and queue time (Triton's statistics)."""
+    wall = {batched: 0.0, nobatch: 0.0}
+    lat: dict[str, list[float]] = {batched: [], nobatch: []}
+    answers: dict[str, dict[str, tuple[str, int]]] = {batched: {}, nobatch: {}}
+    stats0 = {m: _model_stats(server, m) for m in wall}
+    for model in (batched, nobatch, nobatch, batched):
+        elapsed, latencies, seen = _closed_loop(server.http_address, model, PER_THREAD // 2)
+        wall[model] += elapsed
+        lat[model] += latencies
+        answers[model] |= seen
+    stats1 = {m: _model_stats(server, m) for m in wall}
+    out: dict[str, Any] = {}
+    for mode, model in (("batched", batched), ("nobatch", nobatch)):
+        d = {k: stats1[model][k] - stats0[model][k] for k in stats0[model]}
+        out[mode] = {"rps": len(lat[model]) / wall[model], "p50": _pct(lat[model], 50), "p95": _pct(lat[model], 95),
+                     "mean_batch": d["inferences"] / max(1, d["executions"]),
+                     "queue_ms": d["queue_ns"] / 1e6 / max(1, d["queue_count"])}
+    out["answers_equal"] = answers[batched] == answers[nobatch]
+    out["mean_completion_tokens"] = round(statistics.mean(t for _, t in answers[batched].values()), 1)
+    return out
+
+
+def _single(server: Any, cfg: Any, hf_dir: Path, device: str) -> dict[str, float]:
+    """p50 (ms) of single requests one after another: in this process, over HTTP, over gRPC.
+
+    The three paths take turns request by request (who goes first rotates), so a
+    neighbour's load falls on all three alike. In-process runs with the torch thread
+    count of a Triton CPU instance (``serving.threads_per_instance``).
+    """
+    import torch
+
+    from llmops.serving import repository
+    from llmops.serving.client import generate, make_client
+
+    backend = repository.load_backend()
+    s = cfg.serving
+    gen = backend.TextGenerator.from_pretrained(hf_dir, device=device, default_max_tokens=s.default_max_tokens,
+                                                max_tokens_limit=s.max_tokens_limit,
+                                                max_prompt_tokens=s.max_prompt_tokens)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(s.threads_per_instance)
+    clients = {"http": make_client(server.http_address, "http"), "grpc": make_client(server.grpc_address, "grpc")}
+    times: dict[str, list[float]] = {"inprocess": [], "http": [], "grpc": []}
+
+    def once(path: str, question: str) -> float:
+        t0 = time.perf_counter()
+        if path == "inprocess":
+            result = gen.generate([backend.GenerationRequest(question, max_tokens=MAX_TOKENS)])[0]
+            if isinstance(result, Exception):
+                raise result
+        else:
+            generate(question, client=clients[path], protocol=path, model=BATCHED, max_tokens=MAX_TOKENS)
+        return time.perf_counter() - t0
+
+    try:
+        paths = list(times)
+        for i in range(4):  # warm-up: first calls pay for lazy imports and allocator growth
+            for path in paths:
+                once(path, QUESTIONS[i])
+        for i in range(SINGLE):
+            for path in paths[i % 3:] + paths[:i % 3]:
+                times[path].append(once(path, QUESTIONS[i % len(QUESTIONS)]))
+    finally:
+        torch.set_num_threads(threads_before)
+        for client in clients.values():
+            client.close()
+    return {path: _pct(v, 50) for path, v in times.items()}
 
 
 def bench_serving(work: Path) -> dict:
     """The serving rows of ``make bench`` (see the module docstring); ``serving_skipped`` says why not."""
     import torch
 
-    from llmops.config import load_config
+    from llmops.config import load_config, with_overrides
     from llmops.serving import repository
-    from llmops.serving.client import generate, make_client
     from llmops.serving.server import ServerError, TritonServer, locate_tritonserver
 
     section_started = time.perf_counter()
@@ -215,93 +288,60 @@ def bench_serving(work: Path) -> dict:
         "http_port": http, "grpc_port": grpc, "metrics_port": metrics, "startup_timeout_s": 300.0}})
     gpu = torch.cuda.is_available()
     kind, device = ("gpu", "cuda:0") if gpu else ("cpu", "cpu")
-    for name in (BATCHED, NOBATCH):
-        repository.build_version(cfg, hf_dir=hf_dir, name=name, version=1, info={"source": str(hf_dir)}, kind=kind)
-    repository.write_config(cfg, NOBATCH, kind=kind, dynamic_batching=False)
+    variants = {"": cfg}
+    if TWO_INSTANCES:
+        variants["_2inst"] = with_overrides(cfg, {"serving": {"instance_count": 2}})
+    for suffix, vcfg in variants.items():
+        for name in (BATCHED + suffix, NOBATCH + suffix):
+            repository.build_version(vcfg, hf_dir=hf_dir, name=name, version=1, info={"source": str(hf_dir)},
+                                     kind=kind)
+        repository.write_config(vcfg, NOBATCH + suffix, kind=kind, dynamic_batching=False)
 
     server = TritonServer(cfg)
     started = time.perf_counter()
-    server.start()  # loads both models (every model in the repository is loaded at start)
+    server.start()  # loads every model in the repository
     startup_s = time.perf_counter() - started
     try:
-        # -- concurrency: A-B-B-A rounds, PER_THREAD / 2 requests per thread and round --
-        wall = {BATCHED: 0.0, NOBATCH: 0.0}
-        lat: dict[str, list[float]] = {BATCHED: [], NOBATCH: []}
-        answers: dict[str, dict[str, tuple[str, int]]] = {BATCHED: {}, NOBATCH: {}}
-        stats0 = {m: _batch_stats(server, m) for m in (BATCHED, NOBATCH)}
-        for model in (BATCHED, NOBATCH, NOBATCH, BATCHED):
-            elapsed, latencies, seen = _closed_loop(server.http_address, model, PER_THREAD // 2)
-            wall[model] += elapsed
-            lat[model] += latencies
-            answers[model] |= seen
-        stats1 = {m: _batch_stats(server, m) for m in (BATCHED, NOBATCH)}
-
-        # -- single requests, one after another: in-process, HTTP, gRPC interleaved --
-        backend = repository.load_backend()
-        s = cfg.serving
-        gen = backend.TextGenerator.from_pretrained(hf_dir, device=device, default_max_tokens=s.default_max_tokens,
-                                                    max_tokens_limit=s.max_tokens_limit,
-                                                    max_prompt_tokens=s.max_prompt_tokens)
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(s.threads_per_instance)  # what each Triton CPU instance runs with
-        clients = {"http": make_client(server.http_address, "http"), "grpc": make_client(server.grpc_address, "grpc")}
-        single: dict[str, list[float]] = {"inprocess": [], "http": [], "grpc": []}
-        try:
-            def once(path: str, question: str) -> float:
-                t0 = time.perf_counter()
-                if path == "inprocess":
-                    result = gen.generate([backend.GenerationRequest(question, max_tokens=MAX_TOKENS)])[0]
-                    if isinstance(result, Exception):
-                        raise result
-                else:
-                    generate(question, client=clients[path], protocol=path, model=BATCHED, max_tokens=MAX_TOKENS)
-                return time.perf_counter() - t0
-
-            paths = list(single)
-            for i in range(4):  # warm-up: first calls pay for lazy imports and allocator growth
-                for path in paths:
-                    once(path, QUESTIONS[i])
-            for i in range(SINGLE):
-                question = QUESTIONS[i % len(QUESTIONS)]
-                for path in paths[i % 3:] + paths[:i % 3]:  # rotate who goes first
-                    single[path].append(once(path, question))
-        finally:
-            torch.set_num_threads(threads_before)
-            for client in clients.values():
-                client.close()
+        pairs = {"": _ab(server, BATCHED, NOBATCH)}
+        if TWO_INSTANCES:
+            pairs["_2inst"] = _ab(server, BATCHED + "_2inst", NOBATCH + "_2inst")
+        single = _single(server, cfg, hf_dir, device)
     finally:
         server.stop(timeout=30)
 
-    n = CONCURRENCY * PER_THREAD
-    rps = {m: n / wall[m] for m in wall}
-    mean_batch = {m: (stats1[m][0] - stats0[m][0]) / max(1, stats1[m][1] - stats0[m][1]) for m in stats0}
-    p50 = {path: _pct(v, 50) for path, v in single.items()}
-    tokens = [t for _, t in answers[BATCHED].values()]
-    return {
+    rows = {
         "serving_model": model_label,
         "serving_device": kind,
         "serving_max_tokens": MAX_TOKENS,
-        "serving_mean_completion_tokens": round(statistics.mean(tokens), 1),
-        "serving_startup_s_two_models": round(startup_s, 1),
-        "serving_requests_per_mode_c8": n,
-        "serving_req_per_s_c8_batched": round(rps[BATCHED], 2),
-        "serving_req_per_s_c8_nobatch": round(rps[NOBATCH], 2),
-        "serving_throughput_ratio_batched_vs_nobatch": round(rps[BATCHED] / rps[NOBATCH], 2),
-        "serving_p50_ms_c8_batched": round(_pct(lat[BATCHED], 50), 1),
-        "serving_p95_ms_c8_batched": round(_pct(lat[BATCHED], 95), 1),
-        "serving_p50_ms_c8_nobatch": round(_pct(lat[NOBATCH], 50), 1),
-        "serving_p95_ms_c8_nobatch": round(_pct(lat[NOBATCH], 95), 1),
-        "serving_mean_batch_size_c8_batched": round(mean_batch[BATCHED], 2),
-        "serving_mean_batch_size_c8_nobatch": round(mean_batch[NOBATCH], 2),
+        "serving_mean_completion_tokens": pairs[""]["mean_completion_tokens"],
+        "serving_startup_s": round(startup_s, 1),
+        "serving_requests_per_mode_c8": CONCURRENCY * PER_THREAD,
+    }
+    for suffix, r in pairs.items():
+        for mode in ("batched", "nobatch"):
+            rows[f"serving_req_per_s_c8_{mode}{suffix}"] = round(r[mode]["rps"], 2)
+        rows[f"serving_throughput_ratio_batched_vs_nobatch{suffix}"] = round(
+            r["batched"]["rps"] / r["nobatch"]["rps"], 2)
+        for mode in ("batched", "nobatch"):
+            rows[f"serving_p50_ms_c8_{mode}{suffix}"] = round(r[mode]["p50"], 1)
+            rows[f"serving_p95_ms_c8_{mode}{suffix}"] = round(r[mode]["p95"], 1)
+        for mode in ("batched", "nobatch"):
+            rows[f"serving_mean_batch_size_c8_{mode}{suffix}"] = round(r[mode]["mean_batch"], 2)
+        rows[f"serving_queue_ms_mean_c8_batched{suffix}"] = round(r["batched"]["queue_ms"], 1)
         # Greedy decoding: a row's answer must not depend on its batch companions.
-        "serving_batched_answers_equal_nobatch": answers[BATCHED] == answers[NOBATCH],
-        "serving_single_p50_ms_http": round(p50["http"], 1),
-        "serving_single_p50_ms_grpc": round(p50["grpc"], 1),
-        "serving_single_p50_ms_inprocess": round(p50["inprocess"], 1),
-        "serving_grpc_vs_http_p50_ratio": round(p50["grpc"] / p50["http"], 2),
-        "serving_triton_http_vs_inprocess_p50_ratio": round(p50["http"] / p50["inprocess"], 2),
+        rows[f"serving_batched_answers_equal_nobatch{suffix}"] = r["answers_equal"]
+    if TWO_INSTANCES:
+        rows["serving_batched_2inst_vs_1inst_req_per_s_ratio"] = round(
+            pairs["_2inst"]["batched"]["rps"] / pairs[""]["batched"]["rps"], 2)
+    rows |= {
+        "serving_single_p50_ms_http": round(single["http"], 1),
+        "serving_single_p50_ms_grpc": round(single["grpc"], 1),
+        "serving_single_p50_ms_inprocess": round(single["inprocess"], 1),
+        "serving_grpc_vs_http_p50_ratio": round(single["grpc"] / single["http"], 2),
+        "serving_triton_http_vs_inprocess_p50_ratio": round(single["http"] / single["inprocess"], 2),
         "serving_section_s": round(time.perf_counter() - section_started, 1),
     }
+    return rows
 
 
 if __name__ == "__main__":  # this section alone: .venv/bin/python bench/serving.py

@@ -56,7 +56,7 @@ def llmops_deploy():
         """Poke `/v2/health/ready`; fails after `server_wait_s` with how to start the server."""
         import time
 
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
         from airflow.sdk import PokeReturnValue
 
         from llmops.serving.server import TritonServer
@@ -74,7 +74,7 @@ def llmops_deploy():
     @task(outlets=[CHAMPION])
     def deploy(url: str, *, triggering_asset_events=None, outlet_events=None) -> dict[str, Any]:
         """Stage → smoke tests (HTTP + gRPC) → swap → live check → champion."""
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from llmops.serving.deploy import DeployFailed, deploy as deploy_version, write_deploy_report
 

@@ -53,7 +53,7 @@ def llmops_evaluate():
     @task
     def evaluate(*, triggering_asset_events=None) -> dict[str, Any]:
         """All metrics of the model and of the champion on the same data; MLflow run + report."""
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from llmops.evaluation.evaluate import EvaluationInputError, evaluate_candidate
         from llmops.registry.tracking import dag_run_parent
@@ -82,7 +82,7 @@ def llmops_evaluate():
     @task(retries=0)
     def gate(evaluation: dict[str, Any]) -> dict[str, Any]:
         """Floors and regression against the champion; a failure lists every failed check."""
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         print(evaluation["gate_message"])
         for check in evaluation["gate"]["checks"]:

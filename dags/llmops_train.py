@@ -91,7 +91,7 @@ def llmops_train():
     @task
     def resolve_inputs(*, triggering_asset_events=None) -> dict[str, Any]:
         """The data card to train on, and the DAG run's MLflow run (parent of every job's run)."""
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from llmops.registry.tracking import dag_run_parent
         from llmops.training.job import PreflightError, resolve_data_inputs

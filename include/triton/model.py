@@ -471,8 +471,10 @@ class TritonPythonModel:
         tensor = pb_utils.get_input_tensor_by_name(request, name)
         return None if tensor is None else tensor.as_numpy()
 
-    @staticmethod
-    def _error(message: str, *, invalid: bool = False) -> Any:
+    def _error(self, message: str, *, invalid: bool = False) -> Any:
+        # Every refused request is recorded in the server log with its reason (never the
+        # prompt: it may hold personal data), besides going back to the client.
+        self._log("warn" if invalid else "error", f"request refused: {message}")
         # Error codes arrived in later python backends: INVALID_ARG maps to HTTP 400, the
         # default (INTERNAL) to 500; an older stub gets the message alone.
         code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if invalid else None

@@ -22,6 +22,8 @@ the champion's predecessor (through the same verified path) and moves ``champion
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import re
@@ -220,9 +222,38 @@ def _swap(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict
         raise DeployFailed(f"swap to version {version} failed: {exc}") from None
 
 
+@contextlib.contextmanager
+def _deploy_lock(cfg: LlmopsConfig, wait_s: float = 600.0):
+    """One deployment at a time per model repository (a DAG run and a CLI call could meet):
+    a second one waits for the first, then sees what it left."""
+    path = repository.repository_path(cfg).parent / "deploy.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DeployFailed(f"another deployment held {path} for {wait_s:.0f} s") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def deploy(cfg: LlmopsConfig, model_uri: str = "models:/llmops@challenger", *, server: Any = None,
            progress: Progress = log.info, promote: bool = True, require_gate: bool = True) -> DeployResult:
     """Stage, smoke-test, swap, verify and promote one registered version (see the module doc)."""
+    with _deploy_lock(cfg):
+        return _deploy(cfg, model_uri, server=server, progress=progress, promote=promote,
+                       require_gate=require_gate)
+
+
+def _deploy(cfg: LlmopsConfig, model_uri: str, *, server: Any, progress: Progress, promote: bool,
+            require_gate: bool) -> DeployResult:
     from llmops.serving.server import TritonServer
 
     server = server or TritonServer(cfg)

@@ -29,7 +29,7 @@ def config_from_params(params: dict[str, Any], mapping: dict[str, str]) -> Llmop
 def run_config(mapping: dict[str, str]) -> LlmopsConfig:
     """The current task's configuration from its DAG run's Params; a bad setting fails the
     task at once with ``AirflowFailException`` (a retry cannot fix a bad value)."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
     from airflow.sdk import get_current_context
 
     from llmops.config import ConfigError

@@ -130,6 +130,10 @@ def test_bad_requests_get_client_errors(triton: TritonServer, served: dict[str, 
         assert outputs(client.infer(NAME, http_inputs("hi", max_tokens=2)))["completion_tokens"] <= 2
     finally:
         client.close()
+    # Each refusal is in the server log with its reason.
+    log = triton.log_path.read_text(errors="replace")
+    assert "request refused: text_input is empty" in log
+    assert "request refused: max_tokens must be between 1 and 64" in log
 
 
 def _counts(triton: TritonServer) -> tuple[int, int, int]:

@@ -44,7 +44,7 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
         self._job = None
 
     def _prepare(self, context: Any):
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from llmops.config import ConfigError
         from llmops.training.data import DataError
@@ -64,7 +64,7 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
             raise AirflowFailException(f"{self.kind}: {exc}") from None
 
     def execute(self, context: Any) -> Any:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         if self.job_args.get("skip"):
             raise AirflowSkipException(str(self.job_args["skip"]))
@@ -86,7 +86,7 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
         return self._job.process_spec()
 
     def on_success(self, context: Any, spec: Any) -> dict[str, Any]:
-        from airflow.exceptions import AirflowException
+        from airflow.sdk.exceptions import AirflowException
 
         if not self._job.finished:
             raise AirflowException(f"the training processes exited cleanly but {self._job.result_path} is missing")
