@@ -1,6 +1,6 @@
 """Serving benchmark: the embedded Triton server against itself and against no server at all.
 
-One Triton server (free ports, a temporary home) serves the same model twice:
+One Triton server (free ports, a temporary home) serves the same model under two names:
 
 - ``llmops``: the production config (``serving.*``: dynamic batcher, ``max_batch_size`` 8,
   preferred batches 4 and 8, 2 ms queue delay);
@@ -9,20 +9,30 @@ One Triton server (free ports, a temporary home) serves the same model twice:
   8 so both models take exactly the same request tensors (``[1, 1]``); ``max_batch_size``
   0 would change the input shapes, and so the client code, and measure that too.
 
-Both have one instance with ``serving.threads_per_instance`` torch threads. Every request is
-one of eight fixed questions, greedy, ``max_tokens`` 32; warm-up requests are not counted.
-Measured (each ratio from the same run, the number to compare across machines):
+Both have ``serving.instance_count`` (1) instance(s) with ``serving.threads_per_instance``
+(1) torch threads; the pair is served again with 2 instances (rows ending in ``_2inst``).
+Every request is one of eight fixed questions, greedy, ``max_tokens`` 32; warm-up
+requests are not counted. Measured (each ratio from the same run, the number to compare
+across machines):
 
 - req/s with 8 concurrent clients (threads, one tritonclient HTTP client each), batched
-  vs not, and the p50/p95 latency of each; the modes alternate A-B-B-A so a neighbour's
-  load on this shared machine falls on both alike;
+  vs not, the p50/p95 latency of each, the mean batch Triton executed and the mean time a
+  request waited in Triton's queue; the modes alternate A-B-B-A so a neighbour's load on
+  this shared machine falls on both alike;
 - single requests one after another: gRPC p50 vs HTTP p50, and Triton (HTTP) p50 vs
   the same ``TextGenerator`` called in this process with the same torch thread count
-  (what serving costs on top of the model). The three are interleaved request by request.
+  (what serving costs on top of the model). The three take turns request by request.
+
+Known effect (Triton 2.51, one instance): now and then the dynamic batcher leaves a full
+queue waiting for its 500 ms idle timeout although the instance is free (a lost wake-up;
+the model's ``execute`` is idle meanwhile and Triton books the time as queue time). It
+shows as a p95 near 600 ms and a lower req/s for ``llmops``; with 2 instances it did not
+occur in our runs.
 
 The model is the newest fine-tuned model of ``$LLMOPS_HOME`` (``make demo`` makes one);
 on a fresh machine a randomly initialised model of the ``tiny`` preset with a tokenizer
-trained on ``pydoc_data.topics`` stands in (same shape, same cost per token).
+trained on ``pydoc_data.topics`` stands in (same shape and cost per token; its answers
+rarely stop before ``max_tokens``, the demo model's after about 16 tokens).
 """
 
 from __future__ import annotations
@@ -87,10 +97,11 @@ def _demo_model(home: Path) -> Path | None:
 
 def _random_model(work: Path, seed: int = 0) -> Path:
     """A randomly initialised ``tiny``-preset Llama with a tokenizer trained on pydoc's topics."""
+    from pydoc_data.topics import topics
+
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
-    from pydoc_data.topics import topics
     from transformers import AutoTokenizer, GenerationConfig, LlamaForCausalLM
 
     from llmops.config import TokenizerConfig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -89,7 +90,8 @@ def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_record
     canaries = tmp_path / "canaries.json"
     canaries.write_text(json.dumps(CANARIES))
     lenient, strict = tmp_path / "lenient.yaml", tmp_path / "strict.yaml"
-    lenient.write_text("floors:\n  pii_leak_rate: {max: 0.0}\n  bits_per_byte: {max: 8.0}\n")
+    lenient.write_text("floors:\n  pii_leak_rate: {max: 0.0}\n  bits_per_byte: {max: 8.0}\n"
+                       "regression:\n  bits_per_byte: {max_regression: 0.05}\n  rougeL: {max_regression: 0.02}\n")
     strict.write_text("floors:\n  bits_per_byte: {max: 0.5}\n  pii_leak_rate: {max: 0.0}\n")
     # The fixture model has no data card: point the evaluation at the fixture data explicitly.
     from llmops.evaluation import evaluate as ev
@@ -118,5 +120,16 @@ def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_record
     assert not failed["gate_passed"] and "bits_per_byte" in failed["gate_message"]
     with pytest.raises(GateFailed, match=r"bits_per_byte [0-9.]+ \(floor: <= 0.5\)"):
         register_candidate(cfg_strict, failed)
+
+    # Once there is a champion, the next challenger is compared with it, re-evaluated on
+    # the challenger's data: the same weights give the same numbers, so no regression.
+    reg.promote_champion(cfg, "1")
+    again = evaluate_candidate(cfg, pretrained["model"], variant="qa", served_variant="qa")
+    assert again["gate_passed"] and again["lineage"]["champion_compared"] == "models:/llmops/1"
+    regressions = [c for c in again["gate"]["checks"] if c["kind"] == "regression"]
+    assert {c["metric"] for c in regressions} == {"bits_per_byte", "rougeL"}
+    for check in regressions:
+        assert check["champion"] == pytest.approx(again["metrics"][check["metric"]], rel=1e-6)
+    assert "champion" in Path(again["report"]).read_text()
     assert client.get_run(failed["run_id"]).data.tags["gate_result"] == "failed"
     assert reg.version_for(cfg, "llmops", "challenger") == "1"  # nothing new registered
