@@ -232,8 +232,13 @@ def _print_serve_status(st: Any, key_source: str) -> None:
     else:
         print("  models:")
         for m in st.models:
-            reason = f"  ({m.reason})" if m.reason and m.state != "READY" else ""
+            reason = f"  ({m.reason.splitlines()[0]})" if m.reason and m.state != "READY" else ""
             print(f"    {m.name:<24} version {m.version or '-':<4} {m.state or 'not loaded'}{reason}")
+            info = Path(st.repository) / m.name / str(m.version) / "model_info.json"
+            if m.state == "READY" and info.exists():  # what the registry says this version is
+                facts = json.loads(info.read_text())
+                print(f"      {facts.get('model_uri', '?')} (gate {facts.get('gate_result', '?')}, run "
+                      f"{facts.get('run_id', '?')}, data card {facts.get('data_card_hash', '?')})")
 
 
 def cmd_deploy(args: argparse.Namespace, cfg: LlmopsConfig) -> int:

@@ -149,7 +149,7 @@ def _deploy_and_ask(cfg: LlmopsConfig, env: dict[str, str], airflow: str, logs: 
     _run_logged([airflow, "dags", "test", "llmops_deploy", "-c", conf], env, logs / "llmops_deploy-dags-test.log",
                 "airflow dags test llmops_deploy (staging, smoke tests, zero-downtime swap, champion)")
     question = "What is the for statement?"
-    lines = ["llmops_deploy summary", f"  champion models:/{SERVED_MODEL}/{version} served by Triton at "
+    lines = ["\nllmops_deploy summary", f"  champion models:/{SERVED_MODEL}/{version} served by Triton at "
              f"{server.http_url} (HTTP) and {server.grpc_address} (gRPC)", f"  question: {question}"]
     for protocol, url in (("http", server.http_address), ("grpc", server.grpc_address)):
         answer = generate(question, url=url, protocol=protocol, model=cfg.serving.model_name)
