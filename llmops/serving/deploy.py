@@ -153,15 +153,15 @@ def _settled(server: Any, name: str, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def _require_server(server: Any, wait_s: float = 30.0) -> None:
-    deadline = time.monotonic() + wait_s  # readiness flaps while a model unloads: give it a moment
-    while server.is_running() and not server.ready():
+def _require_server(server: Any, wait_s: float = 10.0) -> None:
+    # Readiness over HTTP, not the local pid file: in production the server is another
+    # host (docker compose's `triton` service) that shares only the model repository.
+    deadline = time.monotonic() + wait_s
+    while not server.ready():
         if time.monotonic() > deadline:
-            break
+            raise DeployFailed(f"Triton is not running or not ready at {server.http_url}: start it with "
+                               f"`llmops serve start` (log: {server.log_path})")
         time.sleep(0.5)
-    if not server.is_running() or not server.ready():
-        raise DeployFailed(f"Triton is not running or not ready at {server.http_url}: start it with "
-                           f"`llmops serve start` (log: {server.log_path})")
 
 
 def _stage(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict[str, Any],
