@@ -426,6 +426,16 @@ class ServingConfig(_Section):
     max_prompt_tokens: int = Field(256, ge=1)
     """Longest prompt (after the chat template) accepted; longer is a bad request."""
 
+    @model_validator(mode="after")
+    def _distinct_names_and_limits(self) -> "ServingConfig":
+        if self.staging_model_name == self.model_name:
+            raise ValueError(f"staging_model_name must differ from model_name ({self.model_name!r}): staging "
+                             f"a version would unload the served one")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit "
+                             f"({self.max_tokens_limit})")
+        return self
+
 
 class DataPipelineConfig(_Section):
     seed_url: str = "http://127.0.0.1:8765/"

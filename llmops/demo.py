@@ -153,6 +153,9 @@ def _deploy_and_ask(cfg: LlmopsConfig, env: dict[str, str], airflow: str, logs: 
              f"{server.http_url} (HTTP) and {server.grpc_address} (gRPC)", f"  question: {question}"]
     for protocol, url in (("http", server.http_address), ("grpc", server.grpc_address)):
         answer = generate(question, url=url, protocol=protocol, model=cfg.serving.model_name)
+        if answer.model_version != str(version):
+            raise RuntimeError(f"the served model answered as version {answer.model_version}, expected {version}; "
+                               f"see {logs / 'llmops_deploy-dags-test.log'}")
         lines.append(f"  {protocol:<4} answer (version {answer.model_version}, {answer.completion_tokens} tokens): "
                      f"{answer.text}")
     return "\n".join(lines)

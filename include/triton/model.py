@@ -61,6 +61,12 @@ class RequestError(ValueError):
     """A request this model refuses (bad input): the message goes back to the client."""
 
 
+MIN_SAMPLING_TEMPERATURE = 1e-5
+"""Temperatures below this decode greedily (dividing logits by less overflows)."""
+MAX_CHARS_PER_TOKEN = 32
+"""A prompt longer than ``max_prompt_tokens`` x this many characters is refused before tokenizing
+(no BPE token of a text model covers more characters)."""
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One question and its decoding parameters."""
@@ -186,6 +192,10 @@ class TextGenerator:
             raise RequestError(f"text_input must be a string, got {type(text).__name__}")
         if not text.strip():
             raise RequestError("text_input is empty")
+        if len(text) > self.max_prompt_tokens * MAX_CHARS_PER_TOKEN:
+            # Refuse megabytes before the tokenizer spends an instance's time on them.
+            raise RequestError(f"text_input is {len(text)} characters; prompts are limited to "
+                               f"{self.max_prompt_tokens} tokens")
         max_tokens = self.default_max_tokens if request.max_tokens is None else request.max_tokens
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)):
             raise RequestError(f"max_tokens must be an integer, got {max_tokens!r}")
@@ -194,6 +204,10 @@ class TextGenerator:
         temperature, top_p = float(request.temperature), float(request.top_p)
         if not math.isfinite(temperature) or temperature < 0:
             raise RequestError(f"temperature must be a finite number >= 0, got {request.temperature}")
+        if temperature < MIN_SAMPLING_TEMPERATURE:
+            # logits / 1e-40 overflows to inf and softmax gives NaN (on CUDA a NaN draw is a
+            # device-side assert that poisons the instance): this close to 0 is greedy anyway.
+            temperature = 0.0
         if not (math.isfinite(top_p) and 0 < top_p <= 1):
             raise RequestError(f"top_p must be in (0, 1], got {request.top_p}")
         seed = request.seed
@@ -326,6 +340,9 @@ class TextGenerator:
             if generator is None:
                 continue
             probs = torch.softmax(logits[line] / row.temperature, dim=-1)
+            if not bool(torch.isfinite(probs).all()):  # never hand multinomial a NaN (see prepare)
+                raise RequestError("sampling produced non-finite probabilities; lower the temperature's "
+                                   "precision or use 0 (greedy)")
             if row.top_p < 1.0:
                 # Nucleus: keep the most likely tokens until their mass reaches top_p (the
                 # token that crosses it included, so at least one survives).

@@ -79,8 +79,12 @@ def version_for(cfg: LlmopsConfig, name: str, alias: str) -> str | None:
 
     try:
         return str(_client(cfg).get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # Only "no such model or alias" means None; an unreachable registry must not read as
+        # "no champion" (a promotion would then forget the previous one).
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
 
 
 def promote_champion(cfg: LlmopsConfig, version: str, *, name: str = SERVED_MODEL) -> str | None:

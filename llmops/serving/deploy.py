@@ -189,35 +189,61 @@ def _stage(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dic
         repository.remove_model(cfg, staging)
 
 
+def _live_versions(server: Any, name: str) -> list[str]:
+    return [generate(SMOKE_QUESTIONS[0], url=server.http_address, model=name, max_tokens=4).model_version
+            for _ in range(LIVE_CHECKS)]
+
+
+def _wait_not_loading(server: Any, name: str, timeout: float) -> None:
+    """A client-side load timeout does not stop Triton's background load: wait it out before deciding."""
+    deadline = time.monotonic() + timeout
+    while any(m.name == name and m.state == "LOADING" for m in server.repository_index()):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
+def _restore(cfg: LlmopsConfig, server: Any, name: str, version: int, previous: int | None, had_dir: bool) -> None:
+    """Undo a swap to ``version``: the previous version pinned and serving (or nothing, on a
+    first deployment), the new directory gone. Every step is attempted; failures are logged."""
+    steps: list[tuple[str, Any]] = [("waiting for Triton's load to settle",
+                                     lambda: _wait_not_loading(server, name, cfg.serving.startup_timeout_s))]
+    if previous is not None:
+        steps += [("pinning the previous version", lambda: repository.write_config(cfg, name, versions=[previous])),
+                  ("reloading the previous version", lambda: server.load_model(name))]
+    else:
+        steps += [("unloading the failed version", lambda: server.unload_model(name))]
+    if not had_dir:
+        steps += [("removing the new version directory", lambda: repository.remove_version(cfg, name, version))]
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:  # keep undoing: each step makes the state safer on its own
+            log.error("rollback of the swap to %s version %s: %s failed: %s", name, version, what, exc)
+    if previous is None and not repository.served_versions(cfg, name):
+        repository.remove_model(cfg, name)
+
+
 def _swap(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict[str, Any], previous: int | None,
           progress: Progress) -> list[str]:
     name = cfg.serving.model_name
     had_dir = version in repository.served_versions(cfg, name)
-    repository.build_version(cfg, hf_dir=hf_dir, name=name, version=version, info=info)
-    repository.write_config(cfg, name, versions=[version])
     progress(f"swap: loading version {version} of {name!r}"
              + (f" while version {previous} keeps serving" if previous else ""))
     try:
+        repository.build_version(cfg, hf_dir=hf_dir, name=name, version=version, info=info)
+        repository.write_config(cfg, name, versions=[version])
         server.load_model(name)
-        live = []
-        for _ in range(LIVE_CHECKS):
-            answer = generate(SMOKE_QUESTIONS[0], url=server.http_address, model=name, max_tokens=4)
-            live.append(answer.model_version)
+        live = _live_versions(server, name)
         if set(live) != {str(version)}:
             raise DeployFailed(f"after the swap {name!r} answered as versions {live}, expected {version}")
         _settled(server, name)
         return live
-    except Exception as exc:
-        # Back to what served before: its policy, its directory; Triton kept it loaded.
-        if previous is not None:
-            repository.write_config(cfg, name, versions=[previous])
-            if served_version(server, name) != previous:
-                server.load_model(name)
-        if not had_dir:
-            repository.remove_version(cfg, name, version)
-        if previous is None:
-            repository.remove_model(cfg, name)
-        if isinstance(exc, DeployFailed):
+    except BaseException as exc:
+        # Also on a task timeout or SIGTERM (BaseException in Airflow): never leave an
+        # unverified version pinned and serving for a retry to find.
+        _restore(cfg, server, name, version, previous, had_dir)
+        if isinstance(exc, DeployFailed) or not isinstance(exc, Exception):
             raise
         raise DeployFailed(f"swap to version {version} failed: {exc}") from None
 
@@ -225,9 +251,11 @@ def _swap(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict
 @contextlib.contextmanager
 def _deploy_lock(cfg: LlmopsConfig, wait_s: float = 600.0):
     """One deployment at a time per model repository (a DAG run and a CLI call could meet):
-    a second one waits for the first, then sees what it left."""
-    path = repository.repository_path(cfg).parent / "deploy.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    a second one waits for the first, then sees what it left. The lock file sits inside the
+    repository (hidden; Triton ignores it), the one directory every deployer shares."""
+    root = repository.repository_path(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".deploy.lock"
     with open(path, "a") as fh:
         deadline = time.monotonic() + wait_s
         while True:
@@ -252,6 +280,12 @@ def deploy(cfg: LlmopsConfig, model_uri: str = "models:/llmops@challenger", *, s
                        require_gate=require_gate)
 
 
+def _remove_other_versions(cfg: LlmopsConfig, name: str, keep: int) -> None:
+    for old in repository.served_versions(cfg, name):
+        if old != keep:
+            repository.remove_version(cfg, name, old)
+
+
 def _deploy(cfg: LlmopsConfig, model_uri: str, *, server: Any, progress: Progress, promote: bool,
             require_gate: bool) -> DeployResult:
     from llmops.serving.server import TritonServer
@@ -269,10 +303,17 @@ def _deploy(cfg: LlmopsConfig, model_uri: str, *, server: Any, progress: Progres
     uri = f"models:/{name}/{version}"
     previous = served_version(server, name)
     if previous == version:
+        # Served already (a retried task, or a second call): verify it live before the alias
+        # moves, and finish what an interrupted deployment may have left undone.
+        live = _live_versions(server, name)
+        if set(live) != {str(version)}:
+            raise DeployFailed(f"{uri} is loaded but {name!r} answered as versions {live}")
+        champion = registry.version_for(cfg, name, registry.CHAMPION)
         if promote:
             registry.promote_champion(cfg, str(version), name=name)
+        _remove_other_versions(cfg, name, version)
         progress(f"{uri} is already serving")
-        return DeployResult(name, version, uri, previous, "already serving")
+        return DeployResult(name, version, uri, int(champion) if champion else None, "already serving", live=live)
 
     progress(f"downloading {uri} from the registry")
     hf_dir = registry.download(cfg, uri, Path(cfg.home) / "cache" / "serving" / f"{name}-{version}")
@@ -282,26 +323,30 @@ def _deploy(cfg: LlmopsConfig, model_uri: str, *, server: Any, progress: Progres
     if promote:
         registry.promote_champion(cfg, str(version), name=name)
         progress(f"champion -> {name} version {version}")
-    for old in repository.served_versions(cfg, name):
-        if old != version:
-            repository.remove_version(cfg, name, old)
+    _remove_other_versions(cfg, name, version)
     return DeployResult(name, version, uri, previous, "deployed", smoke, live)
 
 
 def rollback(cfg: LlmopsConfig, *, server: Any = None, progress: Progress = log.info) -> DeployResult:
-    """Serve the version the champion replaced (verified like a deployment), then move ``champion`` back."""
+    """Serve the version the champion replaced (verified like a deployment), then move ``champion`` back.
+
+    Holds the deployment lock throughout, so no deployment can slip in between serving the
+    earlier version and moving the alias to it."""
     name = cfg.serving.model_name
-    current = registry.version_for(cfg, name, registry.CHAMPION)
-    if current is None:
-        raise DeployFailed(f"{name} has no champion: nothing to roll back")
-    client = registry.tracking.connect(registry.tracking.tracking_uri(cfg))
-    previous = client.get_model_version(name, current).tags.get(registry.PREVIOUS_CHAMPION_TAG)
-    if not previous:
-        raise DeployFailed(f"{name} version {current} is the first champion: there is no earlier one to serve")
-    # The earlier champion passed the gate when it was deployed; serve it, then move the alias.
-    result = deploy(cfg, f"models:/{name}/{previous}", server=server, progress=progress, promote=False)
-    registry.rollback_champion(cfg, name=name)
-    progress(f"champion -> {name} version {previous} (was {current})")
+    with _deploy_lock(cfg):
+        current = registry.version_for(cfg, name, registry.CHAMPION)
+        if current is None:
+            raise DeployFailed(f"{name} has no champion: nothing to roll back")
+        client = registry.tracking.connect(registry.tracking.tracking_uri(cfg))
+        previous = client.get_model_version(name, current).tags.get(registry.PREVIOUS_CHAMPION_TAG)
+        if not previous:
+            raise DeployFailed(f"{name} version {current} is the first champion: there is no earlier one to serve")
+        # The earlier champion passed the gate when it was deployed; serve it, then move the alias.
+        result = _deploy(cfg, f"models:/{name}/{previous}", server=server, progress=progress, promote=False,
+                         require_gate=True)
+        registry.rollback_champion(cfg, name=name)
+        progress(f"champion -> {name} version {previous} (was {current})")
+    result.previous = int(current)
     result.status = "rolled back"
     return result
 
@@ -310,22 +355,19 @@ def ensure_champion_in_repository(cfg: LlmopsConfig, progress: Progress = log.in
     """Before the server starts: put the MLflow ``champion`` into the repository if it is not there,
     so ``serve start`` serves it. Returns the champion's version (None when there is none)."""
     name = cfg.serving.model_name
-    version = registry.version_for(cfg, name, registry.CHAMPION)
-    if version is None:
-        return None
-    if int(version) in repository.served_versions(cfg, name):
+    with _deploy_lock(cfg):
+        version = registry.version_for(cfg, name, registry.CHAMPION)
+        if version is None:
+            return None
+        if int(version) not in repository.served_versions(cfg, name):
+            uri = f"models:/{name}/{version}"
+            _, _, mv = resolve(cfg, uri)
+            progress(f"adding the champion {uri} to the model repository")
+            hf_dir = registry.download(cfg, uri, Path(cfg.home) / "cache" / "serving" / f"{name}-{version}")
+            repository.build_version(cfg, hf_dir=hf_dir, name=name, version=int(version), info=model_info(uri, mv))
         repository.write_config(cfg, name, versions=[int(version)])
+        _remove_other_versions(cfg, name, int(version))
         return int(version)
-    uri = f"models:/{name}/{version}"
-    _, _, mv = resolve(cfg, uri)
-    progress(f"adding the champion {uri} to the model repository")
-    hf_dir = registry.download(cfg, uri, Path(cfg.home) / "cache" / "serving" / f"{name}-{version}")
-    repository.build_version(cfg, hf_dir=hf_dir, name=name, version=int(version), info=model_info(uri, mv))
-    repository.write_config(cfg, name, versions=[int(version)])
-    for old in repository.served_versions(cfg, name):
-        if old != int(version):
-            repository.remove_version(cfg, name, old)
-    return int(version)
 
 
 def write_deploy_report(cfg: LlmopsConfig, result: DeployResult) -> Path:

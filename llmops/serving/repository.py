@@ -195,7 +195,8 @@ def build_version(cfg: LlmopsConfig, *, hf_dir: str | Path, name: str, version: 
                   kind: Kind | None = None) -> Path:
     """Add ``version`` of model ``name`` to the repository; returns the version directory.
 
-    Writes ``config.pbtxt`` (``kind`` as in ``render_config``), and the version directory
+    Writes ``config.pbtxt`` when the model has none yet (``kind`` as in ``render_config``;
+    an existing one is left alone, see ``write_config``), and the version directory
     with ``model.py``, ``hf/`` (a copy of ``hf_dir``) and ``model_info.json`` (``info``
     plus ``name`` and ``triton_version``; ``info["version"]``, the registered version the
     model reports as ``model_version``, defaults to ``version``). The version appears
@@ -213,7 +214,10 @@ def build_version(cfg: LlmopsConfig, *, hf_dir: str | Path, name: str, version: 
     model_dir = repository_path(cfg) / name
     target = model_dir / str(version)
     model_dir.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, name, kind=kind)
+    if not (model_dir / "config.pbtxt").exists():
+        # Never rewrite an existing config here: it may pin the version being served, and
+        # resetting that to "latest" would serve whatever number is highest on the next load.
+        write_config(cfg, name, kind=kind)
     if target.exists():
         existing = read_model_info(cfg, name, version) if (target / "model_info.json").exists() else None
         if existing == info and (target / "model.py").is_file():

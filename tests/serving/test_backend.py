@@ -135,12 +135,16 @@ def test_tiny_top_p_and_zero_temperature_are_greedy(gen: Any) -> None:
     greedy = alone(gen, Req(QUESTIONS[4], max_tokens=16))
     nucleus_of_one = alone(gen, Req(QUESTIONS[4], max_tokens=16, temperature=1.0, top_p=1e-6, seed=5))
     assert nucleus_of_one.token_ids == greedy.token_ids
+    # logits / 1e-40 would overflow to NaN probabilities: a vanishing temperature is greedy.
+    vanishing = alone(gen, Req(QUESTIONS[4], max_tokens=16, temperature=1e-40, seed=5))
+    assert vanishing.token_ids == greedy.token_ids
 
 
 @pytest.mark.parametrize(("request_", "message"), [
     (Req(""), "empty"),
     (Req("   \n"), "empty"),
     (Req("word " * 60), "limit is 48"),
+    (Req("x" * 10_000), "characters"),  # refused before the tokenizer spends time on it
     (Req("hi", max_tokens=0), "between 1 and 64"),
     (Req("hi", max_tokens=65), "between 1 and 64"),
     (Req("hi", max_tokens=2.0), "integer"),  # type: ignore[arg-type]

@@ -123,6 +123,29 @@ def test_a_version_that_failed_the_gate_is_refused(stack):
         deploy(cfg, "/some/dir", server=server)
 
 
+def test_a_swap_that_fails_its_live_check_restores_the_previous_version(stack, monkeypatch):
+    """Failure injection past staging: the new version loads but answers as the wrong
+    version, so the live check after the swap fails. The previous version must be pinned
+    and serving again, the new directory gone, champion unchanged. (The target has the
+    lower version number: the swap and its undo both go against "latest".)"""
+    import llmops.serving.deploy as deploy_module
+
+    cfg, server, v = stack["cfg"], stack["server"], stack["versions"]
+    champion = registry.version_for(cfg, "llmops", registry.CHAMPION)
+    target = v["v1"] if champion != v["v1"] else v["v2"]
+    real_info = deploy_module.model_info
+    monkeypatch.setattr(deploy_module, "_stage", lambda *args, **kwargs: [])
+    monkeypatch.setattr(deploy_module, "model_info", lambda uri, mv: real_info(uri, mv) | {"version": "999"})
+    with pytest.raises(DeployFailed, match=r"answered as versions \['999'"):
+        deploy(cfg, f"models:/llmops/{target}", server=server)
+    assert generate("What is x?", url=server.http_address, max_tokens=4).model_version == champion
+    assert generate("What is x?", url=server.grpc_address, protocol="grpc", max_tokens=4).model_version == champion
+    assert registry.version_for(cfg, "llmops", registry.CHAMPION) == champion
+    assert repository.served_versions(cfg, "llmops") == [int(champion)]
+    config = (repository.repository_path(cfg) / "llmops" / "config.pbtxt").read_text()
+    assert f"versions: [ {champion} ]" in config  # pinned to what serves, for the next restart too
+
+
 def test_rollback_serves_the_previous_champion_and_restart_serves_the_champion(stack):
     cfg, server, v = stack["cfg"], stack["server"], stack["versions"]
     assert registry.version_for(cfg, "llmops", registry.CHAMPION) == v["v2"]

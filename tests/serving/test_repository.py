@@ -86,10 +86,10 @@ def test_render_config_kinds_and_batching_switches(cfg: LlmopsConfig) -> None:
         repo.render_config(cfg, "m", kind="tpu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="model name"):
         repo.render_config(cfg, "../escape")
-    over = load_config(environ={"LLMOPS_HOME": str(cfg.home)},
-                       overrides={"serving": {"default_max_tokens": 300, "max_tokens_limit": 256}})
+    # A default above the limit would make the model refuse to load: the config refuses it first.
     with pytest.raises(ValueError, match="default_max_tokens"):
-        repo.render_config(over, "m")
+        load_config(environ={"LLMOPS_HOME": str(cfg.home)},
+                    overrides={"serving": {"default_max_tokens": 300, "max_tokens_limit": 256}})
 
 
 def test_build_version_layout(cfg: LlmopsConfig, hf_dir: Path) -> None:
