@@ -146,6 +146,28 @@ def test_a_swap_that_fails_its_live_check_restores_the_previous_version(stack, m
     assert f"versions: [ {champion} ]" in config  # pinned to what serves, for the next restart too
 
 
+def test_a_failed_first_swap_leaves_nothing_served(stack, tmp_path, monkeypatch):
+    """The same injected failure on a server that serves nothing yet: the failed version is
+    unloaded and its directory removed, so a retry cannot find it "already serving"."""
+    import llmops.serving.deploy as deploy_module
+
+    cfg = serving_config(tmp_path / "home")
+    version = _register(cfg, stack["good"])
+    real_info = deploy_module.model_info
+    monkeypatch.setattr(deploy_module, "_stage", lambda *args, **kwargs: [])
+    monkeypatch.setattr(deploy_module, "model_info", lambda uri, mv: real_info(uri, mv) | {"version": "999"})
+    server = TritonServer(cfg)
+    server.start()
+    try:
+        with pytest.raises(DeployFailed, match="answered as versions"):
+            deploy(cfg, f"models:/llmops/{version}", server=server)
+        assert deploy_module.served_version(server, "llmops") is None
+        assert not (repository.repository_path(cfg) / "llmops").exists()
+        assert registry.version_for(cfg, "llmops", registry.CHAMPION) is None
+    finally:
+        server.stop(timeout=30)
+
+
 def test_rollback_serves_the_previous_champion_and_restart_serves_the_champion(stack):
     cfg, server, v = stack["cfg"], stack["server"], stack["versions"]
     assert registry.version_for(cfg, "llmops", registry.CHAMPION) == v["v2"]
