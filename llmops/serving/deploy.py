@@ -141,16 +141,21 @@ def served_version(server: Any, name: str) -> int | None:
     return max(ready) if ready else None
 
 
-def _settled(server: Any, name: str, timeout: float = 60.0) -> None:
-    """Wait until no version of ``name`` is UNLOADING: meanwhile Triton's strict readiness
-    reports the whole server not ready (inference still works), which would fail a health
-    probe or the next deployment's readiness check."""
+def _wait_while(server: Any, name: str, state: str, timeout: float) -> bool:
+    """Poll the repository index until no version of ``name`` is in ``state``; False on timeout."""
     deadline = time.monotonic() + timeout
-    while any(m.name == name and m.state == "UNLOADING" for m in server.repository_index()):
+    while any(m.name == name and m.state == state for m in server.repository_index()):
         if time.monotonic() > deadline:
-            log.warning("%s: an old version was still unloading after %.0f s", name, timeout)
-            return
+            return False
         time.sleep(0.1)
+    return True
+
+
+def _settled(server: Any, name: str, timeout: float = 60.0) -> None:
+    """Wait until no version of ``name`` is UNLOADING, so the next deployment (or a restart)
+    starts from a settled server rather than one still tearing the old version down."""
+    if not _wait_while(server, name, "UNLOADING", timeout):
+        log.warning("%s: an old version was still unloading after %.0f s", name, timeout)
 
 
 def _require_server(server: Any, wait_s: float = 10.0) -> None:
@@ -194,20 +199,12 @@ def _live_versions(server: Any, name: str) -> list[str]:
             for _ in range(LIVE_CHECKS)]
 
 
-def _wait_not_loading(server: Any, name: str, timeout: float) -> None:
-    """A client-side load timeout does not stop Triton's background load: wait it out before deciding."""
-    deadline = time.monotonic() + timeout
-    while any(m.name == name and m.state == "LOADING" for m in server.repository_index()):
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.2)
-
-
 def _restore(cfg: LlmopsConfig, server: Any, name: str, version: int, previous: int | None, had_dir: bool) -> None:
     """Undo a swap to ``version``: the previous version pinned and serving (or nothing, on a
     first deployment), the new directory gone. Every step is attempted; failures are logged."""
+    # A client-side load timeout does not stop Triton's background load: wait it out first.
     steps: list[tuple[str, Any]] = [("waiting for Triton's load to settle",
-                                     lambda: _wait_not_loading(server, name, cfg.serving.startup_timeout_s))]
+                                     lambda: _wait_while(server, name, "LOADING", cfg.serving.startup_timeout_s))]
     if previous is not None:
         steps += [("pinning the previous version", lambda: repository.write_config(cfg, name, versions=[previous])),
                   ("reloading the previous version", lambda: server.load_model(name))]
