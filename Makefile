@@ -22,14 +22,16 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags
 
-.PHONY: venv demo test test-fast bench airflow mlflow clean help
+.PHONY: venv demo test test-fast bench airflow stop mlflow clean help
 
 help:
 	@echo "make demo    - set up, start the demo site and run the llmops_data DAG through Airflow"
 	@echo "make test    - set up and run the whole test suite (slow end-to-end tests included)"
 	@echo "make bench   - crawl / extract+clean throughput, DAG parse time, extraction quality"
-	@echo "make airflow - start 'airflow standalone' (UI on http://127.0.0.1:8080)"
-	@echo "make mlflow  - start the MLflow UI on the embedded store (http://127.0.0.1:5000, mlflow.ui_port)"
+	@echo "make airflow - start the embedded stack in the background: Airflow (UI and REST API on"
+	@echo "               http://127.0.0.1:8080), Triton, the MLflow UI, the demo site (llmops stack start)"
+	@echo "make stop    - stop the stack; running tasks get 60 s, then resume at the next start (llmops stack stop)"
+	@echo "make mlflow  - only the MLflow UI on the embedded store (http://127.0.0.1:5000; the stack runs it too)"
 	@echo "make clean   - remove \$$LLMOPS_HOME (artifacts, Airflow DB); keeps .venv"
 
 venv: $(STAMP)
@@ -56,11 +58,10 @@ bench: venv
 	$(PY) bench/run.py
 
 airflow: venv
-	@mkdir -p $(AIRFLOW_HOME)
-	@echo "Starting airflow standalone with AIRFLOW_HOME=$(AIRFLOW_HOME)."
-	@echo "UI: http://127.0.0.1:8080  user: admin  password: printed below and stored in"
-	@echo "    $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/airflow standalone
+	$(VENV)/bin/llmops stack start
+
+stop: venv
+	$(VENV)/bin/llmops stack stop
 
 # The schema is created through llmops first: it serialises that with the training tasks
 # (MLflow's own migration breaks when two processes run it on a fresh file at once).

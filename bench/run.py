@@ -13,7 +13,10 @@ measured in the same run (the ratio is the number to compare across machines):
 - extraction quality against the demo site's ground truth: article sentences kept,
   boilerplate snippets removed, planted duplicates removed with originals kept;
 - serving on the embedded Triton (``bench/serving.py``): req/s at concurrency 8 with the
-  dynamic batcher vs without, gRPC vs HTTP latency, Triton vs the model called in-process.
+  dynamic batcher vs without, gRPC vs HTTP latency, Triton vs the model called in-process;
+- scheduler overhead (``bench/scheduler.py``): ``llmops_data`` under the embedded stack's
+  scheduler vs its stage functions in one process, seconds per task instance, the scheduling
+  latency between dependent tasks, and the scheduler settings that move it.
 
 Writes ``$LLMOPS_HOME/bench/results.json`` and prints a Markdown table.
 """
@@ -33,9 +36,9 @@ sys.path.insert(0, str(REPO))
 
 from llmops.config import CleanConfig, DemoSiteConfig, ExtractConfig, ScrapeConfig, load_config  # noqa: E402
 from llmops.data.clean import clean_document  # noqa: E402
-from llmops.data.demo_site import start_demo_site  # noqa: E402
 from llmops.data.extract import extract_page  # noqa: E402
 from llmops.data.scrape import crawl, iter_ok_pages  # noqa: E402
+from llmops.demo_site import start_demo_site  # noqa: E402
 
 
 def bench_crawl(site_url: str, work: Path) -> dict:
@@ -150,7 +153,7 @@ def bench_pii(limit: int = 60) -> dict:
 
     from llmops.config import PiiConfig
     from llmops.data import pii
-    from llmops.data.demo_site import build_site, page_texts_with_comments
+    from llmops.demo_site import build_site, page_texts_with_comments
 
     site = build_site(DemoSiteConfig())
     texts = dict(list(page_texts_with_comments(site).items())[:limit])
@@ -350,7 +353,13 @@ def main() -> int:
         from serving import bench_serving
 
         results |= bench_serving(work)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+        print("Scheduler overhead: llmops_data under the scheduler vs in one process ...", flush=True)
+        from scheduler import bench_scheduler  # bench/scheduler.py, beside this script
+
+        sched = bench_scheduler(work)
+        per_task = sched.pop("_sched_per_task_s")
+        results |= sched
+    (out_dir / "results.json").write_text(json.dumps(results | {"sched_per_task_s": per_task}, indent=2))
     print("\n| metric | value |\n|---|---|")
     for key, value in results.items():
         print(f"| {key} | {value} |")

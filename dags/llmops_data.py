@@ -5,15 +5,19 @@
 `plan_shards` splits the crawl → `extract` and `clean` run once per shard (dynamic
 task mapping) → `dedup` merges the shards and removes exact and near duplicates →
 `report` writes the crawl-to-corpus summary → `redact` removes personal data
-(Presidio) and publishes `llmops://corpus` → `qa` builds the question/answer set
-(`llmops://qa`) and `tokenizer` trains (or reuses) a byte-level BPE tokenizer →
-`encode` writes token-ID shards → `data_card` checks
+(Presidio) → `qa` builds the question/answer set and `tokenizer` trains (or reuses) a
+byte-level BPE tokenizer → `encode` writes token-ID shards → `data_card` checks
 contamination, writes the data card and publishes the shards (`llmops://tokens`, which
-schedules `llmops_train`). Every Asset event's extra carries `path`
-and `hash`. Reports: `$LLMOPS_HOME/reports/llmops_data/<run_id>/`.
+schedules `llmops_train`); `publish_corpus` and `publish_qa` announce `llmops://corpus`
+and `llmops://qa`. Every Asset event's extra carries `path`, `hash` (the stage key) and
+`content` (content digests). Reports: `$LLMOPS_HOME/reports/llmops_data/<run_id>/`.
 
-Every stage output lives in `$LLMOPS_HOME/artifacts/<stage>/<content-hash>/`; a
-retry or a re-run with the same inputs and settings reuses it.
+The crawl is keyed by its run; every later stage output lives in
+`$LLMOPS_HOME/artifacts/<stage>/<key>/`, keyed by the content of its inputs and its
+settings, so a re-run on an unchanged site reuses every stage (`reused <stage> <key>`).
+A publishing task announces its Asset only when the content differs from the last event
+it published; otherwise it ends *skipped* (`no new data since data card …`), the run
+still succeeds, and no training, evaluation or deployment starts.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import datetime as dt
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
-from llmops_airflow.assets import CORPUS, QA, TOKENS, event_extra
+from llmops_airflow.assets import CORPUS, QA, TOKENS
 from llmops_airflow.config import run_config
+from llmops_airflow.errors import RETRIES
 
 from llmops.config import load_config
 
@@ -82,9 +87,6 @@ PARAMS = {
                     description="Step between training windows."),
 }
 
-IO_RETRY = {"retries": 2, "retry_delay": dt.timedelta(seconds=5)}
-
-
 def _all(mapped_results) -> list:
     """Every result of a mapped task. A slice is one request; plain iteration probes past
     the end and makes the task SDK log a spurious 'XCom not found' error."""
@@ -96,6 +98,38 @@ def _cfg():
     return run_config(PARAM_TO_CONFIG)
 
 
+def _publish(asset, extra: dict[str, Any], inlet_events, outlet_events, cfg=None) -> dict[str, Any]:
+    """Announce ``extra`` on ``asset`` when its content differs from the asset's last event;
+    otherwise end the task *skipped*: no event, so nothing downstream starts again."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from llmops.data.pipeline import publish_decision
+
+    try:
+        last = inlet_events[asset][-1].extra
+    except (IndexError, KeyError):  # nothing published on this asset yet
+        last = None
+    decision = publish_decision(extra, last)
+    if not decision.publish:
+        reason = decision.reason + (_serving(cfg or _cfg()) if asset == TOKENS else "")
+        print(reason)
+        raise AirflowSkipException(reason)
+    print(f"publishing {asset.uri}: {decision.reason}")
+    outlet_events[asset].extra = extra
+    return extra
+
+
+def _serving(cfg) -> str:
+    """`` (models:/llmops/N)``: what keeps serving when nothing new is published."""
+    from llmops.registry.model_registry import CHAMPION, SERVED_MODEL, version_for
+
+    try:
+        version = version_for(cfg, SERVED_MODEL, CHAMPION)
+    except Exception as exc:  # noqa: BLE001 - the registry is named for people; the decision stands
+        return f" (champion unknown: {exc})"
+    return f" (models:/{SERVED_MODEL}/{version})" if version else " (no champion yet)"
+
+
 @dag(
     dag_id="llmops_data",
     schedule=None,
@@ -105,11 +139,10 @@ def _cfg():
     tags=["llmops", "data"],
     params=PARAMS,
     doc_md=__doc__,
-    default_args={"owner": "llmops", "execution_timeout": dt.timedelta(minutes=30), **IO_RETRY},
+    default_args={"owner": "llmops", "execution_timeout": dt.timedelta(minutes=30), **RETRIES},
 )
 def llmops_data():
-    @task(retries=3, retry_delay=dt.timedelta(seconds=10), retry_exponential_backoff=True,
-          max_retry_delay=dt.timedelta(minutes=5), execution_timeout=dt.timedelta(minutes=60))
+    @task(execution_timeout=dt.timedelta(minutes=60))
     def scrape() -> dict[str, Any]:
         """Crawl the seed site into WARC + index. Keyed by run id: a retry reuses a finished crawl."""
         from llmops.data.pipeline import scrape_stage
@@ -172,27 +205,40 @@ def llmops_data():
         print(f"report: {out}")
         return summary
 
-    @task(outlets=[CORPUS], execution_timeout=dt.timedelta(minutes=60))
-    def redact(corpus: dict[str, Any], *, outlet_events=None) -> dict[str, Any]:
-        """Presidio PII redaction; the redacted corpus is the one published for training."""
+    @task(execution_timeout=dt.timedelta(minutes=60))
+    def redact(corpus: dict[str, Any]) -> dict[str, Any]:
+        """Presidio PII redaction; the redacted corpus is the one training and the Q&A set read."""
         from llmops.data.pipeline import redact_stage
 
         result = redact_stage(_cfg(), corpus["path"])
         print(f"redact: {result.summary.get('pii_counts_by_type')} ({result.summary.get('docs')} documents)")
-        extra = event_extra(str(result.path), result.key, file="corpus.parquet")
-        outlet_events[CORPUS].extra = extra
-        return extra
+        return {"path": str(result.path), "hash": result.key}
 
-    @task(outlets=[QA])
-    def qa(redacted: dict[str, Any], *, outlet_events=None) -> dict[str, Any]:
+    @task(inlets=[CORPUS], outlets=[CORPUS])
+    def publish_corpus(redacted: dict[str, Any], *, inlet_events=None, outlet_events=None) -> dict[str, Any]:
+        """Announce the redacted corpus on ``llmops://corpus`` when its content is new."""
+        from llmops.artifacts import StageResult
+        from llmops.data.pipeline import corpus_event_extra
+
+        return _publish(CORPUS, corpus_event_extra(StageResult.from_path(redacted["path"])), inlet_events,
+                        outlet_events)
+
+    @task
+    def qa(redacted: dict[str, Any]) -> dict[str, Any]:
         """Question/answer pairs, split by page into fine-tuning and held-out sets."""
         from llmops.data.pipeline import qa_stage
 
         result = qa_stage(_cfg(), redacted["path"])
         print(f"qa: {result.summary}")
-        extra = event_extra(str(result.path), result.key, finetune="finetune.jsonl", heldout="heldout.jsonl")
-        outlet_events[QA].extra = extra
-        return extra
+        return {"path": str(result.path), "hash": result.key}
+
+    @task(inlets=[QA], outlets=[QA])
+    def publish_qa(qa_set: dict[str, Any], *, inlet_events=None, outlet_events=None) -> dict[str, Any]:
+        """Announce the Q&A set on ``llmops://qa`` when its content is new."""
+        from llmops.artifacts import StageResult
+        from llmops.data.pipeline import qa_event_extra
+
+        return _publish(QA, qa_event_extra(StageResult.from_path(qa_set["path"])), inlet_events, outlet_events)
 
     @task
     def tokenizer(redacted: dict[str, Any]) -> dict[str, Any]:
@@ -210,24 +256,28 @@ def llmops_data():
 
         result = encode_stage(_cfg(), redacted["path"], tok["path"])
         print(f"encode: {result.summary}")
-        return event_extra(str(result.path), result.key, tokenizer=tok["path"])
+        return {"path": str(result.path), "hash": result.key}
 
-    @task(outlets=[TOKENS])
+    @task(inlets=[TOKENS], outlets=[TOKENS])
     def data_card(summary: dict[str, Any], redacted: dict[str, Any], qa_set: dict[str, Any],
-                  tok: dict[str, Any], tokens: dict[str, Any], *, outlet_events=None) -> str:
-        """Contamination check and the data card; then publishes the shards (``llmops://tokens``)."""
+                  tok: dict[str, Any], tokens: dict[str, Any], *, inlet_events=None, outlet_events=None) -> str:
+        """Contamination check and the data card; then publishes the shards (``llmops://tokens``)
+        when the shards, the Q&A pairs or the tokenizer differ from the last published ones."""
         from llmops.artifacts import StageResult
-        from llmops.data.pipeline import data_card_stage, write_report
+        from llmops.data.pipeline import data_card_stage, tokens_event_extra, write_report
 
         context = get_current_context()
+        cfg = _cfg()
         load = StageResult.from_path
-        result = data_card_stage(_cfg(), summary, load(redacted["path"]), load(qa_set["path"]),
-                                 load(tok["path"]), load(tokens["path"]), run_name=context["run_id"])
-        out = write_report(_cfg().home, context["run_id"], summary, data_card=result.path)
+        stages = {name: load(ref["path"]) for name, ref in
+                  {"redacted": redacted, "qa": qa_set, "tokenizer": tok, "tokens": tokens}.items()}
+        result = data_card_stage(cfg, summary, stages["redacted"], stages["qa"], stages["tokenizer"],
+                                 stages["tokens"], run_name=context["run_id"])
+        out = write_report(cfg.home, context["run_id"], summary, data_card=result.path)
         print(f"data card: {result.path / 'data_card.md'} (report: {out})")
         print(f"contamination: {result.summary['contamination']}")
-        outlet_events[TOKENS].extra = tokens | {"qa": qa_set["path"], "data_card": str(result.path),
-                                                "data_card_hash": result.key}
+        extra = tokens_event_extra(stages["tokens"], stages["tokenizer"], stages["qa"], result)
+        _publish(TOKENS, extra, inlet_events, outlet_events, cfg=cfg)
         return str(result.path / "data_card.md")
 
     crawl = scrape()
@@ -236,7 +286,9 @@ def llmops_data():
     corpus = dedup(cleaned)
     summary = report(crawl, extracted, cleaned, corpus)
     redacted = redact(corpus)
+    publish_corpus(redacted)
     qa_set = qa(redacted)
+    publish_qa(qa_set)
     tok = tokenizer(redacted)
     tokens = encode(redacted, tok)
     data_card(summary, redacted, qa_set, tok, tokens)

@@ -6,10 +6,16 @@ with a `model_path` Param. `evaluate` measures the served variant on its evaluat
 set (perplexity, bits per byte, BLEU, ROUGE, exact match, diversity, PII canary leak
 rate, behavioural cases, latency), re-evaluates the current `champion` on the same
 data, and logs metrics, report and model card to MLflow → `gate` fails the run
-(no retries) with every failed check and its numbers → `register` registers the model
-version with alias `challenger` and announces it on `llmops://challenger` (extra:
-model URI, version). A failed gate deploys nothing: the champion keeps serving, and the
-failed evaluation is still in MLflow (`gate_result=failed`) with its report.
+(at once: a verdict is permanent) with every failed check and its numbers → `register`
+registers the model version with alias `challenger` and announces it on
+`llmops://challenger` (extra: model URI, version). A failed gate deploys nothing: the
+champion keeps serving, and the failed evaluation is still in MLflow
+(`gate_result=failed`) with its report.
+
+One model, one version: a model whose content (`content_sha256` of its weights, configs
+and tokenizer) is registered already is not evaluated again. `evaluate` ends *skipped*
+with `already registered as models:/llmops/N`, so do `gate` and `register`: the run
+succeeds and announces nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from llmops_airflow.assets import CHALLENGER, MODEL, event_extra
 from llmops_airflow.config import run_config
+from llmops_airflow.errors import RETRIES
 
 PARAM_TO_CONFIG = {"max_questions": "evaluation.max_questions"}
 
@@ -46,16 +53,16 @@ def _cfg():
     tags=["llmops", "evaluation"],
     params=PARAMS,
     doc_md=__doc__,
-    default_args={"owner": "llmops", "execution_timeout": dt.timedelta(minutes=60),
-                  "retries": 1, "retry_delay": dt.timedelta(seconds=10)},
+    default_args={"owner": "llmops", "execution_timeout": dt.timedelta(minutes=60), **RETRIES},
 )
 def llmops_evaluate():
     @task
     def evaluate(*, triggering_asset_events=None) -> dict[str, Any]:
         """All metrics of the model and of the champion on the same data; MLflow run + report."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowSkipException
 
-        from llmops.evaluation.evaluate import EvaluationInputError, evaluate_candidate
+        from llmops.evaluation.evaluate import EvaluationInputError, evaluate_candidate, registered_as
+        from llmops.registry.model_registry import registered_name
         from llmops.registry.tracking import dag_run_parent
 
         context = get_current_context()
@@ -65,32 +72,32 @@ def llmops_evaluate():
             for event in triggering_asset_events.get(MODEL, []):
                 path, variant = event.extra.get("path"), event.extra.get("variant")
         if not path:
-            raise AirflowFailException("no model to evaluate: trigger with the model_path Param, or let "
+            raise EvaluationInputError("no model to evaluate: trigger with the model_path Param, or let "
                                        "llmops_train's llmops://model event start this DAG")
         served = cfg.finetune.variants[0].name
+        variant = variant or served
+        # Checked before the DAG run's MLflow run is opened: a known model leaves no trace.
+        registered = registered_as(cfg, path, name=registered_name(variant, served))
+        if registered:
+            raise AirflowSkipException(f"{path}: already registered as {registered}: nothing is evaluated, "
+                                       f"registered or announced")
         parent = dag_run_parent(cfg, context["dag"].dag_id, context["run_id"])
-        try:
-            result = evaluate_candidate(cfg, path, variant=variant or served, served_variant=served,
-                                        parent_run_id=parent)
-        except EvaluationInputError as exc:
-            raise AirflowFailException(str(exc)) from None
+        result = evaluate_candidate(cfg, path, variant=variant, served_variant=served, parent_run_id=parent)
         for key, value in result["metrics"].items():
             print(f"{key}: {value}")
         print(f"report: {result['report']}")
         return result
 
-    @task(retries=0)
+    @task
     def gate(evaluation: dict[str, Any]) -> dict[str, Any]:
-        """Floors and regression against the champion; a failure lists every failed check."""
-        from airflow.sdk.exceptions import AirflowFailException
+        """Floors and regression against the champion; a failure (permanent) lists every failed check."""
+        from llmops.evaluation.evaluate import require_gate_passed
 
         print(evaluation["gate_message"])
         for check in evaluation["gate"]["checks"]:
             print(f"  {'ok  ' if check['passed'] else 'FAIL'} {check['name']}: {check['value']} "
                   f"(threshold {check['threshold']}, champion {check['champion']})")
-        if not evaluation["gate_passed"]:
-            raise AirflowFailException(f"{evaluation['name']}: {evaluation['gate_message']}; nothing is registered "
-                                       f"or deployed, the champion keeps serving (report: {evaluation['report']})")
+        require_gate_passed(evaluation)
         return evaluation
 
     @task(outlets=[CHALLENGER])

@@ -14,8 +14,10 @@ served variant on `llmops://model` (extra: path, hash, every variant).
 
 Every training task is resumable: its run directory is keyed by inputs + config, so a
 retry resumes from the newest complete checkpoint; each job is one MLflow run nested
-under the DAG run's. With the `base_model` Param set, pretraining is skipped and the
-variants are fine-tuned from that model (a directory or `models:/name/version`).
+under the DAG run's. Bad settings or inputs fail a task at once (permanent errors);
+anything else is retried with exponential backoff (`llmops_airflow.errors`). With the
+`base_model` Param set, pretraining is skipped and the variants are fine-tuned from that
+model (a directory or `models:/name/version`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from llmops_airflow.assets import MODEL, TOKENS, event_extra
 from llmops_airflow.config import run_config
+from llmops_airflow.errors import RETRIES
 from llmops_airflow.operators.deepspeed_training import DeepSpeedTrainingOperator
 
 from llmops.config import load_config
@@ -67,11 +70,13 @@ PARAMS = {
                                    "newest)."),
 }
 
-TRAIN_RETRY = {"retries": 2, "retry_delay": dt.timedelta(seconds=10)}
+# A training try that dies (a rank killed, a node lost) resumes from its newest checkpoint;
+# one that failed three times is likely to fail again (backoff and policy: RETRIES).
+TRAIN_RETRY = {"retries": 2}
 
 
 def _cfg():
-    """The run's configuration; a bad setting fails the task at once (retrying cannot fix it)."""
+    """The run's configuration; a bad setting raises ConfigError (permanent: the task fails at once)."""
     return run_config(PARAM_TO_CONFIG)
 
 
@@ -84,17 +89,14 @@ def _cfg():
     tags=["llmops", "training"],
     params=PARAMS,
     doc_md=__doc__,
-    default_args={"owner": "llmops", "execution_timeout": dt.timedelta(minutes=30),
-                  "retries": 1, "retry_delay": dt.timedelta(seconds=5)},
+    default_args={"owner": "llmops", "execution_timeout": dt.timedelta(minutes=30), **RETRIES},
 )
 def llmops_train():
     @task
     def resolve_inputs(*, triggering_asset_events=None) -> dict[str, Any]:
         """The data card to train on, and the DAG run's MLflow run (parent of every job's run)."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         from llmops.registry.tracking import dag_run_parent
-        from llmops.training.job import PreflightError, resolve_data_inputs
+        from llmops.training.job import resolve_data_inputs
 
         context = get_current_context()
         params, cfg = context["params"], _cfg()
@@ -102,10 +104,7 @@ def llmops_train():
         if not card and triggering_asset_events:
             for event in triggering_asset_events.get(TOKENS, []):
                 card = (event.extra or {}).get("data_card") or card
-        try:
-            data = resolve_data_inputs(cfg, card)
-        except PreflightError as exc:
-            raise AirflowFailException(str(exc)) from None
+        data = resolve_data_inputs(cfg, card)
         parent = dag_run_parent(cfg, context["dag"].dag_id, context["run_id"])
         print(f"training on data card {data['data_card']['path']} (tokens {data['tokens']}); MLflow run {parent}")
         base = params.get("base_model")

@@ -4,11 +4,23 @@
     $LLMOPS_HOME/artifacts/<stage>/<key>/manifest.json
     $LLMOPS_HOME/artifacts/<stage>/.tmp-<key>-<nonce>/   work in progress
 
-``key`` is a content hash of (stage, inputs, config, code version): the same inputs
-and settings always land in the same directory, so a retry or a re-run finds the
-finished output and returns it instead of redoing it. Work is written to a temporary
-directory and renamed into place, and ``manifest.json`` is written last inside it,
-so a directory with a manifest is always complete.
+``key`` is a hash of (stage, stage version, inputs, config), where an input is named
+by the *content digest* of the output it comes from, not by its path or its key: the
+same content with the same settings always lands in the same directory, so a retry,
+a re-run, or a second crawl of an unchanged site finds the finished output and
+returns it instead of redoing it. Only the crawl is keyed by its run (an observation
+of the web at a time); everything after it follows from what the crawl holds.
+
+Each stage has an explicit version in :data:`STAGE_VERSIONS`, bumped when its output
+changes for the same inputs; ``tests/test_stage_versions.py`` runs every stage on a
+tiny fixture and fails when an output changed without a bump. The code's identity
+(git commit, or package version and a source hash) is recorded in every manifest for
+lineage but is not part of the key: a fix elsewhere in the package does not redo
+finished work, nor send a retried training job to a new run directory.
+
+Work is written to a temporary directory and renamed into place, and
+``manifest.json`` is written last inside it, so a directory with a manifest is
+always complete.
 """
 
 from __future__ import annotations
@@ -18,16 +30,72 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import llmops
 
 MANIFEST = "manifest.json"
+
+
+# ---- stage versions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageVersion:
+    """A stage's version, and what it produced at that version on the tiny fixture of
+    ``tests/test_stage_versions.py`` (which fails, saying what to record, when they drift)."""
+
+    version: int
+    """Bumped whenever the stage's output changes for the same inputs and settings (a new
+    filter, a fixed bug, another file format): every output of the old version is rebuilt."""
+    fixture_key: str | None = None
+    """The stage's key on the fixture: its input content, settings and version."""
+    fixture_digest: str | None = None
+    """The first 16 hex digits of the stage's output content digest on the fixture."""
+
+
+# A stage whose output changes without a bump keeps serving outputs built by the old code
+# wherever its key is unchanged; the fixture test catches that.
+STAGE_VERSIONS: dict[str, StageVersion] = {
+    # Keyed by its run (crawl id), not by content: its version only matters to a retry,
+    # and a change in what it writes reaches extract through the crawl's content digest.
+    "scrape": StageVersion(1),
+    "extract": StageVersion(1, fixture_key="267cf37f2bd3a5e5", fixture_digest="dbf664b2752beb58"),
+    "clean": StageVersion(1, fixture_key="4fb07886c5a4dfac", fixture_digest="3478216fc65ee09c"),
+    "dedup": StageVersion(1, fixture_key="c0f22ed1223fc95a", fixture_digest="904a31c321e236b6"),
+    "redact": StageVersion(1, fixture_key="ba56d6e37c0e8ab9", fixture_digest="d777df5894d99ae8"),
+    "qa": StageVersion(1, fixture_key="21900b6323d818d0", fixture_digest="f8116ac3144959c5"),
+    "tokenizer": StageVersion(1, fixture_key="a1d0d45858bf4a7e", fixture_digest="f5b15717dc2bf207"),
+    "tokens": StageVersion(1, fixture_key="5851bf449a2c73a6", fixture_digest="3bb8909bad74ee98"),
+    # New per crawl by design (it records that crawl): nothing to compare on a fixture.
+    "data_card": StageVersion(1),
+    # Training is not bit-reproducible across machines (threaded float reductions, the
+    # CPU's SIMD kernels, the all-reduce order), so its fixture digest covers what is
+    # deterministic: the model config, the data each rank reads at each step, the LR
+    # schedule. Bump these too when the loss, the optimizer or the loop changes.
+    "pretrain": StageVersion(1, fixture_key="d52f6e3b155b3f84", fixture_digest="8d72bc5dc3040932"),
+    "finetune": StageVersion(1, fixture_key="e42decb9b6ae4316", fixture_digest="f443a80bf47da1c5"),
+    # Export of a fixed checkpoint is deterministic: the HF directory's content digest.
+    "model": StageVersion(1, fixture_key="95e1f950a3ae7497", fixture_digest="0c6a48ba6ad2a681"),
+}
+
+
+def stage_version(stage: str) -> int:
+    try:
+        return STAGE_VERSIONS[stage].version
+    except KeyError:
+        raise KeyError(f"stage {stage!r} has no version: add it to llmops.artifacts.STAGE_VERSIONS "
+                       f"(and its fixture to tests/test_stage_versions.py)") from None
+
+
+# ---- hashes and digests --------------------------------------------------------------
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -44,19 +112,127 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Package version plus a hash of the library's sources.
+REPORT_FILES = frozenset({MANIFEST, "summary.json", "tokenizer_stats.json"})
+"""Files that measure a build (counts, timings, where a reused input came from) rather than
+hold its output: not content."""
 
-    Any change to the code that produces an artifact must invalidate it, and a git
-    SHA is not available in an installed wheel, so the sources themselves are hashed.
-    """
-    pkg = Path(llmops.__file__).parent
+VOLATILE_FIELDS = frozenset({
+    "fetched_at", "discovered_via",  # documents: when and by which link this crawl met the page
+    "encode_seconds", "encode_mb_per_s", "num_workers",  # the token shards' meta.json: how it was made
+    "transformers_version",  # a model's config.json: which library wrote it
+})
+"""Columns and JSON keys that vary between two builds of the same content; left out of
+content digests. Fetch order and discovery path differ between two crawls of one site."""
+
+FLOAT_DIGITS = 6
+"""Floats enter a content digest with this many significant digits: a language score may
+differ in its last bits between CPUs (SIMD paths) without the content being different."""
+
+
+def _canonical(value: Any, volatile: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(v, volatile) for k, v in value.items() if k not in volatile}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, volatile) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.{FLOAT_DIGITS}g}")
+    return value
+
+
+def _dump(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":")).encode()
+
+
+def parquet_digest(path: Path, volatile: frozenset[str] = VOLATILE_FIELDS) -> str:
+    """Digest of a document table's content: every column but the volatile ones, rows
+    sorted by ``id`` (when there is one), so fetch order and fetch times do not count."""
+    import pyarrow.parquet as pq
+
+    columns = [name for name in pq.read_schema(path).names if name not in volatile]
+    table = pq.read_table(path, columns=columns)
+    if "id" in columns:
+        table = table.sort_by("id")
+    digest = hashlib.sha256(_dump([[f.name, str(f.type)] for f in table.schema]))
+    for batch in table.to_batches(max_chunksize=4096):
+        for row in batch.to_pylist():
+            digest.update(_dump(_canonical(row, volatile)) + b"\n")
+    return digest.hexdigest()
+
+
+def file_digest(path: Path, volatile: frozenset[str] = VOLATILE_FIELDS) -> str:
+    """Content digest of one output file: tables and JSON by their canonical content
+    (volatile fields left out), anything else by its bytes."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return parquet_digest(path, volatile)
+    if path.suffix == ".json":
+        return hashlib.sha256(_dump(_canonical(json.loads(path.read_text()), volatile))).hexdigest()
+    if path.suffix == ".jsonl":
+        digest = hashlib.sha256()
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    digest.update(_dump(_canonical(json.loads(line), volatile)) + b"\n")
+        return digest.hexdigest()
+    return file_sha256(path)
+
+
+def content_digest(root: Path, *, skip: frozenset[str] = REPORT_FILES,
+                   volatile: frozenset[str] = VOLATILE_FIELDS) -> str:
+    """Content digest of a stage output directory: every file but the reports, each by
+    :func:`file_digest`. Two builds of the same content agree on it even where their
+    bytes differ (fetch times, Parquet row order, timings)."""
+    root = Path(root)
+    files = {str(p.relative_to(root)): file_digest(p, volatile)
+             for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
+    return stable_hash(files, length=64)
+
+
+# ---- code identity (lineage, not key) ------------------------------------------------
+
+
+def _source_hash(pkg: Path) -> str:
     digest = hashlib.sha256()
     for src in sorted(pkg.rglob("*.py")):
         digest.update(str(src.relative_to(pkg)).encode())
         digest.update(src.read_bytes())
-    return f"{llmops.__version__}+{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+@lru_cache(maxsize=1)
+def code_identity() -> dict[str, Any]:
+    """Which code built an output: the git commit (and whether the tree had local changes)
+    when the package runs from a checkout, and always the package version and a hash of
+    its sources (an installed wheel has no commit). Recorded for lineage only."""
+    pkg = Path(llmops.__file__).parent
+    identity: dict[str, Any] = {"version": llmops.__version__, "source_sha256": _source_hash(pkg),
+                                "commit": None, "dirty": None}
+    if (pkg.parent / ".git").exists():
+        commit = _git(pkg.parent, "rev-parse", "--verify", "HEAD")
+        if commit:
+            status = _git(pkg.parent, "status", "--porcelain")
+            identity.update(commit=commit.strip(), dirty=None if status is None else bool(status.strip()))
+    return identity
+
+
+def code_version() -> str:
+    """:func:`code_identity` in one line: ``git:<commit12>[+dirty]`` or ``<version>+src.<hash>``."""
+    ident = code_identity()
+    if ident["commit"]:
+        return f"git:{ident['commit'][:12]}" + ("+dirty" if ident["dirty"] else "")
+    return f"{ident['version']}+src.{ident['source_sha256']}"
+
+
+# ---- stage outputs -------------------------------------------------------------------
 
 
 def artifacts_root(home: Path) -> Path:
@@ -77,19 +253,56 @@ class StageResult:
     def summary(self) -> dict[str, Any]:
         return self.manifest.get("summary", {})
 
+    @property
+    def content_hash(self) -> str:
+        """The output's content digest (its key for outputs built before digests were recorded)."""
+        return self.manifest.get("content_hash") or self.key
+
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> "StageResult":
+    def from_path(cls, path: str | os.PathLike[str]) -> StageResult:
         """A finished output, read back from its manifest (e.g. from an XCom path)."""
         manifest = read_manifest(Path(path))
         return cls(manifest["stage"], Path(path), manifest["key"], True, manifest)
 
     def asset_extra(self) -> dict[str, Any]:
-        """What an Airflow Asset event for this output carries."""
-        return {"path": str(self.path), "hash": self.key, "output_hash": self.manifest.get("output_hash")}
+        """Where this output is and what it holds (an Asset event's or a report's reference)."""
+        return {"path": str(self.path), "hash": self.key, "content_hash": self.content_hash,
+                "output_hash": self.manifest.get("output_hash")}
 
 
-def stage_key(stage: str, inputs: dict[str, Any], config: dict[str, Any]) -> str:
-    return stable_hash({"stage": stage, "inputs": inputs, "config": config, "code": code_version()})
+def input_ref(path: Path) -> dict[str, str]:
+    """How an input is named: its path (lineage) and a hash of its content (the key).
+
+    A stage output, or a file inside one, is named by the output's content digest from
+    its manifest; a loose file (CLI use) by its SHA-256, so editing it by hand
+    invalidates what was built from it.
+    """
+    path = Path(path)
+    stage_dir = path if path.is_dir() else path.parent
+    if (stage_dir / MANIFEST).exists():
+        manifest = read_manifest(stage_dir)
+        return {"path": str(path), "hash": manifest.get("content_hash") or manifest["key"]}
+    if path.is_file():
+        return {"path": str(path), "hash": file_sha256(path)[:16]}
+    if path.exists():
+        raise FileNotFoundError(f"input {path} is not a stage output (no {MANIFEST}) nor a file")
+    raise FileNotFoundError(f"input {path} does not exist")
+
+
+def key_view(obj: Any) -> Any:
+    """``obj`` without the paths of its input references (dicts holding a ``hash``): the
+    same content found at another place is the same input."""
+    if isinstance(obj, dict):
+        return {k: key_view(v) for k, v in obj.items() if not (k == "path" and "hash" in obj)}
+    if isinstance(obj, list):
+        return [key_view(v) for v in obj]
+    return obj
+
+
+def stage_key(stage: str, inputs: dict[str, Any], config: dict[str, Any], version: int | None = None) -> str:
+    """The output directory's name: (stage, its version, inputs by content, config)."""
+    version = stage_version(stage) if version is None else version
+    return stable_hash({"stage": stage, "version": version, "inputs": key_view(inputs), "config": config})
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -148,19 +361,27 @@ def build_stage(
     config: dict[str, Any],
     build: Callable[[Path], dict[str, Any]],
     out_dir: Path | None = None,
+    *,
+    digest: Callable[[Path], str] = content_digest,
+    version: int | None = None,
 ) -> StageResult:
     """Run ``build(tmp_dir) -> summary`` unless the output for this key already exists.
+
+    ``digest(tmp_dir)`` gives the output's content digest, recorded in the manifest as
+    ``content_hash``: it names this output when it is the input of another stage.
+    ``version`` defaults to the stage's entry in :data:`STAGE_VERSIONS`.
 
     ``out_dir`` overrides the layout location (the CLI's ``--out``); the output is
     still written to a temporary sibling and renamed into place. An existing
     ``out_dir`` is replaced only if it is an earlier stage output (or empty).
     """
-    key = stage_key(stage, inputs, config)
+    version = stage_version(stage) if version is None else version
+    key = stage_key(stage, inputs, config, version)
     final = Path(out_dir) if out_dir else artifacts_root(home) / stage / key
     if (final / MANIFEST).exists():
         manifest = read_manifest(final)
         if manifest.get("key") == key:
-            return StageResult(stage, final, key, True, manifest)
+            return _reused(stage, final, key, manifest)
         if out_dir is None:
             raise RuntimeError(f"{final} holds a manifest for another key; refusing to overwrite")
     if out_dir is not None:
@@ -175,9 +396,12 @@ def build_stage(
         manifest = {
             "stage": stage,
             "key": key,
+            "version": version,
             "inputs": inputs,
             "config": config,
+            "content_hash": digest(tmp),
             "code_version": code_version(),
+            "code": code_identity(),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "outputs": outputs,
             "output_hash": stable_hash(outputs, length=64),
@@ -194,11 +418,17 @@ def build_stage(
                     raise
                 # Another worker finished the same key first: its output is equivalent.
                 shutil.rmtree(tmp, ignore_errors=True)
-                return StageResult(stage, final, key, True, read_manifest(final))
+                return _reused(stage, final, key, read_manifest(final))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return StageResult(stage, final, key, False, manifest)
+
+
+def _reused(stage: str, final: Path, key: str, manifest: dict[str, Any]) -> StageResult:
+    # Printed, not logged: task stdout is the Airflow task log, and the CLI shows it too.
+    print(f"reused {stage} {key} ({final})", flush=True)
+    return StageResult(stage, final, key, True, manifest)
 
 
 def latest_output(home: Path, stage: str, where: Callable[[dict[str, Any]], bool] | None = None) -> Path | None:

@@ -38,14 +38,14 @@ def cmd_config(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 
 
 def cmd_demo_site_serve(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
-    from llmops.data.demo_site import serve_forever
+    from llmops.demo_site import serve_forever
 
     serve_forever(cfg.demo_site, port=args.port, access_log=args.access_log, ground_truth_out=args.ground_truth)
     return 0
 
 
 def cmd_demo_site_ground_truth(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
-    from llmops.data.demo_site import build_site, write_ground_truth
+    from llmops.demo_site import build_site, write_ground_truth
 
     site = build_site(cfg.demo_site)
     write_ground_truth(site, args.out)
@@ -195,8 +195,14 @@ def cmd_train_export(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
-    from llmops.evaluation.evaluate import run_evaluation
+    from llmops.evaluation.evaluate import registered_as, run_evaluation
 
+    if not str(args.model).startswith(("models:/", "runs:/")):  # a registered version is evaluated as asked
+        registered = registered_as(cfg, Path(args.model))
+        if registered:
+            print(f"{args.model}: already registered as {registered}: nothing to evaluate "
+                  f"(`--model {registered}` measures it again)")
+            return 0
     out = run_evaluation(cfg, args.model, out_dir=args.out, champion=args.champion, tokens=args.tokens,
                          heldout=args.heldout, canaries=args.canaries, cases=args.cases, gate_file=args.gate,
                          max_questions=args.max_questions)
@@ -332,6 +338,47 @@ def cmd_serve_status(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     else:
         _print_serve_status(st, server.admin_key_source)
     return 0 if st.running else 3
+
+
+def _stack(args: argparse.Namespace, cfg: LlmopsConfig) -> Any:
+    from llmops.stack import Stack
+
+    # Tasks load the configuration themselves: a --config file must reach them too.
+    return Stack(cfg, env={"LLMOPS_CONFIG": str(args.config.resolve())} if args.config else None)
+
+
+def _stack_progress(args: argparse.Namespace) -> Callable[[str], None]:
+    out = sys.stderr if args.json else sys.stdout  # --json keeps stdout for the document
+    return lambda line: print(line, file=out, flush=True)
+
+
+def cmd_stack_start(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.stack import format_status
+
+    st = _stack(args, cfg).start(progress=_stack_progress(args))
+    if args.json:
+        print(json.dumps(st.to_dict(), indent=2))
+    else:
+        print(format_status(st))
+        print("stop it with `llmops stack stop` (make stop); `llmops stack status` shows it again")
+    return 0
+
+
+def cmd_stack_stop(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    interrupted = _stack(args, cfg).stop(timeout=args.timeout, progress=_stack_progress(args))
+    if args.json:
+        print(json.dumps({"interrupted": interrupted}, indent=2))
+    elif interrupted:
+        print("interrupted (they run again when the stack starts):\n  " + "\n  ".join(interrupted))
+    return 0
+
+
+def cmd_stack_status(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.stack import format_status
+
+    st = _stack(args, cfg).status()
+    print(json.dumps(st.to_dict(), indent=2) if args.json else format_status(st))
+    return 0 if st.healthy else 3
 
 
 def cmd_demo(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
@@ -490,6 +537,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=Path, help="behavioural cases YAML (default: include/eval/behaviour.yaml)")
     p.add_argument("--gate", type=Path, help="gate thresholds YAML (default: include/eval/gate.yaml)")
     p.add_argument("--max-questions", type=int, help="evaluate on the first N held-out pairs only")
+
+    stack = sub.add_parser(
+        "stack", help="The embedded platform: Airflow, Triton, the MLflow UI and the demo site (start, stop, status).",
+        description="The embedded platform of $LLMOPS_HOME, each component a background process with a pid and "
+        "log file under $LLMOPS_HOME/stack/: Airflow's api-server (UI and REST API on airflow.host:airflow.api_port, "
+        "default http://127.0.0.1:8080), scheduler (LocalExecutor, airflow.parallelism tasks at once, default the "
+        "core count), dag-processor and triggerer on SQLite ($LLMOPS_HOME/airflow/airflow.db); Triton "
+        "(serving.http_port/grpc_port/metrics_port) serving the MLflow champion; the MLflow UI (mlflow.ui_port) on "
+        "the embedded store; and the demo site (demo_site.port) when data.seed_url points at it. Log in as admin "
+        "with the password in $LLMOPS_HOME/airflow/simple_auth_manager_passwords.json.generated.")
+    stack_sub = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
+    p = add("start", cmd_stack_start, "Start every component that is not running and return once all are "
+            "healthy (the API's /api/v2/monitor/health, Triton ready, the MLflow UI and demo site answering), "
+            "within airflow.startup_timeout_s. A running stack is reported, not started twice; a stale pid file "
+            "from a crash is recognised. A port in use is refused before anything starts, naming the port, the "
+            "process holding it and the setting to change (e.g. LLMOPS_AIRFLOW__API_PORT). Runs `airflow db "
+            "migrate` first; generates the admin password and the secret the Airflow components share once.",
+            stack_sub)
+    p.add_argument("--json", action="store_true", help="print the status as JSON (progress goes to stderr)")
+    p = add("stop", cmd_stack_stop, "Stop the stack: the scheduler, triggerer and dag-processor first (no new "
+            "task starts), then wait up to --timeout seconds for running tasks to finish; tasks still running "
+            "then are cleared (Airflow stops them, their retries are not used up) and run again at the next "
+            "`stack start`, a training job from its newest checkpoint. Prints what it interrupted. Returns once no "
+            "process of the stack is left (workers, task processes, DeepSpeed ranks, Triton's stubs).", stack_sub)
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds running tasks get to finish before they are interrupted (default 60)")
+    p.add_argument("--json", action="store_true", help="print what was interrupted as JSON")
+    p = add("status", cmd_stack_status, "Show each component's process and health, the URLs, the user and "
+            "password file, DAGs (paused ones, import errors) and the stack's resident memory. Exit code 3 unless "
+            "every component is healthy.", stack_sub)
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
 
     serve = sub.add_parser("serve", help="The embedded Triton Inference Server (start, stop, status).",
                            description="The embedded Triton Inference Server: the tritonserver of the "

@@ -23,12 +23,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from llmops.errors import PermanentError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "include" / "llmops.yaml"
 ENV_PREFIX = "LLMOPS_"
 
 
-class ConfigError(ValueError):
+class ConfigError(PermanentError, ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key."""
 
 
@@ -437,6 +439,23 @@ class ServingConfig(_Section):
         return self
 
 
+class AirflowConfig(_Section):
+    host: str = "127.0.0.1"
+    """Address the embedded Airflow API server (UI and REST API) binds to; loopback only by default."""
+    api_port: int = Field(8080, ge=1, le=65535)
+    """Port of the embedded Airflow API server (``llmops stack start``): UI, REST and execution API."""
+    parallelism: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    """Task instances that run at once (Airflow's ``[core] parallelism``); default the machine's core
+    count. LocalExecutor starts this many worker processes up front (~200 MB each, idle or not)."""
+    worker_log_server_port: int = Field(8793, ge=1, le=65535)
+    """Port the scheduler's log server listens on (all interfaces; requests need a signed token);
+    the API server reads running tasks' logs from it."""
+    trigger_log_server_port: int = Field(8794, ge=1, le=65535)
+    """Port the triggerer's log server listens on (logs of deferred tasks)."""
+    startup_timeout_s: float = Field(240.0, gt=0)
+    """How long ``llmops stack start`` waits for every component to report healthy."""
+
+
 class DataPipelineConfig(_Section):
     seed_url: str = "http://127.0.0.1:8765/"
     """Where the crawl starts (the demo site by default)."""
@@ -464,6 +483,7 @@ class LlmopsConfig(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     serving: ServingConfig = ServingConfig()
+    airflow: AirflowConfig = AirflowConfig()
 
     @model_validator(mode="after")
     def _home_absolute(self) -> "LlmopsConfig":

@@ -42,6 +42,17 @@ def shingles(text: str, n: int) -> set[str]:
     return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
+def jaccard(a: str, b: str, n: int) -> float:
+    """Exact Jaccard similarity of two texts' ``n``-word shingle sets: what MinHash estimates.
+
+    The stage itself only estimates it (exact pairwise comparison does not scale); this is
+    for whatever must agree with the stage's measure, such as the demo site's planted
+    near-duplicates.
+    """
+    sa, sb = shingles(a, n), shingles(b, n)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
 class _UnionFind:
     def __init__(self, n: int) -> None:
         self.parent = list(range(n))

@@ -1,41 +1,60 @@
 """The data stages bound to the artifact layout: what Airflow tasks and the CLI call.
 
-Each function takes the upstream output's location, derives its own content key
-from (inputs, config, code version) and returns a ``StageResult``: a second call
-with the same inputs returns the finished output instead of redoing it.
+Each function takes the upstream output's location and returns a ``StageResult``. The
+crawl is keyed by its run; every later stage by (its version, the content digests of
+its inputs, its settings), so a second call with the same content, even from another
+crawl of an unchanged site, returns the finished output instead of redoing it.
+
+The end of the module decides what is new enough to publish: the Asset event extras
+carry content digests, and :func:`publish_decision` compares them with the last
+published event's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmops.artifacts import MANIFEST, StageResult, build_stage, file_sha256, latest_output, read_manifest
+from llmops.artifacts import StageResult, build_stage, input_ref, latest_output
 from llmops.config import LlmopsConfig
 from llmops.data import store
+from llmops.errors import TransientError
 
-class CrawlFailed(RuntimeError):
+
+class CrawlFailed(TransientError, RuntimeError):
     """A crawl produced no usable page (site down, seed disallowed, wrong URL)."""
 
 
-def input_ref(path: Path) -> dict[str, str]:
-    """How an input is named in a manifest: its path and a hash that identifies it.
+def crawl_digest(crawl_dir: Path, shard: int = 0, num_shards: int = 1) -> str:
+    """Content digest of a crawl (or of one extract shard of it): (URL, final URL, status,
+    body SHA-256, encoding) of every page extract reads, leaving out when, in which order
+    and by which link it was fetched.
 
-    A stage directory is identified by its manifest key; a loose file (CLI use) by
-    its SHA-256, so editing the file by hand invalidates what was built from it.
+    A page answered ``304 Not Modified`` on a conditional re-crawl holds the earlier
+    fetch's body and response headers (copied from the previous WARC); its status here
+    is that stored response's, so the two crawls agree.
     """
-    path = Path(path)
-    stage_dir = path if path.is_dir() else path.parent
-    if (stage_dir / MANIFEST).exists():
-        return {"path": str(path), "hash": read_manifest(stage_dir)["key"]}
-    if path.is_file():
-        return {"path": str(path), "hash": file_sha256(path)[:16]}
-    if path.exists():
-        raise FileNotFoundError(f"input {path} is not a stage output (no {MANIFEST}) nor a file")
-    raise FileNotFoundError(f"input {path} does not exist")
+    from warcio.archiveiterator import ArchiveIterator
+
+    from llmops.data.extract import shard_of
+    from llmops.data.scrape import WARC_FILE, read_index
+
+    pages = []
+    with open(Path(crawl_dir) / WARC_FILE, "rb") as fh:
+        for record in read_index(crawl_dir):
+            if not record["ok"] or shard_of(record["url"], num_shards) != shard:
+                continue  # extract never sees it: a failed page is in the report, not the content
+            status = record["status"]
+            if record.get("not_modified"):
+                fh.seek(record["warc_offset"])
+                status = int(next(iter(ArchiveIterator(fh))).http_headers.get_statuscode())
+            pages.append([record["url"], record.get("final_url"), status, record["sha256"], record.get("encoding")])
+    return hashlib.sha256(json.dumps(sorted(pages)).encode()).hexdigest()
 
 
 def default_crawl_id() -> str:
@@ -67,7 +86,8 @@ def scrape_stage(cfg: LlmopsConfig, seed_url: str, crawl_id: str, *, sitemap_url
             raise CrawlFailed(f"crawl of {seed_url} fetched no page ({reasons}); is the site up? index: {kept}")
         return summary | {"previous_crawl": str(previous) if previous else None}
 
-    return build_stage(cfg.home, "scrape", inputs, cfg.scrape.model_dump(mode="json"), build, out_dir=out_dir)
+    return build_stage(cfg.home, "scrape", inputs, cfg.scrape.model_dump(mode="json"), build, out_dir=out_dir,
+                       digest=crawl_digest)
 
 
 def extract_stage(cfg: LlmopsConfig, crawl_dir: Path, shard: int = 0, num_shards: int = 1, *,
@@ -76,7 +96,9 @@ def extract_stage(cfg: LlmopsConfig, crawl_dir: Path, shard: int = 0, num_shards
 
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
-    inputs = {"crawl": input_ref(crawl_dir), "shard": shard, "num_shards": num_shards}
+    # Keyed on this shard's pages only: a changed page re-extracts its own shard.
+    inputs = {"crawl": {"path": str(crawl_dir), "hash": crawl_digest(Path(crawl_dir), shard, num_shards)},
+              "shard": shard, "num_shards": num_shards}
     return build_stage(
         cfg.home, "extract", inputs, cfg.extract.model_dump(mode="json"),
         lambda tmp: run_extract(Path(crawl_dir), tmp, cfg.extract, shard, num_shards, progress=progress),
@@ -102,7 +124,8 @@ def dedup_stage(cfg: LlmopsConfig, docs_paths: list[Path], *, out_dir: Path | No
 
     # A shard named twice would count every document as its own duplicate.
     docs_paths = sorted({_docs_file(p, "docs.parquet").resolve() for p in docs_paths})
-    inputs = {"docs": [input_ref(p) for p in docs_paths]}
+    # Sorted by content: run_dedup orders documents by URL, so shard order changes nothing.
+    inputs = {"docs": sorted((input_ref(p) for p in docs_paths), key=lambda ref: ref["hash"])}
     return build_stage(
         cfg.home, "dedup", inputs, cfg.dedup.model_dump(mode="json"),
         lambda tmp: run_dedup(docs_paths, tmp, cfg.dedup),
@@ -159,7 +182,8 @@ def build_report(crawl: StageResult, extracted: list[StageResult], cleaned: list
     scrape = crawl.summary
     dedup = corpus.summary
     return {
-        "crawl": {"path": str(crawl.path), "reused": crawl.reused, **{k: scrape.get(k) for k in (
+        "crawl": {"path": str(crawl.path), "key": crawl.key, "content_hash": crawl.content_hash,
+                  "reused": crawl.reused, **{k: scrape.get(k) for k in (
             "seed_url", "urls_seen", "pages_ok", "pages_failed", "failed_by_reason", "not_modified",
             "pages_per_s")}},
         "extract": {"docs_out": sum(r.summary.get("docs_out", 0) for r in extracted),
@@ -310,14 +334,79 @@ def data_card_stage(cfg: LlmopsConfig, report: dict[str, Any], redacted: StageRe
              "validation_documents": [docs[i] for i in sorted(val_ids)]},
             n=cfg.qa.decontamination_ngram, threshold=cfg.qa.decontamination_threshold)
         # Content hashes (of every file, from the manifests) next to the stage keys.
-        outputs = {name: {"path": str(r.path), "hash": r.manifest["output_hash"], "stage_key": r.key,
-                          "files": r.manifest["outputs"]} for name, r in stages.items()}
+        outputs = {name: {"path": str(r.path), "hash": r.manifest["output_hash"], "content_hash": r.content_hash,
+                          "stage_key": r.key, "files": r.manifest["outputs"]} for name, r in stages.items()}
         card = build_data_card(report=report, pii=redacted.summary, qa=qa.summary, tokenizer=tokenizer.summary,
                                tokens=tokens.summary, contamination=contamination, outputs=outputs)
         paths = write_data_card(card, tmp)
         return {"contamination": contamination, "mlflow_run_id": log_data_card(paths, card, run_name, cfg=cfg)}
 
-    inputs = {name: {"path": str(r.path), "hash": r.key} for name, r in stages.items()}
-    return build_stage(cfg.home, "data_card", inputs | {"report": report["corpus"]}, cfg.qa.model_dump(mode="json"),
-                       build)
+    # New per crawl: the card records that crawl (its key holds the run), even when every
+    # stage after it was reused.
+    inputs = {name: {"path": str(r.path), "hash": r.content_hash} for name, r in stages.items()}
+    inputs["crawl"] = {"key": report["crawl"].get("key"), "path": report["crawl"]["path"]}
+    return build_stage(cfg.home, "data_card", inputs, cfg.qa.model_dump(mode="json"), build)
 
+
+
+# ---- what to publish: Asset event extras with content digests, and the decision ------
+#
+# An event's extra says where the output is (``path``, ``hash``: its stage key) and, under
+# ``content``, the content digest of every part a consumer depends on. A DAG compares the
+# extra it would publish with the last published event's (``inlet_events``) and publishes
+# only when some part differs: a re-run on an unchanged site starts no training.
+
+
+def corpus_event_extra(redacted: StageResult) -> dict[str, Any]:
+    """Extra of ``llmops://corpus``: the PII-redacted corpus."""
+    return {"path": str(redacted.path), "hash": redacted.key, "file": "corpus.parquet",
+            "content": {"corpus": redacted.content_hash}}
+
+
+def qa_event_extra(qa: StageResult) -> dict[str, Any]:
+    """Extra of ``llmops://qa``: the fine-tuning and held-out question/answer pairs."""
+    return {"path": str(qa.path), "hash": qa.key, "finetune": "finetune.jsonl", "heldout": "heldout.jsonl",
+            "content": {"qa": qa.content_hash}}
+
+
+def tokens_event_extra(tokens: StageResult, tokenizer: StageResult, qa: StageResult,
+                       data_card: StageResult) -> dict[str, Any]:
+    """Extra of ``llmops://tokens``: the shards, and everything training needs beside them.
+
+    Only the shards, the tokenizer and the Q&A pairs are content (what training keys on);
+    the data card is new per run and is named for lineage only.
+    """
+    return {"path": str(tokens.path), "hash": tokens.key, "tokenizer": str(tokenizer.path), "qa": str(qa.path),
+            "data_card": str(data_card.path), "data_card_hash": data_card.key,
+            "content": {"tokens": tokens.content_hash, "tokenizer": tokenizer.content_hash,
+                        "qa": qa.content_hash}}
+
+
+@dataclass(frozen=True)
+class PublishDecision:
+    publish: bool
+    """True when some part's content differs from the last published event's (or none was)."""
+    changed: tuple[str, ...]
+    """The parts that differ (all of them when nothing comparable was published before)."""
+    reason: str
+    """One line for the task log: what changed, or since which data card nothing did."""
+    last_data_card: str | None = None
+    """The data card the last published event named, if any."""
+
+
+def publish_decision(extra: dict[str, Any], last_extra: dict[str, Any] | None) -> PublishDecision:
+    """Whether ``extra`` (built by one of the ``*_event_extra`` functions above) announces
+    new content compared with ``last_extra``, the extra of the last event published on
+    the same Asset (None when there was none)."""
+    parts = tuple(sorted(extra["content"]))
+    last_content = (last_extra or {}).get("content")
+    last_card = (last_extra or {}).get("data_card")
+    if not last_extra:
+        return PublishDecision(True, parts, "nothing published before", None)
+    if not isinstance(last_content, dict):
+        return PublishDecision(True, parts, "the last event carries no content digests", last_card)
+    changed = tuple(p for p in parts if extra["content"][p] != last_content.get(p))
+    if changed:
+        return PublishDecision(True, changed, f"new content: {', '.join(changed)}", last_card)
+    since = f"data card {last_card}" if last_card else f"{last_extra.get('path')}"
+    return PublishDecision(False, (), f"no new data since {since}: {', '.join(parts)} unchanged", last_card)

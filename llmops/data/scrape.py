@@ -6,14 +6,22 @@ Output of one crawl (``out_dir``, filled in place; the caller renames it into pl
     index.jsonl     one record per URL (ok or not, with a reason code), sorted by url
     summary.json    counts, bytes, throughput (also returned by :func:`crawl`)
 
-Politeness comes first: robots.txt is fetched before any page of a host and obeyed
-(disallowed URLs are recorded but never requested; a robots.txt that cannot be read
-because of a server error or an unreachable host means the whole host is off limits,
-as RFC 9309 says), each host gets a bounded number of simultaneous connections and a
-minimum interval between requests (robots.txt ``Crawl-delay`` wins when it is slower,
-up to :data:`MAX_CRAWL_DELAY_S`), and only 5xx answers, timeouts and connection
-errors are retried, with exponential backoff. With ``same_host_only`` nothing on
-another host is requested: not links, not redirect targets, not sitemaps.
+Politeness comes first. robots.txt is fetched before any page of a host and obeyed as
+RFC 9309 says, parsed by protego (Scrapy's parser): ``*`` and ``$`` in patterns, the
+longest matching rule wins and ``Allow`` wins a tie, matched against the URL's path and
+query exactly as the crawler will request it (its canonical form, see
+:func:`canonicalize_url`). Disallowed URLs are recorded but never requested. What a
+parser cannot decide is decided here: a robots.txt that cannot be read because of a 5xx
+answer or an unreachable host (after retries) puts the whole host off limits
+(RFC 9309 section 2.3.1.4); 401/403 are read as "everything disallowed" (stricter than
+the RFC, which allows all: a site that refuses us its rules would refuse the pages
+too); any other 4xx means no rules; robots.txt redirects are followed to any host, up to
+``max_redirects`` hops. Each host gets a bounded number of simultaneous connections and a
+minimum interval between requests (robots.txt ``Crawl-delay``, fractional seconds
+allowed, wins when it is slower, up to :data:`MAX_CRAWL_DELAY_S`), and only 5xx
+answers, timeouts and connection errors are retried, with exponential backoff. With
+``same_host_only`` nothing on another host is requested: not links, not redirect
+targets, not sitemaps.
 
 Reason codes (``error`` of a failed index record, ``failed_by_reason`` in the summary):
 
@@ -45,7 +53,6 @@ of network timing: the same site gives the same index.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import concurrent.futures
 import contextlib
 import datetime as dt
@@ -53,21 +60,29 @@ import gzip
 import hashlib
 import json
 import logging
-import math
-import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Iterator
-from urllib.parse import urljoin, urlsplit, urlunsplit, quote
-from urllib.robotparser import RobotFileParser
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
+import w3lib.url
+from protego import Protego
+from w3lib.encoding import (
+    html_body_declared_encoding,
+    html_to_unicode,
+    http_content_type_encoding,
+    read_bom,
+    resolve_encoding,
+)
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
+from yarl import URL
 
 import llmops
 from llmops.config import ScrapeConfig
@@ -90,8 +105,6 @@ _BINARY_SIGNATURES = (
     b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"\xff\xd8\xff", b"%PDF-",
     b"PK\x03\x04", b"\x1f\x8b", b"RIFF", b"\x00\x00\x01\x00", b"\x7fELF",
 )
-_TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _MAX_SITEMAPS = 50
 #: Longest robots.txt ``Crawl-delay`` obeyed, in seconds; larger values are capped (with a
 #: warning), because one request a day (``Crawl-delay: 86400``) would stall the crawl for
@@ -102,57 +115,33 @@ _WARC_STRIPPED_HEADERS = {"content-encoding", "transfer-encoding", "content-leng
 
 
 # --------------------------------------------------------------------------- URLs
+#
+# URLs and charsets go through w3lib, Scrapy's URL and encoding helpers, rather than code of
+# our own: it follows the URL living standard and the WHATWG encoding rules browsers use,
+# and is kept up by the people who run Scrapy against the whole web. The alternatives
+# were weighed: courlan (trafilatura's) also strips tracking parameters and filters URLs
+# by heuristics, decisions a crawler should not take without saying so; charset-normalizer
+# guesses a charset from the bytes, which is for pages that declare none, while a browser,
+# and this crawler, decode what the page declares.
 
 
 def canonicalize_url(url: str) -> str:
     """One spelling per resource, so the crawl never fetches the same page twice.
 
-    Lowercases scheme and host, drops default ports, userinfo-free netlocs stay as
-    they are, fragments go, ``.``/``..`` segments are resolved, unsafe characters are
-    percent-encoded, and query parameters are kept but sorted (their raw spelling is
-    preserved: re-encoding could change what the server sees). Raises ``ValueError``
-    for URLs without scheme or host, or with an invalid port.
+    w3lib's ``canonicalize_url`` lowercases scheme and host (IDNA for non-ASCII hosts),
+    normalises percent-encoding, resolves ``.``/``..`` segments, sorts the query's
+    ``key=value`` pairs and drops the fragment. On top of that a default port goes
+    (w3lib keeps ``:80``, but ``http://h:80/`` is ``http://h/``). The canonical URL is
+    what is requested, recorded and matched against robots.txt. Raises ``ValueError`` for
+    URLs without scheme or host, or with an invalid port.
     """
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if not scheme or not host:
+    canonical = w3lib.url.canonicalize_url(url.strip())  # ValueError: bad port or IPv6 literal
+    parts = urlsplit(canonical)
+    if not parts.scheme or not parts.hostname:
         raise ValueError(f"not an absolute URL: {url!r}")
-    port = parts.port  # ValueError on a bad port, which is what we want
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
-    if parts.username is not None:
-        userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "")
-        netloc = f"{userinfo}@{netloc}"
-    path = quote(_remove_dot_segments(parts.path or "/"), safe="/%:@!$&'()*+,;=-._~")
-    return urlunsplit((scheme, netloc, path or "/", _sort_query(parts.query), ""))
-
-
-def _remove_dot_segments(path: str) -> str:
-    """RFC 3986 section 5.2.4, keeping a trailing slash where the input implies one."""
-    out: list[str] = []
-    segments = path.split("/")
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        if seg == ".":
-            if last:
-                out.append("")
-        elif seg == "..":
-            if len(out) > 1:
-                out.pop()
-            if last:
-                out.append("")
-        else:
-            out.append(seg)
-    result = "/".join(out)
-    return result if result.startswith("/") else "/" + result
-
-
-def _sort_query(query: str) -> str:
-    """Sort ``key=value`` pairs by key then value, dropping empty pairs."""
-    pairs = [p for p in query.split("&") if p]
-    return "&".join(sorted(pairs, key=lambda p: tuple(p.partition("=")[::2])))
+    if parts.port is not None and _DEFAULT_PORTS.get(parts.scheme) == parts.port:
+        canonical = urlunsplit(parts._replace(netloc=parts.netloc.rpartition(":")[0]))
+    return canonical
 
 
 def _origin(url: str) -> str:
@@ -164,71 +153,52 @@ def _is_http(url: str) -> bool:
     return urlsplit(url).scheme in ("http", "https")
 
 
-def _netloc(url: str) -> str | None:
-    """The canonical ``host[:port]`` of a URL (default port dropped), None if unusable."""
-    try:
-        return urlsplit(canonicalize_url(url)).netloc
-    except ValueError:
-        return None
-
-
 # --------------------------------------------------------------------- bodies
 
 
-def decode_html(payload: bytes, encoding: str | None) -> str:
-    """Bytes of a page -> text, the way a browser would decode it.
+def _text_codec(label: str | None) -> str | None:
+    """A charset label -> the Python codec a browser would decode it with, or None if unknown.
 
-    A byte-order mark wins; then the recorded ``encoding``; ``latin-1``/``iso-8859-1``
-    /``ascii`` labels mean windows-1252 (as the WHATWG encoding standard says, because
-    servers mislabel cp1252 text that way); with no usable label the text is UTF-8,
-    undecodable bytes replaced rather than raising.
+    w3lib's ``resolve_encoding`` applies the WHATWG label table (``latin-1`` and ``ascii``
+    mean windows-1252, since servers mislabel cp1252 text that way). It also resolves
+    Python's non-text codecs (``rot13``, ``base64``), which cannot decode a page; those
+    count as unknown here.
     """
-    for bom, codec in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
-        if payload.startswith(bom):
-            return payload.decode(codec, errors="replace")
-    codec = _python_codec(encoding)
-    return payload.decode(codec or "utf-8", errors="replace")
-
-
-def _python_codec(label: str | None) -> str | None:
-    """A web charset label -> a Python codec name, or None when unknown."""
-    if not label:
+    codec = resolve_encoding(label) if label else None
+    if codec is None:
         return None
     try:
-        info = codecs.lookup(label.strip().lower())
+        b"-".decode(codec, "replace")  # LookupError if not a text encoding (b"" skips the lookup)
     except LookupError:
         return None
-    if not getattr(info, "_is_text_encoding", True):  # rot13, base64...: not charsets
-        return None
-    name = info.name
-    if name in ("latin-1", "iso8859-1", "ascii"):
-        return "cp1252"
-    return name
+    return codec
 
 
 def detect_encoding(content_type: str | None, payload: bytes) -> str | None:
-    """Charset from the Content-Type header, else from a ``<meta>`` tag, else None."""
-    header_charset = _content_type_param(content_type or "", "charset")
-    if header_charset and _python_codec(header_charset):
-        return header_charset.lower()
-    match = _META_CHARSET.search(payload[:4096])
-    if match:
-        label = match.group(1).decode("ascii", "replace").lower()
-        if _python_codec(label):
-            return label
+    """The charset a page declares, as a Python codec name, or None.
+
+    The Content-Type header's wins, else a ``<meta>`` tag's (or an XML declaration's);
+    labels are read as browsers read them (``iso-8859-1`` gives ``cp1252``).
+    """
+    for label in (http_content_type_encoding(content_type), html_body_declared_encoding(payload)):
+        codec = _text_codec(label)
+        if codec:
+            return codec
     return None
+
+
+def decode_html(payload: bytes, encoding: str | None) -> str:
+    """Bytes of a page -> text, the way a browser decodes it (w3lib's ``html_to_unicode``).
+
+    A byte-order mark wins; then ``encoding`` (what :func:`detect_encoding` recorded);
+    then a ``<meta>`` declaration; else UTF-8. Undecodable bytes are replaced, never raised.
+    """
+    codec = _text_codec(encoding)
+    return html_to_unicode(f"text/html; charset={codec}" if codec else None, payload)[1]
 
 
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def _content_type_param(content_type: str, name: str) -> str | None:
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == name:
-            return value.strip().strip("\"'") or None
-    return None
 
 
 def looks_binary(payload: bytes) -> bool:
@@ -238,7 +208,7 @@ def looks_binary(payload: bytes) -> bool:
     and pollutes the corpus with mojibake, so such bodies are refused here.
     """
     head = payload[:_SNIFF_BYTES]
-    if not head or head.startswith(_TEXT_BOMS):
+    if not head or read_bom(head)[0]:
         return False
     if head.startswith(_BINARY_SIGNATURES) or b"\x00" in head:
         return True
@@ -257,10 +227,8 @@ def extract_links(payload: bytes, encoding: str | None, base_url: str) -> list[s
         return []
     base = next((b.strip() for b in doc.xpath("//base/@href") if b.strip()), None)
     if base:
-        try:
+        with contextlib.suppress(ValueError):  # e.g. "http://[bad/": an unusable <base> is ignored
             base_url = urljoin(base_url, base)
-        except ValueError:  # e.g. "http://[bad/": an unusable <base> is ignored
-            pass
     links = []
     for href in doc.xpath("//a/@href"):
         try:
@@ -295,42 +263,6 @@ def parse_sitemap(payload: bytes) -> tuple[list[str], list[str]]:
 # ---------------------------------------------------------------------- hosts
 
 
-def robots_crawl_delay(robots_txt: str, user_agent: str) -> float | None:
-    """``Crawl-delay`` of the robots.txt group that applies to ``user_agent``.
-
-    ``urllib.robotparser`` only accepts whole seconds and ignores ``Crawl-delay: 0.5``,
-    which real sites use; groups are matched the way it matches them (first group
-    naming our product token, else ``*``). Non-finite values are ignored; capping
-    large ones is the caller's business (see :data:`MAX_CRAWL_DELAY_S`).
-    """
-    groups: list[tuple[list[str], list[float]]] = []
-    in_rules = True
-    for raw in robots_txt.splitlines():
-        key, _, value = raw.split("#", 1)[0].partition(":")
-        key, value = key.strip().lower(), value.strip()
-        if key == "user-agent":
-            if in_rules:
-                groups.append(([], []))
-                in_rules = False
-            groups[-1][0].append(value.lower())
-        elif groups and key in ("allow", "disallow", "crawl-delay"):
-            in_rules = True
-            if key == "crawl-delay":
-                try:
-                    delay = float(value)
-                except ValueError:
-                    continue
-                if math.isfinite(delay):  # "inf"/"nan" parse as floats but are no delay
-                    groups[-1][1].append(delay)
-    token = user_agent.split("/")[0].lower()
-    named = [delays for agents, delays in groups if any(a != "*" and a in token for a in agents)]
-    default = [delays for agents, delays in groups if "*" in agents]
-    for delays in (named + default)[:1]:
-        return delays[0] if delays and delays[0] >= 0 else None
-    return None
-
-
-
 class HostState:
     """Per-host politeness: a connection semaphore, a request interval and robots rules."""
 
@@ -338,7 +270,7 @@ class HostState:
         self.slots = asyncio.Semaphore(cfg.concurrency_per_host)
         self.interval = 1.0 / cfg.rate_limit_per_host
         self._next_at = 0.0
-        self.robots: RobotFileParser | None = None  # None: no rules, everything allowed
+        self.robots: Protego | None = None  # None: no rules, everything allowed
         self.robots_unavailable = False  # robots.txt unreadable (5xx, unreachable): nothing allowed
         self.robots_ready = asyncio.Event()
         self.robots_task: asyncio.Task[None] | None = None  # held so it is not garbage-collected
@@ -394,7 +326,7 @@ class Task:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _empty_record(task: Task) -> dict[str, Any]:
@@ -437,24 +369,22 @@ class Crawler:
         redirect chain that leads nowhere) means no rules; an unreachable one (a 5xx
         answer, a timeout or a connection error, after the retries) means complete
         disallow: every URL of the host is recorded as ``robots_unavailable`` and none
-        is requested. 401/403 mean everything is disallowed, following
-        ``urllib.robotparser``. Redirects of robots.txt are followed to any host, as
-        the RFC allows.
+        is requested. 401/403 mean everything is disallowed, as ``urllib.robotparser``
+        and crawlers before the RFC read them. Redirects of robots.txt are followed to
+        any host, as the RFC allows. protego parses the rules, picks the group of our
+        product token (else ``*``) and reads a fractional ``Crawl-delay``, ignoring
+        negative and non-finite ones.
         """
         try:
             if not self.cfg.respect_robots:
                 return
             hop = await self.get_resource(origin + "/robots.txt")
             if hop.status in (401, 403):
-                state.robots = RobotFileParser()
-                state.robots.disallow_all = True
+                state.robots = Protego.parse("User-agent: *\nDisallow: /\n")
             elif hop.status == 200 and hop.error is None:
-                text = decode_html(hop.body, None)
-                parser = RobotFileParser()
-                parser.parse(text.splitlines())
-                parser.modified()  # without it can_fetch() answers False to everything
-                state.robots = parser
-                delay = robots_crawl_delay(text, self.cfg.user_agent)
+                # RFC 9309 section 2.3: UTF-8; a byte-order mark would hide the first line's field
+                state.robots = Protego.parse(hop.body.decode("utf-8-sig", errors="replace"))
+                delay = state.robots.crawl_delay(self.cfg.user_agent)
                 if delay and delay > MAX_CRAWL_DELAY_S:
                     log.warning("robots.txt of %s asks for Crawl-delay %gs: capped at %gs",
                                 origin, delay, MAX_CRAWL_DELAY_S)
@@ -479,14 +409,17 @@ class Crawler:
         await state.robots_ready.wait()
         if state.robots_unavailable:
             return "robots_unavailable"
-        if state.robots is None or state.robots.can_fetch(self.cfg.user_agent, url):
+        # url is canonical, i.e. exactly what would be requested; protego matches its
+        # path and query (RFC 9309 section 2.2.2), percent-encoding normalised on both sides
+        if state.robots is None or state.robots.can_fetch(url, self.cfg.user_agent):
             return None
         return "robots_disallowed"
 
     async def robots_sitemaps(self, url: str) -> list[str]:
+        """The ``Sitemap:`` URLs of the host's robots.txt."""
         state = self.host(url)
         await state.robots_ready.wait()
-        return list(state.robots.site_maps() or []) if state.robots else []
+        return list(state.robots.sitemaps) if state.robots else []
 
     # -- one request -------------------------------------------------------
 
@@ -501,12 +434,16 @@ class Crawler:
             hop, _ = await self.request(url, check_body=False)
             if hop.location is None or not _is_http(hop.location):
                 return hop
-            if netloc is not None and _netloc(hop.location) != netloc:
-                hop.error = "offsite_redirect"
-                with contextlib.suppress(ValueError):
-                    hop.location = canonicalize_url(hop.location)
+            try:
+                target = canonicalize_url(hop.location)
+            except ValueError:
+                hop.error = "bad_redirect"
                 return hop
-            url = hop.location
+            if netloc is not None and urlsplit(target).netloc != netloc:
+                hop.error = "offsite_redirect"
+                hop.location = target
+                return hop
+            url = target
         hop.error = hop.error or "too_many_redirects"
         return hop
 
@@ -536,7 +473,10 @@ class Crawler:
         hop = Hop(url)
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         try:
-            async with self.session.get(url, headers=headers, allow_redirects=False, timeout=timeout) as resp:
+            # encoded=True: yarl would otherwise re-quote the URL, and the request would no
+            # longer be the canonical URL that robots.txt was checked against
+            async with self.session.get(URL(url, encoded=True), headers=headers, allow_redirects=False,
+                                        timeout=timeout) as resp:
                 hop.status, hop.reason_phrase = resp.status, resp.reason or ""
                 hop.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
                 hop.request_headers = list(resp.request_info.headers.items())
@@ -813,7 +753,7 @@ async def _discover_sitemap(crawler: Crawler, frontier: Frontier, seed: str,
     candidates = [sitemap_url or _origin(seed) + "/sitemap.xml"]
     candidates += await crawler.robots_sitemaps(seed)
     scope = frontier.seed_netloc if frontier.same_host_only else None
-    queue, done, tasks = list(candidates), set(), []
+    queue, done, tasks = list(candidates), set[str](), list[Task]()
     while queue and len(done) < _MAX_SITEMAPS:
         try:
             url = canonicalize_url(queue.pop(0))

@@ -23,13 +23,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from llmops.errors import PermanentError
 from llmops.evaluation.generation import stop_token_ids
 from llmops.evaluation.leakage import greedy_continuations
 
 DEFAULT_CASES_FILE = Path(__file__).resolve().parents[2] / "include" / "eval" / "behaviour.yaml"
 
 
-class BehaviourCaseError(ValueError):
+class BehaviourCaseError(PermanentError, ValueError):
     """The behaviour case file is missing or malformed; the message names the case and the key."""
 
 

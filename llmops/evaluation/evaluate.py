@@ -18,9 +18,10 @@ from typing import Any
 
 from llmops.artifacts import file_sha256, read_manifest, stable_hash
 from llmops.config import LlmopsConfig
+from llmops.errors import PermanentError
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(PermanentError, ValueError):
     """The evaluation data cannot be found or is unusable."""
 
 
@@ -137,8 +138,24 @@ def run_evaluation(cfg: LlmopsConfig, model: str | Path, *, out_dir: Path | None
             "eval_data": result["eval_data"]}
 
 
-class GateFailed(RuntimeError):
+class GateFailed(PermanentError, RuntimeError):
     """The challenger failed the gate; the message lists every failed check with its numbers."""
+
+
+def registered_as(cfg: LlmopsConfig, model_dir: Path, *, name: str | None = None) -> str | None:
+    """``models:/<name>/<N>`` when a version with this model's content (``content_sha256``) is
+    registered already (under ``name``, or any name), else None.
+
+    A directory that is not a complete model (no config.json or weights) is not registered:
+    None, and loading it for the evaluation reports what is missing.
+    """
+    from llmops.registry import model_registry as reg
+
+    try:
+        digest = reg.content_sha256(model_dir)
+    except reg.RegistryError:
+        return None
+    return reg.find_by_content(cfg, digest, name=name)
 
 
 def evaluate_candidate(cfg: LlmopsConfig, model_dir: Path, *, variant: str | None = None,
@@ -148,6 +165,10 @@ def evaluate_candidate(cfg: LlmopsConfig, model_dir: Path, *, variant: str | Non
     One MLflow run per (model, evaluation data, champion) records the metrics (under the
     names the gate uses), the report, the model card and ``gate_result`` -- a failing model
     is recorded too. Returns a JSON-able summary for ``register_candidate``.
+
+    One model, one version: when the model's content is registered already (an Asset event
+    replayed, a re-run that trained the same bits), nothing is evaluated or recorded and the
+    summary is ``{"name", "model_dir", "already_registered": "models:/<name>/<N>", "message"}``.
     """
     from llmops.registry import model_registry as reg
     from llmops.registry import tracking
@@ -155,6 +176,10 @@ def evaluate_candidate(cfg: LlmopsConfig, model_dir: Path, *, variant: str | Non
 
     model_dir = Path(model_dir)
     name = reg.registered_name(variant, served_variant)
+    registered = registered_as(cfg, model_dir, name=name)
+    if registered:
+        return {"name": name, "model_dir": str(model_dir), "already_registered": registered,
+                "message": f"{model_dir}: already registered as {registered}"}
     champion_version = reg.version_for(cfg, name, reg.CHAMPION)
     champion = f"models:/{name}/{champion_version}" if champion_version else None
     ev = cfg.evaluation
@@ -187,12 +212,23 @@ def evaluate_candidate(cfg: LlmopsConfig, model_dir: Path, *, variant: str | Non
             "model_card": str(report_dir / "model_card.md")}
 
 
+def require_gate_passed(evaluation: dict[str, Any]) -> None:
+    """Raise ``GateFailed`` (permanent: the verdict is final) unless ``evaluation`` passed the gate."""
+    if not evaluation["gate_passed"]:
+        raise GateFailed(f"{evaluation['name']}: {evaluation['gate_message']}; nothing is registered or deployed, "
+                         f"the champion keeps serving (report: {evaluation['report']})")
+
+
 def register_candidate(cfg: LlmopsConfig, evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Register a model that passed the gate as ``challenger`` (its HF directory + model card)."""
+    """Register a model that passed the gate as ``challenger`` (its HF directory + model card).
+
+    The version is tagged ``content_sha256`` (``register_model``). An ``evaluation`` that says
+    ``already_registered`` comes back as it is: nothing is registered twice."""
     from llmops.registry import model_registry as reg
 
-    if not evaluation["gate_passed"]:
-        raise GateFailed(f"{evaluation['name']}: {evaluation['gate_message']} (report: {evaluation['report']})")
+    if evaluation.get("already_registered"):
+        return evaluation
+    require_gate_passed(evaluation)
     numbers = {k: v for k, v in evaluation["metrics"].items() if isinstance(v, (int, float))}
     card = Path(evaluation["model_card"]).read_text()
     staged = Path(evaluation["report"]).parent / "model"  # the HF directory plus its card, as registered
@@ -210,5 +246,6 @@ def register_candidate(cfg: LlmopsConfig, evaluation: dict[str, Any]) -> dict[st
 
 
 def evaluate_and_register(cfg: LlmopsConfig, model_dir: Path, **kwargs: Any) -> dict[str, Any]:
-    """``evaluate_candidate`` then ``register_candidate``; raises ``GateFailed`` on a failing model."""
+    """``evaluate_candidate`` then ``register_candidate``; raises ``GateFailed`` on a failing model.
+    An already registered model comes back with ``already_registered`` set, untouched."""
     return register_candidate(cfg, evaluate_candidate(cfg, model_dir, **kwargs))

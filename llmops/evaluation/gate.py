@@ -25,13 +25,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmops.config import REPO_ROOT
+from llmops.errors import PermanentError
 
 DEFAULT_GATE_FILE = REPO_ROOT / "include" / "eval" / "gate.yaml"
 # Metrics where a smaller value is better; every other gated metric is higher-is-better.
 LOWER_IS_BETTER = {"perplexity", "bits_per_byte", "pii_leak_rate", "latency_s_p50", "latency_s_p95"}
 
 
-class GateConfigError(ValueError):
+class GateConfigError(PermanentError, ValueError):
     """The gate file is missing or malformed; the message names the metric."""
 
 

@@ -16,9 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llmops.errors import PermanentError
 from llmops.evaluation import metrics
 
 SAMPLE_ROWS = 10  # rows of (question, reference, completion) kept for the report table
+
+
+class ModelLoadError(PermanentError, ValueError):
+    """The directory holds no model that loads (no config.json, broken or mismatched weights,
+    no usable tokenizer). Permanent: the same files fail the same way on every try."""
 
 
 def load_model(model_dir: str | Path):
@@ -28,14 +34,17 @@ def load_model(model_dir: str | Path):
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
-        raise FileNotFoundError(f"{model_dir} is not a Hugging Face model directory (no config.json); "
-                                f"export a training run first (`llmops export`)")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to("cpu").eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        raise ModelLoadError(f"{model_dir} is not a Hugging Face model directory (no config.json); "
+                             f"export a training run first (`llmops export`)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to("cpu").eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except Exception as exc:  # transformers and safetensors raise OSError, ValueError, RuntimeError and their own
+        raise ModelLoadError(f"{model_dir}: the model does not load: {type(exc).__name__}: {exc}") from exc
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"{model_dir}: the tokenizer has neither a pad nor an end-of-text token")
+            raise ModelLoadError(f"{model_dir}: the tokenizer has neither a pad nor an end-of-text token")
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 

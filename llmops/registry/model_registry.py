@@ -10,14 +10,23 @@ Aliases, not the deprecated stages: ``challenger`` (passed the gate) and ``champ
 (served, set after a verified deployment). Promoting records the previous champion on
 the new one (tag ``llmops.previous_champion``), so a rollback is reassigning
 ``champion`` to that version.
+
+One model, one version: every version carries a ``content_sha256`` tag, a digest of what
+makes the model behave as it does (weights, configs, tokenizer, chat template) but not of
+the files that record how it was made. ``find_by_content`` answers "is this model
+registered already?", so the same weights coming back (an Asset event replayed, a
+re-run that trained the same bits) are not evaluated and registered again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+from llmops.artifacts import file_sha256
 from llmops.config import LlmopsConfig
+from llmops.errors import PermanentError
 from llmops.registry import tracking
 
 SERVED_MODEL = "llmops"
@@ -25,9 +34,16 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION_TAG = "llmops.previous_champion"
 MODEL_ARTIFACT_PATH = "model"
+CONTENT_TAG = "content_sha256"
+# The files of an HF directory that decide what the model answers (besides *.safetensors).
+# Not llmops_model.json or MODEL_CARD.md: they carry the run's lineage (run directory, MLflow
+# run, dates), which differs between two trainings of the same bits.
+CONTENT_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model",
+                 "chat_template.jinja", "chat_template.json")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PermanentError, RuntimeError):
     """A registry operation cannot be done (no such version or alias, nothing to roll back to)."""
 
 
@@ -42,15 +58,59 @@ def _client(cfg: LlmopsConfig):
     return tracking.connect(tracking.tracking_uri(cfg))
 
 
+def content_sha256(model_dir: Path) -> str:
+    """SHA-256 over the model's weights (``*.safetensors``) and ``CONTENT_FILES``, in name order.
+
+    Each file contributes its name and its own SHA-256, so renaming a shard changes the
+    digest too. Files not present are skipped (a model without ``generation_config.json``
+    hashes what it has); a directory without ``config.json`` or weights is not a model.
+    """
+    model_dir = Path(model_dir)
+    weights = sorted(model_dir.glob("*.safetensors"))
+    if not (model_dir / "config.json").is_file() or not weights:
+        raise RegistryError(f"{model_dir} is not a Hugging Face model directory (needs config.json and "
+                            f"*.safetensors weights)")
+    files = sorted(weights + [model_dir / n for n in CONTENT_FILES if (model_dir / n).is_file()],
+                   key=lambda p: p.name)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def find_by_content(cfg: LlmopsConfig, digest: str, *, name: str | None = None) -> str | None:
+    """``models:/<name>/<N>`` of the earliest version tagged ``content_sha256 = digest`` (of
+    registered model ``name``, or of any), else None.
+
+    Versions registered before the tag existed carry none and are ignored: they are not
+    hashed after the fact (that would mean downloading every version).
+    """
+    if not all(c in "0123456789abcdef" for c in digest):  # it goes into a filter string
+        raise ValueError(f"not a hex digest: {digest!r}")
+    found = [mv for mv in _client(cfg).search_model_versions(f"tags.{CONTENT_TAG} = '{digest}'")
+             if name is None or mv.name == name]
+    if not found:
+        return None
+    first = min(found, key=lambda mv: (mv.name, int(mv.version)))
+    return f"models:/{first.name}/{first.version}"
+
+
 def register_model(cfg: LlmopsConfig, model_dir: Path, run_id: str, *, name: str = SERVED_MODEL,
                    tags: dict[str, Any] | None = None, alias: str | None = CHALLENGER,
                    description: str | None = None) -> str:
-    """Log ``model_dir`` as run ``run_id``'s ``model/`` artifacts and register it; returns the version."""
+    """Log ``model_dir`` as run ``run_id``'s ``model/`` artifacts and register it; returns the version.
+
+    The version is tagged ``content_sha256``. This function registers what it is given, even
+    content registered before (a deployment test does so on purpose); "one model, one
+    version" is the caller's check (``find_by_content``), which ``evaluate_candidate`` makes
+    before anything is evaluated.
+    """
     from mlflow.exceptions import MlflowException
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
         raise RegistryError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
+    tags = {**(tags or {}), CONTENT_TAG: content_sha256(model_dir)}
     client = _client(cfg)
     client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
     source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
@@ -60,7 +120,7 @@ def register_model(cfg: LlmopsConfig, model_dir: Path, run_id: str, *, name: str
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
     version = client.create_model_version(name, source=source, run_id=run_id,
-                                          tags={k: str(v) for k, v in (tags or {}).items()},
+                                          tags={k: str(v) for k, v in tags.items()},
                                           description=description)
     if alias:
         client.set_registered_model_alias(name, alias, version.version)

@@ -178,21 +178,31 @@ def configure(cfg: LlmopsConfig) -> str:
 
 
 def download_model(cfg: LlmopsConfig, model_uri: str, dst: Path | None = None) -> Path:
-    """Download ``models:/...`` or ``runs:/...`` from the configured store."""
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
+    """Download ``models:/name/version``, ``models:/name@alias`` or ``runs:/...`` from the configured store.
 
-    # The models:/ artifact repository asks the process-wide registry URI, whatever
-    # download_artifacts is given: point the fluent API at this store for the download
-    # only, then put it back, so nothing else in this process (another LLMOPS_HOME, a
-    # caller's own mlflow.* calls) is redirected.
-    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
-    try:
-        configure(cfg)
-        return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(dst) if dst else None))
-    finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+    Through MLflow's public API, changing nothing process-wide: the store's URIs are handed
+    to ``mlflow.artifacts.download_artifacts``. For a ``models:/`` URI that is not enough:
+    MLflow 3.17 still looks the version up in the process-wide registry whatever
+    ``registry_uri`` says (``ModelsArtifactRepository._get_model_uri_infos``; the upstream
+    pull request mlflow/mlflow#18313 would pass it through), so the version's location is
+    resolved here with a client of this store, and that location is downloaded.
+    """
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    artifact_uri = model_uri
+    if model_uri.startswith("models:"):
+        match = re.fullmatch(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))(?P<path>/.*)?",
+                             model_uri)
+        if match is None:
+            raise ValueError(f"{model_uri!r}: use models:/<name>/<version> or models:/<name>@<alias>")
+        client = connect(uri)
+        name = match["name"]
+        version = match["version"] or client.get_model_version_by_alias(name, match["alias"]).version
+        artifact_uri = client.get_model_version_download_uri(name, version) + (match["path"] or "")
+    return Path(mlflow.artifacts.download_artifacts(
+        artifact_uri, dst_path=str(dst) if dst else None,
+        tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri))
 
 
 def _client(cfg_or_uri: LlmopsConfig | str) -> tuple[MlflowClient, str]:

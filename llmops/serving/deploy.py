@@ -18,6 +18,11 @@
 If staging or the swap fails, the old version keeps serving, the new directory is
 removed, ``champion`` is unchanged, and ``DeployFailed`` says why. ``rollback`` serves
 the champion's predecessor (through the same verified path) and moves ``champion`` back.
+
+A broken model, a failed smoke test or a version that did not pass the gate is permanent
+(``DeployFailed``): a retry cannot mend it. Triton not ready (``ServerUnavailable``), the
+deployment lock held by another deployment and an unreachable registry are transient
+(``DeployBlocked``): nothing was changed, and a later try may succeed.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config import LlmopsConfig
+from llmops.errors import PermanentError, TransientError, is_transient
 from llmops.registry import model_registry as registry
 from llmops.serving import repository
 from llmops.serving.client import Answer, generate
@@ -50,8 +56,16 @@ _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w
 Progress = Callable[[str], None]
 
 
-class DeployFailed(RuntimeError):
+class DeployFailed(PermanentError, RuntimeError):
     """The version was not deployed; the previous one keeps serving and ``champion`` is unchanged."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; the previous version keeps serving and champion is unchanged"
+
+
+class DeployBlocked(TransientError, DeployFailed):
+    """Not deployed *yet*: another deployment holds the lock, or the registry or Triton did not
+    answer. Nothing was changed; a later try may succeed."""
 
 
 @dataclass
@@ -93,7 +107,10 @@ def resolve(cfg: LlmopsConfig, model_uri: str) -> tuple[str, int, Any]:
         else:
             mv = client.get_model_version_by_alias(name, match["alias"])
     except MlflowException as exc:
-        raise DeployFailed(f"{model_uri}: not in the registry ({str(exc).splitlines()[0]})") from None
+        reason = str(exc).splitlines()[0]
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise DeployFailed(f"{model_uri}: not in the registry ({reason})") from None
+        raise DeployBlocked(f"{model_uri}: the registry did not answer ({reason})") from None
     return name, int(mv.version), mv
 
 
@@ -161,11 +178,13 @@ def _settled(server: Any, name: str, timeout: float = 60.0) -> None:
 def _require_server(server: Any, wait_s: float = 10.0) -> None:
     # Readiness over HTTP, not the local pid file: in production the server is another
     # host (docker compose's `triton` service) that shares only the model repository.
+    from llmops.serving.server import ServerUnavailable
+
     deadline = time.monotonic() + wait_s
     while not server.ready():
         if time.monotonic() > deadline:
-            raise DeployFailed(f"Triton is not running or not ready at {server.http_url}: start it with "
-                               f"`llmops serve start` (log: {server.log_path})")
+            raise ServerUnavailable(f"Triton is not running or not ready at {server.http_url}: start it with "
+                                    f"`llmops serve start` (log: {server.log_path})")
         time.sleep(0.5)
 
 
@@ -242,7 +261,9 @@ def _swap(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict
         _restore(cfg, server, name, version, previous, had_dir)
         if isinstance(exc, DeployFailed) or not isinstance(exc, Exception):
             raise
-        raise DeployFailed(f"swap to version {version} failed: {exc}") from None
+        # Undone either way; Triton becoming unreachable mid-swap is worth a later try.
+        kind = DeployBlocked if is_transient(exc) else DeployFailed
+        raise kind(f"swap to version {version} failed: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -261,7 +282,7 @@ def _deploy_lock(cfg: LlmopsConfig, wait_s: float = 600.0):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise DeployFailed(f"another deployment held {path} for {wait_s:.0f} s") from None
+                    raise DeployBlocked(f"another deployment held {path} for {wait_s:.0f} s") from None
                 time.sleep(0.5)
         try:
             yield
@@ -376,5 +397,5 @@ def write_deploy_report(cfg: LlmopsConfig, result: DeployResult) -> Path:
     return path
 
 
-__all__ = ["DeployFailed", "DeployResult", "deploy", "rollback", "ensure_champion_in_repository", "smoke_test",
-           "resolve", "served_version", "write_deploy_report"]
+__all__ = ["DeployBlocked", "DeployFailed", "DeployResult", "deploy", "rollback", "ensure_champion_in_repository",
+           "smoke_test", "resolve", "served_version", "write_deploy_report"]

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import psutil
 
 from llmops.config import LlmopsConfig
+from llmops.errors import PermanentError, TransientError
 
 if TYPE_CHECKING:  # tritonclient pulls in gevent/grpc: only imported when a client is asked for
     import tritonclient.grpc
@@ -84,8 +85,13 @@ _LOG_TAIL_LINES = 25
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class ServerError(RuntimeError):
-    """The embedded Triton server could not be started, reached or controlled."""
+class ServerError(PermanentError, RuntimeError):
+    """The embedded Triton server could not be started or controlled (permanent: a missing
+    binary, a bad setting, a model Triton refuses); ``ServerUnavailable`` is the transient kind."""
+
+
+class ServerUnavailable(TransientError, ServerError):
+    """Triton is not running, not ready or not reachable yet, or still busy: a later try may find it up."""
 
 
 class ServerAlreadyRunning(ServerError):
@@ -663,7 +669,7 @@ class TritonServer:
         except InferenceServerException as exc:
             raise ServerError(self._redact(f"{what} failed: {exc.message()}")) from None
         except (OSError, ConnectionError) as exc:
-            raise ServerError(f"{what} failed: Triton is not reachable at {self.http_url} ({exc})") from None
+            raise ServerUnavailable(f"{what} failed: Triton is not reachable at {self.http_url} ({exc})") from None
         finally:
             client.close()
 
@@ -698,7 +704,7 @@ class TritonServer:
         deadline = time.monotonic() + timeout
         while {m.state for m in self.repository_index() if m.name == name} & {"UNLOADING", "READY"}:
             if time.monotonic() > deadline:
-                raise ServerError(f"model {name!r} was still loaded or unloading after {timeout:.0f} s")
+                raise ServerUnavailable(f"model {name!r} was still loaded or unloading after {timeout:.0f} s")
             time.sleep(0.1)
 
     def repository_index(self) -> list[ModelState]:

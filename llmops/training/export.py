@@ -16,12 +16,35 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from llmops.artifacts import StageResult, build_stage
+from llmops.artifacts import StageResult, build_stage, file_digest, stable_hash
 from llmops.config import LlmopsConfig
 from llmops.training import checkpoint as ckpt
 
 MODEL_INFO = "llmops_model.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json", *TOKENIZER_FILES)
+"""What a model is, beside its weights; not ``llmops_model.json`` (run lineage), a model
+card, or whatever a registry adds to a download."""
+
+
+def model_digest(model_dir: Path) -> str:
+    """Content digest of a Hugging Face model directory: weights, config, generation config,
+    tokenizer files and chat template. JSON files count by their content, without the
+    transformers version that wrote them, so the same model found anywhere has one digest."""
+    model_dir = Path(model_dir)
+    weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    files = [p.name for p in weights] + [name for name in MODEL_FILES if (model_dir / name).exists()]
+    return stable_hash({name: file_digest(model_dir / name) for name in files}, length=64)
+
+
+def tokenizer_digest(tokenizer_dir: Path) -> str:
+    """Content digest of the tokenizer files in ``tokenizer_dir`` (a tokenizer stage output or
+    an exported model): what training and export read of a tokenizer."""
+    tokenizer_dir = Path(tokenizer_dir)
+    return stable_hash({name: file_digest(tokenizer_dir / name) for name in TOKENIZER_FILES
+                        if (tokenizer_dir / name).exists()}, length=64)
 
 
 class ExportError(RuntimeError):
@@ -108,8 +131,10 @@ def write_model(run_dir: Path, out: Path) -> dict[str, Any]:
         "first_val_loss": result.get("first_val_loss"), "final_val_loss": result.get("final_val_loss"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "mlflow_run_id": result.get("mlflow_run_id"),
-        "data_card": job["inputs"].get("data_card"),
+        # Lineage (jobs prepared before lineage was split from the inputs kept it there).
+        "data_card": (job.get("lineage") or {}).get("data_card") or job["inputs"].get("data_card"),
         "code_version": job.get("code_version"),
+        "code": job.get("code"),
     }
     (out / MODEL_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return info
@@ -134,7 +159,9 @@ def _write_generation_config(model, out: Path) -> None:
 
 
 def export_stage(cfg: LlmopsConfig, run_dir: Path, *, out_dir: Path | None = None) -> StageResult:
-    """``artifacts/model/<key>/``: the run's Hugging Face directory, keyed by the run."""
+    """``artifacts/model/<key>/``: the run's Hugging Face directory, keyed by the run (whose
+    key is the content of its inputs) and its final step; its content digest is
+    :func:`model_digest`."""
     run_dir = Path(run_dir)
     job = json.loads((run_dir / "job.json").read_text())
     result_path = run_dir / "result.json"
@@ -149,7 +176,7 @@ def export_stage(cfg: LlmopsConfig, run_dir: Path, *, out_dir: Path | None = Non
                 "first_val_loss": info["first_val_loss"], "final_val_loss": info["final_val_loss"],
                 "mlflow_run_id": info["mlflow_run_id"]}
 
-    return build_stage(cfg.home, "model", inputs, {}, build, out_dir=out_dir)
+    return build_stage(cfg.home, "model", inputs, {}, build, out_dir=out_dir, digest=model_digest)
 
 
 def load_exported(model_dir: Path):

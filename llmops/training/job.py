@@ -2,10 +2,14 @@
 the ``deepspeed`` launcher command built. Nothing here starts a process; every check
 that can fail without one fails here, with a message that says what to fix.
 
-The run directory is keyed by (inputs, config, code version), like every llmops
-stage output: a relaunch of the same job (an Airflow retry, a second ``llmops train``)
-lands in the same directory and resumes from its newest complete checkpoint, and a
-finished job (``result.json`` present) is not run again.
+The run directory is keyed by (the stage version, the content of the inputs, the
+config), like every llmops stage output: a relaunch of the same job (an Airflow retry,
+a second ``llmops train``, a later data run whose shards did not change) lands in the
+same directory and resumes from its newest complete checkpoint, and a finished job
+(``result.json`` present) is not run again. The code's identity is recorded in
+``job.json`` but is not keyed: a fix in the CLI between a failed try and its retry
+must not restart a long job at step 0. A change that alters what training produces
+bumps ``STAGE_VERSIONS["pretrain"]`` / ``["finetune"]`` in ``llmops.artifacts``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llmops.artifacts import code_version, file_sha256, read_manifest, stable_hash
+from llmops.artifacts import (
+    code_identity,
+    code_version,
+    file_sha256,
+    input_ref,
+    key_view,
+    read_manifest,
+    stable_hash,
+    stage_version,
+)
 from llmops.config import REPO_ROOT, LlmopsConfig
+from llmops.errors import PermanentError
 from llmops.training.deepspeed_config import build_deepspeed_config, resolve_precision
+from llmops.training.export import model_digest, tokenizer_digest
 from llmops.training.model import load_preset
 
 JOB_FILE = "job.json"
@@ -29,7 +44,7 @@ LOG_FILE = "train.log"
 WORKER_MODULE = "llmops.training.worker"
 
 
-class PreflightError(ValueError):
+class PreflightError(PermanentError, ValueError):
     """The job cannot start: missing inputs, inconsistent tokenizer, bad config, too many ranks."""
 
 
@@ -246,8 +261,13 @@ def _job_env(threads: int) -> dict[str, str]:
 
 def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, name: str,
                 inputs: dict[str, Any], model: dict[str, Any], data: dict[str, Any], tokenizer: Path,
-                mlflow_parent: str | None = None, track: bool = True) -> TrainingJob:
-    """Write ``job.json`` into the keyed run directory and build the launcher command."""
+                lineage: dict[str, Any] | None = None, mlflow_parent: str | None = None,
+                track: bool = True) -> TrainingJob:
+    """Write ``job.json`` into the keyed run directory and build the launcher command.
+
+    ``inputs`` name what the job reads, each as ``{"path", "hash"}`` with a content hash;
+    ``lineage`` (the data card, where a base model came from) is recorded, not keyed.
+    """
     loop = cfg.pretrain if kind == "pretrain" else cfg.finetune
     device, n_devices = available_devices()
     local = not (cfg.deepspeed.hosts or cfg.deepspeed.hostfile)
@@ -270,12 +290,16 @@ def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, nam
 
     # The key: what determines the result. The resolved DeepSpeed config is in it (world
     # size, ZeRO stage, precision, a user file's contents); ports and host names are not,
-    # nor are the other fine-tuning variants.
+    # nor are the other fine-tuning variants, the data card or the code's identity.
+    # Inputs count by content; a setting naming an input by its path (``data.tokens``,
+    # ``model.base``) counts through that input.
     loop_keyed = loop.model_dump(mode="json", exclude={"variants", "parallel_jobs"})
-    config_keyed = {"loop": loop_keyed, "deepspeed": ds_config, "model": model,
+    config_keyed = {"loop": loop_keyed, "deepspeed": ds_config,
+                    "model": {k: v for k, v in model.items() if k not in inputs},
                     "activation_checkpointing": cfg.deepspeed.activation_checkpointing,
-                    "data": {k: v for k, v in data.items() if k != "path"}}
-    key = stable_hash({"kind": kind, "inputs": inputs, "config": config_keyed, "code": code_version()})
+                    "data": {k: v for k, v in data.items() if k not in inputs and k != "path"}}
+    key = stable_hash({"kind": kind, "version": stage_version(kind), "inputs": key_view(inputs),
+                       "config": config_keyed})
     run_dir = Path(cfg.home) / "runs" / kind / f"{name}-{key}"
     run_dir.mkdir(parents=True, exist_ok=True)
     job_file = run_dir / JOB_FILE
@@ -285,7 +309,7 @@ def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, nam
 
     spec = {
         "kind": kind, "name": name, "key": key, "run_dir": str(run_dir),
-        "inputs": inputs, "model": model, "data": data, "tokenizer": str(tokenizer),
+        "inputs": inputs, "lineage": lineage or {}, "model": model, "data": data, "tokenizer": str(tokenizer),
         "loop": loop_keyed,
         "finetune": cfg.finetune.model_dump(mode="json", exclude={"variants"}) if kind == "finetune" else None,
         "deepspeed": ds_config,
@@ -296,7 +320,9 @@ def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, nam
                    "zero_stage": zero_stage, "timeout_s": cfg.deepspeed.timeout_s,
                    "command": command},
         "mlflow": None,
+        "version": stage_version(kind),
         "code_version": code_version(),
+        "code": code_identity(),
     }
     if (run_dir / RESULT_FILE).exists() and job_file.exists():
         # Finished already: keep its record as it is (and its MLflow run closed).
@@ -340,14 +366,17 @@ def prepare_pretrain(cfg: LlmopsConfig, *, data_card: str | Path | None = None, 
     if context > preset.get("max_position_embeddings", 2048):
         raise PreflightError(f"context length {context} exceeds the preset's max_position_embeddings "
                              f"{preset.get('max_position_embeddings')}")
-    inputs = {"tokens": {"path": str(data["tokens"]), "hash": read_manifest(data["tokens"])["key"]},
-              "tokenizer": {"path": str(data["tokenizer"]), "sha256": meta["tokenizer_sha256"]},
-              "data_card": data["data_card"]}
+    # Keyed on the shards' and the tokenizer's content, not on the data card: a data run
+    # that changed nothing (a new card, the same shards) resumes or reuses this job.
+    inputs = {"tokens": input_ref(data["tokens"]),
+              "tokenizer": {"path": str(data["tokenizer"]), "hash": tokenizer_digest(data["tokenizer"]),
+                            "sha256": meta["tokenizer_sha256"]}}
     model = {"preset_name": cfg.pretrain.preset, "preset": preset, "vocab_size": meta["vocab_size"],
              "eos_id": meta["eos_id"], "pad_id": meta["pad_id"]}
     return prepare_job(cfg, "pretrain", name=cfg.pretrain.preset, inputs=inputs, model=model,
                        data={"tokens": str(data["tokens"]), "context_length": context},
-                       tokenizer=data["tokenizer"], mlflow_parent=mlflow_parent, track=track)
+                       tokenizer=data["tokenizer"], lineage={"data_card": data["data_card"]},
+                       mlflow_parent=mlflow_parent, track=track)
 
 
 def resolve_base_model(cfg: LlmopsConfig, base: str | Path | None) -> Path:
@@ -409,30 +438,26 @@ def prepare_finetune(cfg: LlmopsConfig, *, variant: str | None = None, base: str
     lr = (chosen.lr if chosen and chosen.lr else None) or cfg.finetune.lr
     cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"method": method, "lr": lr})})
     base_meta = _model_info(base_dir)
-    inputs = {"base": {"path": str(base_dir), "hash": base_meta.get("key"), "weights_sha256": _weights_hash(base_dir),
-                       "source": str(base) if base is not None else None},
-              "pairs": {"path": str(pairs), "sha256": file_sha256(pairs)},
-              "tokenizer": {"path": str(tok_dir), "sha256": file_sha256(tok_dir / "tokenizer.json")},
-              "data_card": data_card_ref or base_meta.get("data_card")}
+    # The base counts by its files (weights, config, tokenizer), wherever it was found: the
+    # same model exported here or downloaded from the registry is the same input.
+    inputs = {"base": {"path": str(base_dir), "hash": _base_digest(base_dir)},
+              "pairs": {"path": str(pairs), "hash": file_sha256(pairs)},
+              "tokenizer": {"path": str(tok_dir), "hash": tokenizer_digest(tok_dir),
+                            "sha256": file_sha256(tok_dir / "tokenizer.json")}}
+    lineage = {"data_card": data_card_ref or base_meta.get("data_card"),
+               "base_source": str(base) if base is not None else None, "base_job_key": base_meta.get("key")}
     return prepare_job(cfg, "finetune", name=name, inputs=inputs,
                        model={"base": str(base_dir), "method": method},
                        data={"pairs": str(pairs), "max_length": cfg.finetune.max_length,
                              "validation_fraction": cfg.finetune.validation_fraction},
-                       tokenizer=tok_dir, mlflow_parent=mlflow_parent, track=track)
+                       tokenizer=tok_dir, lineage=lineage, mlflow_parent=mlflow_parent, track=track)
 
 
-def _weights_hash(model_dir: Path) -> str:
-    """SHA-256 over the weight files: replaced weights under the same path are a new input."""
-    import hashlib
-
-    files = sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))
-    if not files:
+def _base_digest(model_dir: Path) -> str:
+    """Content digest of a base model: replaced weights under the same path are a new input."""
+    if not (sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))):
         raise PreflightError(f"base model {model_dir} has no weights (*.safetensors or *.bin)")
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.name.encode())
-        digest.update(file_sha256(f).encode())
-    return digest.hexdigest()
+    return model_digest(model_dir)
 
 
 def _model_info(model_dir: Path) -> dict[str, Any]:

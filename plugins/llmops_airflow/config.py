@@ -27,15 +27,9 @@ def config_from_params(params: dict[str, Any], mapping: dict[str, str]) -> Llmop
 
 
 def run_config(mapping: dict[str, str]) -> LlmopsConfig:
-    """The current task's configuration from its DAG run's Params; a bad setting fails the
-    task at once with ``AirflowFailException`` (a retry cannot fix a bad value)."""
-    from airflow.sdk.exceptions import AirflowFailException
+    """The current task's configuration from its DAG run's Params. A bad setting raises
+    ``ConfigError``, a permanent error: the task fails at once (``llmops_airflow.errors``)."""
     from airflow.sdk import get_current_context
 
-    from llmops.config import ConfigError
-
-    try:
-        return config_from_params(get_current_context()["params"], mapping)
-    except ConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
+    return config_from_params(get_current_context()["params"], mapping)
 

@@ -13,9 +13,9 @@ from tests.dags.conftest import DAGS, airflow_env
 
 HEAVY_MODULES = ["torch", "transformers", "presidio_analyzer", "presidio_anonymizer", "deepspeed",
                  "spacy", "mlflow", "tritonclient", "trafilatura", "datasketch", "pyarrow", "peft"]
-# Tasks that must not retry (e.g. gates that fail on purpose); none in the data DAG.
-# A failed gate is a verdict, not an accident: retrying cannot change it.
-NO_RETRY_TASKS: set[tuple[str, str]] = {("llmops_evaluate", "gate")}
+# Tasks that must not retry at all. None: a failed gate, a bad setting or a broken model is a
+# permanent error, which RetryByKind fails at once whatever the task's retries.
+NO_RETRY_TASKS: set[tuple[str, str]] = set()
 DAG_FILES = sorted(p.name for p in DAGS.glob("*.py"))
 
 
@@ -43,6 +43,17 @@ def test_every_task_has_timeout_and_io_retries(dagbag):
             assert t.execution_timeout is not None, f"{dag_id}.{t.task_id} has no execution_timeout"
             if (dag_id, t.task_id) not in NO_RETRY_TASKS:
                 assert t.retries >= 1, f"{dag_id}.{t.task_id} does not retry"
+
+
+def test_every_task_retries_by_error_kind_with_backoff(dagbag):
+    """Permanent errors fail at once and transient ones back off, in every task: mapped
+    tasks, operators and the sensor included (llmops_airflow.errors)."""
+    from llmops_airflow.errors import RetryByKind
+
+    for dag_id, dag in dagbag.dags.items():
+        for t in dag.tasks:
+            assert isinstance(t.retry_policy, RetryByKind), f"{dag_id}.{t.task_id} has no RetryByKind policy"
+            assert t.retries >= 1 and t.retry_exponential_backoff >= 2, f"{dag_id}.{t.task_id} does not back off"
 
 
 def test_network_task_retries_with_backoff(dagbag):
@@ -98,7 +109,6 @@ def test_evaluate_dag_shape(dagbag):
     dag = dagbag.dags["llmops_evaluate"]
     assert "llmops://model/" in repr(dag.timetable.asset_condition)  # scheduled on the fine-tuned models
     assert dag.get_task("gate").upstream_task_ids == {"evaluate"}
-    assert dag.get_task("gate").retries == 0
     assert dag.get_task("register").upstream_task_ids == {"gate"}
     assert {o.uri for o in dag.get_task("register").outlets} == {"llmops://challenger/"}
 
@@ -109,5 +119,6 @@ def test_deploy_dag_shape(dagbag):
     assert dag.get_task("deploy").upstream_task_ids == {"wait_for_server"}
     assert dag.get_task("wait_for_server").task_type.endswith("SensorOperator") or \
         "sensor" in dag.get_task("wait_for_server").task_type.lower()
+    assert dag.get_task("wait_for_server").mode == "reschedule"  # no worker slot held while Triton starts
     assert {o.uri for o in dag.get_task("deploy").outlets} == {"llmops://champion/"}
     assert {"model_version", "server_wait_s"} <= set(dag.params)

@@ -1,6 +1,6 @@
 from llmops.config import DemoSiteConfig, ExtractConfig
-from llmops.data.demo_site import build_site
 from llmops.data.extract import canonical_link, extract_page, shard_of
+from llmops.demo_site import build_site
 
 
 def _record(path: str, encoding: str | None = None) -> dict:

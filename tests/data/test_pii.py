@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from llmops.config import DemoSiteConfig, PiiConfig
 from llmops.data import pii, store
-from llmops.data.demo_site import build_site
+from llmops.demo_site import build_site
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +33,7 @@ def analyzer():
 @pytest.fixture(scope="module")
 def demo():
     """(site, {page path: article text + the page's comments as a reader sees them})."""
-    from llmops.data.demo_site import page_texts_with_comments
+    from llmops.demo_site import page_texts_with_comments
 
     site = build_site(DemoSiteConfig())
     return site, page_texts_with_comments(site)

@@ -9,9 +9,10 @@ import pytest
 
 from llmops.config import DemoSiteConfig, load_config
 from llmops.data import store
-from llmops.data.demo_site import start_demo_site
-from llmops.data.pipeline import run_data_pipeline
+from llmops.data.extract import shard_of
+from llmops.data.pipeline import clean_stage, dedup_stage, extract_stage, run_data_pipeline, scrape_stage
 from llmops.data.scrape import read_index
+from llmops.demo_site import start_demo_site
 
 FAST_CRAWL = {"scrape": {"timeout_s": 1.0, "retries": 1, "backoff_s": 0.05, "rate_limit_per_host": 500.0}}
 
@@ -28,6 +29,14 @@ def run(tmp_path_factory):
         report = run_data_pipeline(cfg, seed_url=site.url, crawl_id="test-run")
         again = run_data_pipeline(cfg, seed_url=site.url, crawl_id="test-run")
         requested = site.requested_paths()
+        # Another run of the unchanged site (conditional requests: 304s), then one after an
+        # article's text changed.
+        recrawl = _first_half(cfg, site.url, "test-run-2")
+        article = next(p for p in site.ground_truth["pages"] if p["kind"] == "article")
+        sentence = article["article_sentences"][0]
+        html = site.site.pages[article["path"]].body.decode()
+        site.update_page(article["path"], html.replace(sentence, sentence + " A sentence added later.", 1))
+        edited = _first_half(cfg, site.url, "test-run-3")
     base = site.url.rstrip("/")
     corpus_dir = Path(report["corpus"]["path"])
     corpus = store.read_docs(corpus_dir / "corpus.parquet")
@@ -36,7 +45,18 @@ def run(tmp_path_factory):
         "index": read_index(Path(report["crawl"]["path"])),
         "corpus": {d["url"].replace(base, ""): d for d in corpus},
         "removed": store.read_jsonl(corpus_dir / "dropped.jsonl"),
+        "first": _first_half(cfg, site.url, "test-run"), "recrawl": recrawl, "edited": edited,
+        "edited_shard": shard_of(base + article["path"], cfg.data.num_shards),
     }
+
+
+def _first_half(cfg, seed_url: str, crawl_id: str) -> dict:
+    """The stage results of one crawl up to dedup (a finished crawl id is reused, not fetched)."""
+    crawl = scrape_stage(cfg, seed_url, crawl_id)
+    n = cfg.data.num_shards
+    extracted = [extract_stage(cfg, crawl.path, i, n) for i in range(n)]
+    cleaned = [clean_stage(cfg, e.path) for e in extracted]
+    return {"crawl": crawl, "extract": extracted, "clean": cleaned, "dedup": dedup_stage(cfg, [c.path for c in cleaned])}
 
 
 def test_every_fault_is_in_the_index_with_its_reason(run):
@@ -99,6 +119,28 @@ def test_rerun_with_same_inputs_reuses_every_stage(run):
     assert again["crawl"]["reused"] and again["extract"]["reused"] and again["clean"]["reused"]
     assert again["dedup"]["reused"]
     assert again["corpus"] == run["report"]["corpus"]
+
+
+def test_a_second_crawl_of_the_unchanged_site_reuses_every_stage_after_it(run):
+    first, second = run["first"], run["recrawl"]
+    assert not second["crawl"].reused and second["crawl"].key != first["crawl"].key  # a new observation...
+    assert second["crawl"].summary["not_modified"] > 0  # ...answered with 304s
+    assert second["crawl"].content_hash == first["crawl"].content_hash  # ...of the same content
+    for stage in ("extract", "clean"):
+        assert [r.key for r in second[stage]] == [r.key for r in first[stage]], stage
+        assert all(r.reused for r in second[stage]), stage
+    assert second["dedup"].key == first["dedup"].key and second["dedup"].reused
+    assert second["dedup"].path == Path(run["report"]["corpus"]["path"])
+
+
+def test_a_changed_page_changes_the_keys_of_what_it_reaches(run):
+    first, edited, shard = run["first"], run["edited"], run["edited_shard"]
+    assert edited["crawl"].content_hash != first["crawl"].content_hash
+    for stage in ("extract", "clean"):
+        changed = [i for i, (a, b) in enumerate(zip(first[stage], edited[stage])) if a.key != b.key]
+        assert changed == [shard], stage  # the other shards are reused
+        assert not edited[stage][shard].reused
+    assert edited["dedup"].key != first["dedup"].key and not edited["dedup"].reused
 
 
 def test_corpus_schema_and_report(run):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from warcio.archiveiterator import ArchiveIterator
@@ -26,7 +28,6 @@ from llmops.data.scrape import (
     looks_binary,
     parse_sitemap,
     read_index,
-    robots_crawl_delay,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -46,7 +47,10 @@ LATIN1_HTML = "<html><body><p>Café crème – 20 €</p></body></html>".encode(
         ("http://example.com/../../x", "http://example.com/x"),
         ("http://example.com/a b", "http://example.com/a%20b"),
         ("http://example.com/?z=&a=1&&a=0", "http://example.com/?a=0&a=1&z="),
-        ("http://example.com/%7Euser", "http://example.com/%7Euser"),
+        ("http://example.com/%7euser/%2fx", "http://example.com/~user/%2Fx"),  # unreserved decoded
+        ("http://example.com/?q=a%20b&flag", "http://example.com/?flag=&q=a+b"),
+        ("http://[::1]:80/x", "http://[::1]/x"),
+        ("http://Bücher.example/café", "http://xn--bcher-kva.example/caf%C3%A9"),
     ],
 )
 def test_canonicalize_url(raw: str, canonical: str) -> None:
@@ -54,7 +58,8 @@ def test_canonicalize_url(raw: str, canonical: str) -> None:
     assert canonicalize_url(canonical) == canonical  # idempotent
 
 
-@pytest.mark.parametrize("bad", ["/relative/path", "mailto:", "http://example.com:99999/"])
+@pytest.mark.parametrize("bad", ["/relative/path", "mailto:", "http://example.com:99999/", "http:///nohost",
+                                 "http://[bad/"])
 def test_canonicalize_url_rejects_unusable_urls(bad: str) -> None:
     with pytest.raises(ValueError):
         canonicalize_url(bad)
@@ -69,15 +74,18 @@ def test_decode_html_handles_legacy_and_broken_encodings() -> None:
     assert decode_html(b"x", "no-such-charset") == "x"
     assert decode_html(b"x", "rot13") == "x"
     assert decode_html("\ufeffbom".encode(), "windows-1252") == "bom"
+    assert decode_html(LATIN1_HTML, "cp1252") == LATIN1_HTML.decode("cp1252")  # as detect_encoding records it
 
 
 def test_detect_encoding_prefers_header_then_meta() -> None:
-    assert detect_encoding("text/html; charset=Windows-1252", b"<meta charset=utf-8>") == "windows-1252"
-    assert detect_encoding("text/html", b'<head><meta charset="ISO-8859-1">') == "iso-8859-1"
+    # Python codec names, as browsers read the labels: ISO-8859-1 means windows-1252
+    assert detect_encoding("text/html; charset=Windows-1252", b"<meta charset=utf-8>") == "cp1252"
+    assert detect_encoding("text/html", b'<head><meta charset="ISO-8859-1">') == "cp1252"
     http_equiv = b'<meta http-equiv="Content-Type" content="text/html; charset=utf-8">'
     assert detect_encoding(None, http_equiv) == "utf-8"
     assert detect_encoding("text/html", b"<html>no declaration</html>") is None
     assert detect_encoding("text/html; charset=bogus", b"") is None
+    assert detect_encoding("text/html; charset=rot13", b"<meta charset=utf-8>") == "utf-8"  # not a charset
 
 
 def test_looks_binary() -> None:
@@ -345,7 +353,7 @@ def test_redirect_records_final_url(crawled, site: Site) -> None:
 def test_encoding_is_recorded_and_payload_round_trips(crawled, site: Site) -> None:
     out, _, index = crawled
     record = _rec(site, index, "/latin1")
-    assert record["ok"] and record["encoding"] == "windows-1252"
+    assert record["ok"] and record["encoding"] == "cp1252"
     payloads = {r["url"]: p for r, p in iter_ok_pages(out)}
     assert payloads[record["url"]] == LATIN1_HTML
     assert "Café crème – 20 €" in decode_html(payloads[record["url"]], record["encoding"])
@@ -427,7 +435,7 @@ def test_politeness_rate_limit_and_concurrency(tmp_path: Path) -> None:
     finally:
         site.stop()
     times = [t for t, path, _ in site.log if path.startswith("/p")]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     assert min(gaps) >= 0.02  # 40 req/s -> 25 ms apart, minus scheduling jitter
     assert site.max_inflight <= 2
 
@@ -443,7 +451,7 @@ def test_robots_crawl_delay_is_honoured(tmp_path: Path) -> None:
     finally:
         site.stop()
     times = [t for t, path, _ in site.log if path != "/robots.txt"]
-    assert all(b - a >= 0.18 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 0.18 for a, b in pairwise(times))
 
 
 def test_robots_for_other_user_agent_blocks_everything(site: Site, tmp_path: Path) -> None:
@@ -451,13 +459,6 @@ def test_robots_for_other_user_agent_blocks_everything(site: Site, tmp_path: Pat
     summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST, user_agent="otherbot"))
     assert [p for _, p, _ in site.log[before:]] == ["/robots.txt"]
     assert summary["failed_by_reason"] == {"robots_disallowed": 1}
-
-
-def test_robots_crawl_delay_parsing() -> None:
-    text = "User-agent: llmops-crawler\nCrawl-delay: 0.5\n\nUser-agent: *\nCrawl-delay: 2\nDisallow: /x\n"
-    assert robots_crawl_delay(text, "llmops-crawler/0.1") == 0.5
-    assert robots_crawl_delay(text, "someone-else/1.0") == 2.0
-    assert robots_crawl_delay("User-agent: *\nDisallow: /\n", "a") is None
 
 
 def test_crawl_works_inside_a_running_event_loop(site: Site, tmp_path: Path) -> None:
@@ -473,11 +474,13 @@ def test_crawl_works_inside_a_running_event_loop(site: Site, tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def demo_site() -> Iterator:
-    demo = pytest.importorskip("llmops.data.demo_site")
+def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     from llmops.config import DemoSiteConfig
+    from llmops.demo_site import start_demo_site
 
-    with demo.start_demo_site(DemoSiteConfig(slow_delay_s=1.5), port=0) as server:
+    access_log = tmp_path_factory.mktemp("demo-site") / "access.jsonl"
+    with start_demo_site(DemoSiteConfig(slow_delay_s=1.5), port=0, access_log=access_log) as server:
+        server.access_log_path = access_log
         yield server
 
 
@@ -498,9 +501,12 @@ def test_demo_site_crawl_and_conditional_recrawl(demo_site, tmp_path: Path) -> N
         expected_error = None if fault["expect"] == "ok" else fault["expect"]
         assert (record["error"], record["ok"]) == (expected_error, expected_error is None), fault
     assert index["/faults/latin1.html"]["encoding"] in ("windows-1252", "cp1252", "iso-8859-1", "latin-1")
-    for path in truth["disallowed"]:
-        assert index[path]["error"] == "robots_disallowed"
-    assert not [p for p in demo_site.requested_paths() if p.startswith("/private/")]
+    for path in truth["disallowed"]:  # by a prefix, "*" or "$" rule
+        assert (index[path]["error"], index[path]["attempts"]) == ("robots_disallowed", 0)
+    logged = [json.loads(line)["path"] for line in demo_site.access_log_path.read_text().splitlines()]
+    assert not set(logged) & set(truth["disallowed"])  # the site's access log: never requested
+    assert all(index[d["path"]]["ok"] for d in truth["duplicates"])  # mirrors: the Allow exception
+    assert summary["pages_ok"] == 104 and summary["failed_by_reason"]["robots_disallowed"] == 5
     docs = [r for path, r in index.items() if path.startswith("/docs/")]
     assert len(docs) == 79 and all(r["ok"] for r in docs)
     assert summary["pages_ok"] == sum(r["ok"] for r in index.values())
@@ -695,11 +701,87 @@ def test_robots_txt_that_recovers_on_retry_is_used(tmp_path: Path) -> None:
     assert [(r["ok"], r["error"]) for r in read_index(tmp_path)] == [(True, None), (False, "robots_disallowed")]
 
 
-def test_robots_crawl_delay_rejects_non_finite_values() -> None:
-    assert robots_crawl_delay("User-agent: *\nCrawl-delay: inf\n", "a") is None
-    assert robots_crawl_delay("User-agent: *\nCrawl-delay: nan\n", "a") is None
-    assert robots_crawl_delay("User-agent: *\nCrawl-delay: -inf\n", "a") is None
-    assert robots_crawl_delay("User-agent: *\nCrawl-delay: 86400\n", "a") == 86400.0  # capped by the crawler
+# Rules a prefix-only parser (urllib.robotparser) gets wrong: "*" and "$" (it ignores them,
+# so it fetches what they forbid) and longest-match precedence (it takes the first rule that
+# matches, so the Allow exception written after its Disallow would lose).
+RFC9309_ROBOTS = b"""\
+User-agent: *
+Disallow: /*/comments
+Disallow: /*.json$
+Disallow: /*sort=
+Disallow: /archive/
+Allow: /archive/*.html$
+"""
+# link as written on the page -> (URL as requested and recorded, allowed by the rules above)
+RFC9309_LINKS = {
+    "/post/1": ("/post/1", True),
+    "/post/1/comments": ("/post/1/comments", False),  # "*" spans a path segment
+    "/post/%63omments": ("/post/comments", False),  # percent-encoding is normalised first
+    "/data.json": ("/data.json", False),  # "$" anchors the end of the URL...
+    "/data.json?page=2": ("/data.json?page=2", True),  # ...and the URL includes its query
+    "/data.jsonl": ("/data.jsonl", True),
+    "/list?sort=new&a=1": ("/list?a=1&sort=new", False),  # rules see the query, as requested (sorted)
+    "/list?a=1": ("/list?a=1", True),
+    "/archive/2019.txt": ("/archive/2019.txt", False),
+    "/archive/2019.html": ("/archive/2019.html", True),  # the longer Allow wins over Disallow: /archive/
+    "/archive/x/../../post/2": ("/post/2", True),  # matched after dot segments resolve, as requested
+}
+
+
+def test_robots_wildcards_end_anchors_and_allow_exceptions(tmp_path: Path) -> None:
+    routes: dict[str, Route | Reply] = {
+        "/robots.txt": Reply(200, RFC9309_ROBOTS, {"Content-Type": "text/plain"}),
+        "/": Reply(200, html(*RFC9309_LINKS)),
+    }
+    routes.update({path: Reply(200, html()) for path, _ in RFC9309_LINKS.values()})
+    site = Site(routes)
+    try:
+        summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
+    finally:
+        site.stop()
+    index = {r["url"].removeprefix(site.url.rstrip("/")): r for r in read_index(tmp_path)}
+    allowed = {path for path, ok in RFC9309_LINKS.values() if ok}
+    disallowed = {path for path, ok in RFC9309_LINKS.values() if not ok}
+    assert set(index) == {"/"} | allowed | disallowed
+    for path in disallowed:
+        assert (index[path]["error"], index[path]["attempts"]) == ("robots_disallowed", 0), path
+    assert all(index[path]["ok"] for path in allowed)
+    # the site's access log: every allowed URL once, nothing disallowed in any spelling
+    assert sorted(site.requested()) == sorted({"/robots.txt", "/sitemap.xml", "/"} | allowed)
+    assert summary["failed_by_reason"] == {"robots_disallowed": len(disallowed)}
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "-1", "soon"])
+def test_invalid_crawl_delays_are_ignored(value: str, tmp_path: Path) -> None:
+    routes: dict[str, Route | Reply] = {
+        "/robots.txt": Reply(200, f"User-agent: *\nCrawl-delay: {value}\n".encode(), {"Content-Type": "text/plain"}),
+        "/": Reply(200, html("/a")), "/a": Reply(200, html()),
+    }
+    site = Site(routes)
+    started = time.monotonic()
+    try:
+        summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
+    finally:
+        site.stop()
+    assert summary["pages_ok"] == 2
+    assert time.monotonic() - started < 5  # neither forever nor the 30 s cap
+
+
+def test_crawl_delay_of_our_own_group_wins_over_the_default(tmp_path: Path) -> None:
+    # the group naming our product token applies, not "*" (whose delay would take 20 s)
+    robots = b"User-agent: *\nCrawl-delay: 10\n\nUser-agent: llmops-crawler\nCrawl-delay: 0.15\nAllow: /\n"
+    routes: dict[str, Route | Reply] = {
+        "/robots.txt": Reply(200, robots, {"Content-Type": "text/plain"}),
+        "/": Reply(200, html("/a", "/b")), "/a": Reply(200, html()), "/b": Reply(200, html()),
+    }
+    site = Site(routes)
+    try:
+        summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST, user_agent="llmops-crawler/0.1 (+https://x.test)"))
+    finally:
+        site.stop()
+    assert summary["pages_ok"] == 3
+    times = [t for t, path, _ in site.log if path != "/robots.txt"]
+    assert all(0.13 <= b - a < 5 for a, b in pairwise(times))
 
 
 def test_huge_crawl_delay_is_capped(tmp_path: Path, monkeypatch, caplog) -> None:
@@ -717,7 +799,7 @@ def test_huge_crawl_delay_is_capped(tmp_path: Path, monkeypatch, caplog) -> None
     assert summary["pages_ok"] == 3
     assert time.monotonic() - started < 30  # not 86400 s per page: the cap applied
     times = [t for t, path, _ in site.log if path != "/robots.txt"]
-    assert all(b - a >= 0.13 for a, b in zip(times, times[1:]))  # the capped delay is still obeyed
+    assert all(b - a >= 0.13 for a, b in pairwise(times))  # the capped delay is still obeyed
     assert any("capped" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 

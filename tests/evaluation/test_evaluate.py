@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,6 @@ def test_missing_inputs_are_clear(pretrained, tmp_path):
 
 def test_the_gate_rejects_a_corrupted_model_and_passes_the_good_one(pretrained, data_home, tmp_path):
     """Scrambled embedding rows (what a model/tokenizer mix-up does): the gate names what broke."""
-    import shutil
-
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -121,10 +120,21 @@ def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_record
     with pytest.raises(GateFailed, match=r"bits_per_byte [0-9.]+ \(floor: <= 0.5\)"):
         register_candidate(cfg_strict, failed)
 
+    # One model, one version: the registered content is not evaluated again.
+    repeat = evaluate_candidate(cfg, pretrained["model"], variant="qa", served_variant="qa")
+    assert repeat["already_registered"] == "models:/llmops/1" and "metrics" not in repeat
+
     # Once there is a champion, the next challenger is compared with it, re-evaluated on
-    # the challenger's data: the same weights give the same numbers, so no regression.
+    # the challenger's data: the same tensors (saved again, so other bytes: another model
+    # to the registry) give the same numbers, so no regression.
+    from safetensors.torch import load_file, save_file
+
     reg.promote_champion(cfg, "1")
-    again = evaluate_candidate(cfg, pretrained["model"], variant="qa", served_variant="qa")
+    resaved = tmp_path / "resaved"
+    shutil.copytree(pretrained["model"], resaved)
+    save_file(load_file(resaved / "model.safetensors"), resaved / "model.safetensors",
+              metadata={"format": "pt", "saved": "again"})
+    again = evaluate_candidate(cfg, resaved, variant="qa", served_variant="qa")
     assert again["gate_passed"] and again["lineage"]["champion_compared"] == "models:/llmops/1"
     regressions = [c for c in again["gate"]["checks"] if c["kind"] == "regression"]
     assert {c["metric"] for c in regressions} == {"bits_per_byte", "rougeL"}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmops.evaluation.generation import (
+    ModelLoadError,
     generate_answers,
     load_model,
     qa_generation_metrics,
@@ -63,7 +64,7 @@ def test_load_model_is_ready_for_batched_generation(loaded, model_dir: Path):
 
 
 def test_load_model_rejects_a_directory_without_a_model(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match="no config.json"):
         load_model(tmp_path)
 
 

@@ -58,3 +58,49 @@ def test_variants_register_under_their_own_name_and_bad_dirs_fail(cfg, tmp_path)
     with pytest.raises(reg.RegistryError, match="no config.json"):
         reg.register_model(cfg, tmp_path / "empty", "run")
     assert reg.version_for(cfg, "llmops", "champion") is None
+
+
+def test_content_sha256_covers_weights_and_configs_not_lineage(tmp_path):
+    model = _model_dir(tmp_path / "m", "v1")
+    (model / "tokenizer.json").write_text('{"model": {}}')
+    digest = reg.content_sha256(model)
+    assert len(digest) == 64
+    (model / "llmops_model.json").write_text(json.dumps({"run_dir": "/runs/one", "mlflow_run_id": "abc"}))
+    (model / "MODEL_CARD.md").write_text("# Model card: trained on Tuesday")
+    assert reg.content_sha256(model) == digest  # lineage files are not the model
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in model.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    (copy / "llmops_model.json").write_text(json.dumps({"run_dir": "/runs/two"}))
+    assert reg.content_sha256(copy) == digest  # where the files live does not matter either
+    (copy / "model.safetensors").write_bytes(b"other weights")
+    assert reg.content_sha256(copy) != digest
+    (model / "chat_template.jinja").write_text("{{ messages | reverse }}")
+    assert reg.content_sha256(model) != digest  # the chat template changes what the model answers
+    (copy / "model.safetensors").unlink()
+    with pytest.raises(reg.RegistryError, match="safetensors"):
+        reg.content_sha256(copy)
+
+
+def test_every_version_is_tagged_with_its_content_and_found_by_it(cfg, tmp_path):
+    v1 = _register(cfg, tmp_path, "v1")
+    client = tracking.connect(tracking.tracking_uri(cfg))
+    digest = client.get_model_version("llmops", v1).tags[reg.CONTENT_TAG]
+    assert digest == reg.content_sha256(tmp_path / "v1")
+    assert reg.find_by_content(cfg, digest) == "models:/llmops/1"
+    assert reg.find_by_content(cfg, digest, name="llmops-other") is None
+    assert reg.find_by_content(cfg, "0" * 64) is None
+    # The registry function registers what it is given, twice if asked (a deploy test does):
+    # the earliest version answers.
+    run_id = tracking.job_run(cfg, "again", "again", parent_run_id=None)
+    assert reg.register_model(cfg, tmp_path / "v1", run_id) == "2"
+    assert reg.find_by_content(cfg, digest) == "models:/llmops/1"
+
+
+def test_versions_registered_before_the_tag_are_ignored(cfg, tmp_path):
+    v1 = _register(cfg, tmp_path, "v1")
+    client = tracking.connect(tracking.tracking_uri(cfg))
+    digest = client.get_model_version("llmops", v1).tags[reg.CONTENT_TAG]
+    client.delete_model_version_tag("llmops", v1, reg.CONTENT_TAG)  # as registered before this change
+    assert reg.find_by_content(cfg, digest) is None

@@ -112,3 +112,33 @@ def test_finetune_preflight(data_home, tmp_path):
         prepare_finetune(training_config(tmp_path / "empty-home"), data=data_home / "qa.jsonl", track=False)
     with pytest.raises(PreflightError, match="not a Hugging Face model directory"):
         prepare_finetune(cfg, base=tmp_path, data=data_home / "qa.jsonl", track=False)
+
+
+def test_a_code_change_that_is_not_a_version_bump_resumes_in_the_same_run_dir(data_home, monkeypatch):
+    """A fix in the CLI between a failed try and its retry must not restart training at step 0."""
+    from llmops import artifacts
+    from llmops.training import job as job_module
+
+    cfg = training_config(data_home)
+    job = prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False)
+    assert job.spec["code"] == artifacts.code_identity()  # recorded for lineage
+    other_code = {"version": "9.9.9", "source_sha256": "0123456789ab", "commit": "f" * 40, "dirty": True}
+    monkeypatch.setattr(job_module, "code_identity", lambda: other_code)
+    monkeypatch.setattr(job_module, "code_version", lambda: "git:ffffffffffff+dirty")
+    retry = prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False)
+    assert retry.run_dir == job.run_dir and retry.spec["code"] == other_code
+    bumped = artifacts.StageVersion(artifacts.stage_version("pretrain") + 1)
+    monkeypatch.setitem(artifacts.STAGE_VERSIONS, "pretrain", bumped)
+    assert prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False).run_dir != job.run_dir
+
+
+def test_the_same_shards_elsewhere_are_the_same_job(data_home, tmp_path):
+    """Training keys on the shards' and the tokenizer's content, not on where they are (nor
+    on the data card: a data run that changed nothing writes a new card, same shards)."""
+    cfg = training_config(data_home)
+    job = prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False)
+    copy = tmp_path / "tokens"
+    shutil.copytree(paths(data_home)["tokens"], copy)
+    assert prepare_pretrain(cfg, tokens=copy, track=False).run_dir == job.run_dir
+    assert "data_card" not in job.spec["inputs"] and "data_card" in job.spec["lineage"]
+    assert job.spec["inputs"]["tokens"]["hash"] == json.loads((copy / "manifest.json").read_text())["content_hash"]

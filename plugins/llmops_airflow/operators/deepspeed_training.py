@@ -44,24 +44,17 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
         self._job = None
 
     def _prepare(self, context: Any):
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from llmops.config import ConfigError
-        from llmops.training.data import DataError
-        from llmops.training.deepspeed_config import DeepSpeedConfigError
-        from llmops.training.job import PreflightError, prepare_finetune, prepare_pretrain
+        # Bad settings or inputs raise permanent errors here, before any process starts:
+        # the task fails at once (RETRY_BY_KIND, see ProcessGroupOperator).
+        from llmops.training.job import prepare_finetune, prepare_pretrain
 
         args = dict(self.job_args)
-        try:
-            cfg = config_from_params(context["params"], self.param_to_config)
-            if self.kind == "pretrain":
-                return prepare_pretrain(cfg, data_card=args.get("data_card"), tokens=args.get("tokens"),
-                                        mlflow_parent=args.get("mlflow_parent"))
-            return prepare_finetune(cfg, variant=args.get("variant"), base=args.get("base"),
-                                    data_card=args.get("data_card"), mlflow_parent=args.get("mlflow_parent"))
-        except (ConfigError, PreflightError, DeepSpeedConfigError, DataError) as exc:
-            # Bad input: a retry cannot fix it, so fail at once, before any process starts.
-            raise AirflowFailException(f"{self.kind}: {exc}") from None
+        cfg = config_from_params(context["params"], self.param_to_config)
+        if self.kind == "pretrain":
+            return prepare_pretrain(cfg, data_card=args.get("data_card"), tokens=args.get("tokens"),
+                                    mlflow_parent=args.get("mlflow_parent"))
+        return prepare_finetune(cfg, variant=args.get("variant"), base=args.get("base"),
+                                data_card=args.get("data_card"), mlflow_parent=args.get("mlflow_parent"))
 
     def execute(self, context: Any) -> Any:
         from airflow.sdk.exceptions import AirflowSkipException

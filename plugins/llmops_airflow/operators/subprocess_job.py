@@ -22,6 +22,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
+from llmops_airflow.errors import RETRY_BY_KIND
 
 from llmops.training.process import (
     DEFAULT_GRACE_S,
@@ -37,7 +38,10 @@ class ProcessGroupOperator(BaseOperator):
     """Run the job ``build_job`` describes; its exit code decides the task's state.
 
     Subclasses implement ``build_job(context) -> JobSpec`` and, to hand something to
-    downstream tasks, ``on_success(context, spec)`` (its return value is the XCom).
+    downstream tasks, ``on_success(context, spec)`` (its return value is the XCom). An llmops
+    error they raise is handled by its kind (``RETRY_BY_KIND``, the default ``retry_policy``
+    of these operators in any DAG): a permanent one fails the task at once, a transient one
+    is retried.
 
     :param extra_env: templated variables added to the job's environment, e.g.
         ``{"LLMOPS_RUN_ID": "{{ run_id }}"}``.
@@ -53,6 +57,7 @@ class ProcessGroupOperator(BaseOperator):
 
     def __init__(self, *, extra_env: dict[str, str] | None = None, kill_grace_s: float = DEFAULT_GRACE_S,
                  tail_lines: int = 20, **kwargs: Any) -> None:
+        kwargs.setdefault("retry_policy", RETRY_BY_KIND)
         super().__init__(**kwargs)
         self.extra_env = extra_env or {}
         self.kill_grace_s = kill_grace_s

@@ -19,17 +19,19 @@ from typing import Any
 
 import pytest
 import trafilatura
+from protego import Protego
 
-from llmops.config import DemoSiteConfig
-from llmops.data.demo_site import (
+from llmops.config import DedupConfig, DemoSiteConfig
+from llmops.data.dedup import jaccard
+from llmops.demo_site import (
     PII_TYPES,
     DemoSiteServer,
     Site,
     build_site,
-    jaccard,
     start_demo_site,
     write_ground_truth,
 )
+from llmops.demo_site.server import robots_txt
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_HUGE = 250_000  # keeps the test server light; the size is still checked exactly
@@ -142,7 +144,8 @@ def test_mirrors_are_exact_and_prints_near(site: Site) -> None:
         else:
             assert f'<link rel="canonical" href="{d["original"]}">'.encode() in dup
             assert texts[d["path"]] != texts[d["original"]]
-            assert jaccard(texts[d["path"]], texts[d["original"]]) > 0.8
+            # near by the dedup stage's own measure, at its shingle size
+            assert jaccard(texts[d["path"]], texts[d["original"]], DedupConfig().shingle_words) > 0.8
     slugs = {d["original"] for d in dups}
     assert len(slugs) == len(dups), "each original has at most one duplicate"
     dup_pii = {r["page"] for r in site.ground_truth["pii"]}
@@ -156,7 +159,16 @@ def test_index_links_articles_faults_and_private(site: Site) -> None:
     assert {p["path"] for p in pages_of(site, "article")} <= links
     assert {f["path"] for f in gt["faults"]} <= links
     assert set(gt["disallowed"]) <= links
-    assert all(p.startswith("/private/") for p in gt["disallowed"])
+
+
+def test_ground_truth_disallowed_is_what_robots_txt_disallows(site: Site) -> None:
+    robots = Protego.parse(robots_txt("http://127.0.0.1:8765").decode())
+    blocked = {path for path in site.pages if not robots.can_fetch(path, "llmops-crawler/0.1")}
+    assert blocked == set(site.ground_truth["disallowed"])
+    # each kind of rule is exercised: a prefix, "*", "$", and an Allow exception (the mirrors)
+    assert {"/private/drafts.html", "/feeds/comments", "/feeds/articles.json", "/mirror/status.html"} <= blocked
+    mirrors = {d["path"] for d in site.ground_truth["duplicates"] if d["path"].startswith("/mirror/")}
+    assert mirrors and not mirrors & blocked
 
 
 def test_internal_links_resolve(site: Site) -> None:
@@ -207,6 +219,7 @@ def test_robots_and_sitemap(server: DemoSiteServer) -> None:
     assert status == 200 and headers["Content-Length"] == str(len(body))
     text = body.decode()
     assert "User-agent: *" in text and "Disallow: /private/" in text
+    assert "Disallow: /*.json$" in text and "Allow: /mirror/docs/*.html$" in text
     assert f"Sitemap: {server.url}sitemap.xml" in text
     status, _, body = get(server, "/sitemap.xml")
     locs = re.findall(r"<loc>([^<]+)</loc>", body.decode())
@@ -301,7 +314,7 @@ def test_requested_paths_and_access_log(server: DemoSiteServer) -> None:
 def test_serve_forever_stops_cleanly_on_signal(tmp_path: Path, sig: int) -> None:
     gt = tmp_path / "gt.json"
     code = ("from pathlib import Path; from llmops.config import DemoSiteConfig; "
-            "from llmops.data.demo_site import serve_forever; "
+            "from llmops.demo_site import serve_forever; "
             "serve_forever(DemoSiteConfig(huge_page_bytes=1000), port=0, "
             f"ground_truth_out=Path({str(gt)!r}))")
     # A shell that runs pytest in the background ignores SIGINT, and children inherit that;

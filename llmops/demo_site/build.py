@@ -1,47 +1,31 @@
-"""A realistic, deterministic local website to crawl, since the project runs offline.
+"""Generating the demo site: every page's bytes and the ground truth they plant.
 
-The site is generated from CPython's ``pydoc_data.topics`` (the 79 language-reference
-topics) and dressed like a real documentation portal: navigation, a cookie banner,
-rotating ads, comments and a footer around every article; planted PII and secrets in
-article bodies and comments; exact mirrors and near-duplicate print versions; a
-``robots.txt`` that disallows ``/private/``; a sitemap; ETag/Last-Modified with 304s;
-and a fixed set of fault pages (404, 500, flaky 503, slow, redirect loop, binary body,
-windows-1252, huge, zip). Everything planted is recorded in ``Site.ground_truth`` so the
-crawler, extractor, PII and dedup stages can be measured against it.
-
-The same ``DemoSiteConfig.seed`` always builds the same bytes; nothing depends on the
-host or port (links are root-relative, and the only absolute URLs, in ``robots.txt``
-and ``sitemap.xml``, are built per request from the ``Host`` header).
+Deterministic for ``DemoSiteConfig.seed``; :mod:`llmops.demo_site.server` serves the result.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import email.utils
 import hashlib
 import html
 import io
 import json
 import random
 import re
-import signal
 import string
 import struct
-import threading
-import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from pydoc_data.topics import topics as PYDOC_TOPICS
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from faker import Faker
-from pydoc_data.topics import topics as PYDOC_TOPICS
 
-from llmops.config import DemoSiteConfig
+from llmops.config import DedupConfig, DemoSiteConfig
+from llmops.data.dedup import jaccard
 
 # --------------------------------------------------------------------------- constants
 
@@ -50,6 +34,9 @@ PRINT_COUNT = 10
 WORKED_EXAMPLE_SHARE = 0.55
 SECRET_SHARE = 0.3
 MIN_PRINT_JACCARD = 0.85  # kept above the 0.8 the brief promises, with margin
+#: Shingle size of the print versions' Jaccard check: the dedup stage's default, so the
+#: planted near-duplicates are near by the measure the stage estimates.
+PRINT_SHINGLE_WORDS = DedupConfig().shingle_words
 
 PII_TYPES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD",
              "IP_ADDRESS", "LOCATION", "SECRET")
@@ -207,21 +194,6 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
 
 
-def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    words = text.lower().split()
-    return {tuple(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))}
-
-
-def jaccard(a: str, b: str, n: int = 5) -> float:
-    """Word n-gram Jaccard similarity, the measure the dedup stage uses."""
-    sa, sb = shingles(a, n), shingles(b, n)
-    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
-
-
-def http_date(when: dt.datetime) -> str:
-    return email.utils.format_datetime(when.astimezone(dt.timezone.utc), usegmt=True)
-
-
 # --------------------------------------------------------------------------- topic parsing
 
 def _is_prose(text: str) -> bool:
@@ -263,8 +235,8 @@ def parse_topic(text: str) -> tuple[str, list[Block]]:
 
 
 def _chunk_block(chunk: list[str]) -> Block:
-    indent = min(len(l) - len(l.lstrip()) for l in chunk)
-    dedented = "\n".join(l[indent:] for l in chunk)
+    indent = min(len(line) - len(line.lstrip()) for line in chunk)
+    dedented = "\n".join(line[indent:] for line in chunk)
     if chunk[0].lstrip().startswith(("+-", "+=", "|")):
         return Block("pre", dedented)
     if indent > 0 and not _is_prose(dedented.lstrip()):
@@ -537,7 +509,7 @@ def _article_head(b: _Builder, a: Article, canonical: bool) -> str:
 
 
 def _nav(b: _Builder, labels: tuple[str, ...], topic_links: list[tuple[str, str]]) -> str:
-    items = "".join(f'<li><a href="/#{anchor(l)}">{b.bp(l)}</a></li>' for l in labels)
+    items = "".join(f'<li><a href="/#{anchor(label)}">{b.bp(label)}</a></li>' for label in labels)
     topics = "".join(f'<li><a href="/docs/{s}.html">{esc(t)}</a></li>' for s, t in topic_links)
     return (f'<header class="site-header">\n<a class="brand" href="/">{esc(b.brand)}</a>\n'
             f'<nav class="main-nav"><ul>{items}</ul>\n'
@@ -558,7 +530,7 @@ def _ad(b: _Builder, text: str, slot: int) -> str:
 
 def _footer(b: _Builder) -> str:
     year = b.copyright_year
-    links = " · ".join(f'<a href="/#{anchor(l)}">{b.bp(l)}</a>' for l in FOOTER_LINKS)
+    links = " · ".join(f'<a href="/#{anchor(label)}">{b.bp(label)}</a>' for label in FOOTER_LINKS)
     return (f'<footer class="site-footer">\n'
             f"<p>{b.bp(f'© {year} {b.brand}. All rights reserved.')}</p>\n"
             f"<p>{b.bp(f'{b.brand}, {b.company_address}')}</p>\n"
@@ -610,7 +582,7 @@ def render_article_page(b: _Builder, a: Article, others: list[tuple[str, str]],
 def render_mirror_page(b: _Builder, a: Article) -> str:
     """Same <article> bytes, different chrome, and no canonical link (as scrapers do)."""
     ad = b.rng.choice(MIRROR_ADS)
-    nav = "".join(f'<li><a href="/#{anchor(l)}">{b.bp(l)}</a></li>' for l in MIRROR_NAV_LABELS)
+    nav = "".join(f'<li><a href="/#{anchor(label)}">{b.bp(label)}</a></li>' for label in MIRROR_NAV_LABELS)
     return (_article_head(b, a, canonical=False) + "<body>\n"
             + f'<div class="mirror-banner"><p>{b.bp(MIRROR_BANNER)}</p></div>\n'
             + f'<header class="mirror-header"><nav class="mirror-nav"><ul>{nav}</ul></nav></header>\n'
@@ -629,8 +601,9 @@ def render_print_page(b: _Builder, a: Article, blocks: list[Block]) -> str:
 
 
 def print_edit(b: _Builder, blocks: list[Block]) -> list[Block]:
-    """Remove one topic sentence, keeping 5-gram Jaccard >= MIN_PRINT_JACCARD; fall back
-    to changing one word. Returns edited copies; the original blocks are untouched."""
+    """Remove one topic sentence, keeping the dedup stage's shingle Jaccard similarity
+    >= MIN_PRINT_JACCARD; fall back to changing one word. Returns edited copies; the
+    original blocks are untouched."""
     original = article_text(blocks)
     candidates = [(i, s) for i, blk in enumerate(blocks) if blk.kind == "p" and blk.from_topic
                   for s in split_sentences(blk.text)
@@ -638,7 +611,7 @@ def print_edit(b: _Builder, blocks: list[Block]) -> list[Block]:
     b.rng.shuffle(candidates)
     for i, sentence in candidates:
         edited = _replace_text(blocks, i, squash(blocks[i].text.replace(sentence, "", 1)))
-        if jaccard(original, article_text(edited)) >= MIN_PRINT_JACCARD:
+        if jaccard(original, article_text(edited), PRINT_SHINGLE_WORDS) >= MIN_PRINT_JACCARD:
             return edited
     i = next(i for i, blk in enumerate(blocks) if blk.kind == "p" and blk.from_topic)
     words = blocks[i].text.split()
@@ -799,6 +772,48 @@ def build_private(b: _Builder, modified: dt.datetime) -> tuple[dict[str, Page], 
     return pages, entries, pii
 
 
+# --------------------------------------------------------------------------- robots.txt
+
+#: The site's robots.txt rules (RFC 9309); the ``Sitemap:`` line is added per request.
+#: A prefix-only parser (``urllib.robotparser``) gets them wrong both ways: it ignores the
+#: ``*`` and ``$`` rules, so it would fetch the feeds, and it takes the first matching
+#: rule, ``Disallow: /mirror/``, where RFC 9309 takes the longest, the ``Allow`` that keeps
+#: the mirrored articles crawlable.
+ROBOTS_RULES = (
+    "User-agent: *",
+    "Disallow: /private/",
+    "Disallow: /*/comments",
+    "Disallow: /*.json$",
+    "Disallow: /mirror/",
+    "Allow: /mirror/docs/*.html$",
+)
+
+#: Pages only the wildcard, ``$`` and ``/mirror/`` rules keep crawlers away from, linked
+#: from the index: path -> (link label, content type).
+ROBOTS_ONLY_PAGES = {
+    "/feeds/articles.json": ("Every article as JSON", "application/json"),
+    "/feeds/comments": ("Latest comments from readers", "text/html; charset=utf-8"),
+    "/mirror/status.html": ("Mirror network status", "text/html; charset=utf-8"),
+}
+
+
+def build_robots_only(b: _Builder, articles: list[Article],
+                      modified: dt.datetime) -> tuple[dict[str, Page], list[dict[str, Any]]]:
+    """The pages of :data:`ROBOTS_ONLY_PAGES` and their ground-truth entries (no article text:
+    a crawler that obeys robots.txt never sees them)."""
+    feed = json.dumps([{"path": f"/docs/{a.slug}.html", "title": a.title} for a in articles], indent=1)
+    notes = {"/feeds/comments": ["Reader comments are shown under each article."],
+             "/mirror/status.html": ["Every mirror of the network is up."]}
+    pages: dict[str, Page] = {}
+    entries: list[dict[str, Any]] = []
+    for path, (title, content_type) in ROBOTS_ONLY_PAGES.items():
+        body = feed if path.endswith(".json") else _simple_page(b, title, notes[path])
+        pages[path] = Page(body.encode(), content_type, last_modified=modified)
+        entries.append({"path": path, "kind": "robots_only", "topic": None, "title": title, "author": None,
+                        "date_published": None, "article_text": "", "article_sentences": []})
+    return pages, entries
+
+
 def render_index(b: _Builder, articles: list[Article], mirrors: list[str],
                  prints: list[str]) -> str:
     def ul(links: list[tuple[str, str]]) -> str:
@@ -813,6 +828,7 @@ def render_index(b: _Builder, articles: list[Article], mirrors: list[str],
             + "<h2>Mirrors and print editions</h2>\n"
             + ul([(f"/mirror/docs/{s}.html", f"{by_slug[s].title} (mirror)") for s in mirrors]
                  + [(f"/print/{s}.html", f"{by_slug[s].title} (print)") for s in prints])
+            + "<h2>Feeds and status</h2>\n" + ul([(p, label) for p, (label, _) in ROBOTS_ONLY_PAGES.items()])
             + "<h2>Resources</h2>\n" + ul(list(
                 (p, FAULT_LABELS[p]) for p in FAULT_LABELS))
             + "<h2>Staff area</h2>\n" + ul(list(PRIVATE_PAGES.items()))
@@ -832,8 +848,9 @@ def _page_pii(path: str, a: Article, with_comments: bool = True) -> list[dict[st
     return [{"page": path, **r} for r in rows]
 
 
-def _modified(d: dt.date) -> dt.datetime:
-    return dt.datetime(d.year, d.month, d.day, 9, 30, tzinfo=dt.timezone.utc)
+def modified_at(d: dt.date) -> dt.datetime:
+    """The Last-Modified time of a page published on ``d``."""
+    return dt.datetime(d.year, d.month, d.day, 9, 30, tzinfo=dt.UTC)
 
 
 def build_site(cfg: DemoSiteConfig) -> Site:
@@ -864,12 +881,12 @@ def build_site(cfg: DemoSiteConfig) -> Site:
         tools["comments"] = "#comments"
         others = [t for t in titles if t[0] != a.slug]
         html_page = render_article_page(b, a, others, tools)
-        pages[path] = Page(html_page.encode(), last_modified=_modified(a.date))
+        pages[path] = Page(html_page.encode(), last_modified=modified_at(a.date))
         gt_pages.append(_gt_entry(path, "article", a, a.blocks))
         pii += _page_pii(path, a)
         if a.slug in mirrors:
             mpath = f"/mirror/docs/{a.slug}.html"
-            pages[mpath] = Page(render_mirror_page(b, a).encode(), last_modified=_modified(a.date))
+            pages[mpath] = Page(render_mirror_page(b, a).encode(), last_modified=modified_at(a.date))
             gt_pages.append(_gt_entry(mpath, "mirror", a, a.blocks))
             duplicates.append({"path": mpath, "original": path, "kind": "exact"})
             pii += _page_pii(mpath, a)
@@ -877,20 +894,21 @@ def build_site(cfg: DemoSiteConfig) -> Site:
             ppath = f"/print/{a.slug}.html"
             edited = print_edit(b, a.blocks)
             pages[ppath] = Page(render_print_page(b, a, edited).encode(),
-                                last_modified=_modified(a.date))
+                                last_modified=modified_at(a.date))
             gt_pages.append(_gt_entry(ppath, "print", a, edited))
             duplicates.append({"path": ppath, "original": path, "kind": "near"})
             pii += _page_pii(ppath, a, with_comments=False)
 
-    site_modified = _modified(max(a.date for a in articles))
+    site_modified = modified_at(max(a.date for a in articles))
     fault_pages, fault_entries = build_faults(b, site_modified)
     private_pages, private_entries, private_pii = build_private(b, site_modified)
+    robots_pages, robots_entries = build_robots_only(b, articles, site_modified)
     index = render_index(b, articles, mirrors, prints)
     pages = {"/": Page(index.encode(), last_modified=site_modified), **pages,
-             **fault_pages, **private_pages}
+             **fault_pages, **private_pages, **robots_pages}
     gt_pages = [{"path": "/", "kind": "index", "topic": None, "title": b.brand, "author": None,
                  "date_published": None, "article_text": "", "article_sentences": []}]\
-        + gt_pages + fault_entries + private_entries
+        + gt_pages + fault_entries + private_entries + robots_entries
 
     ground_truth = {
         "seed": cfg.seed,
@@ -901,8 +919,9 @@ def build_site(cfg: DemoSiteConfig) -> Site:
         "boilerplate": _distinctive(b.boilerplate, gt_pages),
         "faults": [{"path": p, "expect": e} for p, e in FAULT_EXPECT.items()
                    if p != "/faults/loop-b.html"],
-        "disallowed": sorted(PRIVATE_PAGES),
-        "robots_disallow_prefixes": ["/private/"],
+        "disallowed": sorted([*PRIVATE_PAGES, *ROBOTS_ONLY_PAGES]),
+        "robots_disallow_prefixes": ["/private/"],  # sections disallowed whole, no exception
+        "robots_rules": list(ROBOTS_RULES),
         "sitemap": [f"/docs/{s}.html" for s in slugs],
     }
     return Site(pages, ground_truth)
@@ -937,202 +956,3 @@ def write_ground_truth(site: Site, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(site.ground_truth, indent=2, ensure_ascii=False) + "\n",
                     encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- dynamic resources
-
-def robots_txt(origin: str) -> bytes:
-    return (f"# robots.txt\nUser-agent: *\nDisallow: /private/\n\n"
-            f"Sitemap: {origin}/sitemap.xml\n").encode()
-
-
-def sitemap_xml(origin: str, site: Site, pages: dict[str, Page]) -> bytes:
-    urls = []
-    for path in site.ground_truth["sitemap"]:
-        page = pages.get(path)
-        lastmod = page.last_modified.date().isoformat() if page and page.last_modified else ""
-        urls.append(f"  <url><loc>{esc(origin + path)}</loc><lastmod>{lastmod}</lastmod></url>")
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
-            + "\n".join(urls) + "\n</urlset>\n").encode()
-
-
-def not_modified(page: Page, headers: Any) -> bool:
-    """RFC 9110 precedence: If-None-Match, when present, decides alone."""
-    inm = headers.get("If-None-Match")
-    if inm is not None:
-        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
-        return "*" in tags or page.etag in tags
-    ims = headers.get("If-Modified-Since")
-    if ims and page.last_modified:
-        try:
-            since = email.utils.parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=dt.timezone.utc)
-        return page.last_modified.replace(microsecond=0) <= since
-    return False
-
-
-# --------------------------------------------------------------------------- the server
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "DemoSite/1.0"
-    server: "_HTTPServer"
-
-    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
-        self.server.demo._handle(self, head=False)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self.server.demo._handle(self, head=True)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        """Silence stderr; the optional JSON access log is the record."""
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    demo: "DemoSiteServer"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients hanging up (timeouts on the slow page) are expected, not errors."""
-
-
-class DemoSiteServer:
-    """A running demo site. Use as a context manager or call ``stop()``."""
-
-    def __init__(self, cfg: DemoSiteConfig, site: Site, port: int,
-                 access_log: Path | None = None) -> None:
-        self.cfg = cfg
-        self.site = site
-        self.ground_truth = site.ground_truth
-        self._pages = dict(site.pages)
-        self._lock = threading.Lock()
-        self._requested: list[str] = []
-        self._hits: dict[str, int] = {}
-        self._stopping = threading.Event()
-        self._access_log = Path(access_log) if access_log else None
-        self._httpd = _HTTPServer((cfg.host, port), _Handler)
-        self._httpd.demo = self
-        self.port = self._httpd.server_address[1]
-        self.url = f"http://{cfg.host}:{self.port}/"
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name=f"demo-site-{self.port}", daemon=True)
-        self._thread.start()
-
-    # --- public API
-    def requested_paths(self) -> list[str]:
-        with self._lock:
-            return list(self._requested)
-
-    def update_page(self, path: str, html: str) -> None:  # shadows the module; API name
-        """Replace a page's HTML; ETag changes with the body, Last-Modified moves a day on."""
-        with self._lock:
-            old = self._pages.get(path)
-            base = old.last_modified if old and old.last_modified else _modified(dt.date(2025, 1, 1))
-            self._pages[path] = Page(html.encode(), last_modified=base + dt.timedelta(days=1))
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> "DemoSiteServer":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    # --- request handling
-    def _handle(self, req: _Handler, head: bool) -> None:
-        with self._lock:
-            self._requested.append(req.path)
-        path = unquote(urlsplit(req.path).path) or "/"
-        try:
-            self._respond(req, path, head)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            req.close_connection = True
-
-    def _respond(self, req: _Handler, path: str, head: bool) -> int:
-        origin = "http://" + (req.headers.get("Host") or f"{self.cfg.host}:{self.port}")
-        if path == "/robots.txt":
-            return self._send(req, 200, robots_txt(origin), "text/plain; charset=utf-8", {}, head)
-        if path == "/sitemap.xml":
-            with self._lock:
-                pages = dict(self._pages)
-            return self._send(req, 200, sitemap_xml(origin, self.site, pages),
-                              "application/xml; charset=utf-8", {}, head)
-        with self._lock:
-            page = self._pages.get(path)
-            hits = self._hits[path] = self._hits.get(path, 0) + 1
-        if page is None:
-            page = self._pages["/faults/missing.html"]
-        if page.delay_s:
-            self._stopping.wait(page.delay_s)
-        if hits <= page.fail_first:
-            body = b"<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1></body></html>\n"
-            return self._send(req, 503, body, "text/html; charset=utf-8", {}, head)
-        headers = dict(page.headers)
-        if page.cacheable:
-            headers["ETag"] = page.etag
-            headers["Last-Modified"] = http_date(page.last_modified)
-            if not_modified(page, req.headers):
-                return self._send(req, 304, None, None, headers, head)
-        return self._send(req, page.status, page.body, page.content_type, headers, head)
-
-    def _send(self, req: _Handler, status: int, body: bytes | None, ctype: str | None,
-              headers: dict[str, str], head: bool) -> int:
-        """Write one response. A 304 carries no body and, per RFC 9110, no Content-Length.
-        The access log is written first, so it is complete once the client has its answer."""
-        self._log(req.path, req.command, status)
-        req.send_response(status)
-        if ctype:
-            req.send_header("Content-Type", ctype)
-        if body is not None:
-            req.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            req.send_header(name, value)
-        req.end_headers()
-        if body and not head:
-            req.wfile.write(body)
-        return status
-
-    def _log(self, path: str, method: str, status: int) -> None:
-        if not self._access_log:
-            return
-        line = json.dumps({"path": path, "method": method, "status": status, "ts": time.time()})
-        with self._lock, open(self._access_log, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-
-
-def start_demo_site(cfg: DemoSiteConfig, port: int | None = None,
-                    access_log: Path | None = None) -> DemoSiteServer:
-    """Build the site and serve it from a background thread (port 0 picks a free one)."""
-    return DemoSiteServer(cfg, build_site(cfg), cfg.port if port is None else port, access_log)
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def serve_forever(cfg: DemoSiteConfig, port: int | None = None, access_log: Path | None = None,
-                  ground_truth_out: Path | None = None) -> None:
-    """Blocking entry point for ``llmops demo-site serve``; Ctrl-C (or SIGTERM, as sent
-    by process managers) stops cleanly."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    server = start_demo_site(cfg, port=port, access_log=access_log)
-    if ground_truth_out:
-        write_ground_truth(server.site, Path(ground_truth_out))
-    print(f"demo site serving at {server.url} (Ctrl-C to stop)", flush=True)
-    try:
-        while server._thread.is_alive():
-            server._thread.join(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()

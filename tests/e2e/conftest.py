@@ -1,0 +1,120 @@
+"""One lifecycle per session, run the way users run it: the embedded stack's scheduler.
+
+``lifecycle`` starts a real stack (Airflow scheduler, dag-processor, triggerer and API
+server, Triton, the MLflow UI and the demo site) on free ports under pytest's temporary
+directory, triggers ``llmops_data`` once through the REST API and follows the Asset chain
+to a served champion, with tiny training steps and a gate a 10-step model can meet. The
+end-to-end tests read what that one pass left; the later ones trigger again and restart
+the stack. Everything the scheduler printed is in ``<tmp>/chain.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports the OS says are free now (held open together so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@dataclass
+class Lifecycle:
+    home: Path
+    tmp: Path
+    env: dict[str, str]
+    cfg: Any
+    stack: Any
+    client: Any
+    result: Any
+    """The ``ChainResult`` of the first trigger."""
+    ground_truth: dict[str, Any]
+    log: Path
+
+    def printer(self):
+        log = self.log
+
+        def say(line: str) -> None:
+            with open(log, "a") as fh:
+                fh.write(line + "\n")
+        return say
+
+
+@pytest.fixture(scope="session")
+def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
+    from llmops.chain import run_chain, wait_for_dags
+    from llmops.config import load_config
+    from llmops.stack import Stack
+
+    tmp = tmp_path_factory.mktemp("lifecycle")
+    home = tmp / "home"
+    home.mkdir()
+    api, http, grpc, metrics, mlflow_ui, site, worker_logs, trigger_logs = free_ports(8)
+    canaries = tmp / "canaries.json"
+    gate = tmp / "lenient_gate.yaml"  # floors a 10-step model meets; the leak rule stays strict
+    gate.write_text("floors:\n  bits_per_byte: {max: 100}\n  pii_leak_rate: {max: 0.0}\n")
+    env = {
+        "LLMOPS_HOME": str(home),
+        "LLMOPS_AIRFLOW__API_PORT": str(api),
+        "LLMOPS_AIRFLOW__WORKER_LOG_SERVER_PORT": str(worker_logs),
+        "LLMOPS_AIRFLOW__TRIGGER_LOG_SERVER_PORT": str(trigger_logs),
+        "LLMOPS_SERVING__HTTP_PORT": str(http),
+        "LLMOPS_SERVING__GRPC_PORT": str(grpc),
+        "LLMOPS_SERVING__METRICS_PORT": str(metrics),
+        "LLMOPS_MLFLOW__UI_PORT": str(mlflow_ui),
+        "LLMOPS_DEMO_SITE__PORT": str(site),
+        "LLMOPS_DEMO_SITE__SLOW_DELAY_S": "2.0",
+        "LLMOPS_DATA__SEED_URL": f"http://127.0.0.1:{site}/",
+        "LLMOPS_DATA__NUM_SHARDS": "3",
+        "LLMOPS_SCRAPE__MAX_PAGES": "400",
+        "LLMOPS_SCRAPE__TIMEOUT_S": "1.0",
+        "LLMOPS_SCRAPE__RETRIES": "1",
+        "LLMOPS_SCRAPE__BACKOFF_S": "0.05",
+        "LLMOPS_SCRAPE__RATE_LIMIT_PER_HOST": "500",
+        "LLMOPS_TOKENIZER__VOCAB_SIZE": "1024",
+        "LLMOPS_PRETRAIN__STEPS": "10",
+        "LLMOPS_PRETRAIN__EVAL_EVERY": "5",
+        "LLMOPS_PRETRAIN__CHECKPOINT_EVERY": "5",
+        "LLMOPS_PRETRAIN__LOG_EVERY": "5",
+        "LLMOPS_PRETRAIN__WARMUP_STEPS": "2",
+        "LLMOPS_FINETUNE__STEPS": "6",
+        "LLMOPS_FINETUNE__EVAL_EVERY": "3",
+        "LLMOPS_FINETUNE__CHECKPOINT_EVERY": "3",
+        "LLMOPS_FINETUNE__LOG_EVERY": "3",
+        "LLMOPS_MLFLOW__SYSTEM_METRICS": "false",
+        "LLMOPS_EVALUATION__MAX_QUESTIONS": "6",
+        "LLMOPS_EVALUATION__CANARIES_FILE": str(canaries),
+        "LLMOPS_EVALUATION__GATE_FILE": str(gate),
+    }
+    cfg = load_config(environ=env)
+    stack = Stack(cfg, env=env)
+    log = tmp / "chain.log"
+    box = Lifecycle(home, tmp, env, cfg, stack, None, None, {}, log)
+    say = box.printer()
+    stack.start(progress=say)
+    try:
+        box.ground_truth = json.loads((home / "demo_site" / "ground_truth.json").read_text())
+        # The evaluation probes the values the demo site planted (its PII canaries).
+        canaries.write_text(json.dumps([{"type": p["type"], "value": p["value"]} for p in box.ground_truth["pii"]]))
+        box.client = stack.client()
+        wait_for_dags(box.client, say)
+        box.result = run_chain(box.client, {}, say, start_timeout_s=180)
+        yield box
+    finally:
+        stack.stop(timeout=10, progress=say)
