@@ -27,24 +27,40 @@ Rows (``sched_`` prefix; a measured setting adds its suffix, e.g. ``_idle0.1``):
   queued→started (a LocalExecutor worker forks the task supervisor, which reports the start);
 - ``empty_task_s_median``: the duration of tasks that do almost nothing (``plan_shards``,
   ``publish_corpus``, ``publish_qa``): the fixed cost inside every task instance (fork,
-  parsing the DAG file, task-SDK calls to the API server, XCom).
+  parsing the DAG file, task-SDK calls to the API server, XCom);
+- ``slot_release_*``: from a task's ``end_date`` (it reported its state) to the scheduler's
+  "Received executor event" line for it in ``stack/scheduler.log``: until then its
+  LocalExecutor worker is busy, and with ``parallelism`` workers (2 here) a queued task
+  waits for one (it shows in queued→started).
+- ``loadavg_1m``: the machine's load average during the run (a neighbour's load lengthens
+  the task durations and so the wall time, much less the latencies).
 
-Settings. Measured (each in its own stack, same run): ``[scheduler] scheduler_idle_sleep_time``
-(default 1 s), how long the scheduler loop sleeps after a loop that queued nothing and
-saw no task finish (airflow/jobs/scheduler_job_runner.py ``_run_scheduler_loop``): it bounds
-the ready→scheduled step. Read, not measured (Airflow 3.3.2's config.yml, the source of its
-configuration reference, and the code):
+Settings. Measured, each in a stack of its own in the same run (suffix):
+
+- ``_idle0.1``: ``[scheduler] scheduler_idle_sleep_time`` 1 → 0.1 s, how long the scheduler
+  loop sleeps after a loop that queued nothing and saw no task finish
+  (airflow/jobs/scheduler_job_runner.py ``_run_scheduler_loop``): bounds ready→scheduled;
+  the loop then polls SQLite 10 times a second.
+- ``_hb1``: ``[workers] min_heartbeat_interval`` 5 → 1 s (an integer). Besides the task heartbeat, it is
+  the longest ``select()`` of the task supervisor's loop (airflow/sdk/execution_time/
+  supervisor.py ``_monitor_subprocess``). When the task process's sockets reach EOF before
+  the process can be reaped, the supervisor unregisters them and then sleeps in a
+  ``select()`` on no file at all for the whole interval before it notices the exit: the
+  worker slot stays taken about 5 s after the task ended (seen for about a third of the
+  tasks: ``slot_release_over_2s``). Costs one heartbeat call per running task per second.
+
+Read, not measured (Airflow 3.3.2's config.yml, the source of its configuration reference,
+and the code):
 
 - ``[scheduler] scheduler_heartbeat_sec`` (5): despite its description ("how often the
   scheduler should run"), only how often the scheduler job writes its heartbeat row; the
   loop's pace is ``scheduler_idle_sleep_time``. No effect on latency expected.
 - ``[core] parallelism`` (llmops ``airflow.parallelism``, default the core count): worker
   processes and task instances at once; moves the wall time of the mapped extract/clean
-  shards, not the per-task cost.
+  shards, and more workers than ready tasks would hide the slot-release lag above (at
+  ~200 MB per idle worker).
 - ``[scheduler] max_tis_per_query`` (16): task instances examined per loop; this DAG never
   has more than 3 ready at once.
-- ``[workers] min_heartbeat_interval`` (5 s): how often a task's supervisor heartbeats to the
-  API server; not on the path from one task to the next.
 - ``[core] mp_start_method`` / ``mp_forkserver_preload`` (new in 3.3): how the LocalExecutor
   starts its workers (fork on Python 3.11; forkserver/spawn re-import Airflow); the task
   supervisor forks the task process itself either way.
@@ -60,14 +76,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,6 +94,7 @@ DATA, TRAIN = "llmops_data", "llmops_train"
 VARIANTS: dict[str, dict[str, str]] = {
     "default": {},
     "idle0.1": {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1"},
+    "hb1": {"AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1"},
 }
 # Tasks that do (almost) nothing but exist: their duration is the per-task floor.
 EMPTY_TASKS = ("plan_shards", "publish_corpus", "publish_qa")
@@ -177,7 +196,27 @@ def _when(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def _analyse(run: Any, raw: list[dict[str, Any]], up: dict[str, set[str]]) -> dict[str, Any]:
+_EXECUTOR_EVENT = re.compile(r"^(\S+Z) .*Received executor event with state \w+ for task instance "
+                             r"TaskInstanceKey\(dag_id='(?P<dag>[^']+)', task_id='(?P<task>[^']+)'.*?"
+                             r"map_index=(?P<map>-?\d+)\)")
+
+
+def _executor_events(scheduler_log: Path) -> dict[tuple[str, int], dt.datetime]:
+    """(task, map index) -> when the scheduler learnt from the LocalExecutor that the task's worker
+    was done (its supervisor returned): the worker slot is free again from then on."""
+    events: dict[tuple[str, int], dt.datetime] = {}
+    try:
+        lines = scheduler_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return events
+    for line in lines:
+        if (m := _EXECUTOR_EVENT.match(line)) and m["dag"] == DATA:
+            events[(m["task"], int(m["map"]))] = dt.datetime.fromisoformat(m.group(1))
+    return events
+
+
+def _analyse(run: Any, raw: list[dict[str, Any]], up: dict[str, set[str]],
+             executor_events: dict[tuple[str, int], dt.datetime]) -> dict[str, Any]:
     tis = [{"task": t["task_id"], "map": t.get("map_index", -1), "state": t["state"],
             "start": _when(t.get("start_date")), "end": _when(t.get("end_date")),
             "scheduled": _when(t.get("scheduled_when")), "queued": _when(t.get("queued_when")),
@@ -210,6 +249,10 @@ def _analyse(run: Any, raw: list[dict[str, Any]], up: dict[str, set[str]]) -> di
             cursor = t["end"]
     wall = (run.end_date - run.start_date).total_seconds()
     empty = [t["duration"] for t in ran if t["task"] in EMPTY_TASKS and t["duration"] is not None]
+    # The task's end_date is set when it reports its state; its worker is free only once the
+    # supervisor has seen the task process exit.
+    release = [(executor_events[(t["task"], t["map"])] - t["end"]).total_seconds() for t in ran
+               if (t["task"], t["map"]) in executor_events]
 
     def med(xs: list[float]) -> float | None:
         return round(statistics.median(xs), 2) if xs else None
@@ -229,8 +272,37 @@ def _analyse(run: Any, raw: list[dict[str, Any]], up: dict[str, set[str]]) -> di
         "latency_scheduled_to_queued_median_s": med(to_queue),
         "latency_queued_to_started_median_s": med(to_start),
         "empty_task_s_median": med(empty),
+        "slot_release_median_s": med(release),
+        "slot_release_max_s": round(max(release), 2) if release else None,
+        "slot_release_over_2s": f"{sum(x > 2 for x in release)}/{len(release)}" if release else None,
         "per_task_s": {f"{t['task']}[{t['map']}]" if t["map"] >= 0 else t["task"]: t["duration"] for t in ran},
     }
+
+
+class _LoadSampler:
+    """The 1-minute load average, sampled every few seconds while the block runs: this machine is
+    shared, and a neighbour's load shows in the task durations, not in the scheduling latencies."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s, self.samples = every_s, [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float:
+        return round(statistics.mean(self.samples), 1)
 
 
 def scheduler_run(work: Path, name: str, airflow_env: dict[str, str], progress: Progress) -> dict[str, Any]:
@@ -271,8 +343,11 @@ def scheduler_run(work: Path, name: str, airflow_env: dict[str, str], progress: 
         wait_for_dags(client, say, dag_ids=(DATA, TRAIN), timeout_s=180)
         client.set_paused(TRAIN, True)  # the tokens event must not start a training run
         run_id = client.trigger(DATA, {})
-        run, _ = follow_run(client, DATA, run_id, say, timeout_s=1800)
-        result = _analyse(run, _raw_task_instances(client, run_id), _upstream(client))
+        with _LoadSampler() as load:
+            run, _ = follow_run(client, DATA, run_id, say, timeout_s=1800)
+        result = _analyse(run, _raw_task_instances(client, run_id), _upstream(client),
+                          _executor_events(stack.log_path("scheduler")))
+        result["loadavg_1m"] = load.mean
     except BaseException:
         progress(f"    [{name}] failed; stack logs: {stack.stack_dir}, task logs: {home / 'airflow' / 'logs'}")
         raise
@@ -319,19 +394,24 @@ def bench_scheduler(work: Path, variants: list[str] | None = None, progress: Pro
             f"sched_run_vs_baseline_ratio{sfx}": round(r["run_wall_s"] / base, 2),
             f"sched_sum_task_s{sfx}": r["sum_task_s"],
             f"sched_idle_s{sfx}": r["idle_s"],
+            f"sched_idle_s_per_task{sfx}": round(r["idle_s"] / r["tasks"], 2),
             f"sched_latency_median_s{sfx}": r["latency_median_s"],
             f"sched_latency_max_s{sfx}": r["latency_max_s"],
             f"sched_latency_ready_to_scheduled_median_s{sfx}": r["latency_ready_to_scheduled_median_s"],
             f"sched_latency_scheduled_to_queued_median_s{sfx}": r["latency_scheduled_to_queued_median_s"],
             f"sched_latency_queued_to_started_median_s{sfx}": r["latency_queued_to_started_median_s"],
             f"sched_empty_task_s_median{sfx}": r["empty_task_s_median"],
+            f"sched_slot_release_median_s{sfx}": r["slot_release_median_s"],
+            f"sched_slot_release_max_s{sfx}": r["slot_release_max_s"],
+            f"sched_slot_release_over_2s{sfx}": r["slot_release_over_2s"],
             f"sched_queued_to_running_s{sfx}": r["queued_to_running_s"],
             f"sched_stack_startup_s{sfx}": r["stack_startup_s"],
+            f"sched_loadavg_1m{sfx}": r["loadavg_1m"],
         }
     rows["sched_settings_measured"] = "; ".join(
         f"{n}: {', '.join(f'{k}={v}' for k, v in VARIANTS[n].items()) or 'defaults'}" for n in variants)
     rows["sched_settings_read_only"] = ("scheduler_heartbeat_sec, parallelism, max_tis_per_query, "
-                                        "min_heartbeat_interval, mp_start_method (bench/scheduler.py docstring)")
+                                        "mp_start_method (bench/scheduler.py docstring)")
     rows["sched_section_s"] = round(time.perf_counter() - section_started, 1)
     rows["_sched_per_task_s"] = {n: r.get("per_task_s") for n, r in runs.items()}
     return rows

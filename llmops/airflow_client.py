@@ -398,6 +398,11 @@ class AirflowClient:
                 if str(a.get("uri", "")).rstrip("/") == want]
 
 
+# Keys every record of a task log repeats (which task, where in Airflow's code): left out of the text.
+_LOG_CONTEXT = frozenset({"timestamp", "level", "event", "logger", "sources", "dag_id", "task_id", "run_id", "ti_id",
+                          "try_number", "map_index", "filename", "lineno"})
+
+
 def _log_line(item: Any) -> str:
     """One record of the structured log as a line: ``time LEVEL event key=value ...``."""
     if isinstance(item, str):
@@ -405,7 +410,7 @@ def _log_line(item: Any) -> str:
     if not isinstance(item, dict):
         return str(item)
     parts = [str(item.get("timestamp") or ""), str(item.get("level") or "").upper(), str(item.get("event") or "")]
-    extras = {k: v for k, v in item.items() if k not in ("timestamp", "level", "event", "logger", "sources")}
+    extras = {k: v for k, v in item.items() if k not in _LOG_CONTEXT}
     line = " ".join(p for p in parts if p)
     if extras:
         line += " " + " ".join(f"{k}={v}" for k, v in extras.items())

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llmops.airflow_client import AirflowClient, DagRun, TaskInstance
+from llmops.errors import TransientError
 
 Progress = Callable[[str], None]
 
@@ -43,7 +44,7 @@ _TRAIN_PROGRESS = re.compile(r"\[llmops\] ((?:pretrain|finetune) \S+: .*?|step \
 _REUSED = re.compile(r"(reused \S+ \S+|no new data since .*|already registered as \S+)")
 
 
-class ChainTimeout(RuntimeError):
+class ChainTimeout(TransientError, RuntimeError):
     """A DAG of the chain did not start, or a run did not end, within its time limit."""
 
 

@@ -446,7 +446,8 @@ class AirflowConfig(_Section):
     """Port of the embedded Airflow API server (``llmops stack start``): UI, REST and execution API."""
     parallelism: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     """Task instances that run at once (Airflow's ``[core] parallelism``); default the machine's core
-    count. LocalExecutor starts this many worker processes up front (~200 MB each, idle or not)."""
+    count. LocalExecutor forks this many worker processes up front, idle or not (~130 MB resident
+    each, most of it shared with the scheduler; Airflow's default of 32 shows as 6 GB of RSS)."""
     worker_log_server_port: int = Field(8793, ge=1, le=65535)
     """Port the scheduler's log server listens on (all interfaces; requests need a signed token);
     the API server reads running tasks' logs from it."""

@@ -228,18 +228,38 @@ class _Seen:
 
     def __init__(self) -> None:
         self._procs: dict[int, psutil.Process] = {}
+        self._origin: dict[int, str] = {}
 
-    def add(self, procs: list[psutil.Process]) -> None:
+    def add(self, procs: list[psutil.Process], origin: str = "") -> None:
         for proc in procs:
             if self._procs.get(proc.pid) != proc:
                 self._procs[proc.pid] = proc
+                self._origin[proc.pid] = origin
 
     def snapshot(self, roots: dict[str, tuple[psutil.Process, float]]) -> None:
-        for root, started in roots.values():
-            self.add([root, *_descendants(root), *_session_members(root.pid, started)])
+        for name, (root, started) in roots.items():
+            self.add([root, *_descendants(root), *_session_members(root.pid, started)], name)
 
     def alive(self) -> list[psutil.Process]:
         return [p for p in self._procs.values() if _alive(p)]
+
+    def strays(self, name: str, root: psutil.Process) -> list[psutil.Process]:
+        """Live processes first seen under component ``name`` that have left its tree and session.
+
+        A task that ends (killed, or cleared) can leave such a process behind, e.g. a child it
+        started in a session of its own; if that child holds the task's output, the task's
+        supervisor waits for it ([workers] socket_cleanup_timeout, 60 s) before it reports.
+        """
+        tree = {root, *_descendants(root)} if _alive(root) else set()
+        out = []
+        for pid, proc in self._procs.items():
+            if self._origin.get(pid) != name or proc in tree or not _alive(proc):
+                continue
+            with contextlib.suppress(OSError):
+                if os.getsid(pid) == root.pid:
+                    continue
+            out.append(proc)
+        return out
 
 
 def _descendants(proc: psutil.Process) -> list[psutil.Process]:
@@ -294,8 +314,9 @@ def port_holder(port: int) -> str | None:
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
             try:
                 proc = psutil.Process(conn.pid)
-                cmd = " ".join(proc.cmdline())[:120]
-                return f"pid {conn.pid} ({proc.name()}: {cmd})"
+                # Airflow renames its processes (setproctitle): the command line is the readable part.
+                cmd = " ".join(" ".join(proc.cmdline()).split()) or proc.name()
+                return f"pid {conn.pid} ({cmd[:100]})"
             except psutil.Error:
                 return f"pid {conn.pid}"
     return None
@@ -602,8 +623,8 @@ class Stack:
             if not port_free(port, bind):
                 holder = port_holder(port)
                 who = f"held by {holder}" if holder else "held by a process this user cannot see"
-                problems.append(f"port {port} ({key}) is already in use, {who}: stop that process or choose "
-                                f"another port ({_env_key(key)}=<port>, or {key} in the configuration file)")
+                problems.append(f"port {port} ({key}) is in use, {who}: stop it, or set another port with "
+                                f"{_env_key(key)}=<port> ({key} in the configuration file)")
         if problems:
             raise PortInUse("cannot start the stack, nothing was started:\n  " + "\n  ".join(problems))
 
@@ -655,30 +676,7 @@ class Stack:
         self.stack_dir.mkdir(parents=True, exist_ok=True)
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         airflow_env = self.airflow_environment()
-        migrate = None
-        if any(s.airflow for s in to_start):
-            self._ensure_password()
-            # Idempotent; it also writes airflow.cfg (fernet key) before any component reads it.
-            with open(self.log_path("db-migrate"), "wb") as logf:
-                migrate = subprocess.Popen([str(self._bin / "airflow"), "db", "migrate"], env=airflow_env,
-                                           stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                           cwd=self.home)
-            progress(f"==> airflow db migrate (log {self.log_path('db-migrate')})")
-        if any(s.name == "mlflow" for s in to_start):
-            # The schema is created through llmops first, while the migration runs: MLflow's own
-            # migration breaks when two processes run it on a fresh file at once.
-            from llmops.registry.tracking import connect
-
-            mlflow_log = logging.getLogger("mlflow")
-            level = mlflow_log.level
-            mlflow_log.setLevel(logging.WARNING)  # "Creating initial MLflow database tables..." is no progress line
-            try:
-                connect(self._mlflow_store() or "")
-            finally:
-                mlflow_log.setLevel(level)
-        if migrate is not None and (code := migrate.wait(timeout=600)) != 0:
-            raise StackError(f"airflow db migrate failed (exit code {code}); end of "
-                             f"{self.log_path('db-migrate')}:\n{_log_tail(self.log_path('db-migrate'))}")
+        self._prepare_stores(to_start, airflow_env, progress)
         child_env = self.child_environment()
         # The UI needs no job runner: MLflow 3's (for GenAI scorer jobs) adds 8 processes, ~1 GB.
         mlflow_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **child_env}
@@ -695,6 +693,39 @@ class Stack:
         for spec in scheduling:
             started[spec.name] = self._spawn(spec, airflow_env)
             progress(f"==> starting {spec.name} (pid {started[spec.name].pid}, log {self.log_path(spec.name)})")
+
+    def _prepare_stores(self, to_start: list[_Spec], airflow_env: dict[str, str], progress: Progress) -> None:
+        """``airflow db migrate`` (idempotent) and, meanwhile, the MLflow store's schema."""
+        migrate = None
+        if any(s.airflow for s in to_start):
+            self._ensure_password()
+            # It also writes airflow.cfg (the fernet key) before any component reads it.
+            with open(self.log_path("db-migrate"), "wb") as logf:
+                migrate = subprocess.Popen([str(self._bin / "airflow"), "db", "migrate"], env=airflow_env,
+                                           stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                           cwd=self.home)
+            progress(f"==> airflow db migrate (log {self.log_path('db-migrate')})")
+        try:
+            if any(s.name == "mlflow" for s in to_start):
+                # Created through llmops first: MLflow's own migration breaks when two processes
+                # (the UI and a training task) run it on a fresh file at once.
+                from llmops.registry.tracking import connect
+
+                mlflow_log = logging.getLogger("mlflow")
+                level = mlflow_log.level
+                mlflow_log.setLevel(logging.WARNING)  # "Creating initial MLflow database tables..." is noise here
+                try:
+                    connect(self._mlflow_store() or "")
+                finally:
+                    mlflow_log.setLevel(level)
+            code = migrate.wait(timeout=600) if migrate is not None else 0
+        finally:
+            if migrate is not None and migrate.poll() is None:
+                migrate.kill()
+                migrate.wait()
+        if code != 0:
+            raise StackError(f"airflow db migrate failed (exit code {code}); end of "
+                             f"{self.log_path('db-migrate')}:\n{_log_tail(self.log_path('db-migrate'))}")
 
     def _spawn(self, spec: _Spec, env: dict[str, str]) -> subprocess.Popen[bytes]:
         log_path = self.log_path(spec.name)
@@ -832,7 +863,8 @@ class Stack:
                 except AirflowApiError as exc:  # e.g. the password file was deleted: tasks are killed, not cleared
                     progress(f"    cannot use the REST API ({exc}): running tasks will be killed, not cleared")
             interrupted = self._stop_scheduling(roots, seen, client, timeout, progress)
-            serving = {n: roots[n] for n in ("api-server", "mlflow", "demo-site") if n in roots}
+            serving: dict[str, tuple[psutil.Process, float]] = {
+                n: roots[n] for n in ("api-server", "mlflow", "demo-site") if n in roots}
             if serving:
                 progress(f"==> stopping {', '.join(serving)}")
                 seen.snapshot(serving)
@@ -912,8 +944,14 @@ class Stack:
         """Clear every running task instance until the scheduler has exited (or a grace passes)."""
         interrupted: list[str] = []
         cleared: set[tuple[str, str, str, int]] = set()
+        stopped: set[psutil.Process] = set()
         deadline = time.monotonic() + _INTERRUPT_GRACE_S
         while time.monotonic() < deadline:
+            # What interrupted tasks left behind goes now, so that their supervisors can finish.
+            for name, (root, _) in scheduling.items():
+                strays = [p for p in seen.strays(name, root) if p not in stopped]
+                _signal_all(strays, signal.SIGTERM)
+                stopped.update(strays)
             for ti in self._running(client):
                 key = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
                 if key in cleared:
@@ -1009,10 +1047,9 @@ def format_status(st: StackStatus) -> str:
         "partly running" if any(c.running for c in st.components) else "not running"
     lines = [f"stack of {st.home}: {state}"]
     for c in st.components:
-        where = f"pid {c.pid}" if c.running else "not running"
-        mem = f", {c.rss_bytes / 2**20:.0f} MiB" if c.running else ""
+        where = f"pid {c.pid}, {c.rss_bytes / 2**20:.0f} MiB: {c.detail}" if c.running else "not running"
         url = f"  {c.url}" if c.url else ""
-        lines.append(f"  {c.name:<14} {('ok' if c.healthy else '--'):<3} {where}{mem}: {c.detail}{url}")
+        lines.append(f"  {c.name:<14} {('ok' if c.healthy else '--'):<3} {where}{url}")
     lines += [f"UI and REST API: {st.api_url}  (user {st.user}, password in {st.password_file})",
               f"Triton:          {st.triton_http_url} (HTTP), {st.triton_grpc_url} (gRPC)"]
     if st.mlflow_url:

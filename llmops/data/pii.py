@@ -41,6 +41,7 @@ import pyarrow as pa
 from llmops.config import PiiConfig
 from llmops.data import store
 from llmops.data.clean import split_sentences
+from llmops.errors import PermanentError
 
 if TYPE_CHECKING:  # importing presidio + spaCy costs seconds: only when redacting
     from presidio_analyzer import AnalyzerEngine, RecognizerResult
@@ -647,7 +648,7 @@ def _merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- entry points
 
-class RedactInputError(ValueError):
+class RedactInputError(PermanentError, ValueError):
     """A JSONL input line is not a JSON object with a string ``text``; names the line."""
 
 

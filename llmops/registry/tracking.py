@@ -51,6 +51,7 @@ from mlflow.utils.validation import (
 )
 
 from llmops.config import LlmopsConfig
+from llmops.errors import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 _REMOTE_SCHEMES = ("http", "https", "databricks")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(TransientError, RuntimeError):
     """The MLflow tracking store cannot be reached or refused an operation; names the store."""
 
 

@@ -21,11 +21,12 @@ import numpy as np
 
 from llmops.tokenizer.encode import load_shard
 from llmops.tokenizer.windows import sliding_windows
+from llmops.errors import PermanentError
 
 IGNORE_INDEX = -100  # label value the loss skips (prompt tokens, padding)
 
 
-class DataError(ValueError):
+class DataError(PermanentError, ValueError):
     """Training data is missing, empty or inconsistent with the model/tokenizer."""
 
 

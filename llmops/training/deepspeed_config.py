@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config import DeepSpeedLaunchConfig, LoopConfig, deep_merge
+from llmops.errors import PermanentError
 
 # Keys the train loop owns; a user file setting them would fight the loop's values.
 RESERVED_KEYS = {"optimizer", "scheduler", "train_batch_size", "train_micro_batch_size_per_gpu",
                  "gradient_accumulation_steps"}
 
 
-class DeepSpeedConfigError(ValueError):
+class DeepSpeedConfigError(PermanentError, ValueError):
     """The DeepSpeed configuration is invalid; the message says which key and why."""
 
 

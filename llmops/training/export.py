@@ -19,6 +19,7 @@ from typing import Any
 from llmops.artifacts import StageResult, build_stage, file_digest, stable_hash
 from llmops.config import LlmopsConfig
 from llmops.training import checkpoint as ckpt
+from llmops.errors import PermanentError
 
 MODEL_INFO = "llmops_model.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -47,7 +48,7 @@ def tokenizer_digest(tokenizer_dir: Path) -> str:
                         if (tokenizer_dir / name).exists()}, length=64)
 
 
-class ExportError(RuntimeError):
+class ExportError(PermanentError, RuntimeError):
     """The run cannot be exported (not finished, checkpoint missing or inconsistent)."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from llmops.config import REPO_ROOT
+from llmops.errors import PermanentError
 
 PRESETS_DIR = REPO_ROOT / "include" / "models"
 # Keys a preset may set: the LlamaConfig architecture fields. Anything else is a typo.
@@ -24,7 +25,7 @@ PRESET_KEYS = {
 }
 
 
-class PresetError(ValueError):
+class PresetError(PermanentError, ValueError):
     """A model preset is missing or malformed."""
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import psutil
+from llmops.errors import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def _started(pid: int) -> float | None:
 # --------------------------------------------------------------------------- the lock
 
 
-class JobAlreadyRunning(RuntimeError):
+class JobAlreadyRunning(TransientError, RuntimeError):
     """A live job already owns the run directory; starting another would corrupt it."""
 
 

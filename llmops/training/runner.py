@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from llmops.training.job import TrainingJob
+from llmops.errors import TransientError
 
 PROGRESS_RE = re.compile(r"^\[llmops\] step (?P<step>\d+)/(?P<steps>\d+) (?P<rest>.*)$")
 
 
-class TrainingFailed(RuntimeError):
+class TrainingFailed(TransientError, RuntimeError):
     """The training processes exited with an error; the message carries the last lines."""
 
 

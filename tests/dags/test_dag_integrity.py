@@ -67,11 +67,18 @@ def test_data_dag_shape(dagbag):
     assert dag.get_task("dedup").upstream_task_ids == {"clean"}
     # only the redacted corpus is published: personal data never reaches a consumer
     assert not dag.get_task("dedup").outlets
-    assert {o.uri for o in dag.get_task("redact").outlets} == {"llmops://corpus/"}
+    assert not dag.get_task("redact").outlets
+    assert {o.uri for o in dag.get_task("publish_corpus").outlets} == {"llmops://corpus/"}
+    assert dag.get_task("publish_corpus").upstream_task_ids == {"redact"}
     # the shards are announced with their data card, so a consumer finds both in the event
     assert not dag.get_task("encode").outlets
     assert {o.uri for o in dag.get_task("data_card").outlets} == {"llmops://tokens/"}
-    assert {o.uri for o in dag.get_task("qa").outlets} == {"llmops://qa/"}
+    assert not dag.get_task("qa").outlets
+    assert {o.uri for o in dag.get_task("publish_qa").outlets} == {"llmops://qa/"}
+    # each publisher compares with the last event of its own Asset (inlet_events)
+    for task_id, uri in (("publish_corpus", "llmops://corpus/"), ("publish_qa", "llmops://qa/"),
+                         ("data_card", "llmops://tokens/")):
+        assert {i.uri for i in dag.get_task(task_id).inlets} == {uri}
     assert dag.get_task("encode").upstream_task_ids == {"redact", "tokenizer"}
     assert "seed_url" in dag.params and "max_pages" in dag.params
 

@@ -101,24 +101,29 @@ def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_record
     home = tmp_path / "home"
     cfg = with_overrides(pretrained["cfg"], {"home": str(home), "evaluation": {"gate_file": str(lenient)}})
 
-    passed = evaluate_candidate(cfg, pretrained["model"], variant="qa", served_variant="qa")
-    registered = register_candidate(cfg, passed)
-    assert registered["model_uri"] == "models:/llmops/1" and reg.version_for(cfg, "llmops", "challenger") == "1"
+    # A failing model is recorded, not registered (first: once registered, a model is not
+    # evaluated again).
     client = tracking.connect(tracking.tracking_uri(cfg))
-    run = client.get_run(passed["run_id"])
-    assert {"bits_per_byte", "perplexity", "bleu", "rougeL", "pii_leak_rate", "behaviour_pass_rate"} <= set(
-        run.data.metrics)
-    version = client.get_model_version("llmops", "1")
-    assert version.tags["gate_result"] == "passed" and version.run_id == passed["run_id"]
-    served = reg.download(cfg, "models:/llmops@challenger", tmp_path / "served")
-    assert (served / "MODEL_CARD.md").read_text().startswith("# Model card: llmops")
-    assert (served / "config.json").exists() and (served / "tokenizer.json").exists()
-
     cfg_strict = with_overrides(cfg, {"evaluation": {"gate_file": str(strict)}})
     failed = evaluate_candidate(cfg_strict, pretrained["model"], variant="qa", served_variant="qa")
     assert not failed["gate_passed"] and "bits_per_byte" in failed["gate_message"]
     with pytest.raises(GateFailed, match=r"bits_per_byte [0-9.]+ \(floor: <= 0.5\)"):
         register_candidate(cfg_strict, failed)
+    assert client.get_run(failed["run_id"]).data.tags["gate_result"] == "failed"
+    assert reg.version_for(cfg, "llmops", "challenger") is None
+
+    passed = evaluate_candidate(cfg, pretrained["model"], variant="qa", served_variant="qa")
+    registered = register_candidate(cfg, passed)
+    assert registered["model_uri"] == "models:/llmops/1" and reg.version_for(cfg, "llmops", "challenger") == "1"
+    run = client.get_run(passed["run_id"])
+    assert {"bits_per_byte", "perplexity", "bleu", "rougeL", "pii_leak_rate", "behaviour_pass_rate"} <= set(
+        run.data.metrics)
+    version = client.get_model_version("llmops", "1")
+    assert version.tags["gate_result"] == "passed" and version.run_id == passed["run_id"]
+    assert version.tags["content_sha256"] == reg.content_sha256(pretrained["model"])
+    served = reg.download(cfg, "models:/llmops@challenger", tmp_path / "served")
+    assert (served / "MODEL_CARD.md").read_text().startswith("# Model card: llmops")
+    assert (served / "config.json").exists() and (served / "tokenizer.json").exists()
 
     # One model, one version: the registered content is not evaluated again.
     repeat = evaluate_candidate(cfg, pretrained["model"], variant="qa", served_variant="qa")
@@ -141,5 +146,4 @@ def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_record
     for check in regressions:
         assert check["champion"] == pytest.approx(again["metrics"][check["metric"]], rel=1e-6)
     assert "champion" in Path(again["report"]).read_text()
-    assert client.get_run(failed["run_id"]).data.tags["gate_result"] == "failed"
     assert reg.version_for(cfg, "llmops", "challenger") == "1"  # nothing new registered

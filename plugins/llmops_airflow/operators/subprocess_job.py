@@ -26,7 +26,6 @@ from llmops_airflow.errors import RETRY_BY_KIND
 
 from llmops.training.process import (
     DEFAULT_GRACE_S,
-    JobAlreadyRunning,
     JobSpec,
     ProcessGroupJob,
     describe_exit_code,
@@ -82,12 +81,11 @@ class ProcessGroupOperator(BaseOperator):
             tail.append(line)
             self.log.info("%s", line)
 
+        # JobAlreadyRunning (a previous try's job still stopping, or one started by hand) is
+        # transient: the retry policy retries it with backoff.
         try:
             code = run_job(spec.command, run_dir=spec.run_dir, env=env, cwd=spec.cwd, log_path=spec.log_path,
                            on_line=on_line, on_start=self._started, grace_s=self.kill_grace_s)
-        except JobAlreadyRunning as exc:
-            # Retriable: a previous try's job may still be stopping, or a user started one by hand.
-            raise AirflowException(f"not starting a second job: {exc}") from exc
         finally:
             self._process_job = None
         if code != 0:
