@@ -22,11 +22,14 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags
 
-.PHONY: venv demo test test-fast bench airflow stop mlflow clean help
+.PHONY: venv demo lint test test-fast bench airflow stop mlflow clean help
 
 help:
-	@echo "make demo    - set up, start the demo site and run the llmops_data DAG through Airflow"
-	@echo "make test    - set up and run the whole test suite (slow end-to-end tests included)"
+	@echo "make demo    - set up, start the embedded stack and follow the whole Asset chain through the"
+	@echo "               scheduler: llmops_data -> llmops_train -> llmops_evaluate -> llmops_deploy"
+	@echo "make lint    - ruff (the whole repository) and mypy (llmops/, plugins/), as set in pyproject.toml"
+	@echo "make test    - set up, lint, and run the whole test suite (slow end-to-end tests included)"
+	@echo "make test-fast - lint, then the tests not marked slow"
 	@echo "make bench   - crawl / extract+clean throughput, DAG parse time, extraction quality"
 	@echo "make airflow - start the embedded stack in the background: Airflow (UI and REST API on"
 	@echo "               http://127.0.0.1:8080), Triton, the MLflow UI, the demo site (llmops stack start)"
@@ -48,10 +51,15 @@ $(STAMP): requirements.txt pyproject.toml
 demo: venv
 	$(VENV)/bin/llmops demo
 
-test: venv
+# Every setting is in pyproject.toml: `ruff check .` and `mypy llmops plugins` from the
+# repository root, without flags, give exactly this result.
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy llmops plugins
+
+test: venv lint
 	$(PY) -m pytest tests
 
-test-fast: venv
+test-fast: venv lint
 	$(PY) -m pytest tests -m "not slow"
 
 bench: venv

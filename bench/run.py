@@ -160,7 +160,7 @@ def bench_pii(limit: int = 60) -> dict:
     paths, docs = list(texts), list(texts.values())
 
     def recall(outputs: list[str]) -> dict[str, float]:
-        redacted = dict(zip(paths, outputs))
+        redacted = dict(zip(paths, outputs, strict=True))
         hit, total = collections.Counter(), collections.Counter()
         for planted in site.ground_truth["pii"]:
             if planted["page"] in redacted and planted["value"] in texts[planted["page"]]:
@@ -279,6 +279,7 @@ def bench_training(work: Path, steps: int = 30) -> dict:
     the launch overhead is the wall time before step 1 (runner, ranks, model, data).
     """
     import statistics
+    from pydoc_data.topics import topics
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -287,7 +288,6 @@ def bench_training(work: Path, steps: int = 30) -> dict:
     from llmops.data.pipeline import encode_stage, tokenizer_stage
     from llmops.training.job import prepare_pretrain
     from llmops.training.runner import run_training
-    from pydoc_data.topics import topics
 
     home = work / "train_home"
     home.mkdir()

@@ -37,6 +37,7 @@ rarely stop before ``max_tokens``, the demo model's after about 16 tokens).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import statistics
@@ -169,10 +170,8 @@ def _closed_loop(address: str, model: str, n: int) -> tuple[float, list[float], 
             warm.abort()
         finally:
             client.close()  # Triton's stop waits for open HTTP connections
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 done.wait()
-            except threading.BrokenBarrierError:
-                pass
 
     threads = [threading.Thread(target=client_thread, args=(k,), daemon=True) for k in range(CONCURRENCY)]
     for t in threads:

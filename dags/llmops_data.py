@@ -26,11 +26,11 @@ import datetime as dt
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
+
+from llmops.config import load_config
 from llmops_airflow.assets import CORPUS, QA, TOKENS
 from llmops_airflow.config import run_config
 from llmops_airflow.errors import RETRIES
-
-from llmops.config import load_config
 
 # Param name -> llmops config key. Params override the YAML/env configuration for one run.
 PARAM_TO_CONFIG = {
@@ -133,7 +133,7 @@ def _serving(cfg) -> str:
 @dag(
     dag_id="llmops_data",
     schedule=None,
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["llmops", "data"],

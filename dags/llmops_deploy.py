@@ -24,6 +24,7 @@ import datetime as dt
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
+
 from llmops_airflow.assets import CHALLENGER, CHAMPION, event_extra
 from llmops_airflow.config import run_config
 from llmops_airflow.errors import RETRIES
@@ -46,7 +47,7 @@ def _cfg():
 @dag(
     dag_id="llmops_deploy",
     schedule=[CHALLENGER],
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["llmops", "serving"],
@@ -72,7 +73,7 @@ def llmops_deploy():
         # this try's first poke, which Airflow records with the first reschedule.
         ti = context["ti"]
         started = ti.get_first_reschedule_date(context) or ti.start_date
-        waited = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+        waited = (dt.datetime.now(dt.UTC) - started).total_seconds()
         if waited > context["params"]["server_wait_s"]:
             # Final, not retried: the waiting was the retrying.
             raise AirflowSensorTimeout(f"Triton is not ready at {server.http_url} after {waited:.0f} s: start it "

@@ -24,6 +24,7 @@ import datetime as dt
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
+
 from llmops_airflow.assets import CHALLENGER, MODEL, event_extra
 from llmops_airflow.config import run_config
 from llmops_airflow.errors import RETRIES
@@ -47,7 +48,7 @@ def _cfg():
 @dag(
     dag_id="llmops_evaluate",
     schedule=[MODEL],
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["llmops", "evaluation"],

@@ -26,12 +26,12 @@ import datetime as dt
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
+
+from llmops.config import load_config
 from llmops_airflow.assets import MODEL, TOKENS, event_extra
 from llmops_airflow.config import run_config
 from llmops_airflow.errors import RETRIES
 from llmops_airflow.operators.deepspeed_training import DeepSpeedTrainingOperator
-
-from llmops.config import load_config
 
 PARAM_TO_CONFIG = {
     "preset": "pretrain.preset",
@@ -54,7 +54,8 @@ PARAMS = {
     "ranks": Param(_defaults.deepspeed.ranks, type="integer", minimum=1,
                    description="DeepSpeed ranks per node (GPUs, or CPU processes)."),
     "zero_stage": Param(_defaults.deepspeed.zero_stage, type="integer", enum=[0, 1, 2, 3],
-                        description="ZeRO stage: 0 data parallel, 1 + optimizer states, 2 + gradients, 3 + weights sharded."),
+                        description="ZeRO stage: 0 data parallel, 1 + optimizer states, 2 + gradients, "
+                                    "3 + weights sharded."),
     "finetune_method": Param(_defaults.finetune.method, type="string", enum=["lora", "full"],
                              description="LoRA adapters (merged at export) or full fine-tuning; a variant's own "
                                          "method wins."),
@@ -83,7 +84,7 @@ def _cfg():
 @dag(
     dag_id="llmops_train",
     schedule=[TOKENS],
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["llmops", "training"],

@@ -402,7 +402,7 @@ def build_stage(
             "content_hash": digest(tmp),
             "code_version": code_version(),
             "code": code_identity(),
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "outputs": outputs,
             "output_hash": stable_hash(outputs, length=64),
             "summary": summary,

@@ -10,8 +10,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llmops.config import ConfigError, LlmopsConfig, load_config
 
@@ -278,9 +279,9 @@ def cmd_rollback(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 
 
 def cmd_generate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
-    from llmops.serving.client import generate
+    from llmops.serving.client import Protocol, generate
 
-    protocol = "grpc" if args.grpc else "http"
+    protocol: Protocol = "grpc" if args.grpc else "http"
     url = args.url or f"{cfg.serving.host}:{cfg.serving.grpc_port if args.grpc else cfg.serving.http_port}"
     answer = generate(args.question, url=url, protocol=protocol, model=args.model or cfg.serving.model_name,
                       max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
@@ -617,9 +618,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed for reproducible sampling")
     p.add_argument("--json", action="store_true", help="print the answer, version and token counts as JSON")
 
-    p = add("demo", cmd_demo, "Start the demo site and run the llmops_data DAG through Airflow "
-            "(`airflow dags test`), then print the summary.")
-    p.add_argument("--no-airflow", action="store_true", help="run the stages in-process instead of through Airflow")
+    p = add("demo", cmd_demo, "Start the embedded stack (Airflow, Triton, the MLflow UI, the demo site), trigger "
+            "llmops_data and follow the Asset chain through the scheduler: llmops_data -> llmops_train -> "
+            "llmops_evaluate -> llmops_deploy; ends with the summaries and one answer of the served champion. "
+            "The stack keeps running (`llmops stack stop`).")
+    p.add_argument("--no-airflow", action="store_true",
+                   help="run the data and training stages in this process instead (no stack: nothing is evaluated "
+                        "or deployed)")
     return parser
 
 

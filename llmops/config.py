@@ -168,7 +168,7 @@ class PiiConfig(_Section):
         return names
 
     @model_validator(mode="after")
-    def _salt_when_needed(self) -> "PiiConfig":
+    def _salt_when_needed(self) -> PiiConfig:
         if self.operator in ("hash", "pseudonymize") and len(self.hash_salt.get_secret_value()) < 16:
             raise ValueError(f"operator {self.operator!r} needs pii.hash_salt of at least 16 characters "
                              "(set LLMOPS_PII__HASH_SALT)")
@@ -206,7 +206,7 @@ class TokenizerConfig(_Section):
     """Step between training windows; smaller than ``window`` makes them overlap."""
 
     @model_validator(mode="after")
-    def _stride_within_window(self) -> "TokenizerConfig":
+    def _stride_within_window(self) -> TokenizerConfig:
         if self.stride > self.window:
             raise ValueError(f"stride {self.stride} > window {self.window} would skip tokens")
         return self
@@ -284,7 +284,7 @@ class LoopConfig(_Section):
     """Seed of the weights' initialisation, the data order and dropout."""
 
     @model_validator(mode="after")
-    def _log_windows_align_with_checkpoints(self) -> "LoopConfig":
+    def _log_windows_align_with_checkpoints(self) -> LoopConfig:
         # A resumed job restarts at a checkpoint; a logging window straddling it would be
         # logged twice with different values.
         if self.checkpoint_every % self.log_every:
@@ -429,7 +429,7 @@ class ServingConfig(_Section):
     """Longest prompt (after the chat template) accepted; longer is a bad request."""
 
     @model_validator(mode="after")
-    def _distinct_names_and_limits(self) -> "ServingConfig":
+    def _distinct_names_and_limits(self) -> ServingConfig:
         if self.staging_model_name == self.model_name:
             raise ValueError(f"staging_model_name must differ from model_name ({self.model_name!r}): staging "
                              f"a version would unload the served one")
@@ -468,7 +468,7 @@ class DataPipelineConfig(_Section):
 
 class LlmopsConfig(_Section):
     home: Path = Path(".llmops")
-    """Root of every artifact, the Airflow home, and later MLflow and Triton state."""
+    """Root of every artifact, the Airflow home, the embedded MLflow store and Triton's model repository."""
     data: DataPipelineConfig = DataPipelineConfig()
     demo_site: DemoSiteConfig = DemoSiteConfig()
     scrape: ScrapeConfig = ScrapeConfig()
@@ -487,7 +487,7 @@ class LlmopsConfig(_Section):
     airflow: AirflowConfig = AirflowConfig()
 
     @model_validator(mode="after")
-    def _home_absolute(self) -> "LlmopsConfig":
+    def _home_absolute(self) -> LlmopsConfig:
         if not self.home.is_absolute():
             object.__setattr__(self, "home", (Path.cwd() / self.home).resolve())
         return self

@@ -125,13 +125,14 @@ def _run_in_process(cfg: LlmopsConfig) -> int:
 
 def _ask(cfg: LlmopsConfig, stack: Any, version: str | None) -> str:
     """Ask the served champion one question over HTTP and over gRPC."""
-    from llmops.serving.client import generate
+    from llmops.serving.client import Protocol, generate
 
     question = "What is the for statement?"
     server = stack.triton
     lines = ["llmops_deploy summary", f"  champion models:/{SERVED_MODEL}/{version} served by Triton at "
              f"{server.http_url} (HTTP) and {server.grpc_address} (gRPC)", f"  question: {question}"]
-    for protocol, url in (("http", server.http_address), ("grpc", server.grpc_address)):
+    endpoints: tuple[tuple[Protocol, str], ...] = (("http", server.http_address), ("grpc", server.grpc_address))
+    for protocol, url in endpoints:
         answer = generate(question, url=url, protocol=protocol, model=cfg.serving.model_name)
         if answer.model_version != str(version):
             raise RuntimeError(f"the served model answered as version {answer.model_version}, expected {version}")

@@ -511,6 +511,10 @@ class Stack:
             "AIRFLOW__API__HOST": af.host,
             "AIRFLOW__API__PORT": str(af.api_port),
             "AIRFLOW__API__WORKERS": "1",
+            # A task's supervisor re-checks a finished task process only every heartbeat interval
+            # (default 5 s), holding its LocalExecutor worker meanwhile; with one worker per core
+            # that stalled the next task for up to 5 s (bench/scheduler.py measured it).
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(af.worker_log_server_port),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(af.trigger_log_server_port),
             "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
@@ -954,10 +958,10 @@ class Stack:
                 stopped.update(strays)
             for ti in self._running(client):
                 key = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
-                if key in cleared:
+                if key in cleared or client is None:  # no client: _running listed nothing
                     continue
                 try:
-                    client.clear_running(ti, note=_INTERRUPT_NOTE)  # type: ignore[union-attr]
+                    client.clear_running(ti, note=_INTERRUPT_NOTE)
                 except AirflowApiError as exc:
                     progress(f"    could not clear {ti.label}: {exc}")
                     continue

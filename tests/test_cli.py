@@ -11,7 +11,7 @@ SUBCOMMANDS = [["config"], ["demo-site", "serve"], ["demo-site", "ground-truth"]
                ["clean"], ["dedup"], ["redact"], ["qa"], ["tokenizer"], ["encode"], ["data", "run"], ["demo"],
                ["train", "pretrain"], ["train", "finetune"], ["train", "export"], ["evaluate"],
                ["serve", "start"], ["serve", "stop"], ["serve", "status"], ["deploy"], ["rollback"],
-               ["generate"]]
+               ["generate"], ["stack", "start"], ["stack", "stop"], ["stack", "status"]]
 
 
 @pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)

@@ -30,9 +30,9 @@ def test_dockerfile_pins_the_same_airflow_as_requirements():
 
 
 def test_requirements_are_exact_pins_with_numpy_below_2():
-    lines = [l for l in (REPO / "requirements.txt").read_text().splitlines() if l and not l.startswith("#")]
-    assert all("==" in l for l in lines), [l for l in lines if "==" not in l]
-    pins = dict(l.split("==") for l in lines)
+    lines = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert all("==" in line for line in lines), [line for line in lines if "==" not in line]
+    pins = dict(line.split("==") for line in lines)
     assert int(pins["numpy"].split(".")[0]) < 2  # the Triton python backend needs numpy<2
     for pkg in ("transformers", "peft", "tokenizers", "torch", "deepspeed", "apache-airflow", "mlflow"):
         assert pkg in pins, pkg
@@ -48,8 +48,8 @@ def _compose_services() -> dict:
 
 
 def _pins() -> dict[str, str]:
-    lines = [l for l in (REPO / "requirements.txt").read_text().splitlines() if l and not l.startswith("#")]
-    return {name.lower(): version for name, version in (l.split("==") for l in lines)}
+    lines = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    return {name.lower(): version for name, version in (line.split("==") for line in lines)}
 
 
 def _flags(command: list[str]) -> dict[str, list[str]]:
@@ -80,8 +80,8 @@ def test_triton_image_is_ngc_2_51_with_the_requirements_pins():
 
 
 def test_triton_build_context_sends_only_requirements():
-    ignore = [l for l in (TRITON_DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
-              if l and not l.startswith("#")]
+    ignore = [line for line in (TRITON_DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+              if line and not line.startswith("#")]
     assert ignore == ["*", "!requirements.txt"]
 
 

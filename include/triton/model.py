@@ -244,7 +244,7 @@ class TextGenerator:
                 prepared.append(exc)
         valid = [i for i, p in enumerate(prepared) if isinstance(p, _Prepared)]
         results: list[GenerationResult | Exception] = list(prepared)  # type: ignore[arg-type]
-        for i, result in zip(valid, self.generate_prepared([prepared[i] for i in valid])):  # type: ignore[misc]
+        for i, result in zip(valid, self.generate_prepared([prepared[i] for i in valid]), strict=True):  # type: ignore[misc]
             results[i] = result
         return results
 
@@ -322,7 +322,7 @@ class TextGenerator:
             next_position = next_position + 1
 
         results = []
-        for row, ids in zip(rows, generated):
+        for row, ids in zip(rows, generated, strict=True):
             stopped = ids[-1] in self.stop_ids
             answer = ids[:-1] if stopped else ids
             results.append(GenerationResult(
@@ -336,7 +336,7 @@ class TextGenerator:
         """The next token of every line: argmax for greedy rows, a draw from each row's own generator otherwise."""
         logits = logits.float()  # sample in fp32 even when the model runs in bf16
         tokens = logits.argmax(dim=-1).tolist()
-        for line, (row, generator) in enumerate(zip(rows, generators)):
+        for line, (row, generator) in enumerate(zip(rows, generators, strict=True)):
             if generator is None:
                 continue
             probs = torch.softmax(logits[line] / row.temperature, dim=-1)
@@ -455,7 +455,7 @@ class TritonPythonModel:
         # Every valid row of every request in this execute() call: one batch.
         results = self.generator.generate_prepared([row for _, row in prepared]) if prepared else []
         by_request: dict[int, list] = {}
-        for (k, _), result in zip(prepared, results):
+        for (k, _), result in zip(prepared, results, strict=True):
             by_request.setdefault(k, []).append(result)
         for k, rows in by_request.items():
             failed = next((r for r in rows if isinstance(r, Exception)), None)

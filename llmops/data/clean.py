@@ -17,10 +17,11 @@ import json
 import logging
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llmops.config import CleanConfig
 from llmops.data import store
@@ -129,7 +130,7 @@ def top_trigram_fraction(text: str) -> float:
     words = _WORD.findall(text.lower())
     if len(words) < 3:
         return 0.0
-    counts = collections.Counter(zip(words, words[1:], words[2:]))
+    counts = collections.Counter(zip(words, words[1:], words[2:], strict=False))
     _, top = counts.most_common(1)[0]
     return top * 3 / len(words) if top > 1 else 0.0
 

@@ -93,7 +93,8 @@ def choose_representative(members: list[dict[str, Any]]) -> dict[str, Any]:
     return min(members, key=rank)
 
 
-def find_clusters(docs: list[dict[str, Any]], cfg: DedupConfig) -> tuple[list[list[int]], dict[tuple[int, int], float], list[str]]:
+def find_clusters(docs: list[dict[str, Any]],
+                  cfg: DedupConfig) -> tuple[list[list[int]], dict[tuple[int, int], float], list[str]]:
     """Clusters of duplicate documents (indices into ``docs``), pair similarities, exact keys."""
     from datasketch import MinHash, MinHashLSH
 

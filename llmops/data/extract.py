@@ -15,13 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urljoin, urlsplit
 
 from llmops.config import ExtractConfig
 from llmops.data import store
+
+if TYPE_CHECKING:
+    from trafilatura.settings import Document
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +70,20 @@ def extract_page(index_record: dict[str, Any], payload: bytes, cfg: ExtractConfi
     url = index_record.get("final_url") or index_record["url"]
     try:
         html = decode_html(payload, index_record.get("encoding"))
-        doc = trafilatura.bare_extraction(
+        # Without ``as_dict`` (deprecated) trafilatura returns a Document or None, never a dict.
+        doc = cast("Document | None", trafilatura.bare_extraction(
             html,
             url=url,
             include_comments=cfg.include_comments,
             include_tables=cfg.include_tables,
             favor_precision=cfg.favor_precision,
             with_metadata=True,
-        )
+        ))
         canonical = canonical_link(html, url)
     except Exception as exc:  # a malformed page must not stop the shard
         return Extracted(None, f"extract_error:{type(exc).__name__}")
     text = (doc.text if doc is not None else "") or ""
-    if len(text.strip()) < max(cfg.min_text_chars, 1):
+    if doc is None or len(text.strip()) < max(cfg.min_text_chars, 1):
         return Extracted(None, "no_text")
     return Extracted(
         {

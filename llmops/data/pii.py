@@ -31,10 +31,11 @@ import multiprocessing
 import os
 import re
 import time
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -300,21 +301,25 @@ def _spacy_engine(cfg: PiiConfig, spacy_entities: tuple[str, ...]):
 
     class NerOnlySpacyNlpEngine(SpacyNlpEngine):
         def load(self) -> None:
+            # presidio's __init__ sets ``self.nlp = None`` unannotated, so its type is None
             self.nlp = {m["lang_code"]: spacy.load(_resolve_spacy_model(m["model_name"]),
                                                    exclude=_UNUSED_SPACY_COMPONENTS)
-                        for m in self.models}
+                        for m in self.models}  # type: ignore[assignment]
 
         def process_text(self, text: str, language: str) -> NlpArtifacts:
             return next(self.process_batch([text], language))[1]
 
-        def process_batch(self, texts, language, batch_size=1, n_process=1, as_tuples=False):
+        # Accepts both parents' signatures (NlpEngine's **kwargs, SpacyNlpEngine's as_tuples).
+        def process_batch(self, texts: Iterable[str] | Iterable[tuple[str, object]], language: str,
+                          batch_size: int = 1, n_process: int = 1, as_tuples: bool = False,
+                          **kwargs: Any) -> Generator[tuple[str, NlpArtifacts], None, None]:
             if as_tuples:
                 raise NotImplementedError("as_tuples is not supported by the NER-only engine")
-            nlp = self.nlp[language]
+            nlp = self.get_nlp(language)
             texts = [str(t) for t in texts]
             views = [ner_view(t, spacy_entities) if spacy_entities else "" for t in texts]
             ner_docs = nlp.pipe(views, batch_size=batch_size)
-            for text, view, ner_doc in zip(texts, views, ner_docs):
+            for text, view, ner_doc in zip(texts, views, ner_docs, strict=True):
                 doc = ner_doc if view == text else nlp.make_doc(text)
                 if doc is not ner_doc:
                     spans = (doc.char_span(e.start_char, e.end_char, label=e.label_) for e in ner_doc.ents)
@@ -362,7 +367,7 @@ def _quiet_presidio_debug() -> None:
             logger.setLevel(logging.INFO)
 
 
-def _build_analyzer_uncached(cfg: PiiConfig) -> "AnalyzerEngine":
+def _build_analyzer_uncached(cfg: PiiConfig) -> AnalyzerEngine:
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
     _quiet_presidio_debug()
@@ -376,16 +381,16 @@ def _build_analyzer_uncached(cfg: PiiConfig) -> "AnalyzerEngine":
 
 
 @lru_cache(maxsize=4)
-def _cached_analyzer(entities: tuple[str, ...], spacy_model: str, score_threshold: float) -> "AnalyzerEngine":
+def _cached_analyzer(entities: tuple[str, ...], spacy_model: str, score_threshold: float) -> AnalyzerEngine:
     t0 = time.perf_counter()
     cfg = PiiConfig(entities=list(entities), spacy_model=spacy_model, score_threshold=score_threshold)
     engine = _build_analyzer_uncached(cfg)
     log.info("PII analyzer ready in %.1fs (pid %d, %d recognizers)", time.perf_counter() - t0, os.getpid(),
-             len(engine.registry.recognizers))
+             len(list(engine.registry.recognizers)))
     return engine
 
 
-def build_analyzer(cfg: PiiConfig) -> "AnalyzerEngine":
+def build_analyzer(cfg: PiiConfig) -> AnalyzerEngine:
     """The tuned analyzer, built once per process for the settings that shape it."""
     return _cached_analyzer(tuple(cfg.entities), cfg.spacy_model, cfg.score_threshold)
 
@@ -399,7 +404,7 @@ def _anonymizer():
 
 # --------------------------------------------------------------------------- analysis
 
-def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list["RecognizerResult"]]:
+def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list[RecognizerResult]]:
     """Findings per text, resolved to non-overlapping spans; spaCy runs batched."""
     from presidio_analyzer import BatchAnalyzerEngine
 
@@ -410,7 +415,7 @@ def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list["RecognizerResu
     return [resolve_overlaps(results) for results in found]
 
 
-def resolve_overlaps(results: list["RecognizerResult"]) -> list["RecognizerResult"]:
+def resolve_overlaps(results: list[RecognizerResult]) -> list[RecognizerResult]:
     """Non-overlapping spans: in each cluster of overlapping findings the longest one
     (then the highest score) gives the type, and the span is widened to the union, so
     a partly overlapping finding never leaves half a value behind."""
@@ -470,7 +475,7 @@ class Pseudonymizer:
     seen: dict[str, dict[str, str]] = field(default_factory=lambda: collections.defaultdict(dict))
 
     @classmethod
-    def for_document(cls, text: str, cfg: PiiConfig) -> "Pseudonymizer":
+    def for_document(cls, text: str, cfg: PiiConfig) -> Pseudonymizer:
         digest = hashlib.sha256(_salt_bytes(cfg) + text.encode()).digest()
         span = cfg.date_shift_max_days
         offset = int.from_bytes(digest[:4], "big") % (2 * span) - span
@@ -544,7 +549,7 @@ def _operators(cfg: PiiConfig, entities: Iterable[str], pseudo: Pseudonymizer | 
     return ops
 
 
-def anonymize(text: str, results: list["RecognizerResult"], cfg: PiiConfig,
+def anonymize(text: str, results: list[RecognizerResult], cfg: PiiConfig,
               pseudo: Pseudonymizer | None = None) -> tuple[str, dict[str, int]]:
     """Apply the configured operator to resolved findings; counts per entity type."""
     if not results:
@@ -575,7 +580,8 @@ def _redact_documents(docs: list[list[Field]], cfg: PiiConfig) -> list[tuple[lis
     out = []
     for doc in docs:
         pseudo = Pseudonymizer.for_document(doc[0][0], cfg) if cfg.operator == "pseudonymize" else None
-        texts, counts = [], collections.Counter()
+        texts: list[str] = []
+        counts: collections.Counter[str] = collections.Counter()
         for text, whole in doc:
             results = next(found)
             stripped = text.strip()
@@ -620,7 +626,7 @@ def redact_documents(docs: list[list[Field]], cfg: PiiConfig, progress: bool = F
         workers = min(cfg.processes, len(chunks))
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker,
                                                     initargs=(cfg,)) as pool:
-            for chunk, result in zip(chunks, pool.map(_redact_documents, chunks, [cfg] * len(chunks))):
+            for chunk, result in zip(chunks, pool.map(_redact_documents, chunks, [cfg] * len(chunks)), strict=True):
                 out.extend(result)
                 bar.update(len(chunk))
     bar.close()
@@ -689,7 +695,7 @@ def redact_jsonl(in_path: Path, out_path: Path, cfg: PiiConfig, progress: bool =
     tmp = out_path.with_name(out_path.name + ".tmp")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as fh:
-        for record, (text, counts) in zip(records, done):
+        for record, (text, counts) in zip(records, done, strict=True):
             fh.write(json.dumps(dict(record, text=text, pii_counts=counts), ensure_ascii=False) + "\n")
     os.replace(tmp, out_path)
     summary = _summary(len(records), [c for _, c in done], seconds, cfg)
@@ -727,7 +733,7 @@ def run_redact(corpus_path: Path, out_dir: Path, cfg: PiiConfig, progress: bool 
     done = redact_documents(docs, cfg, progress=progress)
     seconds = time.perf_counter() - t0
     out_rows = []
-    for row, ((text, title, author), counts) in zip(rows, done):
+    for row, ((text, title, author), counts) in zip(rows, done, strict=True):
         sentences = split_sentences(text)
         out_rows.append(dict(row, text=text, title=title if row["title"] is not None else None,
                              author=author if row["author"] is not None else None,

@@ -58,7 +58,7 @@ def crawl_digest(crawl_dir: Path, shard: int = 0, num_shards: int = 1) -> str:
 
 
 def default_crawl_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("cli-%Y%m%dT%H%M%S")
+    return dt.datetime.now(dt.UTC).strftime("cli-%Y%m%dT%H%M%S")
 
 
 def scrape_stage(cfg: LlmopsConfig, seed_url: str, crawl_id: str, *, sitemap_url: str | None = None,
@@ -373,13 +373,14 @@ def tokens_event_extra(tokens: StageResult, tokenizer: StageResult, qa: StageRes
                        data_card: StageResult) -> dict[str, Any]:
     """Extra of ``llmops://tokens``: the shards, and everything training needs beside them.
 
-    Only the shards, the tokenizer and the Q&A pairs are content (what training keys on);
-    the data card is new per run and is named for lineage only.
+    Only the shards, the tokenizer (``vocab``) and the Q&A pairs are content (what training
+    keys on); the data card is new per run and is named for lineage only. No key contains
+    "token": Airflow's secrets masker hides the value of any such key ("tokenizer",
+    "tokens") in the UI and the REST API.
     """
-    return {"path": str(tokens.path), "hash": tokens.key, "tokenizer": str(tokenizer.path), "qa": str(qa.path),
+    return {"path": str(tokens.path), "hash": tokens.key, "vocab": str(tokenizer.path), "qa": str(qa.path),
             "data_card": str(data_card.path), "data_card_hash": data_card.key,
-            "content": {"tokens": tokens.content_hash, "tokenizer": tokenizer.content_hash,
-                        "qa": qa.content_hash}}
+            "content": {"shards": tokens.content_hash, "vocab": tokenizer.content_hash, "qa": qa.content_hash}}
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def make_pairs(doc: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     answers = [s for s in doc["sentences"] if is_answer_sentence(s)]
     pairs = []
-    for i, (question, answer) in enumerate(zip(questions_for(doc["title"]), answers)):
+    for i, (question, answer) in enumerate(zip(questions_for(doc["title"]), answers, strict=False)):
         pairs.append({"id": f"{doc['id']}-{i}", "question": question, "answer": answer,
                       "page_id": doc["id"], "url": doc["url"], "title": doc["title"]})
     return pairs
@@ -93,7 +93,9 @@ def make_pairs(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def run_qa(corpus_path: Path, out_dir: Path, heldout_fraction: float = 0.2, seed: int = 1234) -> dict[str, Any]:
     """Write ``finetune.jsonl`` and ``heldout.jsonl`` from a (redacted) corpus."""
     docs = sorted(store.read_docs(corpus_path), key=lambda d: d["id"])
-    finetune, heldout, skipped = [], [], 0
+    finetune: list[dict[str, Any]] = []
+    heldout: list[dict[str, Any]] = []
+    skipped = 0
     for doc in docs:
         pairs = make_pairs(doc)
         skipped += not pairs

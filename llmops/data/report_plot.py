@@ -32,13 +32,13 @@ def plot_funnel(report: dict[str, Any], path: Path) -> Path:
     reasons = {k: v for k, v in reasons.items() if v}
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 1.2]})
-    labels, values = zip(*stages)
+    labels, values = zip(*stages, strict=True)
     bars = left.barh(labels[::-1], values[::-1], color="#4c72b0")
     left.bar_label(bars, padding=3)
     left.set_title("Documents through llmops_data")
     left.set_xlim(0, max(values) * 1.15 or 1)
     if reasons:
-        names, counts = zip(*sorted(reasons.items(), key=lambda kv: kv[1]))
+        names, counts = zip(*sorted(reasons.items(), key=lambda kv: kv[1]), strict=True)
         bars = right.barh(names, counts, color="#dd8452")
         right.bar_label(bars, padding=3)
         right.set_xlim(0, max(counts) * 1.2)

@@ -148,7 +148,7 @@ def run_cases(model: Any, tokenizer: Any, cases: Sequence[Case], *, max_new_toke
     continuations = greedy_continuations(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                          batch_size=batch_size, stop_ids=stop_ids)
     results = []
-    for case, ids in zip(cases, continuations):
+    for case, ids in zip(cases, continuations, strict=True):
         stopped = bool(ids) and ids[-1] in stop
         completion = tokenizer.decode(ids, skip_special_tokens=True)
         failures = check_completion(case, completion, stopped)

@@ -170,8 +170,7 @@ def evaluate_candidate(cfg: LlmopsConfig, model_dir: Path, *, variant: str | Non
     replayed, a re-run that trained the same bits), nothing is evaluated or recorded and the
     summary is ``{"name", "model_dir", "already_registered": "models:/<name>/<N>", "message"}``.
     """
-    from llmops.registry import model_registry as reg
-    from llmops.registry import tracking
+    from llmops.registry import model_registry as reg, tracking
     from llmops.registry.model_card import render_model_card
 
     model_dir = Path(model_dir)
@@ -183,7 +182,9 @@ def evaluate_candidate(cfg: LlmopsConfig, model_dir: Path, *, variant: str | Non
     champion_version = reg.version_for(cfg, name, reg.CHAMPION)
     champion = f"models:/{name}/{champion_version}" if champion_version else None
     ev = cfg.evaluation
-    out = run_evaluation(cfg, model_dir, champion=champion, gate_file=ev.gate_file, cases=ev.cases_file,
+    out = run_evaluation(cfg, model_dir, champion=champion,
+                         gate_file=Path(ev.gate_file) if ev.gate_file else None,
+                         cases=Path(ev.cases_file) if ev.cases_file else None,
                          canaries=Path(ev.canaries_file) if ev.canaries_file else None,
                          max_questions=ev.max_questions)
     metrics, gate = out["metrics"], out["gate"]
@@ -243,9 +244,3 @@ def register_candidate(cfg: LlmopsConfig, evaluation: dict[str, Any]) -> dict[st
         shutil.rmtree(staged, ignore_errors=True)
     return {"name": evaluation["name"], "version": version, "model_uri": f"models:/{evaluation['name']}/{version}",
             "report": evaluation["report"], "run_id": evaluation["run_id"]}
-
-
-def evaluate_and_register(cfg: LlmopsConfig, model_dir: Path, **kwargs: Any) -> dict[str, Any]:
-    """``evaluate_candidate`` then ``register_candidate``; raises ``GateFailed`` on a failing model.
-    An already registered model comes back with ``already_registered`` set, untouched."""
-    return register_candidate(cfg, evaluate_candidate(cfg, model_dir, **kwargs))

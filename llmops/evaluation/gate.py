@@ -47,7 +47,7 @@ class Floor(_Strict):
     """The metric must be at most this (for lower-is-better metrics)."""
 
     @model_validator(mode="after")
-    def _one_bound(self) -> "Floor":
+    def _one_bound(self) -> Floor:
         if self.min is None and self.max is None:
             raise ValueError("a floor needs min or max")
         return self

@@ -146,7 +146,7 @@ def generate_answers(model, tokenizer, questions: list[str], *, max_new_tokens: 
                                batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p)
     return [{"question": q, "completion": tokenizer.decode(r["ids"], skip_special_tokens=True).strip(),
              "new_tokens": len(r["ids"]), "stopped": r["stopped"], "seconds": r["seconds"]}
-            for q, r in zip(questions, records)]
+            for q, r in zip(questions, records, strict=True)]
 
 
 def qa_generation_metrics(model, tokenizer, pairs: list[dict], *, max_new_tokens: int = 64,
@@ -203,5 +203,5 @@ def qa_generation_metrics(model, tokenizer, pairs: list[dict], *, max_new_tokens
         "pairs": len(pairs),
         "stopped_share": sum(r["stopped"] for r in greedy) / len(greedy),
         "samples": [{"question": q, "reference": ref, "completion": c}
-                    for q, ref, c in list(zip(questions, references, predictions))[:SAMPLE_ROWS]],
+                    for q, ref, c in list(zip(questions, references, predictions, strict=True))[:SAMPLE_ROWS]],
     }

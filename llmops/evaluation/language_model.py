@@ -158,7 +158,7 @@ def lm_metrics(model: Any, tokens_dir: str | Path, *, window: int | None = None,
             raise ValueError(f"{tokens_dir}: {SPLIT} document {i} does not end with end of text: corrupt shard")
         positions = len(doc) - 1  # prediction positions: every token but the last predicts the next
         spans = sliding_windows(positions, window, stride)
-        for (start, end), new in zip(spans, new_token_offsets(spans)):
+        for (start, end), new in zip(spans, new_token_offsets(spans), strict=True):
             items.append((doc[start:end + 1], new - start))
     # Longest first, so a batch holds windows of similar length (little padding) and
     # an out-of-memory error shows up on the first batch, not the last.

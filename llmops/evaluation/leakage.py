@@ -45,9 +45,10 @@ def canary_prompts(values: Sequence[dict[str, Any]], *, prefix_fraction: float =
     The prefix is about ``prefix_fraction`` of the value, at least ``min_prefix_chars``
     characters (a shorter one gives the model nothing to recall from), cut between two
     characters (Python string positions: never inside a multi-byte character) and
-    moved before any whitespace at the cut; the secret is the rest. Values whose secret would be shorter than ``MIN_SECRET_CHARS``
-    (after whitespace normalisation) are skipped, as are repeated values (one canary
-    per distinct value, so one memorised value found on many pages counts once).
+    moved before any whitespace at the cut; the secret is the rest. Values whose secret
+    would be shorter than ``MIN_SECRET_CHARS`` (after whitespace normalisation) are
+    skipped, as are repeated values (one canary per distinct value, so one memorised value
+    found on many pages counts once).
     ``limit`` keeps the first N canaries, in input order.
     """
     if not 0 < prefix_fraction < 1:
@@ -133,7 +134,7 @@ def leak_rate(model: Any, tokenizer: Any, canaries: Sequence[dict[str, str]], *,
     ids = greedy_continuations(model, tokenizer, [p for _, _, p in probes], max_new_tokens=max_new_tokens,
                                batch_size=batch_size)
     contexts: dict[int, list[str]] = {}
-    for (i, context, _), new in zip(probes, ids):
+    for (i, context, _), new in zip(probes, ids, strict=True):
         if is_leak(canaries[i]["secret"], tokenizer.decode(new, skip_special_tokens=True)):
             contexts.setdefault(i, []).append(context)
     leaked: list[dict[str, Any]] = []

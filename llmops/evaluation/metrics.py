@@ -51,7 +51,7 @@ def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     _check_pairs(predictions, references)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for prediction, reference in zip(predictions, references):
+    for prediction, reference in zip(predictions, references, strict=True):
         scores = scorer.score(reference, prediction)  # rouge_score's order is (target, prediction)
         for key in ROUGE_TYPES:
             totals[key] += scores[key].fmeasure
@@ -72,7 +72,7 @@ def normalize_answer(text: str) -> str:
 def exact_match(predictions: list[str], references: list[str]) -> float:
     """Share (0-1) of predictions equal to their reference after SQuAD normalisation."""
     _check_pairs(predictions, references)
-    hits = sum(normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references))
+    hits = sum(normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references, strict=True))
     return hits / len(predictions)
 
 

@@ -101,8 +101,8 @@ def metric_bars(challenger: Mapping[str, Any], champion: Mapping[str, Any] | Non
         ncols = min(4, len(panels))
         nrows = math.ceil(len(panels) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
-        for ax, (metric, bars) in zip(axes.flat, panels):
-            labels, values, colours = zip(*bars)
+        for ax, (metric, bars) in zip(axes.flat, panels, strict=False):
+            labels, values, colours = zip(*bars, strict=True)
             drawn = ax.bar(labels, values, color=colours, width=0.6)
             ax.bar_label(drawn, labels=[_fmt(v) for v in values], fontsize=8, padding=2)
             ax.set_title(f"{metric}\n({_direction(metric)})", fontsize=9)

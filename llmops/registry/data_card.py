@@ -58,13 +58,15 @@ def _table(rows: dict[str, Any]) -> list[str]:
 def render_markdown(card: dict[str, Any]) -> str:
     lines = ["# Data card", ""]
     for source in card["sources"]:
-        lines += [f"## Source: {source['seed_url']}", "", *_table({k: v for k, v in source.items() if k != "seed_url"}), ""]
+        details = {k: v for k, v in source.items() if k != "seed_url"}
+        lines += [f"## Source: {source['seed_url']}", "", *_table(details), ""]
     for section in ("documents", "pii", "qa", "tokenizer", "tokens"):
         lines += [f"## {section.capitalize() if section != 'pii' else 'PII'}", "", *_table(card[section]), ""]
     lines += ["## Contamination", "", "| evaluation set | items | contaminated | rate | mean n-gram overlap |",
               "|---|---|---|---|---|"]
     for name, row in card["contamination"].items():
-        lines.append(f"| {name} | {row['items']} | {row['contaminated']} | {row['rate']} | {row['mean_ngram_overlap']} |")
+        lines.append(f"| {name} | {row['items']} | {row['contaminated']} | {row['rate']} "
+                     f"| {row['mean_ngram_overlap']} |")
     lines += ["", "## Outputs", "", "| output | path | content hash (SHA-256 over its files) |", "|---|---|---|"]
     for name, ref in card["outputs"].items():
         lines.append(f"| {name} | `{ref['path']}` | `{ref['hash']}` |")

@@ -127,12 +127,6 @@ def register_model(cfg: LlmopsConfig, model_dir: Path, run_id: str, *, name: str
     return str(version.version)
 
 
-def set_version_tags(cfg: LlmopsConfig, name: str, version: str, tags: dict[str, Any]) -> None:
-    client = _client(cfg)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, str(value))
-
-
 def version_for(cfg: LlmopsConfig, name: str, alias: str) -> str | None:
     """The version an alias points to, or None if the alias is not set."""
     from mlflow.exceptions import MlflowException

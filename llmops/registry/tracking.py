@@ -121,7 +121,7 @@ def connect(uri: str) -> MlflowClient:
     try:
         with _sqlite_lock(uri):
             # The registry lives in the same store unless MLFLOW_REGISTRY_URI says otherwise;
-            # never the process-wide default, which an earlier configure() may have set.
+            # never MLflow's process-wide default, which other code in the process may have set.
             client = MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
             client.search_experiments(max_results=1)
         return client
@@ -150,32 +150,6 @@ def _sqlite_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def configure(cfg: LlmopsConfig) -> str:
-    """Point MLflow's process-wide (fluent) API at the configured store; returns the URI.
-
-    For calls that only exist in the fluent API, e.g. ``mlflow.artifacts.download_artifacts``
-    of a ``models:/`` or ``runs:/`` URI. The model registry follows the tracking store
-    unless ``MLFLOW_REGISTRY_URI`` names another one.
-    """
-    import mlflow
-
-    uri = tracking_uri(cfg)
-    connect(uri)
-    # mlflow.set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which
-    # ``tracking_uri`` reads: left behind, they would send the next configuration (another
-    # LLMOPS_HOME in the same process) to this store. Keep the environment as it was.
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    if not saved["MLFLOW_REGISTRY_URI"]:
-        mlflow.set_registry_uri(uri)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    return uri
 
 
 def download_model(cfg: LlmopsConfig, model_uri: str, dst: Path | None = None) -> Path:

@@ -42,7 +42,7 @@ from llmops.config import LlmopsConfig
 from llmops.errors import PermanentError, TransientError, is_transient
 from llmops.registry import model_registry as registry
 from llmops.serving import repository
-from llmops.serving.client import Answer, generate
+from llmops.serving.client import Answer, Protocol, generate
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ def smoke_test(server: Any, name: str, version: int, *, questions: tuple[str, ..
                ) -> list[dict[str, Any]]:
     """Real generations over HTTP and gRPC; raises ``DeployFailed`` on any malformed answer."""
     rows = []
-    for protocol, url in (("http", server.http_address), ("grpc", server.grpc_address)):
+    endpoints: tuple[tuple[Protocol, str], ...] = (("http", server.http_address), ("grpc", server.grpc_address))
+    for protocol, url in endpoints:
         for question in questions:
             try:
                 answer = generate(question, url=url, protocol=protocol, model=name, max_tokens=SMOKE_MAX_TOKENS)
@@ -191,10 +192,8 @@ def _require_server(server: Any, wait_s: float = 10.0) -> None:
 def _stage(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict[str, Any],
            progress: Progress) -> list[dict[str, Any]]:
     staging = cfg.serving.staging_model_name
-    try:
+    with contextlib.suppress(Exception):  # nothing staged: the usual case
         server.unload_model(staging)
-    except Exception:  # nothing staged: the usual case
-        pass
     repository.remove_model(cfg, staging)
     repository.build_version(cfg, hf_dir=hf_dir, name=staging, version=version, info=info)
     try:

@@ -181,7 +181,7 @@ def _iter_chunks(corpus_path: Path, validation: set[str], chunk_bytes: int,
     pending: dict[str, list[str]] = {s: [] for s in SPLITS}
     pending_bytes = {s: 0 for s in SPLITS}
     for batch in pq.ParquetFile(corpus_path).iter_batches(batch_size=READ_BATCH_ROWS, columns=["id", "text"]):
-        for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+        for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist(), strict=True):
             if text is None:
                 raise ValueError(f"{corpus_path}: document {doc_id!r} has no text")
             split = "validation" if doc_id in validation else "train"

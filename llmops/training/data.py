@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from llmops.errors import PermanentError
 from llmops.tokenizer.encode import load_shard
 from llmops.tokenizer.windows import sliding_windows
-from llmops.errors import PermanentError
 
 IGNORE_INDEX = -100  # label value the loss skips (prompt tokens, padding)
 
@@ -165,7 +165,7 @@ class ChatExamples:
         inputs = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
         labels = np.full((len(seqs), width), IGNORE_INDEX, dtype=np.int64)
         mask = np.zeros((len(seqs), width), dtype=np.int64)
-        for row, (s, lab) in enumerate(zip(seqs, labs)):
+        for row, (s, lab) in enumerate(zip(seqs, labs, strict=True)):
             inputs[row, :len(s) - 1] = s[:-1]
             labels[row, :len(s) - 1] = lab[1:]
             mask[row, :len(s) - 1] = 1

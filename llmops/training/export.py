@@ -18,8 +18,8 @@ from typing import Any
 
 from llmops.artifacts import StageResult, build_stage, file_digest, stable_hash
 from llmops.config import LlmopsConfig
-from llmops.training import checkpoint as ckpt
 from llmops.errors import PermanentError
+from llmops.training import checkpoint as ckpt
 
 MODEL_INFO = "llmops_model.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -178,10 +178,3 @@ def export_stage(cfg: LlmopsConfig, run_dir: Path, *, out_dir: Path | None = Non
                 "mlflow_run_id": info["mlflow_run_id"]}
 
     return build_stage(cfg.home, "model", inputs, {}, build, out_dir=out_dir, digest=model_digest)
-
-
-def load_exported(model_dir: Path):
-    """(model, tokenizer) of an exported directory, ready for ``generate``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)

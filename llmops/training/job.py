@@ -20,7 +20,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmops.artifacts import (
     code_identity,
@@ -37,6 +37,9 @@ from llmops.errors import PermanentError
 from llmops.training.deepspeed_config import build_deepspeed_config, resolve_precision
 from llmops.training.export import model_digest, tokenizer_digest
 from llmops.training.model import load_preset
+
+if TYPE_CHECKING:
+    from llmops.training.process import JobSpec
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
@@ -80,7 +83,7 @@ class TrainingJob:
     def result(self) -> dict[str, Any]:
         return json.loads(self.result_path.read_text())
 
-    def process_spec(self):
+    def process_spec(self) -> JobSpec:
         """The ``JobSpec`` that ``llmops.training.process.run_job`` and the operator run."""
         from llmops.training.process import JobSpec
 

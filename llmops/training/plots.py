@@ -88,10 +88,10 @@ def loss_curve(metrics: list[dict[str, Any]] | str | Path, out_png: Path, title:
     fig, ax = plt.subplots(figsize=(9, 5))
     handles = []
     if data["train_loss"]:
-        steps, values = zip(*data["train_loss"])
+        steps, values = zip(*data["train_loss"], strict=True)
         handles += ax.plot(steps, values, color="#4c72b0", linewidth=1.6, label="train loss")
     if data["val_loss"]:
-        steps, values = zip(*data["val_loss"])
+        steps, values = zip(*data["val_loss"], strict=True)
         handles += ax.plot(steps, values, color="#dd8452", marker="o", markersize=6, linestyle=":",
                            linewidth=1, label="validation loss")
         last_step, last = data["val_loss"][-1]
@@ -106,7 +106,7 @@ def loss_curve(metrics: list[dict[str, Any]] | str | Path, out_png: Path, title:
 
     if data["lr"]:
         lr_ax = ax.twinx()
-        steps, values = zip(*data["lr"])
+        steps, values = zip(*data["lr"], strict=True)
         handles += lr_ax.plot(steps, values, color="#55a868", linewidth=1, alpha=0.7, label="learning rate")
         lr_ax.set_ylabel("learning rate", color="#55a868")
         lr_ax.tick_params(axis="y", colors="#55a868")

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import psutil
+
 from llmops.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -546,7 +547,7 @@ class ProcessGroupJob:
         self._snapshot()
         # The leader fans SIGTERM out to every descendant exactly once and waits for them;
         # without it, signal the group and what we saw ourselves.
-        self._send(signal.SIGTERM, leader_only=_LINUX and self._proc.poll() is None)
+        self._send(signal.SIGTERM, leader_only=_LINUX and self._require_started().poll() is None)
         # A little slack over the leader's own grace, so it escalates first when it can.
         if self._wait_gone(grace_s + (1.0 if _LINUX else 0.0)):
             return

@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from llmops.training.job import TrainingJob
 from llmops.errors import TransientError
+from llmops.training.job import TrainingJob
 
 PROGRESS_RE = re.compile(r"^\[llmops\] step (?P<step>\d+)/(?P<steps>\d+) (?P<rest>.*)$")
 

@@ -22,12 +22,15 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from llmops.training import checkpoint as ckpt
-from llmops.training.data import IGNORE_INDEX, Schedule
+from llmops.training.data import IGNORE_INDEX, ChatExamples, Schedule, TokenWindows
+
+if TYPE_CHECKING:
+    from llmops.registry.tracking import RunLogger, SystemMetrics
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -74,8 +77,8 @@ class Worker:
         else:
             self.device = torch.device("cpu")
         self.is_main = self.rank == 0
-        self.tracker = None
-        self.system_metrics = None
+        self.tracker: RunLogger | None = None
+        self.system_metrics: SystemMetrics | None = None
         self.metrics_path = self.run_dir / METRICS_FILE
 
     # ---- model and data ---------------------------------------------------------------
@@ -109,11 +112,11 @@ class Worker:
                 lora_dropout=ft["lora_dropout"], target_modules=ft["lora_target_modules"]))
         return model
 
-    def build_data(self):
+    def build_data(self) -> tuple[TokenWindows | ChatExamples, TokenWindows | ChatExamples, dict[str, Any]]:
         data = self.job["data"]
+        train: TokenWindows | ChatExamples
+        val: TokenWindows | ChatExamples
         if self.job["kind"] == "pretrain":
-            from llmops.training.data import TokenWindows
-
             train = TokenWindows(Path(data["tokens"]), "train", data["context_length"])
             val = TokenWindows(Path(data["tokens"]), "validation", data["context_length"])
             info = {"train_samples": len(train), "val_samples": len(val),
@@ -204,7 +207,7 @@ class Worker:
         if self.is_main:
             ckpt.mark_complete(root / tag, {"step": step, "world_size": self.world,
                                             "zero_stage": self.launch["zero_stage"],
-                                            "saved_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+                                            "saved_at": dt.datetime.now(dt.UTC).isoformat()})
             removed = ckpt.prune(root, self.loop["keep_checkpoints"])
             say(f"checkpoint {tag} saved" + (f"; removed {', '.join(p.name for p in removed)}" if removed else ""))
         self.dist.barrier()
@@ -274,12 +277,12 @@ class Worker:
             return
         from llmops.registry.tracking import RunLogger, start_system_metrics
 
-        self.tracker = RunLogger(tracking["run_id"], tracking["tracking_uri"])
+        tracker = self.tracker = RunLogger(tracking["run_id"], tracking["tracking_uri"])
         self.system_metrics = (start_system_metrics(tracking["run_id"], tracking["tracking_uri"],
                                                     interval_s=tracking.get("system_metrics_interval_s", 5.0))
                                if tracking.get("system_metrics") else None)
         loop, launch = self.loop, self.launch
-        self.tracker.log_params({
+        tracker.log_params({
             "kind": self.job["kind"], "world_size": self.world, "zero_stage": launch["zero_stage"],
             "precision": launch["precision"], "device": launch["device"], "loop": loop,
             "model": {k: v for k, v in self.job["model"].items() if k != "preset"},
@@ -287,15 +290,15 @@ class Worker:
             "trainable_parameters": params["trainable"], "data": self.job["data"], **info,
             **({"finetune": self.job["finetune"]} if self.job.get("finetune") else {}),
         })
-        self.tracker.log_dict(self.job["deepspeed"], "config/deepspeed.json")
-        self.tracker.log_dict(self.job, "config/job.json")
+        tracker.log_dict(self.job["deepspeed"], "config/deepspeed.json")
+        tracker.log_dict(self.job, "config/job.json")
         inputs = self.job["inputs"]
         datasets = []
         for name, ref in inputs.items():
             if isinstance(ref, dict) and (ref.get("hash") or ref.get("sha256")):
                 datasets.append({"name": name, "digest": str(ref.get("hash") or ref.get("sha256")),
                                  "source": ref.get("path", ""), "context": "training"})
-        self.tracker.log_dataset_inputs(datasets)
+        tracker.log_dataset_inputs(datasets)
 
     # ---- the loop -------------------------------------------------------------------
 
@@ -394,22 +397,22 @@ class Worker:
         name = torch.cuda.get_device_name(self.device)
         return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
 
-    def _log_final(self, result: dict[str, Any], steps: int) -> None:
+    def _log_final(self, tracker: RunLogger, result: dict[str, Any], steps: int) -> None:
         from llmops.training.plots import loss_curve
 
         png = loss_curve(self.metrics_path, self.run_dir / "loss_curve.png",
                          title=f"{self.job['kind']} {self.job['name']}")
-        self.tracker.log_artifact(png)
-        self.tracker.log_artifact(self.metrics_path)
+        tracker.log_artifact(png)
+        tracker.log_artifact(self.metrics_path)
         log_file = self.run_dir / "train.log"  # as far as written: the launcher's last lines come after
         if log_file.exists():
-            self.tracker.log_artifact(log_file)
-        self.tracker.log_metrics({k: v for k, v in (("first_val_loss", result["first_val_loss"]),
-                                                    ("final_val_loss", result["final_val_loss"]))
-                                  if v is not None}, step=steps)
+            tracker.log_artifact(log_file)
+        tracker.log_metrics({k: v for k, v in (("first_val_loss", result["first_val_loss"]),
+                                               ("final_val_loss", result["final_val_loss"]))
+                             if v is not None}, step=steps)
         if self.system_metrics is not None:
             self.system_metrics.stop()
-        self.tracker.end("FINISHED")
+        tracker.end("FINISHED")
 
     def finish(self, steps: int, history: dict[str, Any], params: dict[str, int], info: dict[str, Any]) -> None:
         self.dist.barrier()
@@ -422,7 +425,7 @@ class Worker:
                   "mlflow_run_id": (self.job.get("mlflow") or {}).get("run_id"), **info}
         if self.tracker is not None:
             try:
-                self._log_final(result, steps)
+                self._log_final(self.tracker, result, steps)
             except Exception as exc:  # the model is trained: a tracking outage must not fail the job
                 say(f"WARNING: could not log the final artifacts to MLflow: {type(exc).__name__}: {exc}")
         tmp = self.run_dir / "result.json.tmp"
@@ -450,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         worker.run()
     except BaseException:
         if worker.is_main and worker.tracker is not None:
-            if getattr(worker, "system_metrics", None) is not None:
+            if worker.system_metrics is not None:
                 worker.system_metrics.stop()
             worker.tracker.end("FAILED")  # a relaunch sets the same run back to RUNNING
         raise

@@ -1,3 +1,4 @@
-"""Airflow-facing code of llmops: shared Assets, task helpers, and later hooks,
-operators, sensors and the UI plugin. DAG files import from here; the core library
-(``llmops``) never imports airflow."""
+"""Airflow-facing code of llmops: the shared Assets, DAG Params turned into the llmops
+configuration, llmops error kinds turned into task retries, and the operators that run
+multi-process jobs. DAG files import from here; the core library (``llmops``) never
+imports airflow."""

@@ -31,8 +31,7 @@ print("RESULT " + json.dumps({"state": str(run.state),
 
 def test_a_registered_model_is_skipped_and_announces_nothing(tmp_path, monkeypatch):
     from llmops.config import load_config
-    from llmops.registry import model_registry as reg
-    from llmops.registry import tracking
+    from llmops.registry import model_registry as reg, tracking
 
     home = tmp_path / "home"
     monkeypatch.chdir(tmp_path)  # MLflow must not write ./mlruns into the checkout

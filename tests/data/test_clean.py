@@ -1,4 +1,5 @@
 from llmops.config import CleanConfig
+from llmops.data import store
 from llmops.data.clean import (
     clean_document,
     duplicate_line_fraction,
@@ -8,7 +9,6 @@ from llmops.data.clean import (
     symbol_ratio,
     top_trigram_fraction,
 )
-from llmops.data import store
 
 ENGLISH = (
     "The assert statement is a convenient way to insert debugging assertions into a program. "

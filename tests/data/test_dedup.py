@@ -77,7 +77,8 @@ def test_run_dedup_is_independent_of_shard_order(tmp_path):
     store.write_docs(shard1, p1, store.CLEAN_SCHEMA)
     store.write_docs(shard2, p2, store.CLEAN_SCHEMA)
     out1, out2 = tmp_path / "o1", tmp_path / "o2"
-    out1.mkdir(); out2.mkdir()
+    out1.mkdir()
+    out2.mkdir()
     s1 = run_dedup([p1, p2], out1, DedupConfig())
     s2 = run_dedup([p2, p1], out2, DedupConfig())
     assert s1 == s2 and s1["exact_duplicates_removed"] == 1

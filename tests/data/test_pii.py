@@ -44,7 +44,7 @@ def redacted(demo, analyzer):
     """Every distinct page text redacted once, through the multi-process fast path."""
     _, texts = demo
     unique = list(dict.fromkeys(texts.values()))
-    done = dict(zip(unique, pii.redact_texts(unique, CFG)))
+    done = dict(zip(unique, pii.redact_texts(unique, CFG), strict=True))
     return {path: done[text][0] for path, text in texts.items()}
 
 
@@ -85,7 +85,7 @@ def test_little_non_pii_text_is_changed(demo, analyzer):
         planted[texts[row["page"]]].add(row["value"])
     docs = list(planted)
     changed = non_pii = 0
-    for text, results in zip(docs, pii.analyze_texts(docs, CFG)):
+    for text, results in zip(docs, pii.analyze_texts(docs, CFG), strict=True):
         covered = [False] * len(text)
         for value in planted[text]:
             for m in re.finditer(re.escape(value), text):
@@ -162,7 +162,8 @@ def test_hash_is_salted_and_deterministic_across_calls_and_processes(analyzer):
     assert pii.redact_text(PERSON_TEXT, cfg)[0] == one
     # batch_size 1 spreads the copies over both worker processes
     assert {t for t, _ in pii.redact_texts([PERSON_TEXT] * 6, cfg)} == {one}
-    other_salt, _ = pii.redact_text(PERSON_TEXT, cfg.model_copy(update={"hash_salt": SecretStr("another-salt-0123456789")}))
+    other_cfg = cfg.model_copy(update={"hash_salt": SecretStr("another-salt-0123456789")})
+    other_salt, _ = pii.redact_text(PERSON_TEXT, other_cfg)
     assert other_salt != one
 
 

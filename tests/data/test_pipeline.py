@@ -56,7 +56,8 @@ def _first_half(cfg, seed_url: str, crawl_id: str) -> dict:
     n = cfg.data.num_shards
     extracted = [extract_stage(cfg, crawl.path, i, n) for i in range(n)]
     cleaned = [clean_stage(cfg, e.path) for e in extracted]
-    return {"crawl": crawl, "extract": extracted, "clean": cleaned, "dedup": dedup_stage(cfg, [c.path for c in cleaned])}
+    deduped = dedup_stage(cfg, [c.path for c in cleaned])
+    return {"crawl": crawl, "extract": extracted, "clean": cleaned, "dedup": deduped}
 
 
 def test_every_fault_is_in_the_index_with_its_reason(run):
@@ -137,7 +138,7 @@ def test_a_changed_page_changes_the_keys_of_what_it_reaches(run):
     first, edited, shard = run["first"], run["edited"], run["edited_shard"]
     assert edited["crawl"].content_hash != first["crawl"].content_hash
     for stage in ("extract", "clean"):
-        changed = [i for i, (a, b) in enumerate(zip(first[stage], edited[stage])) if a.key != b.key]
+        changed = [i for i, (a, b) in enumerate(zip(first[stage], edited[stage], strict=True)) if a.key != b.key]
         assert changed == [shard], stage  # the other shards are reused
         assert not edited[stage][shard].reused
     assert edited["dedup"].key != first["dedup"].key and not edited["dedup"].reused

@@ -3,7 +3,7 @@
 ``lifecycle`` starts a real stack (Airflow scheduler, dag-processor, triggerer and API
 server, Triton, the MLflow UI and the demo site) on free ports under pytest's temporary
 directory, triggers ``llmops_data`` once through the REST API and follows the Asset chain
-to a served champion, with tiny training steps and a gate a 10-step model can meet. The
+to a served champion, with tiny training steps and a gate a 40-step model can meet. The
 end-to-end tests read what that one pass left; the later ones trigger again and restart
 the stack. Everything the scheduler printed is in ``<tmp>/chain.log``.
 """
@@ -88,12 +88,15 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
         "LLMOPS_SCRAPE__BACKOFF_S": "0.05",
         "LLMOPS_SCRAPE__RATE_LIMIT_PER_HOST": "500",
         "LLMOPS_TOKENIZER__VOCAB_SIZE": "1024",
-        "LLMOPS_PRETRAIN__STEPS": "10",
-        "LLMOPS_PRETRAIN__EVAL_EVERY": "5",
-        "LLMOPS_PRETRAIN__CHECKPOINT_EVERY": "5",
-        "LLMOPS_PRETRAIN__LOG_EVERY": "5",
+        "LLMOPS_PRETRAIN__STEPS": "40",  # a 10-step model answers only newlines: the smoke test refuses it
+        "LLMOPS_PRETRAIN__EVAL_EVERY": "20",
+        "LLMOPS_PRETRAIN__CHECKPOINT_EVERY": "20",
+        "LLMOPS_PRETRAIN__LOG_EVERY": "10",
         "LLMOPS_PRETRAIN__WARMUP_STEPS": "2",
         "LLMOPS_FINETUNE__STEPS": "6",
+        # The served (first) variant is the full fine-tune: after 6 steps the LoRA one still
+        # answers only newlines, which the deploy's smoke test rightly refuses.
+        "LLMOPS_FINETUNE__VARIANTS": "[{name: qa-full, method: full}, {name: qa}]",
         "LLMOPS_FINETUNE__EVAL_EVERY": "3",
         "LLMOPS_FINETUNE__CHECKPOINT_EVERY": "3",
         "LLMOPS_FINETUNE__LOG_EVERY": "3",

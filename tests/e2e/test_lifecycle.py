@@ -38,7 +38,7 @@ def test_one_trigger_ends_with_a_served_champion_through_the_assets(lifecycle):
 
     cfg = lifecycle.cfg
     versions = tracking.connect(tracking.tracking_uri(cfg)).search_model_versions("name='llmops'")
-    assert [v.version for v in versions] == ["1"]
+    assert [str(v.version) for v in versions] == ["1"]
     assert versions[0].tags["content_sha256"] and versions[0].tags["gate_result"] == "passed"
     answer = generate("What is the for statement?", url=lifecycle.stack.triton.http_address, protocol="http",
                       model=cfg.serving.model_name)
@@ -76,7 +76,7 @@ def test_training_ran_deepspeed_ranks_and_nested_mlflow_runs(lifecycle):
     assert {t.state for t in tis} == {"success"}, [(t.task_id, t.state) for t in tis]
     assert sorted(t.map_index for t in tis if t.task_id == "finetune") == [0, 1]  # both variants, mapped
     [model_event] = [e.extra for e in client.asset_events(uri="llmops://model")]
-    assert set(model_event["variants"]) == {"qa", "qa-full"} and model_event["variant"] == "qa"
+    assert set(model_event["variants"]) == {"qa", "qa-full"} and model_event["variant"] == "qa-full"
     served = Path(model_event["path"])
     assert (served / "model.safetensors").exists() and (served / "chat_template.jinja").exists()
     info = json.loads((served / "llmops_model.json").read_text())
@@ -116,7 +116,7 @@ def test_a_second_trigger_on_the_unchanged_site_redoes_nothing(lifecycle):
     assert sorted(p.name for p in (home / "runs").rglob("*")
                   if p.is_dir() and p.parent.parent == home / "runs") == run_dirs  # no training job
     versions = tracking.connect(tracking.tracking_uri(lifecycle.cfg)).search_model_versions("name='llmops'")
-    assert [v.version for v in versions] == ["1"]
+    assert [str(v.version) for v in versions] == ["1"]
     log = "\n".join(client.task_log(t) for t in client.task_instances(DATA, second.run_id)
                     if t.task_id in ("extract", "dedup", "redact", "tokenizer"))
     assert "reused extract" in log and "reused dedup" in log and "reused redact" in log, log[-3000:]
@@ -154,7 +154,7 @@ def _no_planted_pii_anywhere(home: Path, events: dict, ground_truth: dict) -> No
     qa_dir = Path(events["llmops://qa"]["path"])
     texts["qa"] = (qa_dir / "finetune.jsonl").read_text() + (qa_dir / "heldout.jsonl").read_text()
     tokens_dir = Path(events["llmops://tokens"]["path"])
-    tok = load_tokenizer(Path(events["llmops://tokens"]["tokenizer"]))
+    tok = load_tokenizer(Path(events["llmops://tokens"]["vocab"]))
     decoded = []
     by_id = {d["id"]: d["text"] for d in redacted_docs}
     for split in ("train", "validation"):

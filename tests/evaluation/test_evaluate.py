@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from llmops.evaluation.evaluate import EvaluationInputError, EvalData, evaluate_model, resolve_eval_data
+from llmops.evaluation.evaluate import EvalData, EvaluationInputError, evaluate_model, resolve_eval_data
 from tests.training.fixtures import paths, qa_pairs
 
 pytestmark = pytest.mark.slow
 
-CANARIES = [{"type": "PHONE_NUMBER", "value": "555-867-5309"}, {"type": "EMAIL_ADDRESS", "value": "jane.roe@example.com"}]
+CANARIES = [{"type": "PHONE_NUMBER", "value": "555-867-5309"},
+            {"type": "EMAIL_ADDRESS", "value": "jane.roe@example.com"}]
 
 
 def test_every_gated_metric_is_measured(pretrained, data_home, tmp_path):
@@ -80,8 +81,7 @@ def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_record
                                                                                    monkeypatch):
     from llmops.config import with_overrides
     from llmops.evaluation.evaluate import GateFailed, evaluate_candidate, register_candidate
-    from llmops.registry import model_registry as reg
-    from llmops.registry import tracking
+    from llmops.registry import model_registry as reg, tracking
 
     monkeypatch.chdir(tmp_path)
     heldout = tmp_path / "heldout.jsonl"

@@ -30,7 +30,7 @@ def test_bleu_equals_sacrebleu_corpus_bleu():
 
 def test_rouge_equals_rouge_scorer_mean_fmeasure():
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    scores = [scorer.score(ref, pred) for pred, ref in zip(PREDICTIONS, REFERENCES)]
+    scores = [scorer.score(ref, pred) for pred, ref in zip(PREDICTIONS, REFERENCES, strict=True)]
     got = metrics.rouge(PREDICTIONS, REFERENCES)
     assert set(got) == {"rouge1", "rouge2", "rougeL"}
     for key in got:

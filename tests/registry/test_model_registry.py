@@ -5,8 +5,7 @@ import json
 import pytest
 
 from llmops.config import load_config
-from llmops.registry import model_registry as reg
-from llmops.registry import tracking
+from llmops.registry import model_registry as reg, tracking
 
 
 @pytest.fixture

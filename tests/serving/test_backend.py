@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from llmops.serving.repository import load_backend
+from tests.serving.conftest import build_random_model
 
 backend = load_backend()
 Req = backend.GenerationRequest
@@ -33,8 +34,6 @@ QUESTIONS = [  # different lengths, so the batch is padded differently for each 
     "What is None?",
     "What is slicing?",
 ]
-
-from tests.serving.conftest import build_random_model
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +62,7 @@ def alone(gen: Any, request: Any) -> Any:
 def test_batched_greedy_equals_each_request_alone(gen: Any) -> None:
     requests = [Req(q, max_tokens=24) for q in QUESTIONS]
     batched = gen.generate(requests)
-    for request, result in zip(requests, batched):
+    for request, result in zip(requests, batched, strict=True):
         single = alone(gen, request)
         assert result.token_ids == single.token_ids, request.text
         assert (result.text, result.prompt_tokens, result.completion_tokens) == \
@@ -83,8 +82,8 @@ def test_greedy_matches_transformers_generate(gen: Any) -> None:
 
 def test_per_request_max_tokens(gen: Any) -> None:
     limits = [1, 5, 17, 3]
-    results = gen.generate([Req(q, max_tokens=m) for q, m in zip(QUESTIONS, limits)])
-    for limit, result in zip(limits, results):
+    results = gen.generate([Req(q, max_tokens=m) for q, m in zip(QUESTIONS, limits, strict=False)])
+    for limit, result in zip(limits, results, strict=True):
         assert result.completion_tokens == len(result.token_ids) <= limit
         assert result.stopped or result.completion_tokens == limit
     # No max_tokens: the configured default.
@@ -114,7 +113,7 @@ def test_stop_token_ends_its_row_only(gen: Any) -> None:
         assert results[i].token_ids == free[i].token_ids
         assert results[i].completion_tokens == free[i].completion_tokens
     # Under the same stop ids, every row matches itself alone.
-    for question, result in zip(QUESTIONS, results):
+    for question, result in zip(QUESTIONS, results, strict=True):
         assert result.token_ids == alone(stopping, Req(question, max_tokens=20)).token_ids
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.registry import model_registry as registry
-from llmops.registry import tracking
+from llmops.registry import model_registry as registry, tracking
 from llmops.serving import repository
 from llmops.serving.client import generate
 from llmops.serving.deploy import DeployFailed, deploy, ensure_champion_in_repository, rollback
@@ -210,7 +209,8 @@ def test_llmops_deploy_dag_deploys_through_airflow_and_fails_cleanly(stack, tmp_
     for version in (target, v["broken"]):
         log = tmp_path / f"deploy-{version}.log"
         with open(log, "w") as fh:
-            subprocess.run([airflow, "dags", "test", "llmops_deploy", "-c", json.dumps({"model_version": int(version)})],
+            conf = json.dumps({"model_version": int(version)})
+            subprocess.run([airflow, "dags", "test", "llmops_deploy", "-c", conf],
                            env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=600)
         runs.append(log.read_text())
     db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")

@@ -39,5 +39,5 @@ def test_new_token_offsets_score_each_token_once():
     windows = sliding_windows(28, 10, 5)
     offsets = new_token_offsets(windows)
     assert offsets == [0, 10, 15, 20, 25]
-    scored = [t for (start, end), first in zip(windows, offsets) for t in range(first, end)]
+    scored = [t for (start, end), first in zip(windows, offsets, strict=True) for t in range(first, end)]
     assert scored == list(range(28))

@@ -1,6 +1,7 @@
-"""Training fixtures (imported by tests/conftest.py, so each is built once per session): token shards and a tokenizer from the Python
-reference topics (real text every interpreter ships), question/answer pairs, and one
-tiny pretrained model that the fine-tuning (and later evaluation) tests start from.
+"""Training fixtures (imported by tests/conftest.py, so each is built once per session): token
+shards and a tokenizer from the Python reference topics (real text every interpreter ships),
+question/answer pairs, and one tiny pretrained model that the fine-tuning (and later
+evaluation) tests start from.
 
 Everything runs for real: the ``deepspeed`` launcher, 2 CPU ranks, gloo, ZeRO.
 """

@@ -5,8 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from llmops.training.data import (IGNORE_INDEX, DataError, Schedule, TokenWindows, encode_chat_examples,
-                                  read_pairs, split_pairs)
+from llmops.training.data import (
+    IGNORE_INDEX,
+    DataError,
+    Schedule,
+    TokenWindows,
+    encode_chat_examples,
+    read_pairs,
+    split_pairs,
+)
 from tests.training.fixtures import paths
 
 

@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from llmops.training.model import (PresetError, available_presets, count_parameters, estimate_parameters,
-                                   llama_config, load_preset)
+from llmops.training.model import (
+    PresetError,
+    available_presets,
+    count_parameters,
+    estimate_parameters,
+    llama_config,
+    load_preset,
+)
 
 
 def test_shipped_presets_have_the_documented_sizes():

@@ -3,6 +3,7 @@ fine-tuning; export fidelity; MLflow logging."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -74,10 +75,8 @@ def _kill_tree(proc: psutil.Process) -> list[psutil.Process]:
     """SIGKILL the launcher and every rank at once: a crash, not a shutdown."""
     victims = [proc] + proc.children(recursive=True)
     for p in victims:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(victims, timeout=20)
     return victims
 
@@ -169,6 +168,9 @@ def test_training_is_tracked_in_mlflow(data_home, tmp_path, monkeypatch):
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert {"tokens", "tokenizer"} <= inputs
     deadline = time.time() + 5
-    while time.time() < deadline and not any(k.startswith("system/") for k in client.get_run(run.info.run_id).data.metrics):
+    def logged_system_metrics() -> bool:
+        return any(k.startswith("system/") for k in client.get_run(run.info.run_id).data.metrics)
+
+    while time.time() < deadline and not logged_system_metrics():
         time.sleep(0.5)
-    assert any(k.startswith("system/") for k in client.get_run(run.info.run_id).data.metrics)
+    assert logged_system_metrics()

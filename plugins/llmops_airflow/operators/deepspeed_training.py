@@ -14,10 +14,14 @@ ranks resume from the newest complete checkpoint; a finished job is not run agai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmops_airflow.config import config_from_params
 from llmops_airflow.operators.subprocess_job import ProcessGroupOperator
+
+if TYPE_CHECKING:
+    from llmops.training.job import TrainingJob
+    from llmops.training.process import JobSpec
 
 
 class DeepSpeedTrainingOperator(ProcessGroupOperator):
@@ -41,9 +45,9 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
         self.kind = kind
         self.job_args = job_args or {}
         self.param_to_config = param_to_config or {}
-        self._job = None
+        self._job: TrainingJob | None = None
 
-    def _prepare(self, context: Any):
+    def _prepare(self, context: Any) -> TrainingJob:
         # Bad settings or inputs raise permanent errors here, before any process starts:
         # the task fails at once (RETRY_BY_KIND, see ProcessGroupOperator).
         from llmops.training.job import prepare_finetune, prepare_pretrain
@@ -61,8 +65,7 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
 
         if self.job_args.get("skip"):
             raise AirflowSkipException(str(self.job_args["skip"]))
-        self._job = self._prepare(context)
-        job = self._job
+        job = self._job = self._prepare(context)
         for note in job.notes:
             self.log.warning("%s", note)
         self.log.info("%s %s: run directory %s (%d rank(s))", job.kind, job.name, job.run_dir,
@@ -73,7 +76,7 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
             return self._summary(job)
         return super().execute(context)
 
-    def build_job(self, context: Any):
+    def build_job(self, context: Any) -> JobSpec:
         if self._job is None:
             self._job = self._prepare(context)
         return self._job.process_spec()
@@ -81,12 +84,14 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
     def on_success(self, context: Any, spec: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
 
-        if not self._job.finished:
-            raise AirflowException(f"the training processes exited cleanly but {self._job.result_path} is missing")
-        return self._summary(self._job)
+        job = self._job
+        assert job is not None, "on_success runs after build_job"
+        if not job.finished:
+            raise AirflowException(f"the training processes exited cleanly but {job.result_path} is missing")
+        return self._summary(job)
 
     @staticmethod
-    def _summary(job) -> dict[str, Any]:
+    def _summary(job: TrainingJob) -> dict[str, Any]:
         result = job.result()
         return {"kind": job.kind, "name": job.name, "run_dir": str(job.run_dir),
                 "first_val_loss": result.get("first_val_loss"), "final_val_loss": result.get("final_val_loss"),

@@ -22,7 +22,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
-from llmops_airflow.errors import RETRY_BY_KIND
 
 from llmops.training.process import (
     DEFAULT_GRACE_S,
@@ -31,6 +30,7 @@ from llmops.training.process import (
     describe_exit_code,
     run_job,
 )
+from llmops_airflow.errors import RETRY_BY_KIND
 
 
 class ProcessGroupOperator(BaseOperator):
