@@ -75,6 +75,8 @@ class _LogCursor:
 
     try_number: int = 0
     lines_seen: int = 0
+    shown: set[str] = field(default_factory=set)
+    """Messages already printed: a skip reason is in the log twice (printed, then raised)."""
 
 
 def follow_run(client: AirflowClient, dag_id: str, run_id: str, progress: Progress, *, timeout_s: float = 3600,
@@ -103,7 +105,7 @@ def follow_run(client: AirflowClient, dag_id: str, run_id: str, progress: Progre
                 announced.add(key)
                 took = f" in {ti.duration:.0f}s" if ti.duration is not None else ""
                 say(f"    {dag_id}: task {_label(ti)} {ti.state}{took} ({_elapsed(started)})")
-                if ti.state == "skipped" or ti.operator == "DeepSpeedTrainingOperator":
+                if ti.state in ("success", "skipped"):  # what it reused, or why it published nothing
                     _show_new_lines(client, ti, cursors, say, only=_REUSED)
             elif ti.state == "up_for_retry" and key not in announced:
                 announced.add(key)
@@ -133,7 +135,8 @@ def _show_new_lines(client: AirflowClient, ti: TaskInstance, cursors: dict[tuple
     except Exception:  # noqa: BLE001 - progress is best effort; the run's state is what counts
         return
     for line in lines[cursor.lines_seen:]:
-        if match := only.search(line):
+        if (match := only.search(line)) and match.group(1) not in cursor.shown:
+            cursor.shown.add(match.group(1))
             say(f"      {match.group(1)[:160]}")
     cursor.lines_seen = len(lines)
 

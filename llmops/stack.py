@@ -42,7 +42,7 @@ the API server stays up so their supervisors can heartbeat and report. That is t
 graceful wait. When the timeout passes, the tasks still running are *cleared* through
 the REST API (``clearTaskInstances`` with ``only_running``): Airflow's own "stop this and
 run it again" path. The task instance becomes ``restarting``; its supervisor sees that
-at its next heartbeat (every ``[workers] min_heartbeat_interval`` = 5 s), sends the task
+at its next heartbeat (every ``[workers] min_heartbeat_interval``, 1 s here), sends the task
 SIGTERM (the operator's ``on_kill``: the DeepSpeed job is stopped as a unit), then
 SIGKILL 5 s later, and reports nothing more. The next scheduler to start finds the
 ``restarting`` instance of a scheduler job that is no longer running and resets it
