@@ -16,8 +16,9 @@ The crawl is keyed by its run; every later stage output lives in
 `$LLMOPS_HOME/artifacts/<stage>/<key>/`, keyed by the content of its inputs and its
 settings, so a re-run on an unchanged site reuses every stage (`reused <stage> <key>`).
 A publishing task announces its Asset only when the content differs from the last event
-it published; otherwise it ends *skipped* (`no new data since data card …`), the run
-still succeeds, and no training, evaluation or deployment starts.
+it published (for `llmops://tokens`: or when that last event never became a model, its
+training having failed); otherwise it ends *skipped* (`no new data since data card …`),
+the run still succeeds, and no training, evaluation or deployment starts.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from llmops.config import load_config
-from llmops_airflow.assets import CORPUS, QA, TOKENS
+from llmops_airflow.assets import CORPUS, MODEL, QA, TOKENS
 from llmops_airflow.config import run_config
 from llmops_airflow.errors import RETRIES
 
@@ -110,13 +111,27 @@ def _publish(asset, extra: dict[str, Any], inlet_events, outlet_events, cfg=None
     except (IndexError, KeyError):  # nothing published on this asset yet
         last = None
     decision = publish_decision(extra, last)
-    if not decision.publish:
+    if not decision.publish and asset == TOKENS and not _trained(decision.last_data_card, inlet_events):
+        # Unchanged, but what was published last never became a model (training failed, or
+        # the stack stopped before it ran): announce it again rather than never train it.
+        print(f"{decision.reason}, but no llmops://model event was trained on data card "
+              f"{decision.last_data_card}: publishing it again")
+    elif not decision.publish:
         reason = decision.reason + (_serving(cfg or _cfg()) if asset == TOKENS else "")
         print(reason)
         raise AirflowSkipException(reason)
     print(f"publishing {asset.uri}: {decision.reason}")
     outlet_events[asset].extra = extra
     return extra
+
+
+def _trained(data_card: str | None, inlet_events) -> bool:
+    """Whether the newest ``llmops://model`` event was trained on ``data_card``."""
+    try:
+        model = inlet_events[MODEL][-1].extra or {}
+    except (IndexError, KeyError):  # nothing trained yet
+        return False
+    return data_card is not None and model.get("data_card") == data_card
 
 
 def _serving(cfg) -> str:
@@ -258,7 +273,7 @@ def llmops_data():
         print(f"encode: {result.summary}")
         return {"path": str(result.path), "hash": result.key}
 
-    @task(inlets=[TOKENS], outlets=[TOKENS])
+    @task(inlets=[TOKENS, MODEL], outlets=[TOKENS])
     def data_card(summary: dict[str, Any], redacted: dict[str, Any], qa_set: dict[str, Any],
                   tok: dict[str, Any], tokens: dict[str, Any], *, inlet_events=None, outlet_events=None) -> str:
         """Contamination check and the data card; then publishes the shards (``llmops://tokens``)

@@ -41,7 +41,7 @@ FAILED = {"failed", "upstream_failed"}
 # Training progress worth showing while a job runs (the task log has every line).
 _TRAIN_PROGRESS = re.compile(r"\[llmops\] ((?:pretrain|finetune) \S+: .*?|step \d+/\d+ val_loss .*?|finished .*?)"
                              r"(?:\s+\[airflow\.task\..*)?$")
-_REUSED = re.compile(r"(reused \S+ \S+|no new data since .*|already registered as \S+)")
+_REUSED = re.compile(r"(reused \S+ \S+|no new data since .*|already registered as models:/\S+?/\d+)")
 
 
 class ChainTimeout(TransientError, RuntimeError):
@@ -155,12 +155,16 @@ def wait_for_asset_run(client: AirflowClient, dag_id: str, known: set[str], prog
     Fails after ``timeout_s`` naming the DAG, whether it is paused, and its import errors.
     """
     started = time.monotonic()
+    next_note = started + 15
     while time.monotonic() - started < timeout_s:
         new = [r for r in client.dag_runs(dag_id) if r.run_id not in known]
         if new:
             run = new[0]
             progress(f"==> {dag_id} run {run.run_id} ({run.run_type}) started by the scheduler")
             return run
+        if time.monotonic() >= next_note:
+            progress(f"    waiting for the scheduler to start {dag_id} ({_elapsed(started)})")
+            next_note += 15
         time.sleep(poll_s)
     raise ChainTimeout(f"no {dag_id} run started within {timeout_s:.0f} s of the Asset event that schedules it"
                        f"{_why_not_scheduled(client, dag_id)}")
@@ -182,7 +186,7 @@ def wait_for_dags(client: AirflowClient, progress: Progress, *, dag_ids: tuple[s
                   timeout_s: float = 120.0, poll_s: float = 2.0) -> None:
     """Wait until the dag-processor has parsed ``dag_ids`` and none is paused; fail with the import errors."""
     started = time.monotonic()
-    last = ""
+    next_note = started
     while True:
         dags = {d.dag_id: d for d in client.dags()}
         errors = client.import_errors()
@@ -195,10 +199,10 @@ def wait_for_dags(client: AirflowClient, progress: Progress, *, dag_ids: tuple[s
             raise ChainTimeout("DAG import errors:\n" + "\n".join(f"{e.filename}:\n{e.stack_trace}" for e in errors))
         for dag_id in paused:  # a user may have paused one in the UI: the chain needs every DAG
             client.unpause(dag_id)
-        state = f"waiting for the DAGs to be parsed: missing {', '.join(missing) or 'none'}"
-        if state != last or int(time.monotonic() - started) % 15 == 0:
-            progress(f"    {state} ({_elapsed(started)})")
-            last = state
+        if time.monotonic() >= next_note:
+            progress(f"    waiting for the DAGs to be parsed: missing {', '.join(missing) or 'none'} "
+                     f"({_elapsed(started)})")
+            next_note += 15
         if time.monotonic() - started > timeout_s:
             raise ChainTimeout(f"the DAGs were not parsed within {timeout_s:.0f} s: missing {missing}"
                                + _why_not_scheduled(client, missing[0] if missing else dag_ids[0]))
@@ -256,8 +260,8 @@ def _reason(client: AirflowClient, ti: TaskInstance, default: str) -> str:
     """The skip reason a task logged (``no new data since ...``, ``already registered as ...``)."""
     try:
         for line in reversed(client.task_log(ti).splitlines()):
-            if match := re.search(r"(no new data since .*?|already registered as \S+)(?:\s+\[|$)", line):
-                return match.group(1).strip()
+            if match := re.search(r"no new data since .*?(?=\s+\[|$)|already registered as models:/\S+?/\d+", line):
+                return match.group(0).strip()
     except Exception:  # noqa: BLE001 - the state is known; the reason is a courtesy
         pass
     return default

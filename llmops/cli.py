@@ -385,7 +385,7 @@ def cmd_stack_status(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 def cmd_demo(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.demo import run_demo
 
-    return run_demo(cfg, use_airflow=not args.no_airflow)
+    return run_demo(cfg, use_airflow=not args.no_airflow, stack=None if args.no_airflow else _stack(args, cfg))
 
 
 # ---- parser ---------------------------------------------------------------------------

@@ -41,14 +41,15 @@ def airflow_env(cfg: LlmopsConfig) -> dict[str, str]:
     return env
 
 
-def run_demo(cfg: LlmopsConfig, use_airflow: bool = True) -> int:
-    """Start the stack, trigger ``llmops_data`` once and follow the Asset chain to a served champion."""
+def run_demo(cfg: LlmopsConfig, use_airflow: bool = True, stack: Any = None) -> int:
+    """Start the stack (``stack``, default ``Stack(cfg)``), trigger ``llmops_data`` once and
+    follow the Asset chain to a served champion."""
     if not use_airflow:
         return _run_in_process(cfg)
     from llmops.chain import ChainTimeout, run_chain, wait_for_dags
     from llmops.stack import Stack
 
-    stack = Stack(cfg)
+    stack = stack or Stack(cfg)
     print(f"==> starting the embedded stack under {cfg.home} (logs: {stack.stack_dir})", flush=True)
     stack.start(progress=_say)
     client = stack.client()

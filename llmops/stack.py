@@ -84,7 +84,7 @@ import psutil
 import requests
 
 from llmops.airflow_client import AirflowApiError, AirflowClient, AirflowUnavailable, Health, TaskInstance
-from llmops.config import LlmopsConfig
+from llmops.config import REPO_ROOT, LlmopsConfig
 from llmops.errors import PermanentError
 
 log = logging.getLogger(__name__)
@@ -497,6 +497,9 @@ class Stack:
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW_CONFIG": str(self.airflow_home / "airflow.cfg"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+            # The platform's DAGs and plugins, whatever a shell exported for another Airflow.
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(af.parallelism),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -643,6 +646,13 @@ class Stack:
         t0 = time.monotonic()
         with self._locked():
             specs = self._specs()
+            # A crashed scheduler's workers and tasks would run beside the new one, and once its
+            # pid file is gone nothing could find them again: end them first.
+            for spec in specs:
+                if leftovers := self._orphans(spec.name):
+                    progress(f"    {spec.name} crashed and left processes {[p.pid for p in leftovers]}: "
+                             "stopping them first")
+                    _terminate(leftovers, grace_s=15)
             to_start = []
             for spec in specs:
                 if (proc := self._live(spec.name, progress)) is not None:
@@ -888,17 +898,31 @@ class Stack:
         progress("==> the stack is stopped; no process of it is left")
         return interrupted
 
+    def _orphans(self, name: str) -> list[psutil.Process]:
+        """Processes a crashed component left behind: its pid file is stale, its session lives on.
+
+        Only while that session id can still be ours: after a reboot every pid and session id
+        may belong to anyone, and while a process holds the recorded pid (the component
+        itself, or a stranger that was given the pid) Linux does not hand that number out as
+        another session's id, so no orphan of ours can carry it.
+        """
+        record = self._record(name)
+        if record is None:
+            return []
+        try:
+            pid, started = int(record["pid"]), float(record["started"])
+        except (KeyError, TypeError, ValueError):
+            return []
+        if psutil.boot_time() > started or psutil.pid_exists(pid):
+            return []
+        return _session_members(pid, started)
+
     def _sweep_leftovers(self, seen: _Seen, progress: Progress) -> None:
-        """Processes left by a crashed component: its pid file is stale but its session lives on."""
+        """Add the processes crashed components left behind to what ``stop`` ends."""
         for spec in self._specs():
-            record = self._record(spec.name)
-            if record is None or self._live(spec.name) is not None:
-                continue
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                members = _session_members(int(record["pid"]), float(record["started"]))
-                if members:
-                    progress(f"    {spec.name} is gone but left processes {[p.pid for p in members]}: stopping them")
-                    seen.add(members)
+            if members := self._orphans(spec.name):
+                progress(f"    {spec.name} is gone but left processes {[p.pid for p in members]}: stopping them")
+                seen.add(members)
 
     def _stop_scheduling(self, roots: dict[str, tuple[psutil.Process, float]], seen: _Seen,
                          client: AirflowClient | None, timeout: float, progress: Progress) -> list[str]:

@@ -29,6 +29,7 @@ KINDS = [
     ("llmops.serving.server", "PortInUse", False, RuntimeError),
     ("llmops.serving.server", "ServerUnavailable", True, RuntimeError),
     ("llmops.data.pipeline", "CrawlFailed", True, RuntimeError),
+    ("llmops.data.pipeline", "CrawlRefused", False, RuntimeError),
     ("llmops.data.pii", "RedactInputError", False, ValueError),
     ("llmops.registry.tracking", "TrackingError", True, RuntimeError),
     ("llmops.training.data", "DataError", False, ValueError),

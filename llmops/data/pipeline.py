@@ -23,11 +23,21 @@ from typing import Any
 from llmops.artifacts import StageResult, build_stage, input_ref, latest_output
 from llmops.config import LlmopsConfig
 from llmops.data import store
-from llmops.errors import TransientError
+from llmops.errors import PermanentError, TransientError
 
 
 class CrawlFailed(TransientError, RuntimeError):
-    """A crawl produced no usable page (site down, seed disallowed, wrong URL)."""
+    """A crawl produced no usable page because the site did not answer (5xx, timeouts,
+    connection errors, robots.txt unavailable): it may be back by the next try."""
+
+
+class CrawlRefused(PermanentError, RuntimeError):
+    """A crawl produced no usable page and retrying cannot help: the seed is disallowed by
+    robots.txt, answers 4xx, redirects off-site, or is not HTML."""
+
+
+# Failure reasons of a crawl that say nothing about the site's content: a later try may pass.
+_TRANSIENT_CRAWL_REASONS = ("robots_unavailable", "timeout", "connection_error", "http_5", "internal:")
 
 
 def crawl_digest(crawl_dir: Path, shard: int = 0, num_shards: int = 1) -> str:
@@ -83,7 +93,11 @@ def scrape_stage(cfg: LlmopsConfig, seed_url: str, crawl_id: str, *, sitemap_url
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tmp / "index.jsonl", kept)
             reasons = ", ".join(f"{r}={n}" for r, n in summary["failed_by_reason"].items()) or "no URL found"
-            raise CrawlFailed(f"crawl of {seed_url} fetched no page ({reasons}); is the site up? index: {kept}")
+            transient = any(r.startswith(_TRANSIENT_CRAWL_REASONS) for r in summary["failed_by_reason"])
+            if transient:
+                raise CrawlFailed(f"crawl of {seed_url} fetched no page ({reasons}); is the site up? index: {kept}")
+            raise CrawlRefused(f"crawl of {seed_url} fetched no page ({reasons}); check seed_url and the site's "
+                               f"robots.txt (retrying cannot help). index: {kept}")
         return summary | {"previous_crawl": str(previous) if previous else None}
 
     return build_stage(cfg.home, "scrape", inputs, cfg.scrape.model_dump(mode="json"), build, out_dir=out_dir,

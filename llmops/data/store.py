@@ -83,8 +83,12 @@ def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_dropped(records: list[dict[str, Any]], path: Path) -> None:
-    """Every dropped page or document, one JSON line each, with its reason."""
-    write_jsonl(records, path)
+    """Every dropped page or document, one JSON line each, with its reason.
+
+    Sorted by (id, reason): stages see pages in fetch order, which varies between two
+    crawls of the same site, and the file is part of the stage's content digest.
+    """
+    write_jsonl(sorted(records, key=lambda r: (str(r.get("id", "")), str(r.get("reason", "")))), path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -132,6 +132,9 @@ def smoke_test(server: Any, name: str, version: int, *, questions: tuple[str, ..
             try:
                 answer = generate(question, url=url, protocol=protocol, model=name, max_tokens=SMOKE_MAX_TOKENS)
             except Exception as exc:  # tritonclient raises its own exception types per protocol
+                if _unanswered(exc):  # the network or a busy server: a later try may pass
+                    raise DeployBlocked(f"smoke test over {protocol}: {question!r}: the server did not "
+                                        f"answer: {exc}") from None
                 raise DeployFailed(f"smoke test over {protocol}: {question!r} was refused: {exc}") from None
             problems = _answer_problems(answer, version)
             if problems:
@@ -139,6 +142,15 @@ def smoke_test(server: Any, name: str, version: int, *, questions: tuple[str, ..
                                    f"(answer {answer.text!r:.120})")
             rows.append({"protocol": protocol, "question": question, **answer.to_dict()})
     return rows
+
+
+def _unanswered(exc: Exception) -> bool:
+    """A connection error or timeout (HTTP), or gRPC's UNAVAILABLE / DEADLINE_EXCEEDED: no
+    verdict on the model. A refusal (HTTP 4xx, INVALID_ARGUMENT) or an error the model
+    returned is one."""
+    text = str(exc)
+    return (isinstance(exc, OSError | TimeoutError) or "UNAVAILABLE" in text or "DEADLINE_EXCEEDED" in text
+            or "timed out" in text.lower())
 
 
 def _answer_problems(answer: Answer, version: int) -> list[str]:

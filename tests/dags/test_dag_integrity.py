@@ -75,10 +75,11 @@ def test_data_dag_shape(dagbag):
     assert {o.uri for o in dag.get_task("data_card").outlets} == {"llmops://tokens/"}
     assert not dag.get_task("qa").outlets
     assert {o.uri for o in dag.get_task("publish_qa").outlets} == {"llmops://qa/"}
-    # each publisher compares with the last event of its own Asset (inlet_events)
-    for task_id, uri in (("publish_corpus", "llmops://corpus/"), ("publish_qa", "llmops://qa/"),
-                         ("data_card", "llmops://tokens/")):
-        assert {i.uri for i in dag.get_task(task_id).inlets} == {uri}
+    # each publisher compares with the last event of its own Asset (inlet_events); data_card
+    # also with the last model, to publish again data whose training never succeeded
+    for task_id, uris in (("publish_corpus", {"llmops://corpus/"}), ("publish_qa", {"llmops://qa/"}),
+                          ("data_card", {"llmops://tokens/", "llmops://model/"})):
+        assert {i.uri for i in dag.get_task(task_id).inlets} == uris
     assert dag.get_task("encode").upstream_task_ids == {"redact", "tokenizer"}
     assert "seed_url" in dag.params and "max_pages" in dag.params
 

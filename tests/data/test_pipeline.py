@@ -163,3 +163,26 @@ def test_crawl_that_fetches_nothing_fails_and_publishes_nothing(tmp_path):
     assert str(kept) in str(exc.value)
     assert store.read_jsonl(kept)[0]["url"] == "http://127.0.0.1:1/"  # the reasons are kept
     assert list((tmp_path / "artifacts" / "scrape").iterdir()) == []  # no half-written .tmp either
+
+
+def test_crawl_of_a_missing_seed_is_refused_for_good(tmp_path):
+    """Retrying cannot fix a seed that answers 404: the error is permanent (the task fails at once)."""
+    import functools
+    import http.server
+    import threading
+
+    from llmops.data.pipeline import CrawlRefused
+    from llmops.errors import is_transient
+
+    empty = tmp_path / "www"
+    empty.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(empty))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cfg = load_config(environ={"LLMOPS_HOME": str(tmp_path / "home")}, overrides={"scrape": {"retries": 0}})
+    try:
+        with pytest.raises(CrawlRefused, match="http_404") as exc:
+            scrape_stage(cfg, f"http://127.0.0.1:{server.server_port}/missing.html", "run-1")
+    finally:
+        server.shutdown()
+    assert is_transient(exc.value) is False
