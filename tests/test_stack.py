@@ -147,6 +147,30 @@ def test_a_stale_pid_file_is_not_taken_for_a_running_component(tmp_path: Path) -
     assert not st.running and not any(c.running for c in st.components)
 
 
+def test_leftovers_of_a_crashed_component_are_found_and_a_strangers_session_never(tmp_path: Path) -> None:
+    stack = make_stack(tmp_path / "home")
+    stack.stack_dir.mkdir(parents=True)
+    # A "component" (a session leader) that crashed and left a child in its session.
+    leader = subprocess.Popen(["setsid", "sh", "-c", "sleep 300 & exit 0"])
+    leader.wait()
+    sid = leader.pid
+    orphan = _wait("the orphan", lambda: next((p for p in psutil.process_iter(["cmdline"])
+                                                if p.info["cmdline"] == ["sleep", "300"] and os.getsid(p.pid) == sid),
+                                               None), timeout=10, every=0.1)
+    record = stack.stack_dir / "scheduler.pid"
+    try:
+        record.write_text(json.dumps({"pid": sid, "started": time.time() - 5}))
+        assert [p.pid for p in stack._orphans("scheduler")] == [orphan.pid]
+        # Recorded before the machine booted: that session id may be anyone's now.
+        record.write_text(json.dumps({"pid": sid, "started": psutil.boot_time() - 60}))
+        assert stack._orphans("scheduler") == []
+        # The recorded pid is alive (a stranger was given it): no session of that id is ours.
+        record.write_text(json.dumps({"pid": os.getpid(), "started": time.time() - 5}))
+        assert stack._orphans("scheduler") == []
+    finally:
+        orphan.kill()
+
+
 def test_shared_airflow_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
     stack = make_stack(tmp_path / "home")
     first = stack.airflow_environment()
