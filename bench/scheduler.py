@@ -78,7 +78,6 @@ import datetime as dt
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -112,7 +111,6 @@ DATA_ENV = {
     "LLMOPS_TOKENIZER__VOCAB_SIZE": "1024",
     "LLMOPS_MLFLOW__SYSTEM_METRICS": "false",
 }
-_RESERVED = {8000, 8001, 8002, 8080, 8765, 8793, 8794, 5000}  # the stack's defaults: a user's stack may own them
 
 BASELINE_PROBE = """
 import json, sys, time
@@ -130,22 +128,6 @@ print(json.dumps({"import_s": t1 - t0, "pipeline_s": t2 - t1, "pages_ok": report
 Progress = Callable[[str], None]
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct ports nobody listens on (kernel-chosen, held together), never the stack's defaults."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            if s.getsockname()[1] not in _RESERVED:
-                ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
 def _base_env(home: Path, site_port: int) -> dict[str, str]:
     return {**DATA_ENV, "LLMOPS_HOME": str(home), "LLMOPS_DEMO_SITE__PORT": str(site_port),
             "LLMOPS_DATA__SEED_URL": f"http://127.0.0.1:{site_port}/"}
@@ -155,10 +137,11 @@ def baseline(work: Path, name: str) -> dict[str, Any]:
     """``run_data_pipeline`` in a fresh interpreter on a fresh home; wall seconds from launch to exit."""
     from llmops.config import load_config
     from llmops.demo_site import start_demo_site
+    from llmops.stack import free_ports
 
     home = work / f"baseline_{name}"
     home.mkdir()
-    (site_port,) = _free_ports(1)
+    (site_port,) = free_ports(1)
     env = {**os.environ, **_base_env(home, site_port)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     cfg = load_config(environ=env)
@@ -310,20 +293,13 @@ def scheduler_run(work: Path, name: str, airflow_env: dict[str, str], progress: 
     """One stack on a fresh home: trigger ``llmops_data`` once, follow it, stop the stack."""
     from llmops.chain import follow_run, wait_for_dags
     from llmops.config import load_config
-    from llmops.stack import Stack
+    from llmops.stack import Stack, isolated_env
 
     home = work / f"stack_{name}"
     home.mkdir()
-    api, http, grpc, metrics, mlflow_ui, site, worker_logs, trigger_logs = _free_ports(8)
     env = {
-        **_base_env(home, site),
-        "LLMOPS_AIRFLOW__API_PORT": str(api),
-        "LLMOPS_AIRFLOW__WORKER_LOG_SERVER_PORT": str(worker_logs),
-        "LLMOPS_AIRFLOW__TRIGGER_LOG_SERVER_PORT": str(trigger_logs),
-        "LLMOPS_SERVING__HTTP_PORT": str(http),
-        "LLMOPS_SERVING__GRPC_PORT": str(grpc),
-        "LLMOPS_SERVING__METRICS_PORT": str(metrics),
-        "LLMOPS_MLFLOW__UI_PORT": str(mlflow_ui),
+        **DATA_ENV,
+        **isolated_env(home),
         **airflow_env,  # the stack's environment wins over its own Airflow settings
     }
     cfg = load_config(environ={**os.environ, **env})

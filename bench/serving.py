@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import statistics
 import threading
 import time
@@ -63,25 +62,6 @@ WARMUP = 2           # per client thread, before every measured round
 SINGLE = 24          # sequential requests per path (in-process, HTTP, gRPC)
 BATCHED, NOBATCH = "llmops", "llmops_nobatch"
 TWO_INSTANCES = True  # also serve both with instance_count 2 (the rows ending in _2inst)
-_RESERVED = {8000, 8001, 8002}  # Triton's defaults: another server may own them
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct ports nobody listens on (kernel-chosen), never Triton's defaults."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("", 0))
-            socks.append(s)
-            if s.getsockname()[1] not in _RESERVED:
-                ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
 def _demo_model(home: Path) -> Path | None:
     """The newest fine-tuned model under ``home/artifacts/model`` that is complete enough to serve."""
     from llmops.serving.repository import check_hf_dir
@@ -281,6 +261,7 @@ def bench_serving(work: Path) -> dict:
     from llmops.config import load_config, with_overrides
     from llmops.serving import repository
     from llmops.serving.server import ServerError, TritonServer, locate_tritonserver
+    from llmops.stack import free_ports
 
     section_started = time.perf_counter()
     try:
@@ -293,7 +274,7 @@ def bench_serving(work: Path) -> dict:
     model_label = f"demo finetune {hf_dir.name}" if hf_dir else "random tiny preset (no demo model; make demo)"
     if hf_dir is None:
         hf_dir = _random_model(work)
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     cfg = load_config(environ={}, overrides={"home": str(home), "serving": {
         "http_port": http, "grpc_port": grpc, "metrics_port": metrics, "startup_timeout_s": 300.0}})
     gpu = torch.cuda.is_available()

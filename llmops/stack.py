@@ -86,6 +86,7 @@ import requests
 from llmops.airflow_client import AirflowApiError, AirflowClient, AirflowUnavailable, Health, TaskInstance
 from llmops.config import REPO_ROOT, LlmopsConfig
 from llmops.errors import PermanentError
+from llmops.serving.server import process_alive, reap
 
 log = logging.getLogger(__name__)
 
@@ -185,21 +186,6 @@ class StackStatus:
 # ---- processes ---------------------------------------------------------------------------
 
 
-def _alive(proc: psutil.Process) -> bool:
-    """Running and not a zombie (a zombie has exited and only waits to be reaped)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def _session_members(sid: int, not_before: float) -> list[psutil.Process]:
     """Live processes of session ``sid`` created at or after ``not_before``.
 
@@ -210,7 +196,7 @@ def _session_members(sid: int, not_before: float) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
         try:
-            if os.getsid(proc.pid) == sid and proc.create_time() >= not_before - 1.0 and _alive(proc):
+            if os.getsid(proc.pid) == sid and proc.create_time() >= not_before - 1.0 and process_alive(proc):
                 found.append(proc)
         except (OSError, psutil.Error):
             continue
@@ -241,7 +227,7 @@ class _Seen:
             self.add([root, *_descendants(root), *_session_members(root.pid, started)], name)
 
     def alive(self) -> list[psutil.Process]:
-        return [p for p in self._procs.values() if _alive(p)]
+        return [p for p in self._procs.values() if process_alive(p)]
 
     def strays(self, name: str, root: psutil.Process) -> list[psutil.Process]:
         """Live processes first seen under component ``name`` that have left its tree and session.
@@ -250,10 +236,10 @@ class _Seen:
         started in a session of its own; if that child holds the task's output, the task's
         supervisor waits for it ([workers] socket_cleanup_timeout, 60 s) before it reports.
         """
-        tree = {root, *_descendants(root)} if _alive(root) else set()
+        tree = {root, *_descendants(root)} if process_alive(root) else set()
         out = []
         for pid, proc in self._procs.items():
-            if self._origin.get(pid) != name or proc in tree or not _alive(proc):
+            if self._origin.get(pid) != name or proc in tree or not process_alive(proc):
                 continue
             with contextlib.suppress(OSError):
                 if os.getsid(pid) == root.pid:
@@ -271,7 +257,7 @@ def _descendants(proc: psutil.Process) -> list[psutil.Process]:
 
 def _signal_all(procs: list[psutil.Process], sig: int) -> None:
     for proc in procs:
-        if _alive(proc):
+        if process_alive(proc):
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
 
@@ -281,12 +267,12 @@ def _terminate(procs: list[psutil.Process], grace_s: float, *, sigterm: bool = T
     returns the survivors of SIGKILL."""
     if sigterm:
         _signal_all(procs, signal.SIGTERM)
-    _gone, alive = psutil.wait_procs([p for p in procs if _alive(p)], timeout=grace_s)
+    _gone, alive = psutil.wait_procs([p for p in procs if process_alive(p)], timeout=grace_s)
     if not alive:
         return []
     _signal_all(alive, signal.SIGKILL)
     _gone, alive = psutil.wait_procs(alive, timeout=10)
-    return [p for p in alive if _alive(p)]
+    return [p for p in alive if process_alive(p)]
 
 
 def port_free(port: int, host: str) -> bool:
@@ -320,6 +306,42 @@ def port_holder(port: int) -> str | None:
             except psutil.Error:
                 return f"pid {conn.pid}"
     return None
+
+
+# Every port a stack listens on, by its configuration key.
+PORT_KEYS = ("airflow.api_port", "airflow.worker_log_server_port", "airflow.trigger_log_server_port",
+             "serving.http_port", "serving.grpc_port", "serving.metrics_port", "mlflow.ui_port", "demo_site.port")
+
+
+def _default_ports() -> set[int]:
+    defaults = LlmopsConfig()
+    return {getattr(getattr(defaults, section), field) for section, field in (k.split(".") for k in PORT_KEYS)}
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports nobody listens on now (kernel-chosen, held open together so none
+    repeats), never one of the stack's defaults, which a user's own stack may hold: for a
+    second stack or server beside it (tests, benchmarks)."""
+    reserved = _default_ports()
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            sock = socket.socket()
+            sock.bind(("", 0))
+            socks.append(sock)
+            if (port := sock.getsockname()[1]) not in reserved:
+                ports.append(port)
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """``LLMOPS_*`` settings for a stack at ``home`` on free ports, crawling the demo site it serves."""
+    env = {_env_key(key): str(port) for key, port in zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True)}
+    return env | {"LLMOPS_HOME": str(home), "LLMOPS_DATA__SEED_URL": f"http://127.0.0.1:{env['LLMOPS_DEMO_SITE__PORT']}/"}
 
 
 def _env_key(key: str) -> str:
@@ -570,10 +592,10 @@ class Stack:
             same = abs(proc.create_time() - float(record["started"])) < 1.0
         except (psutil.Error, KeyError, TypeError, ValueError):
             proc, same = None, False
-        if proc is not None and same and _alive(proc):
+        if proc is not None and same and process_alive(proc):
             return proc
         if proc is not None and same:
-            _reap(proc.pid)
+            reap(proc.pid)
         why = "exited" if proc is None or same else "was reused by another process"
         if progress:
             progress(f"    {name}: stale pid file (pid {record.get('pid')} {why}); not running")
@@ -889,7 +911,7 @@ class Stack:
             seen.snapshot(roots)  # what is left in the sessions of components that are gone
             survivors = _terminate(seen.alive(), _TERM_GRACE_S)
             for name in roots:
-                _reap(roots[name][0].pid)
+                reap(roots[name][0].pid)
                 if name != "triton":
                     self._pid_file(name).unlink(missing_ok=True)
             if survivors:
@@ -946,10 +968,10 @@ class Stack:
                          + ", ".join(ti.label for ti in still))
                 next_note = time.monotonic() + _PROGRESS_EVERY_S
         interrupted = self._interrupt(scheduler, seen, client, progress) if self._wait_round(scheduler, seen) else []
-        seen.snapshot({n: r for n, r in scheduling.items() if _alive(r[0])})
+        seen.snapshot({n: r for n, r in scheduling.items() if process_alive(r[0])})
         # They had SIGTERM long ago; the scheduler had its grace in _interrupt. Their children
         # are in `seen`, swept at the end.
-        late = [p for p, _ in scheduling.values() if _alive(p)]
+        late = [p for p, _ in scheduling.values() if process_alive(p)]
         _gone, late = psutil.wait_procs(late, timeout=_TERM_GRACE_S)
         if late:
             names = ", ".join(n for n, (p, _) in scheduling.items() if p in late)
@@ -959,10 +981,10 @@ class Stack:
 
     def _wait_round(self, scheduling: dict[str, tuple[psutil.Process, float]], seen: _Seen) -> bool:
         """One poll: remember new processes; True while any scheduling component lives."""
-        seen.snapshot({n: r for n, r in scheduling.items() if _alive(r[0])})
+        seen.snapshot({n: r for n, r in scheduling.items() if process_alive(r[0])})
         for proc, _ in scheduling.values():
-            _reap(proc.pid)
-        if not any(_alive(p) for p, _ in scheduling.values()):
+            reap(proc.pid)
+        if not any(process_alive(p) for p, _ in scheduling.values()):
             return False
         time.sleep(_POLL_S)
         return True

@@ -25,13 +25,7 @@ import pytest
 from llmops.airflow_client import AirflowApiError, AirflowClient, AirflowUnavailable
 from llmops.cli import main
 from llmops.config import load_config
-from llmops.stack import PortInUse, Stack
-
-# The defaults, which a developer's own stack may be using on this machine.
-_RESERVED = {8080, 8000, 8001, 8002, 5000, 8765, 8793, 8794}
-_PORT_KEYS = ("AIRFLOW__API_PORT", "AIRFLOW__WORKER_LOG_SERVER_PORT", "AIRFLOW__TRIGGER_LOG_SERVER_PORT",
-              "SERVING__HTTP_PORT", "SERVING__GRPC_PORT", "SERVING__METRICS_PORT", "MLFLOW__UI_PORT",
-              "DEMO_SITE__PORT")
+from llmops.stack import PortInUse, Stack, free_ports, isolated_env
 
 SLEEP_DAG = '''\
 import datetime as dt
@@ -61,30 +55,9 @@ stack_test_sleep()
 '''
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports nobody listens on, picked by the kernel (bind to port 0)."""
-    socks: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < n:
-            sock = socket.socket()
-            sock.bind(("", 0))
-            socks.append(sock)
-            if (port := sock.getsockname()[1]) not in _RESERVED:
-                ports.append(port)
-    finally:
-        for sock in socks:
-            sock.close()
-    return ports
-
-
 def stack_env(home: Path, **extra: str) -> dict[str, str]:
     """``LLMOPS_*`` settings for a stack at ``home`` with free ports, the demo site as the seed."""
-    ports = dict(zip(_PORT_KEYS, free_ports(len(_PORT_KEYS)), strict=True))
-    env = {f"LLMOPS_{key}": str(port) for key, port in ports.items()}
-    env |= {"LLMOPS_HOME": str(home), "LLMOPS_AIRFLOW__PARALLELISM": "2",
-            "LLMOPS_DATA__SEED_URL": f"http://127.0.0.1:{ports['DEMO_SITE__PORT']}/"}
-    return env | extra
+    return isolated_env(home) | {"LLMOPS_AIRFLOW__PARALLELISM": "2"} | extra
 
 
 def make_stack(home: Path, **extra: str) -> Stack:

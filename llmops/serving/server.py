@@ -193,7 +193,7 @@ def port_free(port: int, host: str = "0.0.0.0") -> bool:
     return True
 
 
-def _alive(proc: psutil.Process) -> bool:
+def process_alive(proc: psutil.Process) -> bool:
     """Running and not a zombie (a zombie has exited and only waits to be reaped)."""
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -203,7 +203,7 @@ def _alive(proc: psutil.Process) -> bool:
         return True
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     """Collect ``pid``'s exit status if it is our child, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -354,10 +354,10 @@ class TritonServer:
             same = abs(proc.create_time() - float(record["started"])) < 1.0
         except (psutil.Error, KeyError, TypeError, ValueError):
             proc, same = None, False
-        if proc is not None and same and _alive(proc):
+        if proc is not None and same and process_alive(proc):
             return proc
         if proc is not None and same:
-            _reap(proc.pid)
+            reap(proc.pid)
         log.info("removing stale pid file %s (pid %s is not a running Triton)", self.pid_file, record.get("pid"))
         self.pid_file.unlink(missing_ok=True)
         return None
@@ -602,12 +602,12 @@ class TritonServer:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)  # start_new_session made it the group leader
             # The stubs exit with their server; wait for them so "stopped" means no process left.
-            _gone, stragglers = psutil.wait_procs([p for p in group if _alive(p)], timeout=10)
+            _gone, stragglers = psutil.wait_procs([p for p in group if process_alive(p)], timeout=10)
             for p in stragglers:
                 with contextlib.suppress(psutil.Error):
                     p.kill()
             psutil.wait_procs(stragglers, timeout=5)
-            _reap(pid)
+            reap(pid)
             self.pid_file.unlink(missing_ok=True)
             return True
 

@@ -16,7 +16,6 @@ second one with ``serving_config(home)`` (each call picks new free ports) instea
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,32 +24,9 @@ import pytest
 
 from llmops.config import LlmopsConfig, load_config
 from llmops.serving.server import TritonServer
+from llmops.stack import free_ports
 
 # Another developer runs Triton on its default ports on the same machine.
-_RESERVED = {8000, 8001, 8002}
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports nobody listens on, chosen by the kernel (bind to port 0).
-
-    The sockets stay open until all are picked so the kernel cannot hand out one twice.
-    Another process could still take a port before Triton binds it; the ephemeral range
-    is large enough that this is rare, and ``start`` then fails loudly, not silently.
-    """
-    socks: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("", 0))
-            socks.append(s)
-            port = s.getsockname()[1]
-            if port not in _RESERVED:
-                ports.append(port)
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 def serving_config(home: Path, **serving: Any) -> LlmopsConfig:
