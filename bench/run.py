@@ -35,10 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from llmops.config import CleanConfig, DemoSiteConfig, ExtractConfig, ScrapeConfig, load_config  # noqa: E402
-from llmops.data.clean import clean_document  # noqa: E402
+from llmops.data.clean import CleanOutcome, clean_document  # noqa: E402
 from llmops.data.extract import extract_page  # noqa: E402
 from llmops.data.scrape import crawl, iter_ok_pages  # noqa: E402
+from llmops.data.store import CleanDoc  # noqa: E402
 from llmops.demo_site import start_demo_site  # noqa: E402
+from llmops.records.crawl import GroundTruth  # noqa: E402
 
 
 def bench_crawl(site_url: str, work: Path) -> dict:
@@ -51,8 +53,8 @@ def bench_crawl(site_url: str, work: Path) -> dict:
         started = time.perf_counter()
         summary = crawl(site_url, out, ScrapeConfig(concurrency_per_host=conc, **fast))
         elapsed = time.perf_counter() - started
-        results[conc] = {"pages_ok": summary["pages_ok"], "elapsed_s": elapsed,
-                         "pages_per_s": summary["pages_ok"] / elapsed, "dir": out}
+        results[conc] = {"pages_ok": summary.pages_ok, "elapsed_s": elapsed,
+                         "pages_per_s": summary.pages_ok / elapsed, "dir": out}
     return {
         "crawl_pages": results[4]["pages_ok"],
         "crawl_pages_per_s_c4": round(results[4]["pages_per_s"], 1),
@@ -62,7 +64,7 @@ def bench_crawl(site_url: str, work: Path) -> dict:
     }
 
 
-def bench_extract_clean(crawl_dir: Path) -> tuple[dict, list[dict]]:
+def bench_extract_clean(crawl_dir: Path) -> tuple[dict, list[CleanOutcome]]:
     pages = list(iter_ok_pages(crawl_dir))
     ecfg, ccfg = ExtractConfig(), CleanConfig()
 
@@ -79,7 +81,7 @@ def bench_extract_clean(crawl_dir: Path) -> tuple[dict, list[dict]]:
 
     started = time.perf_counter()
     for rec, body in pages:
-        trafilatura.extract(decode_html(body, rec.get("encoding")), fast=True, include_comments=False)
+        trafilatura.extract(decode_html(body, rec.encoding), fast=True, include_comments=False)
     t_fast = time.perf_counter() - started
     n = len(extracted)
     return {
@@ -88,10 +90,10 @@ def bench_extract_clean(crawl_dir: Path) -> tuple[dict, list[dict]]:
         "extract_docs_per_s": round(n / t_extract, 1),
         "clean_docs_per_s": round(n / t_clean, 1),
         "extract_vs_fast_mode_time_ratio": round(t_extract / t_fast, 2),
-    }, [o.doc | {"_kept": o.reason is None} for o in cleaned]
+    }, cleaned
 
 
-def extraction_quality(docs: list[dict], ground_truth: dict, site_url: str) -> dict:
+def extraction_quality(docs: list[CleanDoc], ground_truth: GroundTruth, site_url: str) -> dict:
     """Per article page: share of planted sentences found in the cleaned text; boilerplate leaked.
 
     The planted strings get the same Unicode normalisation as the text (NFKC turns
@@ -104,12 +106,12 @@ def extraction_quality(docs: list[dict], ground_truth: dict, site_url: str) -> d
     by_path = {d["url"].replace(site_url.rstrip("/"), ""): d for d in docs}
     kept = total = 0
     leaked = checked = 0
-    boilerplate = [b for b in ground_truth["boilerplate"] if len(b) >= 20]
-    for page in ground_truth["pages"]:
-        if page["kind"] != "article" or page["path"] not in by_path:
+    boilerplate = [b for b in ground_truth.boilerplate if len(b) >= 20]
+    for page in ground_truth.pages:
+        if page.kind != "article" or page.path not in by_path:
             continue
-        text = norm(by_path[page["path"]]["text"])
-        for sentence in page["article_sentences"]:
+        text = norm(by_path[page.path]["text"])
+        for sentence in page.article_sentences:
             total += 1
             kept += norm(sentence) in text
         for snippet in boilerplate:
@@ -121,17 +123,17 @@ def extraction_quality(docs: list[dict], ground_truth: dict, site_url: str) -> d
     }
 
 
-def dedup_quality(docs: list[dict], ground_truth: dict, site_url: str) -> dict:
+def dedup_quality(docs: list[CleanDoc], ground_truth: GroundTruth, site_url: str) -> dict:
     from llmops.data.dedup import deduplicate
 
-    kept_docs, removed, _ = deduplicate([d for d in docs if d["_kept"]], load_config().dedup)
+    kept_docs, removed, _ = deduplicate(docs, load_config().dedup)
     base = site_url.rstrip("/")
     kept_paths = {d["url"].replace(base, "") for d in kept_docs}
-    removed_paths = {r["url"].replace(base, "") for r in removed}
-    planted = ground_truth["duplicates"]
-    caught = sum(d["path"] in removed_paths for d in planted)
-    originals = sum(d["original"] in kept_paths for d in planted)
-    planted_paths = {d["path"] for d in planted}
+    removed_paths = {r.url.replace(base, "") for r in removed}
+    planted = ground_truth.duplicates
+    caught = sum(d.path in removed_paths for d in planted)
+    originals = sum(d.original in kept_paths for d in planted)
+    planted_paths = {d.path for d in planted}
     false_removals = len(removed_paths - planted_paths)
     return {
         "planted_duplicates": len(planted),
@@ -162,10 +164,10 @@ def bench_pii(limit: int = 60) -> dict:
     def recall(outputs: list[str]) -> dict[str, float]:
         redacted = dict(zip(paths, outputs, strict=True))
         hit, total = collections.Counter(), collections.Counter()
-        for planted in site.ground_truth["pii"]:
-            if planted["page"] in redacted and planted["value"] in texts[planted["page"]]:
-                total[planted["type"]] += 1
-                hit[planted["type"]] += planted["value"] not in redacted[planted["page"]]
+        for planted in site.ground_truth.pii:
+            if planted.page in redacted and planted.value in texts[planted.page]:
+                total[planted.type] += 1
+                hit[planted.type] += planted.value not in redacted[planted.page]
         return {t: round(hit[t] / total[t], 4) for t in sorted(total)}
 
     provider = NlpEngineProvider(nlp_configuration={
@@ -327,8 +329,8 @@ def bench_training(work: Path, steps: int = 30) -> dict:
 
 def main() -> int:
     cfg = load_config()
-    out_dir = cfg.home / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    results_file = cfg.layout.bench_results
+    results_file.parent.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp, start_demo_site(DemoSiteConfig(slow_delay_s=0.5), port=0) as site:
         work = Path(tmp)
@@ -336,10 +338,10 @@ def main() -> int:
         results |= bench_crawl(site.url, work)
         crawl_dir = results.pop("_crawl_dir")
         print("extract + clean ...", flush=True)
-        speed, docs = bench_extract_clean(crawl_dir)
+        speed, cleaned = bench_extract_clean(crawl_dir)
         results |= speed
-        results |= extraction_quality(docs, site.ground_truth, site.url)
-        results |= dedup_quality(docs, site.ground_truth, site.url)
+        results |= extraction_quality([o.doc for o in cleaned], site.ground_truth, site.url)
+        results |= dedup_quality([o.doc for o in cleaned if o.reason is None], site.ground_truth, site.url)
         print("PII redaction vs plain Presidio ...", flush=True)
         results |= bench_pii()
         print("encode vs raw encode_batch ...", flush=True)
@@ -359,11 +361,11 @@ def main() -> int:
         sched = bench_scheduler(work)
         per_task = sched.pop("_sched_per_task_s")
         results |= sched
-    (out_dir / "results.json").write_text(json.dumps(results | {"sched_per_task_s": per_task}, indent=2))
+    results_file.write_text(json.dumps(results | {"sched_per_task_s": per_task}, indent=2))
     print("\n| metric | value |\n|---|---|")
     for key, value in results.items():
         print(f"| {key} | {value} |")
-    print(f"\nresults: {out_dir / 'results.json'}")
+    print(f"\nresults: {results_file}")
     return 0
 
 

@@ -121,8 +121,8 @@ cfg = load_config()
 t1 = time.perf_counter()
 report = run_data_pipeline(cfg, seed_url=sys.argv[1], full=True)
 t2 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "pipeline_s": t2 - t1, "pages_ok": report["crawl"]["pages_ok"],
-                  "docs": report["dedup"]["docs_out"]}))
+print(json.dumps({"import_s": t1 - t0, "pipeline_s": t2 - t1, "pages_ok": report.crawl.pages_ok,
+                  "docs": report.dedup.docs_out}))
 """
 
 Progress = Callable[[str], None]

@@ -38,12 +38,11 @@ rarely stop before ``max_tokens``, the demo model's after about 16 tokens).
 from __future__ import annotations
 
 import contextlib
-import json
 import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 QUESTIONS = (
     "What is the for statement?",
@@ -64,14 +63,16 @@ BATCHED, NOBATCH = "llmops", "llmops_nobatch"
 TWO_INSTANCES = True  # also serve both with instance_count 2 (the rows ending in _2inst)
 def _demo_model(home: Path) -> Path | None:
     """The newest fine-tuned model under ``home/artifacts/model`` that is complete enough to serve."""
+    from llmops.layout import Layout
+    from llmops.records.training import ModelInfo
     from llmops.serving.repository import check_hf_dir
 
     found = []
-    for meta in (home / "artifacts" / "model").glob("*/llmops_model.json"):
+    for meta in Layout(home).stage_dir("model").glob(f"*/{ModelInfo.NAME}"):
         try:
-            if json.loads(meta.read_text()).get("kind") == "finetune":
+            if ModelInfo.read(meta).kind == "finetune":
                 found.append((meta.stat().st_mtime, check_hf_dir(meta.parent)))
-        except (OSError, ValueError):  # unreadable record or incomplete export (FileNotFoundError is an OSError)
+        except (OSError, ValueError):  # unreadable record (RecordError) or incomplete export (FileNotFoundError)
             continue
     return max(found)[1] if found else None
 
@@ -183,7 +184,25 @@ def _model_stats(server: Any, model: str) -> dict[str, int]:
             "queue_ns": int(queue["ns"]), "queue_count": int(queue["count"])}
 
 
-def _ab(server: Any, batched: str, nobatch: str) -> dict:
+class _Mode(TypedDict):
+    """One mode's closed-loop measurement."""
+
+    rps: float
+    p50: float
+    p95: float
+    mean_batch: float
+    """Requests per ``execute`` call (Triton's statistics)."""
+    queue_ms: float
+
+
+class _Pair(TypedDict):
+    batched: _Mode
+    nobatch: _Mode
+    answers_equal: bool
+    mean_completion_tokens: float
+
+
+def _ab(server: Any, batched: str, nobatch: str) -> _Pair:
     """Closed-loop runs of ``batched`` and ``nobatch`` in A-B-B-A rounds: per mode req/s,
     p50/p95 latency (ms), mean executed batch size and queue time (Triton's statistics)."""
     wall = {batched: 0.0, nobatch: 0.0}
@@ -196,15 +215,15 @@ def _ab(server: Any, batched: str, nobatch: str) -> dict:
         lat[model] += latencies
         answers[model] |= seen
     stats1 = {m: _model_stats(server, m) for m in wall}
-    out: dict[str, Any] = {}
-    for mode, model in (("batched", batched), ("nobatch", nobatch)):
+
+    def mode(model: str) -> _Mode:
         d = {k: stats1[model][k] - stats0[model][k] for k in stats0[model]}
-        out[mode] = {"rps": len(lat[model]) / wall[model], "p50": _pct(lat[model], 50), "p95": _pct(lat[model], 95),
-                     "mean_batch": d["inferences"] / max(1, d["executions"]),
-                     "queue_ms": d["queue_ns"] / 1e6 / max(1, d["queue_count"])}
-    out["answers_equal"] = answers[batched] == answers[nobatch]
-    out["mean_completion_tokens"] = round(statistics.mean(t for _, t in answers[batched].values()), 1)
-    return out
+        return _Mode(rps=len(lat[model]) / wall[model], p50=_pct(lat[model], 50), p95=_pct(lat[model], 95),
+                     mean_batch=d["inferences"] / max(1, d["executions"]),
+                     queue_ms=d["queue_ns"] / 1e6 / max(1, d["queue_count"]))
+
+    return _Pair(batched=mode(batched), nobatch=mode(nobatch), answers_equal=answers[batched] == answers[nobatch],
+                 mean_completion_tokens=round(statistics.mean(t for _, t in answers[batched].values()), 1))
 
 
 def _single(server: Any, cfg: Any, hf_dir: Path, device: str) -> dict[str, float]:
@@ -259,6 +278,7 @@ def bench_serving(work: Path) -> dict:
     import torch
 
     from llmops.config import load_config, with_overrides
+    from llmops.records.serving import RegistryFacts
     from llmops.serving import repository
     from llmops.serving.server import ServerError, TritonServer, locate_tritonserver
     from llmops.stack import free_ports
@@ -284,8 +304,8 @@ def bench_serving(work: Path) -> dict:
         variants["_2inst"] = with_overrides(cfg, {"serving": {"instance_count": 2}})
     for suffix, vcfg in variants.items():
         for name in (BATCHED + suffix, NOBATCH + suffix):
-            repository.build_version(vcfg, hf_dir=hf_dir, name=name, version=1, info={"source": str(hf_dir)},
-                                     kind=kind)
+            repository.build_version(vcfg, hf_dir=hf_dir, name=name, version=1,
+                                     info=RegistryFacts(model_uri=hf_dir.resolve().as_uri()), kind=kind)
         repository.write_config(vcfg, NOBATCH + suffix, kind=kind, dynamic_batching=False)
 
     server = TritonServer(cfg)

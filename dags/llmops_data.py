@@ -24,17 +24,18 @@ the run still succeeds, and no training, evaluation or deployment starts.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from pathlib import Path
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
-from llmops.config import load_config
 from llmops_airflow.assets import CORPUS, MODEL, QA, TOKENS
-from llmops_airflow.config import run_config
+from llmops_airflow.config import config_params, run_config
 from llmops_airflow.errors import RETRIES
 
-# Param name -> llmops config key. Params override the YAML/env configuration for one run.
+# Param name -> llmops config key: each Param is that configuration field (its type, bounds and
+# description), null by default, meaning the configured value (llmops_airflow.config).
 PARAM_TO_CONFIG = {
+    "seed_url": "data.seed_url",
     "sitemap_url": "data.sitemap_url",
     "num_shards": "data.num_shards",
     "max_pages": "scrape.max_pages",
@@ -52,41 +53,8 @@ PARAM_TO_CONFIG = {
     "stride": "tokenizer.stride",
 }
 
-_defaults = load_config()  # pydantic + YAML only: cheap enough for parse time
+PARAMS = config_params(PARAM_TO_CONFIG)
 
-PARAMS = {
-    "seed_url": Param(_defaults.data.seed_url, type="string", pattern=r"^https?://",
-                      description="Where the crawl starts; the crawl stays on this host."),
-    "sitemap_url": Param(_defaults.data.sitemap_url, type=["null", "string"],
-                         description="Optional sitemap URL (default: <seed origin>/sitemap.xml)."),
-    "max_pages": Param(_defaults.scrape.max_pages, type="integer", minimum=1,
-                       description="Upper bound on pages requested."),
-    "num_shards": Param(_defaults.data.num_shards, type="integer", minimum=1, maximum=64,
-                        description="Mapped extract/clean tasks the crawl is split into."),
-    "min_chars": Param(_defaults.clean.min_chars, type="integer", minimum=0,
-                       description="Quality filter: minimum document length in characters."),
-    "min_words": Param(_defaults.clean.min_words, type="integer", minimum=0,
-                       description="Quality filter: minimum document length in words."),
-    "max_symbol_ratio": Param(_defaults.clean.max_symbol_ratio, type="number", minimum=0, maximum=1,
-                              description="Quality filter: maximum share of symbol characters."),
-    "languages": Param(_defaults.clean.languages, type="array", items={"type": "string"},
-                       description="Quality filter: accepted languages (ISO 639-1); empty accepts all."),
-    "lowercase": Param(_defaults.clean.lowercase, type="boolean", description="Lowercase the text."),
-    "dedup_threshold": Param(_defaults.dedup.threshold, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
-                             description="Near-duplicate Jaccard threshold (MinHash LSH)."),
-    "pii_entities": Param(_defaults.pii.entities, type="array", items={"type": "string"},
-                          description="Presidio entity types to redact."),
-    "pii_operator": Param(_defaults.pii.operator, type="string", enum=["replace", "mask", "hash", "pseudonymize"],
-                          description="How PII is redacted: <TYPE> placeholder, mask, salted hash or surrogates."),
-    "vocab_size": Param(_defaults.tokenizer.vocab_size, type="integer", minimum=256,
-                        description="BPE vocabulary size (ignored when a tokenizer is reused)."),
-    "tokenizer_reuse": Param(_defaults.tokenizer.reuse, type=["null", "string"],
-                             description="Path of a tokenizer.json (or its directory) to reuse instead of training."),
-    "window": Param(_defaults.tokenizer.window, type="integer", minimum=2,
-                    description="Training window in tokens (recorded in the shards' meta.json)."),
-    "stride": Param(_defaults.tokenizer.stride, type="integer", minimum=1,
-                    description="Step between training windows."),
-}
 
 def _all(mapped_results) -> list:
     """Every result of a mapped task. A slice is one request; plain iteration probes past
@@ -99,9 +67,25 @@ def _cfg():
     return run_config(PARAM_TO_CONFIG)
 
 
-def _publish(asset, extra: dict[str, Any], inlet_events, outlet_events, cfg=None) -> dict[str, Any]:
-    """Announce ``extra`` on ``asset`` when its content differs from the asset's last event;
-    otherwise end the task *skipped*: no event, so nothing downstream starts again."""
+def _output(result) -> dict:
+    """A stage's XCom: ``StageOutput`` as JSON (the UI shows it)."""
+    from llmops.records.events import StageOutput
+
+    return StageOutput(path=str(result.path), hash=result.key).dump()
+
+
+def _stage(xcom):
+    """The finished stage output an upstream task's XCom (``StageOutput``) names."""
+    from llmops.artifacts import StageResult
+    from llmops.records.events import StageOutput
+
+    return StageResult.from_path(StageOutput.load(xcom, source="upstream XCom").path)
+
+
+def _publish(asset, extra, inlet_events, outlet_events, cfg=None) -> dict:
+    """Announce ``extra`` (a ``DataEvent`` record) on ``asset`` when its content differs from
+    the asset's last event; otherwise end the task *skipped*: no event, so nothing
+    downstream starts again."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from llmops.data.pipeline import publish_decision
@@ -121,17 +105,23 @@ def _publish(asset, extra: dict[str, Any], inlet_events, outlet_events, cfg=None
         print(reason)
         raise AirflowSkipException(reason)
     print(f"publishing {asset.uri}: {decision.reason}")
-    outlet_events[asset].extra = extra
-    return extra
+    outlet_events[asset].extra = extra.dump()
+    return extra.dump()
 
 
 def _trained(data_card: str | None, inlet_events) -> bool:
     """Whether the newest ``llmops://model`` event was trained on ``data_card``."""
+    from llmops.records.base import RecordError
+    from llmops.records.events import ModelEvent
+
     try:
-        model = inlet_events[MODEL][-1].extra or {}
+        model = ModelEvent.load(inlet_events[MODEL][-1].extra, source="the last llmops://model event")
     except (IndexError, KeyError):  # nothing trained yet
         return False
-    return data_card is not None and model.get("data_card") == data_card
+    except RecordError as exc:  # not one llmops_train published: which data it was trained on is unknown
+        print(exc)
+        return False
+    return data_card is not None and model.data_card == data_card
 
 
 def _serving(cfg) -> str:
@@ -158,139 +148,140 @@ def _serving(cfg) -> str:
 )
 def llmops_data():
     @task(execution_timeout=dt.timedelta(minutes=60))
-    def scrape() -> dict[str, Any]:
+    def scrape() -> dict:
         """Crawl the seed site into WARC + index. Keyed by run id: a retry reuses a finished crawl."""
         from llmops.data.pipeline import scrape_stage
+        from llmops.records.crawl import CrawlSummary
 
-        context = get_current_context()
         cfg = _cfg()
-        result = scrape_stage(cfg, context["params"]["seed_url"], context["run_id"],
+        result = scrape_stage(cfg, cfg.data.seed_url, get_current_context()["run_id"],
                               sitemap_url=cfg.data.sitemap_url)
-        s = result.summary
-        print(f"crawl {'reused' if result.reused else 'done'}: {s['pages_ok']} ok, {s['pages_failed']} failed "
-              f"{s['failed_by_reason']} -> {result.path}")
-        return {"path": str(result.path), "hash": result.key}
+        s = CrawlSummary.load(result.summary, source=f"{result.path} summary")
+        print(f"crawl {'reused' if result.reused else 'done'}: {s.pages_ok} ok, {s.pages_failed} failed "
+              f"{s.failed_by_reason} -> {result.path}")
+        return _output(result)
 
     @task
-    def plan_shards(crawl: dict[str, Any]) -> list[dict[str, Any]]:
+    def plan_shards(crawl: dict) -> list[dict]:
         """One extract/clean task per shard (pages are assigned by a stable URL hash)."""
-        n = _cfg().data.num_shards
-        return [{"crawl_path": crawl["path"], "shard": i, "num_shards": n} for i in range(n)]
+        from llmops.records.events import ShardSpec, StageOutput
+
+        path, n = StageOutput.load(crawl, source="scrape's XCom").path, _cfg().data.num_shards
+        return [ShardSpec(crawl_path=path, shard=i, num_shards=n).dump() for i in range(n)]
 
     @task(max_active_tis_per_dagrun=8)
-    def extract(spec: dict[str, Any]) -> dict[str, Any]:
+    def extract(spec: dict) -> dict:
         """Main text + metadata of one shard's pages (trafilatura)."""
         from llmops.data.pipeline import extract_stage
+        from llmops.records.events import ShardSpec
 
-        result = extract_stage(_cfg(), spec["crawl_path"], spec["shard"], spec["num_shards"])
-        print(f"extract shard {spec['shard']}: {result.summary}")
-        return {"path": str(result.path), "hash": result.key}
+        shard = ShardSpec.load(spec, source="plan_shards' XCom")
+        result = extract_stage(_cfg(), Path(shard.crawl_path), shard.shard, shard.num_shards)
+        print(f"extract shard {shard.shard}: {result.summary}")
+        return _output(result)
 
     @task(max_active_tis_per_dagrun=8)
-    def clean(extracted: dict[str, Any]) -> dict[str, Any]:
+    def clean(extracted: dict) -> dict:
         """Normalise, split sentences, apply quality filters to one shard."""
         from llmops.data.pipeline import clean_stage
 
-        result = clean_stage(_cfg(), extracted["path"])
+        result = clean_stage(_cfg(), _stage(extracted).path)
         print(f"clean: {result.summary}")
-        return {"path": str(result.path), "hash": result.key}
+        return _output(result)
 
     @task
-    def dedup(cleaned: list[dict[str, Any]]) -> dict[str, Any]:
+    def dedup(cleaned: list[dict]) -> dict:
         """Exact + near-duplicate removal over all shards."""
         from llmops.data.pipeline import dedup_stage
 
-        result = dedup_stage(_cfg(), [c["path"] for c in _all(cleaned)])
+        result = dedup_stage(_cfg(), [_stage(c).path for c in _all(cleaned)])
         print(f"dedup: {result.summary}")
-        return {"path": str(result.path), "hash": result.key}
+        return _output(result)
 
     @task
-    def report(crawl: dict[str, Any], extracted: list[dict[str, Any]], cleaned: list[dict[str, Any]],
-               corpus: dict[str, Any]) -> dict[str, Any]:
-        """Pages fetched/failed by reason, documents dropped by filter, duplicates removed."""
-        from llmops.artifacts import StageResult
+    def report(crawl: dict, extracted: list[dict], cleaned: list[dict], corpus: dict) -> dict:
+        """Pages fetched/failed by reason, documents dropped by filter, duplicates removed (``DataReport``)."""
         from llmops.data.pipeline import build_report, format_report, write_report
 
-        context = get_current_context()
-        load = StageResult.from_path
-        summary = build_report(load(crawl["path"]), [load(e["path"]) for e in _all(extracted)],
-                               [load(c["path"]) for c in _all(cleaned)], load(corpus["path"]))
-        out = write_report(_cfg().home, context["run_id"], summary)
+        summary = build_report(_stage(crawl), [_stage(e) for e in _all(extracted)],
+                               [_stage(c) for c in _all(cleaned)], _stage(corpus))
+        out = write_report(_cfg().home, get_current_context()["run_id"], summary)
         print(format_report(summary))
         print(f"report: {out}")
-        return summary
+        return summary.dump()
 
     @task(execution_timeout=dt.timedelta(minutes=60))
-    def redact(corpus: dict[str, Any]) -> dict[str, Any]:
+    def redact(corpus: dict) -> dict:
         """Presidio PII redaction; the redacted corpus is the one training and the Q&A set read."""
         from llmops.data.pipeline import redact_stage
+        from llmops.records.data import RedactSummary
 
-        result = redact_stage(_cfg(), corpus["path"])
-        print(f"redact: {result.summary.get('pii_counts_by_type')} ({result.summary.get('docs')} documents)")
-        return {"path": str(result.path), "hash": result.key}
+        result = redact_stage(_cfg(), _stage(corpus).path)
+        s = RedactSummary.load(result.summary, source=f"{result.path} summary")
+        print(f"redact: {s.pii_counts_by_type} ({s.docs} documents)")
+        return _output(result)
 
     @task(inlets=[CORPUS], outlets=[CORPUS])
-    def publish_corpus(redacted: dict[str, Any], *, inlet_events=None, outlet_events=None) -> dict[str, Any]:
-        """Announce the redacted corpus on ``llmops://corpus`` when its content is new."""
-        from llmops.artifacts import StageResult
+    def publish_corpus(redacted: dict, *, inlet_events=None, outlet_events=None) -> dict:
+        """Announce the redacted corpus on ``llmops://corpus`` when its content is new (``CorpusEvent``)."""
         from llmops.data.pipeline import corpus_event_extra
 
-        return _publish(CORPUS, corpus_event_extra(StageResult.from_path(redacted["path"])), inlet_events,
-                        outlet_events)
+        return _publish(CORPUS, corpus_event_extra(_stage(redacted)), inlet_events, outlet_events)
 
     @task
-    def qa(redacted: dict[str, Any]) -> dict[str, Any]:
+    def qa(redacted: dict) -> dict:
         """Question/answer pairs, split by page into fine-tuning and held-out sets."""
         from llmops.data.pipeline import qa_stage
 
-        result = qa_stage(_cfg(), redacted["path"])
+        result = qa_stage(_cfg(), _stage(redacted).path)
         print(f"qa: {result.summary}")
-        return {"path": str(result.path), "hash": result.key}
+        return _output(result)
 
     @task(inlets=[QA], outlets=[QA])
-    def publish_qa(qa_set: dict[str, Any], *, inlet_events=None, outlet_events=None) -> dict[str, Any]:
-        """Announce the Q&A set on ``llmops://qa`` when its content is new."""
-        from llmops.artifacts import StageResult
+    def publish_qa(qa_set: dict, *, inlet_events=None, outlet_events=None) -> dict:
+        """Announce the Q&A set on ``llmops://qa`` when its content is new (``QaEvent``)."""
         from llmops.data.pipeline import qa_event_extra
 
-        return _publish(QA, qa_event_extra(StageResult.from_path(qa_set["path"])), inlet_events, outlet_events)
+        return _publish(QA, qa_event_extra(_stage(qa_set)), inlet_events, outlet_events)
 
     @task
-    def tokenizer(redacted: dict[str, Any]) -> dict[str, Any]:
+    def tokenizer(redacted: dict) -> dict:
         """Byte-level BPE tokenizer trained on the redacted corpus (or the one given to reuse)."""
         from llmops.data.pipeline import tokenizer_stage
 
-        result = tokenizer_stage(_cfg(), redacted["path"])
+        result = tokenizer_stage(_cfg(), _stage(redacted).path)
         print(f"tokenizer: {result.summary}")
-        return {"path": str(result.path), "hash": result.key}
+        return _output(result)
 
     @task
-    def encode(redacted: dict[str, Any], tok: dict[str, Any]) -> dict[str, Any]:
+    def encode(redacted: dict, tok: dict) -> dict:
         """Token-ID shards (uint16/uint32) with document boundaries, train/validation split."""
         from llmops.data.pipeline import encode_stage
 
-        result = encode_stage(_cfg(), redacted["path"], tok["path"])
+        result = encode_stage(_cfg(), _stage(redacted).path, _stage(tok).path)
         print(f"encode: {result.summary}")
-        return {"path": str(result.path), "hash": result.key}
+        return _output(result)
 
     @task(inlets=[TOKENS, MODEL], outlets=[TOKENS])
-    def data_card(summary: dict[str, Any], redacted: dict[str, Any], qa_set: dict[str, Any],
-                  tok: dict[str, Any], tokens: dict[str, Any], *, inlet_events=None, outlet_events=None) -> str:
-        """Contamination check and the data card; then publishes the shards (``llmops://tokens``)
-        when the shards, the Q&A pairs or the tokenizer differ from the last published ones."""
-        from llmops.artifacts import StageResult
+    def data_card(summary: dict, redacted: dict, qa_set: dict, tok: dict, tokens: dict, *,
+                  inlet_events=None, outlet_events=None) -> str:
+        """Contamination check and the data card; then publishes the shards (``llmops://tokens``,
+        ``TokensEvent``) when the shards, the Q&A pairs or the tokenizer differ from the last
+        published ones."""
         from llmops.data.pipeline import data_card_stage, tokens_event_extra, write_report
+        from llmops.records.data import DataCardSummary, DataReport
 
-        context = get_current_context()
+        run_id = get_current_context()["run_id"]
         cfg = _cfg()
-        load = StageResult.from_path
-        stages = {name: load(ref["path"]) for name, ref in
+        report = DataReport.load(summary, source="report's XCom")
+        stages = {name: _stage(xcom) for name, xcom in
                   {"redacted": redacted, "qa": qa_set, "tokenizer": tok, "tokens": tokens}.items()}
-        result = data_card_stage(cfg, summary, stages["redacted"], stages["qa"], stages["tokenizer"],
-                                 stages["tokens"], run_name=context["run_id"])
-        out = write_report(cfg.home, context["run_id"], summary, data_card=result.path)
+        result = data_card_stage(cfg, report, stages["redacted"], stages["qa"], stages["tokenizer"],
+                                 stages["tokens"], run_name=run_id)
+        out = write_report(cfg.home, run_id, report, data_card=result.path)
         print(f"data card: {result.path / 'data_card.md'} (report: {out})")
-        print(f"contamination: {result.summary['contamination']}")
+        card = DataCardSummary.load(result.summary, source=f"{result.path} summary")
+        print(f"contamination: { {name: row.model_dump() for name, row in card.contamination.items()} }")
         extra = tokens_event_extra(stages["tokens"], stages["tokenizer"], stages["qa"], result)
         _publish(TOKENS, extra, inlet_events, outlet_events, cfg=cfg)
         return str(result.path / "data_card.md")

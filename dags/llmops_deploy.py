@@ -21,11 +21,10 @@ with exponential backoff.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from llmops_airflow.assets import CHALLENGER, CHAMPION, event_extra
+from llmops_airflow.assets import CHALLENGER, CHAMPION
 from llmops_airflow.config import run_config
 from llmops_airflow.errors import RETRIES
 
@@ -81,8 +80,11 @@ def llmops_deploy():
         return PokeReturnValue(is_done=False)
 
     @task(outlets=[CHAMPION])
-    def deploy(url: str, *, triggering_asset_events=None, outlet_events=None) -> dict[str, Any]:
-        """Stage → smoke tests (HTTP + gRPC) → swap → live check → champion."""
+    def deploy(url: str, *, triggering_asset_events=None, outlet_events=None) -> dict:
+        """Stage → smoke tests (HTTP + gRPC) → swap → live check → champion (``ChampionEvent``).
+        The XCom is the ``DeployResult``."""
+        from llmops.records.events import ChallengerEvent, ChampionEvent
+        from llmops.records.serving import DeployResult
         from llmops.serving.deploy import deploy as deploy_version, write_deploy_report
 
         cfg = _cfg()
@@ -90,17 +92,18 @@ def llmops_deploy():
         uri = f"models:/{cfg.serving.model_name}/{version}" if version else None
         if uri is None and triggering_asset_events:
             for event in triggering_asset_events.get(CHALLENGER, []):
-                uri = event.extra.get("model_uri")
+                uri = ChallengerEvent.load(event.extra, source="the triggering llmops://challenger event").model_uri
         uri = uri or f"models:/{cfg.serving.model_name}@challenger"
         print(f"deploying {uri} to {url}")
         result = deploy_version(cfg, uri, progress=print)
         for row in result.smoke:
-            print(f"  smoke {row['protocol']}: {row['question']!r} -> {row['text']!r}")
-        report = write_deploy_report(cfg, result)
+            print(f"  smoke {row.protocol}: {row.question!r} -> {row.text!r}")
+        report = write_deploy_report(cfg, result).path / DeployResult.NAME
         print(f"{result.status}: {result.model_uri} (was {result.previous}); report {report}")
-        outlet_events[CHAMPION].extra = event_extra(str(report), str(result.version), model_uri=result.model_uri,
-                                                    version=result.version, previous=result.previous)
-        return result.to_dict()
+        outlet_events[CHAMPION].extra = ChampionEvent(path=str(report), hash=str(result.version),
+                                                      model_uri=result.model_uri, version=result.version,
+                                                      previous=result.previous).dump()
+        return result.dump()
 
     deploy(wait_for_server())
 

@@ -21,14 +21,15 @@ succeeds and announces nothing.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from pathlib import Path
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from llmops_airflow.assets import CHALLENGER, MODEL, event_extra
-from llmops_airflow.config import run_config
+from llmops_airflow.assets import CHALLENGER, MODEL
+from llmops_airflow.config import config_params, run_config
 from llmops_airflow.errors import RETRIES
 
+# Param name -> llmops config key (llmops_airflow.config: null keeps the configured value).
 PARAM_TO_CONFIG = {"max_questions": "evaluation.max_questions"}
 
 PARAMS = {
@@ -36,8 +37,7 @@ PARAMS = {
                         description="Model directory to evaluate (default: the triggering event's served variant)."),
     "variant": Param(None, type=["null", "string"],
                      description="Variant name; the served one registers as `llmops`, others as `llmops-<variant>`."),
-    "max_questions": Param(None, type=["null", "integer"], minimum=1,
-                           description="Evaluate generation on the first N held-out pairs only."),
+    **config_params(PARAM_TO_CONFIG),
 }
 
 
@@ -58,11 +58,14 @@ def _cfg():
 )
 def llmops_evaluate():
     @task
-    def evaluate(*, triggering_asset_events=None) -> dict[str, Any]:
-        """All metrics of the model and of the champion on the same data; MLflow run + report."""
+    def evaluate(*, triggering_asset_events=None) -> dict:
+        """All metrics of the model and of the champion on the same data; MLflow run + report
+        (``CandidateEvaluation``)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from llmops.evaluation.evaluate import EvaluationInputError, evaluate_candidate, registered_as
+        from llmops.records.evaluation import AlreadyRegistered
+        from llmops.records.events import ModelEvent
         from llmops.registry.model_registry import registered_name
         from llmops.registry.tracking import dag_run_parent
 
@@ -71,49 +74,57 @@ def llmops_evaluate():
         path, variant = params.get("model_path"), params.get("variant")
         if not path and triggering_asset_events:
             for event in triggering_asset_events.get(MODEL, []):
-                path, variant = event.extra.get("path"), event.extra.get("variant")
+                model = ModelEvent.load(event.extra, source="the triggering llmops://model event")
+                path, variant = model.path, model.variant
         if not path:
             raise EvaluationInputError("no model to evaluate: trigger with the model_path Param, or let "
                                        "llmops_train's llmops://model event start this DAG")
         served = cfg.finetune.variants[0].name
         variant = variant or served
         # Checked before the DAG run's MLflow run is opened: a known model leaves no trace.
-        registered = registered_as(cfg, path, name=registered_name(variant, served))
+        registered = registered_as(cfg, Path(path), name=registered_name(variant, served))
         if registered:
             raise AirflowSkipException(f"{path}: already registered as {registered}: nothing is evaluated, "
                                        f"registered or announced")
         parent = dag_run_parent(cfg, context["dag"].dag_id, context["run_id"])
-        result = evaluate_candidate(cfg, path, variant=variant, served_variant=served, parent_run_id=parent)
-        for key, value in result["metrics"].items():
+        result = evaluate_candidate(cfg, Path(path), variant=variant, served_variant=served, parent_run_id=parent)
+        if isinstance(result, AlreadyRegistered):  # registered by another run meanwhile
+            raise AirflowSkipException(f"{result.message}: nothing is registered or announced")
+        for key, value in result.metrics.model_dump(exclude_none=True).items():
             print(f"{key}: {value}")
-        print(f"report: {result['report']}")
-        return result
+        print(f"report: {result.report}")
+        return result.dump()
 
     @task
-    def gate(evaluation: dict[str, Any]) -> dict[str, Any]:
+    def gate(evaluation: dict) -> dict:
         """Floors and regression against the champion; a failure (permanent) lists every failed check."""
         from llmops.evaluation.evaluate import require_gate_passed
+        from llmops.records.evaluation import CandidateEvaluation
 
-        print(evaluation["gate_message"])
-        for check in evaluation["gate"]["checks"]:
-            print(f"  {'ok  ' if check['passed'] else 'FAIL'} {check['name']}: {check['value']} "
-                  f"(threshold {check['threshold']}, champion {check['champion']})")
-        require_gate_passed(evaluation)
+        result = CandidateEvaluation.load(evaluation, source="evaluate's XCom")
+        print(result.gate_message)
+        for check in result.gate.checks:
+            print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {check.value} "
+                  f"(threshold {check.threshold}, champion {check.champion})")
+        require_gate_passed(result)
         return evaluation
 
     @task(outlets=[CHALLENGER])
-    def register(evaluation: dict[str, Any], *, outlet_events=None) -> dict[str, Any]:
-        """Register the version (HF directory + model card) with alias `challenger`."""
+    def register(evaluation: dict, *, outlet_events=None) -> dict:
+        """Register the version (HF directory + model card) with alias `challenger`; announce it
+        on ``llmops://challenger`` (``ChallengerEvent``). The XCom is the ``RegisteredVersion``."""
         from llmops.evaluation.evaluate import register_candidate
+        from llmops.records.evaluation import CandidateEvaluation
+        from llmops.records.events import ChallengerEvent
 
-        result = register_candidate(_cfg(), evaluation)
-        print(f"registered {result['model_uri']} as challenger (report: {result['report']})")
-        outlet_events[CHALLENGER].extra = event_extra(evaluation["model_dir"], result["version"],
-                                                      model_uri=result["model_uri"], version=result["version"],
-                                                      name=result["name"], report=result["report"])
-        return result
+        candidate = CandidateEvaluation.load(evaluation, source="gate's XCom")
+        result = register_candidate(_cfg(), candidate)
+        print(f"registered {result.model_uri} as challenger (report: {result.report})")
+        outlet_events[CHALLENGER].extra = ChallengerEvent(
+            path=candidate.model_dir, hash=result.version, model_uri=result.model_uri, version=result.version,
+            name=result.name, report=result.report).dump()
+        return result.dump()
 
     register(gate(evaluate()))
-
 
 llmops_evaluate()

@@ -23,16 +23,17 @@ model (a directory or `models:/name/version`).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from pathlib import Path
 
 from airflow.sdk import Param, dag, get_current_context, task
 
 from llmops.config import load_config
-from llmops_airflow.assets import MODEL, TOKENS, event_extra
-from llmops_airflow.config import run_config
+from llmops_airflow.assets import MODEL, TOKENS
+from llmops_airflow.config import config_params, run_config
 from llmops_airflow.errors import RETRIES
 from llmops_airflow.operators.deepspeed_training import DeepSpeedTrainingOperator
 
+# Param name -> llmops config key (llmops_airflow.config: null keeps the configured value).
 PARAM_TO_CONFIG = {
     "preset": "pretrain.preset",
     "steps": "pretrain.steps",
@@ -44,25 +45,10 @@ PARAM_TO_CONFIG = {
     "zero_stage": "deepspeed.zero_stage",
 }
 
-_defaults = load_config()
+_configured = load_config()  # pydantic + YAML only: cheap enough for parse time
 
 PARAMS = {
-    "preset": Param(_defaults.pretrain.preset, type="string",
-                    description="Model preset: tiny (CPU demo), 125m, 1b, or a YAML path."),
-    "steps": Param(_defaults.pretrain.steps, type="integer", minimum=1, description="Pretraining optimizer steps."),
-    "lr": Param(_defaults.pretrain.lr, type="number", exclusiveMinimum=0, description="Pretraining peak LR."),
-    "ranks": Param(_defaults.deepspeed.ranks, type="integer", minimum=1,
-                   description="DeepSpeed ranks per node (GPUs, or CPU processes)."),
-    "zero_stage": Param(_defaults.deepspeed.zero_stage, type="integer", enum=[0, 1, 2, 3],
-                        description="ZeRO stage: 0 data parallel, 1 + optimizer states, 2 + gradients, "
-                                    "3 + weights sharded."),
-    "finetune_method": Param(_defaults.finetune.method, type="string", enum=["lora", "full"],
-                             description="LoRA adapters (merged at export) or full fine-tuning; a variant's own "
-                                         "method wins."),
-    "finetune_steps": Param(_defaults.finetune.steps, type="integer", minimum=1,
-                            description="Fine-tuning optimizer steps per variant."),
-    "finetune_lr": Param(_defaults.finetune.lr, type="number", exclusiveMinimum=0,
-                         description="Fine-tuning peak LR."),
+    **config_params(PARAM_TO_CONFIG, _configured),
     "base_model": Param(None, type=["null", "string"],
                         description="Fine-tune this model (HF directory or models:/name/version) instead of "
                                     "pretraining one."),
@@ -94,8 +80,11 @@ def _cfg():
 )
 def llmops_train():
     @task
-    def resolve_inputs(*, triggering_asset_events=None) -> dict[str, Any]:
-        """The data card to train on, and the DAG run's MLflow run (parent of every job's run)."""
+    def resolve_inputs(*, triggering_asset_events=None) -> dict:
+        """The data card to train on, and the DAG run's MLflow run (parent of every job's run):
+        ``TrainingJobArgs``, the ``pretrain`` job's arguments."""
+        from llmops.records.data import TokensEvent
+        from llmops.records.training import TrainingJobArgs
         from llmops.registry.tracking import dag_run_parent
         from llmops.training.job import resolve_data_inputs
 
@@ -104,13 +93,14 @@ def llmops_train():
         card = params.get("data_card")
         if not card and triggering_asset_events:
             for event in triggering_asset_events.get(TOKENS, []):
-                card = (event.extra or {}).get("data_card") or card
+                card = TokensEvent.load(event.extra, source="the triggering llmops://tokens event").data_card
         data = resolve_data_inputs(cfg, card)
         parent = dag_run_parent(cfg, context["dag"].dag_id, context["run_id"])
-        print(f"training on data card {data['data_card']['path']} (tokens {data['tokens']}); MLflow run {parent}")
+        card_path = data.data_card.path if data.data_card else None
+        print(f"training on data card {card_path} (tokens {data.tokens}); MLflow run {parent}")
         base = params.get("base_model")
-        return {"data_card": data["data_card"]["path"], "mlflow_parent": parent, "base_model": base,
-                "skip": f"base_model={base} given: fine-tuning only" if base else None}
+        return TrainingJobArgs(data_card=card_path, mlflow_parent=parent, base_model=base,
+                               skip=f"base_model={base} given: fine-tuning only" if base else None).dump()
 
     inputs = resolve_inputs()
     pretrain = DeepSpeedTrainingOperator(
@@ -118,76 +108,87 @@ def llmops_train():
         execution_timeout=dt.timedelta(hours=2), **TRAIN_RETRY)
 
     @task(trigger_rule="none_failed")
-    def export_pretrained(inputs: dict[str, Any]) -> dict[str, Any]:
-        """Consolidate the final checkpoint (ZeRO shards) into a Hugging Face directory."""
+    def export_pretrained(inputs: dict) -> dict:
+        """Consolidate the final checkpoint (ZeRO shards) into a Hugging Face directory (``TrainedModel``)."""
+        from llmops.records.training import TrainedJob, TrainedModel, TrainingJobArgs
         from llmops.training.export import export_stage
         from llmops.training.pipeline import model_entry
 
-        if inputs.get("base_model"):
-            return {"name": "base", "model": inputs["base_model"], "hash": None}
+        base_model = TrainingJobArgs.load(inputs, source="resolve_inputs' XCom").base_model
+        if base_model:
+            return TrainedModel(name="base", model=base_model, hash=None).dump()
         # Pulled here, not passed as an argument: when pretraining is skipped there is no
         # XCom, and resolving an argument would log a spurious "XCom not found" error.
-        trained = get_current_context()["ti"].xcom_pull(task_ids="pretrain")
-        result = export_stage(_cfg(), trained["run_dir"])
+        trained = TrainedJob.load(get_current_context()["ti"].xcom_pull(task_ids="pretrain"),
+                                  source="pretrain's XCom")
+        result = export_stage(_cfg(), Path(trained.run_dir))
         entry = model_entry(trained, result)
-        print(f"pretrained model: {result.path} (validation loss {entry['first_val_loss']:.3f} -> "
-              f"{entry['final_val_loss']:.3f})")
-        return entry
+        print(f"pretrained model: {result.path} (validation loss {entry.first_val_loss:.3f} -> "
+              f"{entry.final_val_loss:.3f})")
+        return entry.dump()
 
     @task
-    def plan_finetunes(inputs: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
-        """One fine-tuning job per configured variant, all from the same base."""
-        return [{"variant": v.name, "base": base["model"], "data_card": inputs["data_card"],
-                 "mlflow_parent": inputs["mlflow_parent"]} for v in _cfg().finetune.variants]
+    def plan_finetunes(inputs: dict, base: dict) -> list[dict]:
+        """One fine-tuning job per configured variant, all from the same base (``TrainingJobArgs`` each)."""
+        from llmops.records.training import TrainedModel, TrainingJobArgs
+
+        args = TrainingJobArgs.load(inputs, source="resolve_inputs' XCom")
+        base_dir = TrainedModel.load(base, source="export_pretrained's XCom").model
+        return [TrainingJobArgs(variant=v.name, base=base_dir, data_card=args.data_card,
+                                mlflow_parent=args.mlflow_parent).dump() for v in _cfg().finetune.variants]
 
     base = export_pretrained(inputs)
     pretrain >> base
     finetune = DeepSpeedTrainingOperator.partial(
         task_id="finetune", kind="finetune", param_to_config=PARAM_TO_CONFIG,
-        execution_timeout=dt.timedelta(hours=2), max_active_tis_per_dagrun=_defaults.finetune.parallel_jobs,
+        execution_timeout=dt.timedelta(hours=2), max_active_tis_per_dagrun=_configured.finetune.parallel_jobs,
         **TRAIN_RETRY,
     ).expand(job_args=plan_finetunes(inputs, base))
 
     @task
-    def export_finetuned(trained: dict[str, Any]) -> dict[str, Any]:
-        """Merge LoRA adapters (if any) and write the variant's Hugging Face directory."""
+    def export_finetuned(trained: dict) -> dict:
+        """Merge LoRA adapters (if any) and write the variant's Hugging Face directory (``TrainedModel``)."""
+        from llmops.records.training import TrainedJob
         from llmops.training.export import export_stage
         from llmops.training.pipeline import model_entry
 
-        result = export_stage(_cfg(), trained["run_dir"])
-        entry = model_entry(trained, result)
-        print(f"{entry['name']}: {result.path} (validation loss {entry['first_val_loss']:.3f} -> "
-              f"{entry['final_val_loss']:.3f})")
-        return entry
+        job = TrainedJob.load(trained, source="finetune's XCom")
+        result = export_stage(_cfg(), Path(job.run_dir))
+        entry = model_entry(job, result)
+        print(f"{entry.name}: {result.path} (validation loss {entry.first_val_loss:.3f} -> "
+              f"{entry.final_val_loss:.3f})")
+        return entry.dump()
 
     @task(outlets=[MODEL])
-    def publish(inputs: dict[str, Any], pretrained: dict[str, Any], exported: list[dict[str, Any]], *,
-                outlet_events=None) -> dict[str, Any]:
-        """Announce the fine-tuned models on ``llmops://model``; the first variant is the one to serve."""
+    def publish(inputs: dict, pretrained: dict, exported: list[dict], *, outlet_events=None) -> dict:
+        """Announce the fine-tuned models on ``llmops://model`` (``ModelEvent``); the first variant
+        is the one to serve."""
+        from llmops.records.events import ModelEvent, ModelVariant
+        from llmops.records.training import TrainedModel, TrainingJobArgs, TrainingReport
         from llmops.registry.tracking import RunLogger, tracking_uri
         from llmops.training.pipeline import format_training_summary, write_training_summary
 
-        context = get_current_context()
         cfg = _cfg()
-        exported = list(exported[:])  # a slice: one XCom request for all mapped results
+        args = TrainingJobArgs.load(inputs, source="resolve_inputs' XCom")
+        base = TrainedModel.load(pretrained, source="export_pretrained's XCom")
+        # a slice: one XCom request for all mapped results
+        variants = [TrainedModel.load(e, source="export_finetuned's XCom") for e in exported[:]]
         served_name = cfg.finetune.variants[0].name
-        served = next(e for e in exported if e["name"] == served_name)
-        summary = {"pretrain": pretrained if pretrained.get("hash") else None, "finetune": exported,
-                   "data_card": inputs["data_card"], "served_variant": served_name}
-        report = write_training_summary(cfg.home, context["run_id"], summary)
+        served = next(v for v in variants if v.name == served_name)
+        summary = TrainingReport(pretrain=base if base.hash else None, finetune=variants, data_card=args.data_card,
+                                 served_variant=served_name)
+        report = write_training_summary(cfg.home, get_current_context()["run_id"], summary)
         print(format_training_summary(summary))
         print(f"report: {report}")
-        extra = event_extra(served["model"], served["hash"], variant=served_name,
-                            mlflow_run_id=served["mlflow_run_id"], data_card=inputs["data_card"],
-                            base_model=pretrained["model"],
-                            variants={e["name"]: {"path": e["model"], "hash": e["hash"]} for e in exported})
+        extra = ModelEvent(path=served.model, hash=served.hash, variant=served_name,
+                           mlflow_run_id=served.mlflow_run_id, data_card=args.data_card, base_model=base.model,
+                           variants={v.name: ModelVariant(path=v.model, hash=v.hash) for v in variants}).dump()
         outlet_events[MODEL].extra = extra
-        with RunLogger(inputs["mlflow_parent"], tracking_uri(cfg)) as parent:  # ends the DAG run's MLflow run
-            parent.log_artifact(report / "summary.json")
-            parent.set_tags({"llmops.served_variant": served_name, "llmops.model_path": served["model"]})
+        with RunLogger(args.mlflow_parent, tracking_uri(cfg)) as parent:  # ends the DAG run's MLflow run
+            parent.log_artifact(report / TrainingReport.NAME)
+            parent.set_tags({"llmops.served_variant": served_name, "llmops.model_path": served.model})
         return extra
 
     publish(inputs, base, export_finetuned.expand(trained=finetune.output))
-
 
 llmops_train()

@@ -24,7 +24,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -168,6 +168,37 @@ class AssetEvent(_Record):
     timestamp: dt.datetime
 
 
+class Asset(_Record):
+    id: int
+    uri: str = ""
+
+
+class _TriggerBody(_Record):
+    """``POST /api/v2/dags/{dag_id}/dagRuns`` (its ``logical_date`` is always null: see :meth:`trigger`)."""
+
+    conf: dict[str, Any]
+    dag_run_id: str | None = None
+    note: str | None = None
+
+
+class _ClearBody(_Record):
+    """``POST /api/v2/dags/{dag_id}/clearTaskInstances``."""
+
+    dag_run_id: str
+    task_ids: list[str | tuple[str, int]]
+    dry_run: bool = False
+    only_failed: bool = False
+    only_running: bool = True
+    reset_dag_runs: bool = False
+    note: str | None = None
+
+
+QueryParams = dict[str, str | int]
+"""Query-string parameters of one API call."""
+
+_Item = TypeVar("_Item", bound=_Record)
+
+
 def _when(value: dt.datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -227,7 +258,7 @@ class AirflowClient:
             self._token = body["access_token"]
         return self._token
 
-    def _send(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
+    def _send(self, method: str, path: str, *, params: QueryParams | None = None, json: Any = None,
               auth: bool = True, accept: str = "application/json", raw: bool = False) -> Any:
         url = self.base_url + path
         for attempt in (1, 2):
@@ -258,13 +289,13 @@ class AirflowClient:
             return resp.text
         return resp.json() if resp.content else None
 
-    def _paged(self, path: str, key: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-        """Every item of a list endpoint, page by page (offset/limit)."""
+    def _paged(self, path: str, key: str, item: type[_Item], params: QueryParams | None = None) -> Iterator[_Item]:
+        """Every item of a list endpoint, page by page (offset/limit), validated as ``item``."""
         offset = 0
         while True:
             page = self._send("GET", path, params={**(params or {}), "limit": _PAGE, "offset": offset})
             items = page.get(key) or []
-            yield from items
+            yield from (item.model_validate(i) for i in items)
             offset += len(items)
             if not items or offset >= page.get("total_entries", 0):
                 return
@@ -282,12 +313,12 @@ class AirflowClient:
 
     def dags(self, *, include_stale: bool = False) -> list[Dag]:
         """Every DAG the dag-processor has parsed, with ``is_paused``."""
-        params = {"exclude_stale": "false" if include_stale else "true"}
-        return [Dag.model_validate(d) for d in self._paged("/api/v2/dags", "dags", params)]
+        params: QueryParams = {"exclude_stale": "false" if include_stale else "true"}
+        return list(self._paged("/api/v2/dags", "dags", Dag, params))
 
     def import_errors(self) -> list[DagImportError]:
         """DAG files that failed to import (empty when every file parsed)."""
-        return [DagImportError.model_validate(e) for e in self._paged("/api/v2/importErrors", "import_errors")]
+        return list(self._paged("/api/v2/importErrors", "import_errors", DagImportError))
 
     def set_paused(self, dag_id: str, paused: bool) -> Dag:
         """Pause or unpause a DAG (``PATCH /api/v2/dags/{dag_id}``)."""
@@ -305,13 +336,10 @@ class AirflowClient:
 
         The run has no logical date, so any number of runs may be triggered.
         """
-        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
-        if run_id:
-            body["dag_run_id"] = run_id
-        if note:
-            body["note"] = note
+        body = _TriggerBody(conf=conf or {}, dag_run_id=run_id or None, note=note or None)
         return DagRun.model_validate(self._send("POST", f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns",
-                                                json=body)).run_id
+                                                json=body.model_dump(exclude_none=True) | {"logical_date": None})
+                                     ).run_id
 
     def dag_run(self, dag_id: str, run_id: str) -> DagRun:
         return DagRun.model_validate(self._send("GET", f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/"
@@ -323,22 +351,21 @@ class AirflowClient:
 
         ``run_type`` filters e.g. ``asset_triggered`` or ``manual``; ``state`` e.g. ``running``.
         """
-        params: dict[str, Any] = {"order_by": "id"}
+        params: QueryParams = {"order_by": "id"}
         if run_type:
             params["run_type"] = run_type
         if state:
             params["state"] = state
-        runs = [DagRun.model_validate(r) for r in self._paged(f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns",
-                                                              "dag_runs", params)]
+        runs = list(self._paged(f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns", "dag_runs", DagRun, params))
         if since is not None:  # no queued_at filter in the API; run_after would miss asset runs' semantics
             runs = [r for r in runs if r.queued_at is None or r.queued_at >= since]
         return runs
 
     def task_instances(self, dag_id: str = "~", run_id: str = "~", *, state: str | None = None) -> list[TaskInstance]:
         """Task instances of one run (``~``: of every run / DAG), one per map index of a mapped task."""
-        params = {"state": state, "order_by": "id"} if state else {"order_by": "id"}
+        params: QueryParams = {"state": state, "order_by": "id"} if state else {"order_by": "id"}
         path = f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances"
-        return [TaskInstance.model_validate(t) for t in self._paged(path, "task_instances", params)]
+        return list(self._paged(path, "task_instances", TaskInstance, params))
 
     def running_task_instances(self) -> list[TaskInstance]:
         """Every task instance in state ``running``, across DAGs and runs."""
@@ -352,12 +379,10 @@ class AirflowClient:
         SIGKILL) and a scheduler queues it again. ``note`` is shown on the task in the UI.
         Returns the instances that were cleared (empty when it had already finished).
         """
-        body: dict[str, Any] = {"dry_run": False, "dag_run_id": ti.run_id, "only_failed": False,
-                                "only_running": True, "reset_dag_runs": False,
-                                "task_ids": [[ti.task_id, ti.map_index]] if ti.map_index >= 0 else [ti.task_id]}
-        if note:
-            body["note"] = note[:1000]
-        out = self._send("POST", f"/api/v2/dags/{quote(ti.dag_id, safe='')}/clearTaskInstances", json=body)
+        body = _ClearBody(dag_run_id=ti.run_id, note=note[:1000] if note else None,
+                          task_ids=[(ti.task_id, ti.map_index)] if ti.map_index >= 0 else [ti.task_id])
+        out = self._send("POST", f"/api/v2/dags/{quote(ti.dag_id, safe='')}/clearTaskInstances",
+                         json=body.model_dump(mode="json", exclude_none=True))
         return [TaskInstance.model_validate(t) for t in out.get("task_instances", [])]
 
     def task_log(self, ti: TaskInstance, try_number: int | None = None) -> str:
@@ -376,26 +401,25 @@ class AirflowClient:
 
         ``since`` keeps the events at or after that (timezone-aware) time.
         """
-        params: dict[str, Any] = {"order_by": "timestamp"}
+        params: QueryParams = {"order_by": "timestamp"}
         if source_dag_id:
             params["source_dag_id"] = source_dag_id
         if source_run_id:
             params["source_run_id"] = source_run_id
         if since is not None:
-            params["timestamp_gte"] = _when(since)
+            params["timestamp_gte"] = str(_when(since))
         if uri is None:
-            return [AssetEvent.model_validate(e) for e in self._paged("/api/v2/assets/events", "asset_events", params)]
+            return list(self._paged("/api/v2/assets/events", "asset_events", AssetEvent, params))
         events: list[AssetEvent] = []
         for asset_id in self._asset_ids(uri):
-            events += [AssetEvent.model_validate(e) for e in
-                       self._paged("/api/v2/assets/events", "asset_events", {**params, "asset_id": asset_id})]
+            events += self._paged("/api/v2/assets/events", "asset_events", AssetEvent, {**params, "asset_id": asset_id})
         return sorted(events, key=lambda e: (e.timestamp, e.id))
 
     def _asset_ids(self, uri: str) -> list[int]:
         # Airflow stores "llmops://tokens" as "llmops://tokens/"; uri_pattern is a substring match.
         want = uri.rstrip("/")
-        return [a["id"] for a in self._paged("/api/v2/assets", "assets", {"uri_pattern": want})
-                if str(a.get("uri", "")).rstrip("/") == want]
+        return [a.id for a in self._paged("/api/v2/assets", "assets", Asset, {"uri_pattern": want})
+                if a.uri.rstrip("/") == want]
 
 
 # Keys every record of a task log repeats (which task, where in Airflow's code): left out of the text.

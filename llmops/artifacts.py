@@ -33,15 +33,20 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import llmops
+from pydantic import BaseModel
 
-MANIFEST = "manifest.json"
+import llmops
+from llmops.layout import Layout
+from llmops.records.common import CodeIdentity, InputRef, OutputRef
+from llmops.records.stages import StageInput, StageManifest
+
+MANIFEST = StageManifest.NAME
 
 
 # ---- stage versions ------------------------------------------------------------------
@@ -84,6 +89,10 @@ STAGE_VERSIONS: dict[str, StageVersion] = {
     "finetune": StageVersion(1, fixture_key="e42decb9b6ae4316", fixture_digest="f443a80bf47da1c5"),
     # Export of a fixed checkpoint is deterministic: the HF directory's content digest.
     "model": StageVersion(1, fixture_key="95e1f950a3ae7497", fixture_digest="0c6a48ba6ad2a681"),
+    # Reports: keyed by what was evaluated or deployed; they record a measurement or an
+    # action (timings, a live server's answers), so there is no fixture digest to compare.
+    "evaluation": StageVersion(1),
+    "deploy": StageVersion(1),
 }
 
 
@@ -98,9 +107,21 @@ def stage_version(stage: str) -> int:
 # ---- hashes and digests --------------------------------------------------------------
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every record replaced by its JSON form, unset (None) fields left out:
+    how inputs enter a key, so a record names an input exactly as its dict form did."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json", exclude_none=True)
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
 def stable_hash(obj: Any, length: int = 16) -> str:
     """SHA-256 of the canonical JSON form of ``obj`` (sorted keys), shortened."""
-    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    blob = json.dumps(jsonable(obj), sort_keys=True, default=str, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
@@ -209,68 +230,68 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 @lru_cache(maxsize=1)
-def code_identity() -> dict[str, Any]:
+def code_identity() -> CodeIdentity:
     """Which code built an output: the git commit (and whether the tree had local changes)
     when the package runs from a checkout, and always the package version and a hash of
     its sources (an installed wheel has no commit). Recorded for lineage only."""
     pkg = Path(llmops.__file__).parent
-    identity: dict[str, Any] = {"version": llmops.__version__, "source_sha256": _source_hash(pkg),
-                                "commit": None, "dirty": None}
+    identity = CodeIdentity(version=llmops.__version__, source_sha256=_source_hash(pkg))
     if (pkg.parent / ".git").exists():
         commit = _git(pkg.parent, "rev-parse", "--verify", "HEAD")
         if commit:
             status = _git(pkg.parent, "status", "--porcelain")
-            identity.update(commit=commit.strip(), dirty=None if status is None else bool(status.strip()))
+            identity = identity.model_copy(update={"commit": commit.strip(),
+                                                   "dirty": None if status is None else bool(status.strip())})
     return identity
 
 
 def code_version() -> str:
     """:func:`code_identity` in one line: ``git:<commit12>[+dirty]`` or ``<version>+src.<hash>``."""
     ident = code_identity()
-    if ident["commit"]:
-        return f"git:{ident['commit'][:12]}" + ("+dirty" if ident["dirty"] else "")
-    return f"{ident['version']}+src.{ident['source_sha256']}"
+    if ident.commit:
+        return f"git:{ident.commit[:12]}" + ("+dirty" if ident.dirty else "")
+    return f"{ident.version}+src.{ident.source_sha256}"
 
 
 # ---- stage outputs -------------------------------------------------------------------
 
 
-def artifacts_root(home: Path) -> Path:
-    return Path(home) / "artifacts"
-
-
 @dataclass
 class StageResult:
-    """A finished stage output: where it is, its key, and whether it was reused."""
+    """A finished stage output: where it is, its key, whether it was reused, its manifest."""
 
     stage: str
     path: Path
     key: str
     reused: bool
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: StageManifest
 
     @property
     def summary(self) -> dict[str, Any]:
-        return self.manifest.get("summary", {})
+        return self.manifest.summary
 
     @property
     def content_hash(self) -> str:
-        """The output's content digest (its key for outputs built before digests were recorded)."""
-        return self.manifest.get("content_hash") or self.key
+        """The output's content digest: what names it as another stage's input."""
+        return self.manifest.content_hash
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> StageResult:
         """A finished output, read back from its manifest (e.g. from an XCom path)."""
         manifest = read_manifest(Path(path))
-        return cls(manifest["stage"], Path(path), manifest["key"], True, manifest)
+        return cls(manifest.stage, Path(path), manifest.key, True, manifest)
 
-    def asset_extra(self) -> dict[str, Any]:
+    def ref(self) -> OutputRef:
         """Where this output is and what it holds (an Asset event's or a report's reference)."""
-        return {"path": str(self.path), "hash": self.key, "content_hash": self.content_hash,
-                "output_hash": self.manifest.get("output_hash")}
+        return OutputRef(path=str(self.path), hash=self.key, content_hash=self.content_hash,
+                         output_hash=self.manifest.output_hash)
+
+    def input_ref(self) -> InputRef:
+        """This output as another stage's input."""
+        return InputRef(path=str(self.path), hash=self.content_hash)
 
 
-def input_ref(path: Path) -> dict[str, str]:
+def input_ref(path: Path) -> InputRef:
     """How an input is named: its path (lineage) and a hash of its content (the key).
 
     A stage output, or a file inside one, is named by the output's content digest from
@@ -280,10 +301,9 @@ def input_ref(path: Path) -> dict[str, str]:
     path = Path(path)
     stage_dir = path if path.is_dir() else path.parent
     if (stage_dir / MANIFEST).exists():
-        manifest = read_manifest(stage_dir)
-        return {"path": str(path), "hash": manifest.get("content_hash") or manifest["key"]}
+        return InputRef(path=str(path), hash=read_manifest(stage_dir).content_hash)
     if path.is_file():
-        return {"path": str(path), "hash": file_sha256(path)[:16]}
+        return InputRef(path=str(path), hash=file_sha256(path)[:16])
     if path.exists():
         raise FileNotFoundError(f"input {path} is not a stage output (no {MANIFEST}) nor a file")
     raise FileNotFoundError(f"input {path} does not exist")
@@ -292,6 +312,7 @@ def input_ref(path: Path) -> dict[str, str]:
 def key_view(obj: Any) -> Any:
     """``obj`` without the paths of its input references (dicts holding a ``hash``): the
     same content found at another place is the same input."""
+    obj = jsonable(obj)
     if isinstance(obj, dict):
         return {k: key_view(v) for k, v in obj.items() if not (k == "path" and "hash" in obj)}
     if isinstance(obj, list):
@@ -299,14 +320,15 @@ def key_view(obj: Any) -> Any:
     return obj
 
 
-def stage_key(stage: str, inputs: dict[str, Any], config: dict[str, Any], version: int | None = None) -> str:
+def stage_key(stage: str, inputs: Mapping[str, StageInput], config: dict[str, Any], version: int | None = None) -> str:
     """The output directory's name: (stage, its version, inputs by content, config)."""
     version = stage_version(stage) if version is None else version
     return stable_hash({"stage": stage, "version": version, "inputs": key_view(inputs), "config": config})
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    return json.loads((Path(path) / MANIFEST).read_text())
+def read_manifest(path: Path) -> StageManifest:
+    """The manifest of the finished output directory ``path``."""
+    return StageManifest.read(Path(path) / MANIFEST)
 
 
 def _output_hashes(root: Path) -> dict[str, str]:
@@ -354,22 +376,41 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _manifest(root: Path, stage: str, key: str, version: int, inputs: Mapping[str, StageInput], config: dict[str, Any],
+              summary: dict[str, Any] | BaseModel, digest: Callable[[Path], str]) -> StageManifest:
+    outputs = _output_hashes(root)
+    summary = summary.model_dump(mode="json") if isinstance(summary, BaseModel) else jsonable(summary)
+    return StageManifest(
+        stage=stage, key=key, version=version, inputs=jsonable(inputs), config=jsonable(config),
+        content_hash=digest(root), code_version=code_version(), code=code_identity(),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), outputs=outputs,
+        output_hash=stable_hash(outputs, length=64), summary=jsonable(summary))
+
+
 def build_stage(
     home: Path,
     stage: str,
-    inputs: dict[str, Any],
+    inputs: Mapping[str, StageInput],
     config: dict[str, Any],
-    build: Callable[[Path], dict[str, Any]],
+    build: Callable[[Path], dict[str, Any] | BaseModel | None],
     out_dir: Path | None = None,
     *,
     digest: Callable[[Path], str] = content_digest,
     version: int | None = None,
+    parent: Path | None = None,
 ) -> StageResult:
     """Run ``build(tmp_dir) -> summary`` unless the output for this key already exists.
 
+    This is the one keyed-output API: every stage output, the evaluation and deploy
+    reports included, is written through it (a training run, which resumes in place,
+    uses :func:`finish_in_place`). ``inputs`` are :class:`InputRef` records (or lists and
+    scalars of them); ``config`` the settings that key the output; both are recorded.
+
     ``digest(tmp_dir)`` gives the output's content digest, recorded in the manifest as
     ``content_hash``: it names this output when it is the input of another stage.
-    ``version`` defaults to the stage's entry in :data:`STAGE_VERSIONS`.
+    ``version`` defaults to the stage's entry in :data:`STAGE_VERSIONS`. ``parent`` is
+    the directory the ``<key>`` directory goes into (default ``artifacts/<stage>/``;
+    reports live under ``reports/``).
 
     ``out_dir`` overrides the layout location (the CLI's ``--out``); the output is
     still written to a temporary sibling and renamed into place. An existing
@@ -377,10 +418,10 @@ def build_stage(
     """
     version = stage_version(stage) if version is None else version
     key = stage_key(stage, inputs, config, version)
-    final = Path(out_dir) if out_dir else artifacts_root(home) / stage / key
+    final = Path(out_dir) if out_dir else (Path(parent) if parent else Layout(home).stage_dir(stage)) / key
     if (final / MANIFEST).exists():
         manifest = read_manifest(final)
-        if manifest.get("key") == key:
+        if manifest.key == key:
             return _reused(stage, final, key, manifest)
         if out_dir is None:
             raise RuntimeError(f"{final} holds a manifest for another key; refusing to overwrite")
@@ -392,22 +433,8 @@ def build_stage(
     tmp.mkdir()
     try:
         summary = build(tmp) or {}
-        outputs = _output_hashes(tmp)
-        manifest = {
-            "stage": stage,
-            "key": key,
-            "version": version,
-            "inputs": inputs,
-            "config": config,
-            "content_hash": digest(tmp),
-            "code_version": code_version(),
-            "code": code_identity(),
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "outputs": outputs,
-            "output_hash": stable_hash(outputs, length=64),
-            "summary": summary,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        manifest = _manifest(tmp, stage, key, version, inputs, config, summary, digest)
+        manifest.write(tmp / MANIFEST)
         if (final / MANIFEST).exists():  # an explicit --out holding an earlier output
             _swap_into_place(tmp, final)
         else:
@@ -425,19 +452,30 @@ def build_stage(
     return StageResult(stage, final, key, False, manifest)
 
 
-def _reused(stage: str, final: Path, key: str, manifest: dict[str, Any]) -> StageResult:
+def finish_in_place(root: Path, stage: str, key: str, inputs: Mapping[str, StageInput], config: dict[str, Any],
+                    summary: dict[str, Any] | BaseModel, *, digest: Callable[[Path], str] = content_digest,
+                    version: int | None = None) -> StageResult:
+    """Write the manifest of an output built in place (a training run, which resumes in
+    its keyed directory): the same record as :func:`build_stage` writes, written last."""
+    version = stage_version(stage) if version is None else version
+    manifest = _manifest(Path(root), stage, key, version, inputs, config, summary, digest)
+    manifest.write(Path(root) / MANIFEST)
+    return StageResult(stage, Path(root), key, False, manifest)
+
+
+def _reused(stage: str, final: Path, key: str, manifest: StageManifest) -> StageResult:
     # Printed, not logged: task stdout is the Airflow task log, and the CLI shows it too.
     print(f"reused {stage} {key} ({final})", flush=True)
     return StageResult(stage, final, key, True, manifest)
 
 
-def latest_output(home: Path, stage: str, where: Callable[[dict[str, Any]], bool] | None = None) -> Path | None:
+def latest_output(home: Path, stage: str, where: Callable[[StageManifest], bool] | None = None) -> Path | None:
     """Newest finished output of ``stage`` whose manifest satisfies ``where``.
 
     Used only for *optional* hints, such as the previous crawl for conditional
     re-fetching; data a task consumes always comes from its Asset event or inputs.
     """
-    root = artifacts_root(home) / stage
+    root = Layout(home).stage_dir(stage)
     best: tuple[str, Path] | None = None
     if not root.is_dir():
         return None
@@ -447,7 +485,6 @@ def latest_output(home: Path, stage: str, where: Callable[[dict[str, Any]], bool
         manifest = read_manifest(cand)
         if where is not None and not where(manifest):
             continue
-        stamp = manifest.get("created_at", "")
-        if best is None or stamp > best[0]:
-            best = (stamp, cand)
+        if best is None or manifest.created_at > best[0]:
+            best = (manifest.created_at, cand)
     return best[1] if best else None

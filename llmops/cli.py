@@ -12,9 +12,12 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmops.config import ConfigError, LlmopsConfig, load_config
+
+if TYPE_CHECKING:
+    from llmops.records.serving import ServerStatus
 
 Handler = Callable[[argparse.Namespace, LlmopsConfig], int]
 
@@ -51,8 +54,8 @@ def cmd_demo_site_ground_truth(args: argparse.Namespace, cfg: LlmopsConfig) -> i
     site = build_site(cfg.demo_site)
     write_ground_truth(site, args.out)
     gt = site.ground_truth
-    print(f"wrote {args.out}: {len(gt['pages'])} pages, {len(gt['pii'])} planted PII values, "
-          f"{len(gt['duplicates'])} duplicates, {len(gt['faults'])} faults")
+    print(f"wrote {args.out}: {len(gt.pages)} pages, {len(gt.pii)} planted PII values, "
+          f"{len(gt.duplicates)} duplicates, {len(gt.faults)} faults")
     return 0
 
 
@@ -128,9 +131,7 @@ def cmd_data_run(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.data.pipeline import format_report, run_data_pipeline, write_report
 
     report = run_data_pipeline(cfg, seed_url=args.seed, progress=True, full=not args.corpus_only)
-    card = report.pop("data_card", None)
-    out = write_report(cfg.home, f"cli-{report['corpus']['hash']}", report,
-                       data_card=Path(card["markdown"]).parent if card else None)
+    out = write_report(cfg.home, f"cli-{report.corpus.hash}", report)
     print(format_report(report))
     print(f"report: {out}")
     return 0
@@ -159,9 +160,9 @@ def _run_training(job: Any, args: argparse.Namespace, cfg: LlmopsConfig) -> int:
         print(" ".join(job.command))
         return 0
     result = run_training(job, console_printer(args.verbose))
-    first, final = result.get("first_val_loss"), result.get("final_val_loss")
-    print(f"validation loss: {first:.4f} at step 0 -> {final:.4f} at step {result['steps']}"
-          if first is not None and final is not None else f"result: {result}")
+    first, final = result.first_val_loss, result.final_val_loss
+    print(f"validation loss: {first:.4f} at step 0 -> {final:.4f} at step {result.steps}"
+          if first is not None and final is not None else f"result: {result.model_dump_json()}")
     if not args.no_export:
         exported = export_stage(cfg, job.run_dir)
         print(f"model: {'reused' if exported.reused else 'exported'} {exported.path}")
@@ -207,18 +208,22 @@ def cmd_evaluate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     out = run_evaluation(cfg, args.model, out_dir=args.out, champion=args.champion, tokens=args.tokens,
                          heldout=args.heldout, canaries=args.canaries, cases=args.cases, gate_file=args.gate,
                          max_questions=args.max_questions)
-    width = max(len(k) for k in out["metrics"])
-    for key, value in out["metrics"].items():
-        base = (out["champion"] or {}).get(key)
+    metrics = out.metrics.model_dump(exclude_none=True)
+    champion = out.champion.model_dump(exclude_none=True) if out.champion else {}
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        base = champion.get(key)
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         print(f"  {key:<{width}}  {shown}" + (f"   (champion {base:.4f})" if isinstance(base, float) else ""))
-    print(out["gate"].failure_message())
-    print(f"report: {out['paths']['report_md']}")
-    return 0 if out["gate"].passed else 3
+    print(out.gate.failure_message())
+    print(f"report: {out.report_md}")
+    return 0 if out.gate.passed else 3
 
 
-def _print_serve_status(st: Any, key_source: str) -> None:
+def _print_serve_status(st: ServerStatus, key_source: str) -> None:
     """The served endpoints and models, for people."""
+    from llmops.records.serving import ServedModelInfo
+
     if not st.running:
         print("Triton is not running")
         print(f"  would serve: {st.http_url} (HTTP), {st.grpc_url} (gRPC), {st.metrics_url}")
@@ -241,11 +246,11 @@ def _print_serve_status(st: Any, key_source: str) -> None:
         for m in st.models:
             reason = f"  ({m.reason.splitlines()[0]})" if m.reason and m.state != "READY" else ""
             print(f"    {m.name:<24} version {m.version or '-':<4} {m.state or 'not loaded'}{reason}")
-            info = Path(st.repository) / m.name / str(m.version) / "model_info.json"
-            if m.state == "READY" and info.exists():  # what the registry says this version is
-                facts = json.loads(info.read_text())
-                print(f"      {facts.get('model_uri', '?')} (gate {facts.get('gate_result', '?')}, run "
-                      f"{facts.get('run_id', '?')}, data card {facts.get('data_card_hash', '?')})")
+            version_dir = Path(st.repository or ".") / m.name / str(m.version)
+            if m.state == "READY" and (version_dir / ServedModelInfo.NAME).exists():  # what the registry says it is
+                facts = ServedModelInfo.read(version_dir)
+                print(f"      {facts.model_uri or '?'} (gate {facts.gate_result or '?'}, run {facts.run_id or '?'}, "
+                      f"data card {facts.data_card_hash or '?'})")
 
 
 def cmd_deploy(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
@@ -259,7 +264,7 @@ def cmd_deploy(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     uri = args.model_opt or args.model or f"models:/{cfg.serving.model_name}@challenger"
     result = deploy(cfg, uri, server=server, progress=lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result.dump(), indent=2))
     else:
         was = f" (was version {result.previous})" if result.previous else ""
         print(f"{result.status}: {result.model_uri}{was}; champion = version {result.version}")
@@ -271,7 +276,7 @@ def cmd_rollback(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 
     result = rollback(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result.dump(), indent=2))
     else:
         print(f"rolled back: serving {result.model_uri} (was version {result.previous}); champion = version "
               f"{result.version}")
@@ -286,7 +291,7 @@ def cmd_generate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     answer = generate(args.question, url=url, protocol=protocol, model=args.model or cfg.serving.model_name,
                       max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     if args.json:
-        print(json.dumps(answer.to_dict(), indent=2))
+        print(json.dumps(answer.model_dump(mode="json"), indent=2))
     else:
         print(answer.text)
         print(f"[{protocol} {url} · model version {answer.model_version} · {answer.prompt_tokens} prompt + "
@@ -310,7 +315,7 @@ def cmd_serve_start(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
         print(f"starting Triton: {server.http_url} (log {server.log_path})", file=sys.stderr, flush=True)
     st = server.start(wait=not args.no_wait, progress=progress)
     if args.json:
-        print(json.dumps(st.to_dict(), indent=2))
+        print(json.dumps(st.dump(), indent=2))
     else:
         _print_serve_status(st, server.admin_key_source)
     return 0
@@ -335,7 +340,7 @@ def cmd_serve_status(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     server = TritonServer(cfg)
     st = server.status()
     if args.json:
-        print(json.dumps(st.to_dict(), indent=2))
+        print(json.dumps(st.dump(), indent=2))
     else:
         _print_serve_status(st, server.admin_key_source)
     return 0 if st.running else 3
@@ -358,7 +363,7 @@ def cmd_stack_start(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 
     st = _stack(args, cfg).start(progress=_stack_progress(args))
     if args.json:
-        print(json.dumps(st.to_dict(), indent=2))
+        print(st.to_json())
     else:
         print(format_status(st))
         print("stop it with `llmops stack stop` (make stop); `llmops stack status` shows it again")
@@ -378,7 +383,7 @@ def cmd_stack_status(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.stack import format_status
 
     st = _stack(args, cfg).status()
-    print(json.dumps(st.to_dict(), indent=2) if args.json else format_status(st))
+    print(st.to_json() if args.json else format_status(st))
     return 0 if st.healthy else 3
 
 

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from llmops.errors import PermanentError
+from llmops.layout import Layout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "include" / "llmops.yaml"
@@ -458,11 +459,11 @@ class AirflowConfig(_Section):
 
 
 class DataPipelineConfig(_Section):
-    seed_url: str = "http://127.0.0.1:8765/"
-    """Where the crawl starts (the demo site by default)."""
+    seed_url: str = Field("http://127.0.0.1:8765/", pattern=r"^https?://")
+    """Where the crawl starts (the demo site by default): an http or https URL."""
     sitemap_url: str | None = None
     """Optional sitemap; defaults to ``<seed origin>/sitemap.xml`` when it exists."""
-    num_shards: int = Field(2, ge=1)
+    num_shards: int = Field(2, ge=1, le=64)
     """Shards the crawl is split into for the mapped extract/clean tasks."""
 
 
@@ -491,6 +492,11 @@ class LlmopsConfig(_Section):
         if not self.home.is_absolute():
             object.__setattr__(self, "home", (Path.cwd() / self.home).resolve())
         return self
+
+    @property
+    def layout(self) -> Layout:
+        """Where everything lives under :attr:`home` (``llmops.layout``)."""
+        return Layout(self.home)
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:

@@ -14,20 +14,20 @@ inspection. Airflow runs in its own processes: this module never imports airflow
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from llmops.config import REPO_ROOT, LlmopsConfig
+from llmops.records.stages import LatestReport
 from llmops.registry.model_registry import SERVED_MODEL
 
 
 def airflow_env(cfg: LlmopsConfig) -> dict[str, str]:
     """Environment of the embedded Airflow: its home under LLMOPS_HOME, our DAGs and plugins."""
     env = dict(os.environ)
-    env.setdefault("AIRFLOW_HOME", str(cfg.home / "airflow"))
+    env.setdefault("AIRFLOW_HOME", str(cfg.layout.airflow_home))
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
     env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO_ROOT / "plugins"))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -103,7 +103,7 @@ def _footer(stack: Any, failed: bool = False) -> str:
              f"  MLflow UI    {stack.mlflow_url}",
              f"  Triton       {stack.triton.http_url} (HTTP), {stack.triton.grpc_address} (gRPC): "
              'llmops generate "What is the for statement?" [--grpc]',
-             f"  Artifacts    {stack.home / 'artifacts'}",
+             f"  Artifacts    {stack.cfg.layout.artifacts}",
              "  Stop it      make stop  (llmops stack stop)"]
     return "\n".join(lines)
 
@@ -115,7 +115,7 @@ def _run_in_process(cfg: LlmopsConfig) -> int:
     from llmops.training.pipeline import format_training_summary, run_training_pipeline
     from llmops.training.runner import console_printer
 
-    site_dir = cfg.home / "demo_site"
+    site_dir = cfg.layout.demo_site
     site_dir.mkdir(parents=True, exist_ok=True)
     with start_demo_site(cfg.demo_site, port=0, access_log=site_dir / "access.jsonl") as site:
         print(f"==> demo site serving on {site.url}", flush=True)
@@ -143,10 +143,10 @@ def _ask(cfg: LlmopsConfig, stack: Any, version: str | None) -> str:
 
 
 def _latest_report(cfg: LlmopsConfig, dag_id: str) -> Path:
-    latest = cfg.home / "reports" / dag_id / "latest.json"
+    latest = cfg.layout.latest_report(dag_id)
     if not latest.exists():
         raise RuntimeError(f"{dag_id} finished but wrote no report ({latest} is missing)")
-    return Path(json.loads(latest.read_text())["path"])
+    return Path(LatestReport.read(latest).path)
 
 
 def _registered_summary(cfg: LlmopsConfig, version: str | None) -> str:
@@ -160,7 +160,7 @@ def _registered_summary(cfg: LlmopsConfig, version: str | None) -> str:
     shown = ", ".join(f"{k} {metrics[k]}" for k in ("bits_per_byte", "perplexity", "bleu", "rougeL",
                                                      "pii_leak_rate", "behaviour_pass_rate") if k in metrics)
     run = tracking.connect(tracking.tracking_uri(cfg)).get_run(mv.run_id)
-    report = Path(cfg.home) / "reports" / "evaluation"
+    report = cfg.layout.reports("evaluation")
     return (f"llmops_evaluate summary\n  registered models:/{SERVED_MODEL}/{version} (alias champion), gate "
             f"{mv.tags.get('gate_result')}\n  metrics    {shown}\n  MLflow run {run.info.run_id}; reports under "
             f"{report}")

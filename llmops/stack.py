@@ -77,7 +77,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
@@ -86,6 +85,8 @@ import requests
 from llmops.airflow_client import AirflowApiError, AirflowClient, AirflowUnavailable, Health, TaskInstance
 from llmops.config import REPO_ROOT, LlmopsConfig
 from llmops.errors import PermanentError
+from llmops.records.base import RecordError
+from llmops.records.stack import ComponentPidFile
 from llmops.serving.server import process_alive, reap
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class ComponentStatus:
 
 @dataclass
 class StackStatus:
-    """What ``status()`` reports; ``to_dict()`` is ``llmops stack status --json``."""
+    """What ``status()`` reports; ``to_json()`` is ``llmops stack status --json``."""
 
     home: str
     running: bool
@@ -176,8 +177,8 @@ class StackStatus:
     error: str | None = None
     """Why the DAG information could not be read, if it could not."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
 
     def component(self, name: str) -> ComponentStatus | None:
         return next((c for c in self.components if c.name == name), None)
@@ -414,8 +415,8 @@ class Stack:
         self.cfg = cfg
         self.extra_env = dict(env or {})
         self.home = Path(cfg.home)
-        self.stack_dir = self.home / "stack"
-        self.airflow_home = self.home / "airflow"
+        self.stack_dir = cfg.layout.stack
+        self.airflow_home = cfg.layout.airflow_home
         self.password_file = self.airflow_home / PASSWORD_FILE
         self.secrets_file = self.airflow_home / SECRETS_FILE
         self.triton = TritonServer(cfg)
@@ -473,13 +474,13 @@ class Stack:
                   "0.0.0.0", airflow=True),
         ]
         if store := self._mlflow_store():
-            artifacts = self.cfg.mlflow.artifact_location or str(self.home / "mlartifacts")
+            artifacts = self.cfg.mlflow.artifact_location or str(self.cfg.layout.mlflow_artifacts)
             specs.append(_Spec("mlflow", [str(self._bin / "mlflow"), "ui", "--backend-store-uri", store,
                                           "--default-artifact-root", artifacts, "--host", "127.0.0.1",
                                           "--port", str(self.cfg.mlflow.ui_port), "--workers", "1"],
                                {"mlflow.ui_port": self.cfg.mlflow.ui_port}, "127.0.0.1", self.mlflow_url))
         if url := self.demo_site_url:
-            site_dir = self.home / "demo_site"
+            site_dir = self.cfg.layout.demo_site
             llmops = self._bin / "llmops"
             cmd = [str(llmops)] if llmops.exists() else [sys.executable, "-m", "llmops.cli"]
             specs.append(_Spec("demo-site", [*cmd, "demo-site", "serve", "--port", str(self.cfg.demo_site.port),
@@ -572,10 +573,10 @@ class Stack:
         """Where a component's output goes (Triton: ``$LLMOPS_HOME/triton/server.log``)."""
         return self.triton.log_path if name == "triton" else self.stack_dir / f"{name}.log"
 
-    def _record(self, name: str) -> dict[str, Any] | None:
+    def _record(self, name: str) -> ComponentPidFile | None:
         try:
-            return json.loads(self._pid_file(name).read_text())
-        except (OSError, ValueError):
+            return ComponentPidFile.read(self._pid_file(name))
+        except RecordError:  # missing, or not ours to trust: treated as no pid file
             return None
 
     def _live(self, name: str, progress: Progress | None = None) -> psutil.Process | None:
@@ -588,9 +589,9 @@ class Stack:
                 path.unlink(missing_ok=True)
             return None
         try:
-            proc = psutil.Process(int(record["pid"]))
-            same = abs(proc.create_time() - float(record["started"])) < 1.0
-        except (psutil.Error, KeyError, TypeError, ValueError):
+            proc = psutil.Process(record.pid)
+            same = abs(proc.create_time() - record.started) < 1.0
+        except psutil.Error:
             proc, same = None, False
         if proc is not None and same and process_alive(proc):
             return proc
@@ -598,7 +599,7 @@ class Stack:
             reap(proc.pid)
         why = "exited" if proc is None or same else "was reused by another process"
         if progress:
-            progress(f"    {name}: stale pid file (pid {record.get('pid')} {why}); not running")
+            progress(f"    {name}: stale pid file (pid {record.pid} {why}); not running")
         path.unlink(missing_ok=True)
         return None
 
@@ -775,11 +776,8 @@ class Stack:
             created = psutil.Process(popen.pid).create_time()
         except psutil.Error:  # exited already: reported by the health wait
             created = time.time()
-        record = {"pid": popen.pid, "started": created, "argv": spec.argv, "log": str(log_path),
-                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        tmp = self._pid_file(spec.name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, self._pid_file(spec.name))
+        ComponentPidFile(pid=popen.pid, started=created, argv=spec.argv, log=str(log_path),
+                         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z")).write(self._pid_file(spec.name))
         return popen
 
     def _start_triton(self, progress: Progress) -> None:
@@ -931,10 +929,7 @@ class Stack:
         record = self._record(name)
         if record is None:
             return []
-        try:
-            pid, started = int(record["pid"]), float(record["started"])
-        except (KeyError, TypeError, ValueError):
-            return []
+        pid, started = record.pid, record.started
         if psutil.boot_time() > started or psutil.pid_exists(pid):
             return []
         return _session_members(pid, started)

@@ -33,7 +33,7 @@ def test_same_inputs_reuse_finished_output(tmp_path: Path, capsys):
     assert set(manifest["outputs"]) == {"out.txt"}
     assert manifest["content_hash"] == first.content_hash == content_digest(first.path)
     assert manifest["version"] == 1 and manifest["code"]["version"] and manifest["code_version"]
-    assert first.asset_extra()["hash"] == first.key
+    assert first.ref().hash == first.key
 
 
 def test_different_config_gets_a_different_directory(tmp_path: Path):
@@ -61,7 +61,7 @@ def test_inputs_count_by_content_not_by_place(tmp_path: Path):
     up_b = _build(tmp_path, {"run": "b"}, _writer([]))
     up_c = _build(tmp_path, {"run": "c"}, _writer([], text="changed"))
     assert up_a.path != up_b.path and up_a.content_hash == up_b.content_hash != up_c.content_hash
-    assert input_ref(up_a.path / "out.txt")["hash"] == up_a.content_hash
+    assert input_ref(up_a.path / "out.txt").hash == up_a.content_hash
     down = [stage_key("next", {"in": input_ref(u.path)}, {}, 1) for u in (up_a, up_b, up_c)]
     assert down[0] == down[1] != down[2]
 
@@ -134,7 +134,7 @@ def test_stale_work_in_progress_is_swept(tmp_path: Path):
 
 def test_code_identity_names_the_commit_or_the_sources():
     ident = artifacts.code_identity()
-    assert ident["version"] and len(ident["source_sha256"]) == 12
+    assert ident.version and len(ident.source_sha256) == 12
     line = artifacts.code_version()
-    assert line == (f"git:{ident['commit'][:12]}" + ("+dirty" if ident["dirty"] else "") if ident["commit"]
-                    else f"{ident['version']}+src.{ident['source_sha256']}")
+    assert line == (f"git:{ident.commit[:12]}" + ("+dirty" if ident.dirty else "") if ident.commit
+                    else f"{ident.version}+src.{ident.source_sha256}")

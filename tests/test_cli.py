@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,20 @@ def test_training_preflight_error_is_one_line_before_any_process(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("llmops: error: PreflightError: token shards")
     assert not (tmp_path / "runs").exists()  # nothing was prepared, nothing launched
+
+
+def test_serve_status_shows_what_the_registry_says_a_ready_version_is(tmp_path, capsys):
+    """``model_info.json`` as today's deployments write it (no ``schema_version``) is read as a record."""
+    import shutil
+    from types import SimpleNamespace
+
+    from llmops.cli import _print_serve_status
+
+    version_dir = tmp_path / "llmops" / "3"
+    version_dir.mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "serving" / "data" / "model_info_v0.json", version_dir / "model_info.json")
+    model = SimpleNamespace(name="llmops", version="3", state="READY", reason="")
+    st = SimpleNamespace(running=True, pid=1, ready=True, http_url="h", grpc_url="g", metrics_url="m",
+                         repository=str(tmp_path), log_path="l", error=None, models=[model])
+    _print_serve_status(st, "generated")
+    assert "models:/llmops/3 (gate passed, run 0f1e2d3c4b5a, data card a1b2c3d4e5f60718)" in capsys.readouterr().out

@@ -223,7 +223,7 @@ def test_stack_starts_healthy_once_and_stop_interrupts_running_tasks_leaving_not
         st = stack.start(progress=lines.append)
         started_in = time.monotonic() - t0
         assert any("scheduler: stale pid file" in line for line in lines)
-        assert st.healthy, st.to_dict()
+        assert st.healthy, st.to_json()
         assert {c.name for c in st.components if c.healthy} == {"api-server", "scheduler", "dag-processor",
                                                                  "triggerer", "triton", "mlflow", "demo-site"}
         assert stack.triton.ready()

@@ -45,7 +45,7 @@ def outputs(tmp_path_factory) -> dict[str, dict[str, Any]]:
     for stage, r in results.items():
         m = r.manifest
         out[stage] = {"key": r.key, "digest": r.content_hash[:16],
-                      "bumped_key": stage_key(stage, m["inputs"], m["config"], m["version"] + 1)}
+                      "bumped_key": stage_key(stage, m.inputs, m.config, m.version + 1)}
     out["pretrain"], out["finetune"] = _training_plans(cfg, results)
     return out
 
@@ -69,7 +69,7 @@ def test_stage_output_matches_its_recorded_version(outputs, stage):
 
 
 def test_every_stage_has_a_version():
-    assert set(CHECKED) | {"scrape", "data_card"} == set(STAGE_VERSIONS)
+    assert set(CHECKED) | {"scrape", "data_card", "evaluation", "deploy"} == set(STAGE_VERSIONS)
 
 
 # ---- export: a fixed checkpoint, made without randomness ---------------------------
@@ -81,7 +81,17 @@ def _export_fixed_checkpoint(cfg, tokenizer_dir: Path, tokens_dir: Path):
     import torch
     from transformers import LlamaForCausalLM
 
-    from llmops.training.checkpoint import mark_complete, tag_for
+    from llmops.artifacts import code_identity
+    from llmops.records.training import (
+        CheckpointMarker,
+        LaunchSpec,
+        ParameterCount,
+        PretrainDataSpec,
+        PretrainModelSpec,
+        TrainingJobSpec,
+        TrainingResult,
+    )
+    from llmops.training.checkpoint import tag_for
     from llmops.training.export import export_stage
     from llmops.training.model import llama_config, load_preset
 
@@ -98,12 +108,16 @@ def _export_fixed_checkpoint(cfg, tokenizer_dir: Path, tokens_dir: Path):
     tag = run / "checkpoints" / tag_for(1)
     tag.mkdir(parents=True)
     torch.save({"module": model.state_dict()}, tag / "mp_rank_00_model_states.pt")
-    mark_complete(tag, {"step": 1})
-    job = {"kind": "pretrain", "name": "tiny", "key": "fixture", "run_dir": str(run), "inputs": {}, "lineage": {},
-           "model": spec, "tokenizer": str(tokenizer_dir),
-           "launch": {"zero_stage": 0, "world_size": 1, "precision": "fp32"}}
-    (run / "job.json").write_text(json.dumps(job))
-    (run / "result.json").write_text(json.dumps({"steps": 1, "first_val_loss": 6.0, "final_val_loss": 5.0}))
+    CheckpointMarker(step=1, world_size=1, zero_stage=0, saved_at="2026-01-01T00:00:00+00:00").write(tag)
+    launch = LaunchSpec(world_size=1, ranks_per_node=1, nodes=1, device="cpu", precision="fp32", threads_per_rank=1,
+                        activation_checkpointing=False, zero_stage=0, timeout_s=600, command=[])
+    TrainingJobSpec(kind="pretrain", name="tiny", key="fixture", run_dir=str(run), inputs={},
+                    model=PretrainModelSpec(**spec), data=PretrainDataSpec(tokens=str(tokens_dir), context_length=64),
+                    tokenizer=str(tokenizer_dir), loop=cfg.pretrain, deepspeed={}, launch=launch, version=1,
+                    code_version="fixture", code=code_identity()).write(run)
+    TrainingResult(kind="pretrain", name="tiny", key="fixture", steps=1, first_val_loss=6.0, final_val_loss=5.0,
+                   checkpoint=str(tag), parameters=ParameterCount(total=0, trainable=0), world_size=1,
+                   mlflow_run_id=None, train_samples=1, val_samples=1).write(run)
     return export_stage(cfg, run)
 
 
@@ -115,13 +129,13 @@ def _batches(schedule, data, world: int, steps: int, accum: int) -> list:
             for step in range(steps) for micro in range(accum) for rank in range(world)]
 
 
-def _plan(spec: dict[str, Any], data_fingerprint: list, n_samples: int) -> dict[str, Any]:
+def _plan(spec, data_fingerprint: list, n_samples: int) -> dict[str, Any]:
     from llmops.training.worker import lr_factor
 
-    loop = spec["loop"]
+    loop = spec.loop
     return {"data": data_fingerprint, "samples": n_samples,
-            "lr": [round(lr_factor(s, steps=loop["steps"], warmup=loop["warmup_steps"],
-                                   min_ratio=loop["min_lr_ratio"]), 9) for s in range(loop["steps"])]}
+            "lr": [round(lr_factor(s, steps=loop.steps, warmup=loop.warmup_steps,
+                                   min_ratio=loop.min_lr_ratio), 9) for s in range(loop.steps)]}
 
 
 def _training_plans(cfg, results) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -135,31 +149,30 @@ def _training_plans(cfg, results) -> tuple[dict[str, Any], dict[str, Any]]:
 
     plans = []
     pre = prepare_pretrain(cfg, tokens=results["tokens"].path, track=False).spec
-    loop, world = pre["loop"], pre["launch"]["world_size"]
-    train = TokenWindows(Path(pre["data"]["tokens"]), "train", pre["data"]["context_length"])
-    schedule = Schedule(len(train), loop["micro_batch_size"], loop["grad_accum_steps"], world, loop["seed"])
-    config = llama_config(pre["model"]["preset"], vocab_size=pre["model"]["vocab_size"],
-                          eos_id=pre["model"]["eos_id"], pad_id=pre["model"]["pad_id"]).to_dict()
+    loop, world = pre.loop, pre.launch.world_size
+    train = TokenWindows(Path(pre.data.tokens), "train", pre.data.context_length)
+    schedule = Schedule(len(train), loop.micro_batch_size, loop.grad_accum_steps, world, loop.seed)
+    config = llama_config(pre.model.preset, vocab_size=pre.model.vocab_size,
+                          eos_id=pre.model.eos_id, pad_id=pre.model.pad_id).to_dict()
     config.pop("transformers_version", None)
-    plans.append((pre, _plan(pre, _batches(schedule, train, world, 3, loop["grad_accum_steps"]), len(train))
+    plans.append((pre, _plan(pre, _batches(schedule, train, world, 3, loop.grad_accum_steps), len(train))
                   | {"model": config}))
 
     ft = prepare_finetune(cfg, base=results["model"].path, data=results["qa"].path / "finetune.jsonl",
                           track=False).spec
-    loop = ft["loop"]
-    train_pairs, _ = split_pairs(read_pairs(Path(ft["data"]["pairs"])), ft["data"]["validation_fraction"],
-                                 loop["seed"])
-    examples = encode_chat_examples(train_pairs, AutoTokenizer.from_pretrained(ft["tokenizer"]),
-                                    ft["data"]["max_length"])
-    schedule = Schedule(len(examples), loop["micro_batch_size"], loop["grad_accum_steps"], world, loop["seed"])
-    lora = {k: ft["finetune"][k] for k in ("method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
-    plans.append((ft, _plan(ft, _batches(schedule, examples, world, 3, loop["grad_accum_steps"]), len(examples))
+    loop = ft.loop
+    train_pairs, _ = split_pairs(read_pairs(Path(ft.data.pairs)), ft.data.validation_fraction, loop.seed)
+    examples = encode_chat_examples(train_pairs, AutoTokenizer.from_pretrained(ft.tokenizer), ft.data.max_length)
+    schedule = Schedule(len(examples), loop.micro_batch_size, loop.grad_accum_steps, world, loop.seed)
+    lora = ft.finetune.model_dump(include={"method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"})
+    plans.append((ft, _plan(ft, _batches(schedule, examples, world, 3, loop.grad_accum_steps), len(examples))
                   | {"finetune": lora}))
 
     out = []
     for spec, plan in plans:
         # Not the job's key, which holds the DeepSpeed config (another precision on a GPU).
-        keyed = {"inputs": key_view(spec["inputs"]), "loop": spec["loop"], "finetune": spec["finetune"]}
-        out.append({"key": stable_hash(keyed | {"version": spec["version"]}), "digest": stable_hash(plan),
-                    "bumped_key": stable_hash(keyed | {"version": spec["version"] + 1})})
+        stored = spec.dump()
+        keyed = {"inputs": key_view(spec.inputs), "loop": stored["loop"], "finetune": stored["finetune"]}
+        out.append({"key": stable_hash(keyed | {"version": spec.version}), "digest": stable_hash(plan),
+                    "bumped_key": stable_hash(keyed | {"version": spec.version + 1})})
     return out[0], out[1]

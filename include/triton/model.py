@@ -1,11 +1,11 @@
 """Triton python-backend model: a Hugging Face causal LM that answers questions, batched.
 
 This file is copied into every version directory of the model repository
-(``<repo>/<name>/<version>/model.py``, the weights beside it in ``hf/`` and the
-registry facts in ``model_info.json``) and runs inside the python backend's stub
-process, also in a plain ``nvcr.io/nvidia/tritonserver`` image where llmops is not
-installed. So it is self-contained: stdlib, numpy, torch, transformers and
-``triton_python_backend_utils`` only.
+(``<repo>/<name>/<version>/model.py``, its tensor table ``tensors.py`` next to it, the
+weights beside it in ``hf/`` and the registry facts in ``model_info.json``) and runs
+inside the python backend's stub process, also in a plain ``nvcr.io/nvidia/tritonserver``
+image where llmops is not installed. So it is self-contained: stdlib, numpy, torch,
+transformers, ``triton_python_backend_utils`` and its sibling ``tensors.py`` only.
 
 Two layers:
 
@@ -16,29 +16,24 @@ Two layers:
   python_backend's ``examples/``: ``initialize`` loads once, ``execute`` returns exactly
   one response per request with errors set per response, ``finalize`` frees memory.
 
-Tensors (``max_batch_size`` > 0 adds a leading batch dimension to each; a request of
-shape ``[n, 1]`` carries n questions and gets ``[n, 1]`` outputs):
-
-    text_input  BYTES  the user's question (the chat template is applied here)
-    max_tokens  INT32  optional, new tokens at most (default from the config parameters)
-    temperature FP32   optional, 0 (default) is greedy decoding
-    top_p       FP32   optional, nucleus sampling mass in (0, 1], default 1
-    seed        INT64  optional, makes a sampled answer reproducible
-    ->
-    text_output       BYTES  the answer
-    model_version     BYTES  the registered version (``model_info.json``)
-    prompt_tokens     INT32  prompt length after the chat template
-    completion_tokens INT32  generated tokens, the stop token included
+Tensors: declared once in ``tensors.py`` (``text_input`` and the optional ``max_tokens``,
+``temperature``, ``top_p``, ``seed`` -> ``text_output``, ``model_version``,
+``prompt_tokens``, ``completion_tokens``), the table ``config.pbtxt`` and the client are
+built from too. ``max_batch_size`` > 0 adds a leading batch dimension to each; a request
+of shape ``[n, 1]`` carries n questions and gets ``[n, 1]`` outputs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -51,6 +46,24 @@ try:
     import triton_python_backend_utils as pb_utils
 except ImportError:  # pragma: no cover - depends on where the file runs
     pb_utils = None
+
+
+
+def _load_tensors() -> ModuleType:
+    """``tensors.py`` beside this file, imported by its path: Triton imports this file as
+    ``<version>.model`` and tests import it by path, so neither a plain nor a relative
+    import finds the sibling in both places."""
+    path = Path(__file__).resolve().with_name("tensors.py")
+    spec = importlib.util.spec_from_file_location("llmops_triton_tensors", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+tensors = _load_tensors()
 
 # Files an exported model directory must hold for this backend to serve it.
 REQUIRED_HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -356,12 +369,8 @@ class TextGenerator:
 
 # -- Triton adapter ------------------------------------------------------------------
 
-_OPTIONAL_INPUTS = {  # name -> (numpy dtype kinds accepted, GenerationRequest field)
-    "max_tokens": ("iu", "max_tokens"),
-    "temperature": ("f", "temperature"),
-    "top_p": ("f", "top_p"),
-    "seed": ("iu", "seed"),
-}
+_OPTIONAL_INPUTS = [t for t in tensors.INPUTS if t.optional]
+"""Each named as the ``GenerationRequest`` field it sets."""
 
 
 def parse_inputs(arrays: dict[str, np.ndarray | None]) -> list[GenerationRequest]:
@@ -371,7 +380,7 @@ def parse_inputs(arrays: dict[str, np.ndarray | None]) -> list[GenerationRequest
     ``[1]`` without); each optional input must have as many elements. Raises
     ``RequestError`` on a wrong dtype or shape, or text that is not UTF-8.
     """
-    text = arrays.get("text_input")
+    text = arrays.get(tensors.TEXT_INPUT.name)
     if text is None:
         raise RequestError("text_input is required")
     if text.dtype != np.object_ and text.dtype.kind not in "SU":
@@ -389,17 +398,19 @@ def parse_inputs(arrays: dict[str, np.ndarray | None]) -> list[GenerationRequest
     if not texts:
         raise RequestError("text_input holds no element")
     fields: dict[str, list] = {}
-    for name, (kinds, attr) in _OPTIONAL_INPUTS.items():
-        array = arrays.get(name)
+    for tensor in _OPTIONAL_INPUTS:
+        array = arrays.get(tensor.name)
         if array is None:
             continue
+        # Any integer width for an integer input, any float width for a float one.
+        kinds = "f" if np.dtype(tensor.numpy_dtype).kind == "f" else "iu"
         if array.dtype.kind not in kinds:
             expected = "an integer" if "i" in kinds else "a float"
-            raise RequestError(f"{name} has dtype {array.dtype}, expected {expected}")
+            raise RequestError(f"{tensor.name} has dtype {array.dtype}, expected {expected}")
         if array.size != len(texts):
-            raise RequestError(f"{name} has {array.size} elements for {len(texts)} text_input elements "
+            raise RequestError(f"{tensor.name} has {array.size} elements for {len(texts)} text_input elements "
                                f"(shape {list(array.shape)} vs {list(text.shape)})")
-        fields[attr] = [v.item() for v in array.reshape(-1)]
+        fields[tensor.name] = [v.item() for v in array.reshape(-1)]
     return [GenerationRequest(text=t, **{k: v[i] for k, v in fields.items()}) for i, t in enumerate(texts)]
 
 
@@ -441,7 +452,7 @@ class TritonPythonModel:
         prepared: list[tuple[int, Any]] = []  # (request index, _Prepared) of every row still valid
         for k, request in enumerate(requests):
             try:
-                arrays = {name: self._input(request, name) for name in ("text_input", *_OPTIONAL_INPUTS)}
+                arrays = {t.name: self._input(request, t.name) for t in tensors.INPUTS}
                 rows = [self.generator.prepare(r) for r in parse_inputs(arrays)]
             except RequestError as exc:
                 responses[k] = self._error(str(exc), invalid=True)
@@ -462,17 +473,15 @@ class TritonPythonModel:
             if failed is not None:
                 responses[k] = self._error(f"generation failed: {failed.__class__.__name__}: {failed}")
                 continue
-            shape = shapes[k]
+            columns = {
+                tensors.TEXT_OUTPUT: [r.text.encode("utf-8") for r in rows],
+                tensors.MODEL_VERSION: [self.model_version.encode("utf-8")] * len(rows),
+                tensors.PROMPT_TOKENS: [r.prompt_tokens for r in rows],
+                tensors.COMPLETION_TOKENS: [r.completion_tokens for r in rows],
+            }
             responses[k] = pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("text_output", np.array([r.text.encode("utf-8") for r in rows],
-                                                        dtype=np.object_).reshape(shape)),
-                pb_utils.Tensor("model_version", np.array([self.model_version.encode("utf-8")] * len(rows),
-                                                          dtype=np.object_).reshape(shape)),
-                pb_utils.Tensor("prompt_tokens", np.array([r.prompt_tokens for r in rows],
-                                                          dtype=np.int32).reshape(shape)),
-                pb_utils.Tensor("completion_tokens", np.array([r.completion_tokens for r in rows],
-                                                              dtype=np.int32).reshape(shape)),
-            ])
+                pb_utils.Tensor(t.name, np.array(columns[t], dtype=t.numpy_dtype).reshape(shapes[k]))
+                for t in tensors.OUTPUTS])
         return responses
 
     def finalize(self) -> None:

@@ -13,7 +13,6 @@ identification is py3langid, whose model ships inside the wheel.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import re
 import unicodedata
@@ -21,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from llmops.config import CleanConfig
 from llmops.data import store
+from llmops.records.crawl import CleanDropped
+from llmops.records.data import CleanSummary
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +89,30 @@ def identify_language(text: str) -> tuple[str, float]:
     return lang, float(score)
 
 
-# ---- filters: (doc) -> None to keep, or a detail string ---------------------------
-
-Filter = Callable[[dict[str, Any], CleanConfig], "str | None"]
+# ---- filters: (measures) -> None to keep, or a detail string ------------------------
 
 
-def length_filter(doc: dict[str, Any], cfg: CleanConfig) -> str | None:
-    if doc["n_chars"] < cfg.min_chars:
-        return f"{doc['n_chars']} chars < min_chars {cfg.min_chars}"
-    if doc["n_chars"] > cfg.max_chars:
-        return f"{doc['n_chars']} chars > max_chars {cfg.max_chars}"
-    if doc["n_words"] < cfg.min_words:
-        return f"{doc['n_words']} words < min_words {cfg.min_words}"
+@dataclass(frozen=True)
+class Measures:
+    """What the filters look at: the normalised text and what clean measured of it."""
+
+    text: str
+    n_chars: int
+    n_words: int
+    lang: str
+    lang_score: float
+
+
+Filter = Callable[[Measures, CleanConfig], "str | None"]
+
+
+def length_filter(doc: Measures, cfg: CleanConfig) -> str | None:
+    if doc.n_chars < cfg.min_chars:
+        return f"{doc.n_chars} chars < min_chars {cfg.min_chars}"
+    if doc.n_chars > cfg.max_chars:
+        return f"{doc.n_chars} chars > max_chars {cfg.max_chars}"
+    if doc.n_words < cfg.min_words:
+        return f"{doc.n_words} words < min_words {cfg.min_words}"
     return None
 
 
@@ -111,8 +123,8 @@ def symbol_ratio(text: str) -> float:
     return symbols / len(text)
 
 
-def symbol_filter(doc: dict[str, Any], cfg: CleanConfig) -> str | None:
-    ratio = symbol_ratio(doc["text"])
+def symbol_filter(doc: Measures, cfg: CleanConfig) -> str | None:
+    ratio = symbol_ratio(doc.text)
     return f"symbol ratio {ratio:.2f} > {cfg.max_symbol_ratio}" if ratio > cfg.max_symbol_ratio else None
 
 
@@ -135,11 +147,11 @@ def top_trigram_fraction(text: str) -> float:
     return top * 3 / len(words) if top > 1 else 0.0
 
 
-def repetition_filter(doc: dict[str, Any], cfg: CleanConfig) -> str | None:
-    dup = duplicate_line_fraction(doc["text"])
+def repetition_filter(doc: Measures, cfg: CleanConfig) -> str | None:
+    dup = duplicate_line_fraction(doc.text)
     if dup > cfg.max_duplicate_line_fraction:
         return f"duplicate line fraction {dup:.2f} > {cfg.max_duplicate_line_fraction}"
-    tri = top_trigram_fraction(doc["text"])
+    tri = top_trigram_fraction(doc.text)
     if tri > cfg.max_top_trigram_fraction:
         return f"top trigram fraction {tri:.2f} > {cfg.max_top_trigram_fraction}"
     return None
@@ -155,20 +167,20 @@ def punctuated_line_fraction(text: str) -> float:
     return sum(line.endswith(_TERMINAL_PUNCTUATION) for line in lines) / len(lines)
 
 
-def line_punctuation_filter(doc: dict[str, Any], cfg: CleanConfig) -> str | None:
-    frac = punctuated_line_fraction(doc["text"])
+def line_punctuation_filter(doc: Measures, cfg: CleanConfig) -> str | None:
+    frac = punctuated_line_fraction(doc.text)
     if frac < cfg.min_punctuated_line_fraction:
         return f"punctuated line fraction {frac:.2f} < {cfg.min_punctuated_line_fraction}"
     return None
 
 
-def language_filter(doc: dict[str, Any], cfg: CleanConfig) -> str | None:
+def language_filter(doc: Measures, cfg: CleanConfig) -> str | None:
     if not cfg.languages:
         return None
-    if doc["lang"] not in cfg.languages:
-        return f"language {doc['lang']} not in {cfg.languages}"
-    if doc["lang_score"] < cfg.min_language_confidence:
-        return f"language confidence {doc['lang_score']:.2f} < {cfg.min_language_confidence}"
+    if doc.lang not in cfg.languages:
+        return f"language {doc.lang} not in {cfg.languages}"
+    if doc.lang_score < cfg.min_language_confidence:
+        return f"language confidence {doc.lang_score:.2f} < {cfg.min_language_confidence}"
     return None
 
 
@@ -183,48 +195,51 @@ FILTERS: dict[str, Filter] = {
 
 @dataclass
 class CleanOutcome:
-    doc: dict[str, Any]
+    doc: store.CleanDoc
     reason: str | None = None
     detail: str | None = None
 
 
-def clean_document(row: dict[str, Any], cfg: CleanConfig) -> CleanOutcome:
+def clean_document(row: store.ExtractDoc, cfg: CleanConfig) -> CleanOutcome:
     """Normalise one extracted document, measure it, and run every filter in order."""
-    text = normalize_text(row["text"] or "", cfg)
+    text = normalize_text(row["text"], cfg)
     sentences = split_sentences(text)
     lang, lang_score = identify_language(text) if text else ("", 0.0)
-    doc = dict(row, text=text, n_chars=len(text), n_words=len(_WORD.findall(text)),
-               n_sentences=len(sentences), sentences=sentences, lang=lang, lang_score=lang_score)
+    measures = Measures(text=text, n_chars=len(text), n_words=len(_WORD.findall(text)), lang=lang,
+                        lang_score=lang_score)
+    doc: store.CleanDoc = {**row, "text": text, "n_chars": measures.n_chars, "n_words": measures.n_words,
+                           "n_sentences": len(sentences), "sentences": sentences, "lang": lang,
+                           "lang_score": lang_score}
     for name, check in FILTERS.items():
-        detail = check(doc, cfg)
+        detail = check(measures, cfg)
         if detail is not None:
             return CleanOutcome(doc, name, detail)
     return CleanOutcome(doc)
 
 
-def run_clean(docs_path: Path, out_dir: Path, cfg: CleanConfig, progress: bool = False) -> dict[str, Any]:
+def run_clean(docs_path: Path, out_dir: Path, cfg: CleanConfig, progress: bool = False) -> CleanSummary:
     """Clean one extracted shard into ``out_dir/docs.parquet``; returns the summary."""
     from tqdm import tqdm
 
-    kept: list[dict[str, Any]] = []
-    dropped: list[dict[str, Any]] = []
-    rows = store.read_docs(docs_path)
+    kept: list[store.CleanDoc] = []
+    dropped: list[CleanDropped] = []
+    rows = store.read_docs(docs_path, store.ExtractDoc)
     for row in tqdm(rows, desc="clean", unit="doc", disable=not progress):
         outcome = clean_document(row, cfg)
         if outcome.reason is None:
             kept.append(outcome.doc)
         else:
-            dropped.append({"id": row["id"], "url": row["url"], "stage": "clean", "reason": outcome.reason,
-                            "detail": outcome.detail, "document": outcome.doc})
+            dropped.append(CleanDropped(id=row["id"], url=row["url"], reason=outcome.reason, detail=outcome.detail,
+                                        document=outcome.doc))
             log.info("dropped %s: %s (%s)", row["url"], outcome.reason, outcome.detail)
     store.write_docs(kept, out_dir / "docs.parquet", schema=store.CLEAN_SCHEMA)
     store.write_dropped(dropped, out_dir / "dropped.jsonl")
-    summary = {
-        "docs_in": len(rows),
-        "docs_out": len(kept),
-        "dropped_by_filter": store.count_by(dropped, "reason"),
-        "sentences": sum(d["n_sentences"] for d in kept),
-        "chars": sum(d["n_chars"] for d in kept),
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = CleanSummary(
+        docs_in=len(rows),
+        docs_out=len(kept),
+        dropped_by_filter=store.count_by(dropped, "reason"),
+        sentences=sum(d["n_sentences"] for d in kept),
+        chars=sum(d["n_chars"] for d in kept),
+    )
+    summary.write(out_dir)
     return summary

@@ -18,6 +18,8 @@ import hashlib
 import re
 from collections.abc import Iterable
 
+from llmops.records.data import ContaminationRow
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -58,17 +60,17 @@ class NgramIndex:
 
 
 def contamination_report(training_texts: Iterable[str], eval_sets: dict[str, list[str]], n: int = 8,
-                         threshold: float = 0.7) -> dict[str, dict[str, float | int]]:
+                         threshold: float = 0.7) -> dict[str, ContaminationRow]:
     """Per evaluation set: items, contaminated items, rate, and mean n-gram overlap."""
     index = NgramIndex(training_texts, n)
-    report: dict[str, dict[str, float | int]] = {}
+    report: dict[str, ContaminationRow] = {}
     for name, items in eval_sets.items():
         overlaps = [index.overlap(text) for text in items]
         contaminated = sum(o >= threshold for o in overlaps)
-        report[name] = {
-            "items": len(items),
-            "contaminated": contaminated,
-            "rate": round(contaminated / len(items), 4) if items else 0.0,
-            "mean_ngram_overlap": round(sum(overlaps) / len(items), 4) if items else 0.0,
-        }
+        report[name] = ContaminationRow(
+            items=len(items),
+            contaminated=contaminated,
+            rate=round(contaminated / len(items), 4) if items else 0.0,
+            mean_ngram_overlap=round(sum(overlaps) / len(items), 4) if items else 0.0,
+        )
     return report

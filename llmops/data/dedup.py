@@ -21,10 +21,12 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 from llmops.config import DedupConfig
 from llmops.data import store
+from llmops.data.store import CleanDoc, CorpusDoc
+from llmops.records.crawl import DedupDropped
+from llmops.records.data import ClusterMember, DedupSummary, DuplicateCluster
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -75,16 +77,16 @@ def _url_depth(url: str) -> int:
     return len([p for p in urlsplit(url).path.split("/") if p])
 
 
-def choose_representative(members: list[dict[str, Any]]) -> dict[str, Any]:
+def choose_representative(members: list[CleanDoc]) -> CleanDoc:
     """Pick the original of a duplicate cluster (see the module docstring for the order)."""
     urls = {m["url"] for m in members}
-    named = {m["canonical_url"] for m in members if m.get("canonical_url") in urls and m["canonical_url"] != m["url"]}
+    named = {m["canonical_url"] for m in members if m["canonical_url"] in urls and m["canonical_url"] != m["url"]}
 
-    def rank(m: dict[str, Any]) -> tuple:
+    def rank(m: CleanDoc) -> tuple[bool, bool, bool, int, int, str]:
         return (
-            m.get("canonical_url") != m["url"],
+            m["canonical_url"] != m["url"],
             m["url"] not in named,
-            m.get("discovered_via") != "sitemap",
+            m["discovered_via"] != "sitemap",
             _url_depth(m["url"]),
             -len(m["text"]),
             m["url"],
@@ -93,7 +95,7 @@ def choose_representative(members: list[dict[str, Any]]) -> dict[str, Any]:
     return min(members, key=rank)
 
 
-def find_clusters(docs: list[dict[str, Any]],
+def find_clusters(docs: list[CleanDoc],
                   cfg: DedupConfig) -> tuple[list[list[int]], dict[tuple[int, int], float], list[str]]:
     """Clusters of duplicate documents (indices into ``docs``), pair similarities, exact keys."""
     from datasketch import MinHash, MinHashLSH
@@ -110,7 +112,7 @@ def find_clusters(docs: list[dict[str, Any]],
             first_with_key[key] = i
 
     lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
-    minhashes: dict[int, Any] = {}
+    minhashes: dict[int, MinHash] = {}
     for i in first_with_key.values():  # exact copies add nothing to near-dup search
         mh = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
         mh.update_batch([s.encode() for s in shingles(docs[i]["text"], cfg.shingle_words)])
@@ -128,64 +130,60 @@ def find_clusters(docs: list[dict[str, Any]],
     return [g for g in groups.values() if len(g) > 1], similarity, keys
 
 
-def deduplicate(docs: list[dict[str, Any]], cfg: DedupConfig) -> tuple[list[dict], list[dict], list[dict]]:
+def deduplicate(docs: list[CleanDoc],
+                cfg: DedupConfig) -> tuple[list[CorpusDoc], list[DedupDropped], list[DuplicateCluster]]:
     """Returns (kept corpus rows, removed records, cluster reports)."""
     clusters, similarity, keys = find_clusters(docs, cfg)
-    removed_by: dict[int, dict[str, Any]] = {}
-    cluster_reports: list[dict[str, Any]] = []
+    removed_by: dict[int, DedupDropped] = {}
+    cluster_reports: list[DuplicateCluster] = []
     size_of: dict[int, tuple[str, int]] = {}
     for members in clusters:
         rep = choose_representative([docs[i] for i in members])
         rep_index = next(i for i in members if docs[i] is rep)
-        report = {"cluster_id": rep["id"], "representative": rep["url"], "members": []}
+        report = DuplicateCluster(cluster_id=rep["id"], representative=rep["url"], members=[])
         for i in members:
             size_of[i] = (rep["id"], len(members))
             if i == rep_index:
                 continue
             exact = keys[i] == keys[rep_index]
             sim = 1.0 if exact else similarity.get((min(i, rep_index), max(i, rep_index)))
-            record = {
-                "id": docs[i]["id"],
-                "url": docs[i]["url"],
-                "stage": "dedup",
-                "reason": "exact_duplicate" if exact else "near_duplicate",
-                "duplicate_of": rep["url"],
-                "cluster_id": rep["id"],
-                "similarity": None if sim is None else round(sim, 4),
-            }
+            record = DedupDropped(id=docs[i]["id"], url=docs[i]["url"],
+                                  reason="exact_duplicate" if exact else "near_duplicate",
+                                  duplicate_of=rep["url"], cluster_id=rep["id"],
+                                  similarity=None if sim is None else round(sim, 4))
             removed_by[i] = record
-            report["members"].append({k: record[k] for k in ("url", "reason", "similarity")})
+            report.members.append(ClusterMember(url=record.url, reason=record.reason, similarity=record.similarity))
         cluster_reports.append(report)
 
-    kept = []
+    kept: list[CorpusDoc] = []
     for i, doc in enumerate(docs):
         if i in removed_by:
             continue
         cluster, count = size_of.get(i, (doc["id"], 1))
-        kept.append(dict(doc, text_sha256=keys[i], dup_cluster=cluster, dup_count=count))
+        kept.append({**doc, "text_sha256": keys[i], "dup_cluster": cluster, "dup_count": count})
     removed = [removed_by[i] for i in sorted(removed_by)]
-    cluster_reports.sort(key=lambda c: c["representative"])
+    cluster_reports.sort(key=lambda c: c.representative)
     return kept, removed, cluster_reports
 
 
-def run_dedup(docs_paths: list[Path], out_dir: Path, cfg: DedupConfig) -> dict[str, Any]:
+def run_dedup(docs_paths: list[Path], out_dir: Path, cfg: DedupConfig) -> DedupSummary:
     """Deduplicate the union of cleaned shards into ``out_dir/corpus.parquet``."""
-    docs = store.read_docs(sorted(Path(p) for p in docs_paths))
+    docs = store.read_docs(sorted(Path(p) for p in docs_paths), CleanDoc)
     docs.sort(key=lambda d: d["url"])  # shard order must not change which copy is kept
     kept, removed, clusters = deduplicate(docs, cfg)
     store.write_docs(kept, out_dir / "corpus.parquet", schema=store.CORPUS_SCHEMA)
     store.write_dropped(removed, out_dir / "dropped.jsonl")
-    (out_dir / "clusters.json").write_text(json.dumps(clusters, indent=2))
+    (out_dir / "clusters.json").write_text(json.dumps([c.model_dump() for c in clusters], indent=2))
     by_reason = store.count_by(removed, "reason")
-    summary = {
-        "docs_in": len(docs),
-        "docs_out": len(kept),
-        "exact_duplicates_removed": by_reason.get("exact_duplicate", 0),
-        "near_duplicates_removed": by_reason.get("near_duplicate", 0),
-        "clusters": len(clusters),
-        "duplicate_rate": round(len(removed) / len(docs), 4) if docs else 0.0,
-        "tokens_estimate_words": sum(d["n_words"] for d in kept),
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = DedupSummary(
+        docs_in=len(docs),
+        docs_out=len(kept),
+        exact_duplicates_removed=by_reason.get("exact_duplicate", 0),
+        near_duplicates_removed=by_reason.get("near_duplicate", 0),
+        clusters=len(clusters),
+        duplicate_rate=round(len(removed) / len(docs), 4) if docs else 0.0,
+        tokens_estimate_words=sum(d["n_words"] for d in kept),
+    )
+    summary.write(out_dir)
     log.info("dedup: %s", summary)
     return summary

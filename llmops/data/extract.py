@@ -12,17 +12,17 @@ and why.
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urljoin, urlsplit
 
 from llmops.config import ExtractConfig
 from llmops.data import store
+from llmops.records.crawl import ExtractDropped, ExtractSummary, IndexEntry
 
 if TYPE_CHECKING:
     from trafilatura.settings import Document
@@ -57,19 +57,29 @@ def canonical_link(html: str, base_url: str) -> str | None:
 
 @dataclass
 class Extracted:
-    record: dict[str, Any] | None
-    reason: str | None = None
+    """A page's document."""
+
+    record: store.ExtractDoc
+    reason: None = None
 
 
-def extract_page(index_record: dict[str, Any], payload: bytes, cfg: ExtractConfig) -> Extracted:
+@dataclass
+class NotExtracted:
+    """Why a page gave no document (``no_text``, ``extract_error:<Type>``)."""
+
+    reason: str
+    record: None = None
+
+
+def extract_page(index_record: IndexEntry, payload: bytes, cfg: ExtractConfig) -> Extracted | NotExtracted:
     """One crawled page -> one document row, or a reason why there is none."""
     import trafilatura
 
     from llmops.data.scrape import decode_html
 
-    url = index_record.get("final_url") or index_record["url"]
+    url = index_record.final_url or index_record.url
     try:
-        html = decode_html(payload, index_record.get("encoding"))
+        html = decode_html(payload, index_record.encoding)
         # Without ``as_dict`` (deprecated) trafilatura returns a Document or None, never a dict.
         doc = cast("Document | None", trafilatura.bare_extraction(
             html,
@@ -81,59 +91,53 @@ def extract_page(index_record: dict[str, Any], payload: bytes, cfg: ExtractConfi
         ))
         canonical = canonical_link(html, url)
     except Exception as exc:  # a malformed page must not stop the shard
-        return Extracted(None, f"extract_error:{type(exc).__name__}")
+        return NotExtracted(f"extract_error:{type(exc).__name__}")
     text = (doc.text if doc is not None else "") or ""
     if doc is None or len(text.strip()) < max(cfg.min_text_chars, 1):
-        return Extracted(None, "no_text")
+        return NotExtracted("no_text")
     return Extracted(
-        {
-            "id": doc_id(index_record["url"]),
-            "url": index_record["url"],
-            "canonical_url": canonical,
-            "title": doc.title,
-            "author": doc.author,
-            "date_published": doc.date,
-            "text": text,
-            "source": urlsplit(index_record["url"]).netloc,
-            "fetched_at": index_record.get("fetched_at"),
-            "discovered_via": index_record.get("discovered_via"),
-            "payload_sha256": index_record.get("sha256"),
-        }
+        store.ExtractDoc(
+            id=doc_id(index_record.url),
+            url=index_record.url,
+            canonical_url=canonical,
+            title=doc.title,
+            author=doc.author,
+            date_published=doc.date,
+            text=text,
+            source=urlsplit(index_record.url).netloc,
+            fetched_at=index_record.fetched_at,
+            discovered_via=index_record.discovered_via,
+            payload_sha256=index_record.sha256,
+        )
     )
 
 
-def iter_shard(crawl_dir: Path, shard: int, num_shards: int) -> Iterator[tuple[dict[str, Any], bytes]]:
+def iter_shard(crawl_dir: Path, shard: int, num_shards: int) -> Iterator[tuple[IndexEntry, bytes]]:
     from llmops.data.scrape import iter_ok_pages
 
     for record, payload in iter_ok_pages(crawl_dir):
-        if shard_of(record["url"], num_shards) == shard:
+        if shard_of(record.url, num_shards) == shard:
             yield record, payload
 
 
 def run_extract(crawl_dir: Path, out_dir: Path, cfg: ExtractConfig, shard: int = 0, num_shards: int = 1,
-                progress: bool = False) -> dict[str, Any]:
+                progress: bool = False) -> ExtractSummary:
     """Extract one shard of a crawl into ``out_dir/docs.parquet``; returns the summary."""
     from tqdm import tqdm
 
-    rows: list[dict[str, Any]] = []
-    dropped: list[dict[str, Any]] = []
+    rows: list[store.ExtractDoc] = []
+    dropped: list[ExtractDropped] = []
     pages = iter_shard(Path(crawl_dir), shard, num_shards)
     for record, payload in tqdm(pages, desc=f"extract {shard}/{num_shards}", unit="page", disable=not progress):
         result = extract_page(record, payload, cfg)
-        if result.record is None:
-            dropped.append({"id": doc_id(record["url"]), "url": record["url"], "stage": "extract",
-                            "reason": result.reason})
-            log.info("dropped %s: %s", record["url"], result.reason)
+        if isinstance(result, NotExtracted):
+            dropped.append(ExtractDropped(id=doc_id(record.url), url=record.url, reason=result.reason))
+            log.info("dropped %s: %s", record.url, result.reason)
         else:
             rows.append(result.record)
     store.write_docs(rows, out_dir / "docs.parquet", schema=store.EXTRACT_SCHEMA)
     store.write_dropped(dropped, out_dir / "dropped.jsonl")
-    summary = {
-        "shard": shard,
-        "num_shards": num_shards,
-        "pages_in": len(rows) + len(dropped),
-        "docs_out": len(rows),
-        "dropped_by_reason": store.count_by(dropped, "reason"),
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = ExtractSummary(shard=shard, num_shards=num_shards, pages_in=len(rows) + len(dropped),
+                             docs_out=len(rows), dropped_by_reason=store.count_by(dropped, "reason"))
+    summary.write(out_dir / ExtractSummary.NAME)
     return summary

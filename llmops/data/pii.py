@@ -37,12 +37,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from llmops.config import PiiConfig
 from llmops.data import store
 from llmops.data.clean import split_sentences
 from llmops.errors import PermanentError
+from llmops.records.data import RedactSummary
 
 if TYPE_CHECKING:  # importing presidio + spaCy costs seconds: only when redacting
     from presidio_analyzer import AnalyzerEngine, RecognizerResult
@@ -52,7 +51,7 @@ log = logging.getLogger(__name__)
 LANGUAGE = "en"
 
 # The corpus schema plus the findings per entity type, as a JSON object string.
-REDACTED_SCHEMA = pa.schema(list(store.CORPUS_SCHEMA) + [pa.field("pii_counts", pa.string())])
+REDACTED_SCHEMA = store.REDACTED_SCHEMA
 
 # spaCy components NER does not need (the small English pipeline has all of these).
 _UNUSED_SPACY_COMPONENTS = ["tagger", "parser", "attribute_ruler", "lemmatizer", "senter",
@@ -660,7 +659,8 @@ class RedactInputError(PermanentError, ValueError):
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
     """Every record, validated before any work is done. Messages name the line but
-    never quote it: it may hold PII."""
+    never quote it: it may hold PII. A record is the user's own JSON object: only its
+    ``text`` is read, every other field is kept as it is."""
     records = []
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -684,7 +684,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def redact_jsonl(in_path: Path, out_path: Path, cfg: PiiConfig, progress: bool = False) -> dict[str, Any]:
+def redact_jsonl(in_path: Path, out_path: Path, cfg: PiiConfig, progress: bool = False) -> RedactSummary:
     """``llmops redact``: redact the ``text`` of every record, keep every other field,
     add ``pii_counts``. The output appears whole or not at all."""
     in_path, out_path = Path(in_path), Path(out_path)
@@ -699,27 +699,27 @@ def redact_jsonl(in_path: Path, out_path: Path, cfg: PiiConfig, progress: bool =
             fh.write(json.dumps(dict(record, text=text, pii_counts=counts), ensure_ascii=False) + "\n")
     os.replace(tmp, out_path)
     summary = _summary(len(records), [c for _, c in done], seconds, cfg)
-    log.info("redacted %d records: %s", summary["docs"], summary["pii_counts_by_type"])
+    log.info("redacted %d records: %s", summary.docs, summary.pii_counts_by_type)
     return summary
 
 
-def _summary(n_docs: int, counts: list[dict[str, int]], seconds: float, cfg: PiiConfig) -> dict[str, Any]:
-    return {
-        "docs": n_docs,
-        "docs_with_pii": sum(1 for c in counts if c),
-        "pii_counts_by_type": _merge_counts(counts),
-        "docs_per_s": round(n_docs / seconds, 2) if seconds > 0 else None,
-        "seconds": round(seconds, 2),
-        "operator": cfg.operator,
-        "entities": list(cfg.entities),
-        "processes": cfg.processes,
-    }
+def _summary(n_docs: int, counts: list[dict[str, int]], seconds: float, cfg: PiiConfig) -> RedactSummary:
+    return RedactSummary(
+        docs=n_docs,
+        docs_with_pii=sum(1 for c in counts if c),
+        pii_counts_by_type=_merge_counts(counts),
+        docs_per_s=round(n_docs / seconds, 2) if seconds > 0 else None,
+        seconds=round(seconds, 2),
+        operator=cfg.operator,
+        entities=list(cfg.entities),
+        processes=cfg.processes,
+    )
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def run_redact(corpus_path: Path, out_dir: Path, cfg: PiiConfig, progress: bool = False) -> dict[str, Any]:
+def run_redact(corpus_path: Path, out_dir: Path, cfg: PiiConfig, progress: bool = False) -> RedactSummary:
     """DAG stage: ``corpus.parquet`` -> ``out_dir/corpus.parquet`` (REDACTED_SCHEMA).
 
     ``text``, ``title`` and ``author`` are redacted together (one surrogate table per
@@ -727,25 +727,25 @@ def run_redact(corpus_path: Path, out_dir: Path, cfg: PiiConfig, progress: bool 
     even when NER does not recognise it. Sentences and the length measures are
     recomputed from the redacted text; ids, hashes and dedup fields are kept.
     """
-    rows = store.read_docs(corpus_path)
+    rows = store.read_docs(corpus_path, store.CorpusDoc)
     docs = [[(row["text"] or "", None), (row["title"] or "", None), (row["author"] or "", "PERSON")] for row in rows]
     t0 = time.perf_counter()
     done = redact_documents(docs, cfg, progress=progress)
     seconds = time.perf_counter() - t0
-    out_rows = []
+    out_rows: list[store.RedactedDoc] = []
     for row, ((text, title, author), counts) in zip(rows, done, strict=True):
         sentences = split_sentences(text)
-        out_rows.append(dict(row, text=text, title=title if row["title"] is not None else None,
-                             author=author if row["author"] is not None else None,
-                             # hashes of the unredacted text would confirm a guessed original, and
-                             # the publication date would reveal a pseudonymised document's offset
-                             text_sha256=hashlib.sha256(text.encode()).hexdigest(), payload_sha256=None,
-                             date_published=None if cfg.operator == "pseudonymize" else row["date_published"],
-                             n_chars=len(text), n_words=len(_WORD.findall(text)), n_sentences=len(sentences),
-                             sentences=sentences, pii_counts=json.dumps(counts, sort_keys=True)))
+        out_rows.append({
+            **row, "text": text, "title": title if row["title"] is not None else None,
+            "author": author if row["author"] is not None else None,
+            # hashes of the unredacted text would confirm a guessed original, and
+            # the publication date would reveal a pseudonymised document's offset
+            "text_sha256": hashlib.sha256(text.encode()).hexdigest(), "payload_sha256": None,
+            "date_published": None if cfg.operator == "pseudonymize" else row["date_published"],
+            "n_chars": len(text), "n_words": len(_WORD.findall(text)), "n_sentences": len(sentences),
+            "sentences": sentences, "pii_counts": json.dumps(counts, sort_keys=True)})
     store.write_docs(out_rows, Path(out_dir) / "corpus.parquet", schema=REDACTED_SCHEMA)
     summary = _summary(len(rows), [c for _, c in done], seconds, cfg)
-    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("redacted %d docs (%.1f docs/s): %s", summary["docs"], summary["docs_per_s"] or 0,
-             summary["pii_counts_by_type"])
+    summary.write(Path(out_dir))
+    log.info("redacted %d docs (%.1f docs/s): %s", summary.docs, summary.docs_per_s or 0, summary.pii_counts_by_type)
     return summary

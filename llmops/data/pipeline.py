@@ -5,6 +5,9 @@ crawl is keyed by its run; every later stage by (its version, the content digest
 its inputs, its settings), so a second call with the same content, even from another
 crawl of an unchanged site, returns the finished output instead of redoing it.
 
+A stage's summary (a record) enters its manifest as its JSON: every field, null ones
+included, as the stage's own ``summary.json`` holds it.
+
 The end of the module decides what is new enough to publish: the Asset event extras
 carry content digests, and :func:`publish_decision` compares them with the last
 published event's.
@@ -16,14 +19,36 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmops.artifacts import StageResult, build_stage, input_ref, latest_output
 from llmops.config import LlmopsConfig
-from llmops.data import store
 from llmops.errors import PermanentError, TransientError
+from llmops.layout import Layout
+from llmops.records.base import RecordError
+from llmops.records.common import InputRef
+from llmops.records.crawl import CrawlSummary, ExtractSummary
+from llmops.records.data import (
+    CardOutput,
+    CleanReport,
+    CleanSummary,
+    CorpusEvent,
+    CrawlReport,
+    DataCard,
+    DataCardFiles,
+    DataCardSummary,
+    DataEvent,
+    DataReport,
+    DedupReport,
+    ExtractReport,
+    LatestDataReport,
+    QaEvent,
+    TokensEvent,
+)
+from llmops.records.stages import StageInput
 
 
 class CrawlFailed(TransientError, RuntimeError):
@@ -57,13 +82,13 @@ def crawl_digest(crawl_dir: Path, shard: int = 0, num_shards: int = 1) -> str:
     pages = []
     with open(Path(crawl_dir) / WARC_FILE, "rb") as fh:
         for record in read_index(crawl_dir):
-            if not record["ok"] or shard_of(record["url"], num_shards) != shard:
+            if not record.ok or shard_of(record.url, num_shards) != shard:
                 continue  # extract never sees it: a failed page is in the report, not the content
-            status = record["status"]
-            if record.get("not_modified"):
-                fh.seek(record["warc_offset"])
+            status = record.status
+            if record.not_modified and record.warc_offset is not None:
+                fh.seek(record.warc_offset)
                 status = int(next(iter(ArchiveIterator(fh))).http_headers.get_statuscode())
-            pages.append([record["url"], record.get("final_url"), status, record["sha256"], record.get("encoding")])
+            pages.append([record.url, record.final_url, status, record.sha256, record.encoding])
     return hashlib.sha256(json.dumps(sorted(pages)).encode()).hexdigest()
 
 
@@ -81,24 +106,24 @@ def scrape_stage(cfg: LlmopsConfig, seed_url: str, crawl_id: str, *, sitemap_url
     from llmops.data.scrape import crawl
 
     if previous is None:
-        previous = latest_output(cfg.home, "scrape", where=lambda m: m["inputs"].get("seed_url") == seed_url)
+        previous = latest_output(cfg.home, "scrape", where=lambda m: m.inputs.get("seed_url") == seed_url)
     inputs = {"seed_url": seed_url, "sitemap_url": sitemap_url, "crawl_id": crawl_id}
 
-    def build(tmp: Path) -> dict[str, Any]:
+    def build(tmp: Path) -> CrawlSummary:
         summary = crawl(seed_url, tmp, cfg.scrape, sitemap_url=sitemap_url, previous=previous, progress=progress)
-        if summary["pages_ok"] == 0:
+        if summary.pages_ok == 0:
             # Nothing usable: fail (so Airflow retries with backoff) instead of publishing an empty
             # crawl, but keep its index, the record of why every URL failed.
-            kept = Path(cfg.home) / "logs" / "failed-crawls" / f"{_safe_name(crawl_id)}-index.jsonl"
+            kept = cfg.layout.failed_crawl_index(crawl_id)
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tmp / "index.jsonl", kept)
-            reasons = ", ".join(f"{r}={n}" for r, n in summary["failed_by_reason"].items()) or "no URL found"
-            transient = any(r.startswith(_TRANSIENT_CRAWL_REASONS) for r in summary["failed_by_reason"])
+            reasons = ", ".join(f"{r}={n}" for r, n in summary.failed_by_reason.items()) or "no URL found"
+            transient = any(r.startswith(_TRANSIENT_CRAWL_REASONS) for r in summary.failed_by_reason)
             if transient:
                 raise CrawlFailed(f"crawl of {seed_url} fetched no page ({reasons}); is the site up? index: {kept}")
             raise CrawlRefused(f"crawl of {seed_url} fetched no page ({reasons}); check seed_url and the site's "
                                f"robots.txt (retrying cannot help). index: {kept}")
-        return summary | {"previous_crawl": str(previous) if previous else None}
+        return summary
 
     return build_stage(cfg.home, "scrape", inputs, cfg.scrape.model_dump(mode="json"), build, out_dir=out_dir,
                        digest=crawl_digest)
@@ -111,8 +136,8 @@ def extract_stage(cfg: LlmopsConfig, crawl_dir: Path, shard: int = 0, num_shards
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
     # Keyed on this shard's pages only: a changed page re-extracts its own shard.
-    inputs = {"crawl": {"path": str(crawl_dir), "hash": crawl_digest(Path(crawl_dir), shard, num_shards)},
-              "shard": shard, "num_shards": num_shards}
+    crawl = InputRef(path=str(crawl_dir), hash=crawl_digest(Path(crawl_dir), shard, num_shards))
+    inputs: dict[str, StageInput] = {"crawl": crawl, "shard": shard, "num_shards": num_shards}
     return build_stage(
         cfg.home, "extract", inputs, cfg.extract.model_dump(mode="json"),
         lambda tmp: run_extract(Path(crawl_dir), tmp, cfg.extract, shard, num_shards, progress=progress),
@@ -139,7 +164,7 @@ def dedup_stage(cfg: LlmopsConfig, docs_paths: list[Path], *, out_dir: Path | No
     # A shard named twice would count every document as its own duplicate.
     docs_paths = sorted({_docs_file(p, "docs.parquet").resolve() for p in docs_paths})
     # Sorted by content: run_dedup orders documents by URL, so shard order changes nothing.
-    inputs = {"docs": sorted((input_ref(p) for p in docs_paths), key=lambda ref: ref["hash"])}
+    inputs = {"docs": sorted((input_ref(p) for p in docs_paths), key=lambda ref: ref.hash)}
     return build_stage(
         cfg.home, "dedup", inputs, cfg.dedup.model_dump(mode="json"),
         lambda tmp: run_dedup(docs_paths, tmp, cfg.dedup),
@@ -157,7 +182,7 @@ def _docs_file(path: Path, name: str) -> Path:
 
 
 def run_data_pipeline(cfg: LlmopsConfig, seed_url: str | None = None, crawl_id: str | None = None,
-                      progress: bool = False, full: bool = False) -> dict[str, Any]:
+                      progress: bool = False, full: bool = False) -> DataReport:
     """scrape -> extract/clean per shard -> dedup (-> redact -> Q&A, tokenizer -> encode -> data
     card when ``full``), in this process, the same stages as the DAG. Returns the run report."""
     seed_url = seed_url or cfg.data.seed_url
@@ -175,84 +200,87 @@ def run_data_pipeline(cfg: LlmopsConfig, seed_url: str | None = None, crawl_id: 
     tokenizer = tokenizer_stage(cfg, redacted.path)
     tokens = encode_stage(cfg, redacted.path, tokenizer.path, progress=progress)
     card = data_card_stage(cfg, report, redacted, qa, tokenizer, tokens)
-    return report | {"data_card": {"markdown": str(card.path / "data_card.md"),
-                                   "json": str(card.path / "data_card.json")}}
+    return report.model_copy(update={"data_card": data_card_files(card.path)})
+
+
+def _counts(summaries: list[dict[str, int]]) -> dict[str, int]:
+    """Counts by reason, summed over the shards."""
+    total: dict[str, int] = {}
+    for counts in summaries:
+        for reason, n in counts.items():
+            total[reason] = total.get(reason, 0) + n
+    return dict(sorted(total.items()))
+
+
+_CRAWL_FIELDS = ("seed_url", "urls_seen", "pages_ok", "pages_failed", "failed_by_reason", "not_modified",
+                 "pages_per_s")
 
 
 def build_report(crawl: StageResult, extracted: list[StageResult], cleaned: list[StageResult],
-                 corpus: StageResult) -> dict[str, Any]:
+                 corpus: StageResult) -> DataReport:
     """The run summary people read: pages by outcome, documents by filter, duplicates."""
-    def add(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
-        for key, value in more.items():
-            counts[key] = counts.get(key, 0) + value
-        return dict(sorted(counts.items()))
-
-    extract_drops: dict[str, int] = {}
-    clean_drops: dict[str, int] = {}
-    for result in extracted:
-        extract_drops = add(extract_drops, result.summary.get("dropped_by_reason", {}))
-    for result in cleaned:
-        clean_drops = add(clean_drops, result.summary.get("dropped_by_filter", {}))
-    scrape = crawl.summary
-    dedup = corpus.summary
-    return {
-        "crawl": {"path": str(crawl.path), "key": crawl.key, "content_hash": crawl.content_hash,
-                  "reused": crawl.reused, **{k: scrape.get(k) for k in (
-            "seed_url", "urls_seen", "pages_ok", "pages_failed", "failed_by_reason", "not_modified",
-            "pages_per_s")}},
-        "extract": {"docs_out": sum(r.summary.get("docs_out", 0) for r in extracted),
-                    "dropped_by_reason": extract_drops, "shards": len(extracted),
-                    "reused": all(r.reused for r in extracted)},
-        "clean": {"docs_out": sum(r.summary.get("docs_out", 0) for r in cleaned),
-                  "dropped_by_filter": clean_drops, "reused": all(r.reused for r in cleaned)},
-        "dedup": dedup | {"reused": corpus.reused},
-        "corpus": corpus.asset_extra(),
-    }
+    extract = [ExtractSummary.load(r.summary, source=f"{r.path} summary") for r in extracted]
+    clean = [CleanSummary.load(r.summary, source=f"{r.path} summary") for r in cleaned]
+    return DataReport(
+        crawl=CrawlReport.model_validate({"path": str(crawl.path), "key": crawl.key,
+                                          "content_hash": crawl.content_hash, "reused": crawl.reused,
+                                          **{k: crawl.summary.get(k) for k in _CRAWL_FIELDS}}),
+        extract=ExtractReport(docs_out=sum(s.docs_out for s in extract),
+                              dropped_by_reason=_counts([s.dropped_by_reason for s in extract]),
+                              shards=len(extracted), reused=all(r.reused for r in extracted)),
+        clean=CleanReport(docs_out=sum(s.docs_out for s in clean),
+                          dropped_by_filter=_counts([s.dropped_by_filter for s in clean]),
+                          reused=all(r.reused for r in cleaned)),
+        dedup=DedupReport.load(corpus.summary | {"reused": corpus.reused}, source=f"{corpus.path} summary"),
+        corpus=corpus.ref(),
+    )
 
 
-def format_report(report: dict[str, Any]) -> str:
+def format_report(report: DataReport) -> str:
     """A short plain-text rendering of ``build_report``'s result."""
-    c, e, k, d = report["crawl"], report["extract"], report["clean"], report["dedup"]
+    c, e, k, d = report.crawl, report.extract, report.clean, report.dedup
 
     def reasons(counts: dict[str, int]) -> str:
         return ", ".join(f"{r}={n}" for r, n in counts.items()) or "none"
 
     lines = [
         "llmops_data summary",
-        f"  crawl      {c['seed_url']}: {c['pages_ok']} pages fetched, {c['pages_failed']} failed "
-        f"({reasons(c['failed_by_reason'] or {})}); {c.get('not_modified') or 0} not modified",
-        f"  extract    {e['docs_out']} documents from {e['shards']} shards; dropped: {reasons(e['dropped_by_reason'])}",
-        f"  clean      {k['docs_out']} kept; dropped by filter: {reasons(k['dropped_by_filter'])}",
-        f"  dedup      {d['docs_out']} kept of {d['docs_in']}: {d['exact_duplicates_removed']} exact and "
-        f"{d['near_duplicates_removed']} near duplicates removed in {d['clusters']} clusters",
-        f"  deduped    {report['corpus']['path']}/corpus.parquet (hash {report['corpus']['hash']})",
+        f"  crawl      {c.seed_url}: {c.pages_ok} pages fetched, {c.pages_failed} failed "
+        f"({reasons(c.failed_by_reason)}); {c.not_modified or 0} not modified",
+        f"  extract    {e.docs_out} documents from {e.shards} shards; dropped: {reasons(e.dropped_by_reason)}",
+        f"  clean      {k.docs_out} kept; dropped by filter: {reasons(k.dropped_by_filter)}",
+        f"  dedup      {d.docs_out} kept of {d.docs_in}: {d.exact_duplicates_removed} exact and "
+        f"{d.near_duplicates_removed} near duplicates removed in {d.clusters} clusters",
+        f"  deduped    {report.corpus.path}/corpus.parquet (hash {report.corpus.hash})",
     ]
-    if report.get("data_card"):
-        lines.append(f"  data card  {report['data_card']['markdown']}")
+    if report.data_card:
+        lines.append(f"  data card  {report.data_card.markdown}")
     return "\n".join(lines)
 
 
-def _safe_name(run_id: str) -> str:
-    """A run id (``manual__2026-11-23T20:54:39+00:00``) as a file name."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
+REPORT_KIND = "llmops_data"
+"""``reports/llmops_data/``: the DAG's reports."""
 
 
-def write_report(home: Path, run_id: str, report: dict[str, Any], data_card: Path | None = None) -> Path:
+def data_card_files(card_dir: Path) -> DataCardFiles:
+    """Where the data card stage output ``card_dir`` holds the card."""
+    card_dir = Path(card_dir)
+    return DataCardFiles(markdown=str(card_dir / "data_card.md"), json_file=str(card_dir / DataCard.NAME))
+
+
+def write_report(home: Path, run_id: str, report: DataReport, data_card: Path | None = None) -> Path:
     """Keep the run report under ``reports/llmops_data/<run_id>/`` and point ``latest`` at it."""
-    out = Path(home) / "reports" / "llmops_data" / _safe_name(run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    if data_card is not None:
-        report = report | {"data_card": {"markdown": str(Path(data_card) / "data_card.md"),
-                                         "json": str(Path(data_card) / "data_card.json")}}
-    (out / "summary.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "summary.txt").write_text(format_report(report) + "\n")
     from llmops.data.report_plot import plot_funnel
 
+    layout = Layout(home)
+    out = layout.report(REPORT_KIND, run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    if data_card is not None:
+        report = report.model_copy(update={"data_card": data_card_files(data_card)})
+    report.write(out / DataReport.NAME)
+    (out / "summary.txt").write_text(format_report(report) + "\n")
     plot_funnel(report, out / "funnel.png")
-    latest = out.parent / "latest.json"
-    tmp = latest.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"run_id": run_id, "path": str(out), "data_card": report.get("data_card")}))
-    tmp.replace(latest)
+    LatestDataReport(run_id=run_id, path=str(out), data_card=report.data_card).write(layout.latest_report(REPORT_KIND))
     return out
 
 
@@ -327,40 +355,44 @@ def encode_stage(cfg: LlmopsConfig, redacted: Path, tokenizer_dir: Path, *, prog
     )
 
 
-def data_card_stage(cfg: LlmopsConfig, report: dict[str, Any], redacted: StageResult, qa: StageResult,
+def data_card_stage(cfg: LlmopsConfig, report: DataReport, redacted: StageResult, qa: StageResult,
                     tokenizer: StageResult, tokens: StageResult, *, run_name: str = "llmops_data") -> StageResult:
     """Contamination check + data card (JSON, Markdown; logged to MLflow when configured)."""
     from llmops.data.decontaminate import contamination_report
+    from llmops.data.qa import FINETUNE_FILE, HELDOUT_FILE, read_pairs
+    from llmops.data.store import read_docs
+    from llmops.records.data import QaSummary, RedactSummary, TokenizerStats, TokenShardMeta
     from llmops.registry.data_card import build_data_card, log_data_card, write_data_card
 
     stages = {"corpus": redacted, "qa": qa, "tokenizer": tokenizer, "tokens": tokens}
 
-    def build(tmp: Path) -> dict[str, Any]:
-        docs = {d["id"]: d["text"] for d in store.read_docs(redacted.path / "corpus.parquet")}
+    def build(tmp: Path) -> DataCardSummary:
+        docs = {d["id"]: d["text"] for d in read_docs(redacted.path / "corpus.parquet")}
         val_ids = set(json.loads((tokens.path / "validation_docs.json").read_text()))
-        finetune = store.read_jsonl(qa.path / "finetune.jsonl")
-        heldout = store.read_jsonl(qa.path / "heldout.jsonl")
+        finetune = read_pairs(qa.path / FINETUNE_FILE)
+        heldout = read_pairs(qa.path / HELDOUT_FILE)
         training = [t for i, t in docs.items() if i not in val_ids]
-        training += [f"{p['question']} {p['answer']}" for p in finetune]
+        training += [f"{p.question} {p.answer}" for p in finetune]
         contamination = contamination_report(
             training,
-            {"heldout_questions": [p["question"] for p in heldout],
+            {"heldout_questions": [p.question for p in heldout],
              "validation_documents": [docs[i] for i in sorted(val_ids)]},
             n=cfg.qa.decontamination_ngram, threshold=cfg.qa.decontamination_threshold)
         # Content hashes (of every file, from the manifests) next to the stage keys.
-        outputs = {name: {"path": str(r.path), "hash": r.manifest["output_hash"], "content_hash": r.content_hash,
-                          "stage_key": r.key, "files": r.manifest["outputs"]} for name, r in stages.items()}
-        card = build_data_card(report=report, pii=redacted.summary, qa=qa.summary, tokenizer=tokenizer.summary,
-                               tokens=tokens.summary, contamination=contamination, outputs=outputs)
+        outputs = {name: CardOutput(path=str(r.path), hash=r.manifest.output_hash, content_hash=r.content_hash,
+                                    stage_key=r.key, files=r.manifest.outputs) for name, r in stages.items()}
+        card = build_data_card(
+            report=report, pii=RedactSummary.load(redacted.summary), qa=QaSummary.load(qa.summary),
+            tokenizer=TokenizerStats.load(tokenizer.summary), tokens=TokenShardMeta.load(tokens.summary),
+            contamination=contamination, outputs=outputs)
         paths = write_data_card(card, tmp)
-        return {"contamination": contamination, "mlflow_run_id": log_data_card(paths, card, run_name, cfg=cfg)}
+        return DataCardSummary(contamination=contamination, mlflow_run_id=log_data_card(paths, card, run_name, cfg=cfg))
 
     # New per crawl: the card records that crawl (its key holds the run), even when every
     # stage after it was reused.
-    inputs = {name: {"path": str(r.path), "hash": r.content_hash} for name, r in stages.items()}
-    inputs["crawl"] = {"key": report["crawl"].get("key"), "path": report["crawl"]["path"]}
+    inputs: dict[str, StageInput] = {name: r.input_ref() for name, r in stages.items()}
+    inputs["crawl"] = {"key": report.crawl.key, "path": report.crawl.path}
     return build_stage(cfg.home, "data_card", inputs, cfg.qa.model_dump(mode="json"), build)
-
 
 
 # ---- what to publish: Asset event extras with content digests, and the decision ------
@@ -371,30 +403,31 @@ def data_card_stage(cfg: LlmopsConfig, report: dict[str, Any], redacted: StageRe
 # only when some part differs: a re-run on an unchanged site starts no training.
 
 
-def corpus_event_extra(redacted: StageResult) -> dict[str, Any]:
+def corpus_event_extra(redacted: StageResult) -> CorpusEvent:
     """Extra of ``llmops://corpus``: the PII-redacted corpus."""
-    return {"path": str(redacted.path), "hash": redacted.key, "file": "corpus.parquet",
-            "content": {"corpus": redacted.content_hash}}
+    return CorpusEvent(path=str(redacted.path), hash=redacted.key, file="corpus.parquet",
+                       content={"corpus": redacted.content_hash})
 
 
-def qa_event_extra(qa: StageResult) -> dict[str, Any]:
+def qa_event_extra(qa: StageResult) -> QaEvent:
     """Extra of ``llmops://qa``: the fine-tuning and held-out question/answer pairs."""
-    return {"path": str(qa.path), "hash": qa.key, "finetune": "finetune.jsonl", "heldout": "heldout.jsonl",
-            "content": {"qa": qa.content_hash}}
+    from llmops.data.qa import FINETUNE_FILE, HELDOUT_FILE
+
+    return QaEvent(path=str(qa.path), hash=qa.key, finetune=FINETUNE_FILE, heldout=HELDOUT_FILE,
+                   content={"qa": qa.content_hash})
 
 
 def tokens_event_extra(tokens: StageResult, tokenizer: StageResult, qa: StageResult,
-                       data_card: StageResult) -> dict[str, Any]:
+                       data_card: StageResult) -> TokensEvent:
     """Extra of ``llmops://tokens``: the shards, and everything training needs beside them.
 
     Only the shards, the tokenizer (``vocab``) and the Q&A pairs are content (what training
-    keys on); the data card is new per run and is named for lineage only. No key contains
-    "token": Airflow's secrets masker hides the value of any such key ("tokenizer",
-    "tokens") in the UI and the REST API.
+    keys on); the data card is new per run and is named for lineage only.
     """
-    return {"path": str(tokens.path), "hash": tokens.key, "vocab": str(tokenizer.path), "qa": str(qa.path),
-            "data_card": str(data_card.path), "data_card_hash": data_card.key,
-            "content": {"shards": tokens.content_hash, "vocab": tokenizer.content_hash, "qa": qa.content_hash}}
+    return TokensEvent(path=str(tokens.path), hash=tokens.key, vocab=str(tokenizer.path), qa=str(qa.path),
+                       data_card=str(data_card.path), data_card_hash=data_card.key,
+                       content={"shards": tokens.content_hash, "vocab": tokenizer.content_hash,
+                                "qa": qa.content_hash})
 
 
 @dataclass(frozen=True)
@@ -409,19 +442,23 @@ class PublishDecision:
     """The data card the last published event named, if any."""
 
 
-def publish_decision(extra: dict[str, Any], last_extra: dict[str, Any] | None) -> PublishDecision:
+def publish_decision(extra: DataEvent, last_extra: Mapping[str, Any] | DataEvent | None) -> PublishDecision:
     """Whether ``extra`` (built by one of the ``*_event_extra`` functions above) announces
     new content compared with ``last_extra``, the extra of the last event published on
-    the same Asset (None when there was none)."""
-    parts = tuple(sorted(extra["content"]))
-    last_content = (last_extra or {}).get("content")
-    last_card = (last_extra or {}).get("data_card")
+    the same Asset (None when there was none), read as the same record."""
+    content = extra.content or {}
+    parts = tuple(sorted(content))
     if not last_extra:
         return PublishDecision(True, parts, "nothing published before", None)
-    if not isinstance(last_content, dict):
+    try:
+        last = type(extra).load(last_extra, source="the last event's extra")
+    except RecordError as exc:
+        return PublishDecision(True, parts, f"nothing comparable published before ({exc})", None)
+    last_card = last.data_card if isinstance(last, TokensEvent) else None
+    if last.content is None:
         return PublishDecision(True, parts, "the last event carries no content digests", last_card)
-    changed = tuple(p for p in parts if extra["content"][p] != last_content.get(p))
+    changed = tuple(p for p in parts if content[p] != last.content.get(p))
     if changed:
         return PublishDecision(True, changed, f"new content: {', '.join(changed)}", last_card)
-    since = f"data card {last_card}" if last_card else f"{last_extra.get('path')}"
+    since = f"data card {last_card}" if last_card else last.path
     return PublishDecision(False, (), f"no new data since {since}: {', '.join(parts)} unchanged", last_card)

@@ -14,14 +14,18 @@ call ``tokenizer.apply_chat_template`` and so format prompts the same way.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 from llmops.config import TokenizerConfig
 from llmops.data import store
 from llmops.data.clean import symbol_ratio
+from llmops.data.store import RedactedDoc
+from llmops.records.crawl import read_lines
+from llmops.records.data import QA_PAIR, QaPair, QaSummary
+
+FINETUNE_FILE = "finetune.jsonl"
+HELDOUT_FILE = "heldout.jsonl"
 
 _STATEMENT = re.compile(r'^The "(\w+)" statement$')
 _REDACTED = re.compile(r"<[A-Z_]+>")
@@ -78,38 +82,46 @@ def _held_out(page_id: str, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def make_pairs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def make_pairs(doc: RedactedDoc) -> list[QaPair]:
     """Up to one pair per question template, each answered by the next good sentence."""
-    if not doc.get("title"):
+    title = doc["title"]
+    if not title:
         return []
     answers = [s for s in doc["sentences"] if is_answer_sentence(s)]
-    pairs = []
-    for i, (question, answer) in enumerate(zip(questions_for(doc["title"]), answers, strict=False)):
-        pairs.append({"id": f"{doc['id']}-{i}", "question": question, "answer": answer,
-                      "page_id": doc["id"], "url": doc["url"], "title": doc["title"]})
-    return pairs
+    return [QaPair(id=f"{doc['id']}-{i}", question=question, answer=answer, page_id=doc["id"], url=doc["url"],
+                   title=title)
+            for i, (question, answer) in enumerate(zip(questions_for(title), answers, strict=False))]
 
 
-def run_qa(corpus_path: Path, out_dir: Path, heldout_fraction: float = 0.2, seed: int = 1234) -> dict[str, Any]:
+def write_pairs(pairs: list[QaPair], path: Path) -> None:
+    store.write_lines(pairs, path)
+
+
+def read_pairs(path: Path) -> list[QaPair]:
+    """``finetune.jsonl`` or ``heldout.jsonl``, every line validated."""
+    return read_lines(path, QA_PAIR)
+
+
+def run_qa(corpus_path: Path, out_dir: Path, heldout_fraction: float = 0.2, seed: int = 1234) -> QaSummary:
     """Write ``finetune.jsonl`` and ``heldout.jsonl`` from a (redacted) corpus."""
-    docs = sorted(store.read_docs(corpus_path), key=lambda d: d["id"])
-    finetune: list[dict[str, Any]] = []
-    heldout: list[dict[str, Any]] = []
+    docs = sorted(store.read_docs(corpus_path, RedactedDoc), key=lambda d: d["id"])
+    finetune: list[QaPair] = []
+    heldout: list[QaPair] = []
     skipped = 0
     for doc in docs:
         pairs = make_pairs(doc)
         skipped += not pairs
         (heldout if _held_out(doc["id"], seed, heldout_fraction) else finetune).extend(pairs)
-    store.write_jsonl(finetune, out_dir / "finetune.jsonl")
-    store.write_jsonl(heldout, out_dir / "heldout.jsonl")
-    summary = {
-        "finetune_pairs": len(finetune),
-        "heldout_pairs": len(heldout),
-        "finetune_pages": len({p["page_id"] for p in finetune}),
-        "heldout_pages": len({p["page_id"] for p in heldout}),
-        "pages_without_pairs": skipped,
-        "heldout_fraction": heldout_fraction,
-        "seed": seed,
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_pairs(finetune, out_dir / FINETUNE_FILE)
+    write_pairs(heldout, out_dir / HELDOUT_FILE)
+    summary = QaSummary(
+        finetune_pairs=len(finetune),
+        heldout_pairs=len(heldout),
+        finetune_pages=len({p.page_id for p in finetune}),
+        heldout_pages=len({p.page_id for p in heldout}),
+        pages_without_pairs=skipped,
+        heldout_fraction=heldout_fraction,
+        seed=seed,
+    )
+    summary.write(out_dir)
     return summary

@@ -6,29 +6,30 @@ People read a funnel faster than a table of counts; the numbers are in summary.j
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+
+from llmops.records.data import DataReport
 
 
-def plot_funnel(report: dict[str, Any], path: Path) -> Path:
+def plot_funnel(report: DataReport, path: Path) -> Path:
     """Left: documents surviving each stage. Right: failures and drops by reason."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers
     import matplotlib.pyplot as plt
 
-    crawl, extract, clean, dedup = report["crawl"], report["extract"], report["clean"], report["dedup"]
+    crawl, extract, clean, dedup = report.crawl, report.extract, report.clean, report.dedup
     stages = [
-        ("URLs in index", (crawl["pages_ok"] or 0) + (crawl["pages_failed"] or 0)),
-        ("pages fetched", crawl["pages_ok"] or 0),
-        ("documents extracted", extract["docs_out"]),
-        ("kept by quality filters", clean["docs_out"]),
-        ("kept after dedup", dedup["docs_out"]),
+        ("URLs in index", crawl.pages_ok + crawl.pages_failed),
+        ("pages fetched", crawl.pages_ok),
+        ("documents extracted", extract.docs_out),
+        ("kept by quality filters", clean.docs_out),
+        ("kept after dedup", dedup.docs_out),
     ]
-    reasons = {f"crawl: {k}": v for k, v in (crawl["failed_by_reason"] or {}).items()}
-    reasons |= {f"extract: {k}": v for k, v in extract["dropped_by_reason"].items()}
-    reasons |= {f"clean: {k}": v for k, v in clean["dropped_by_filter"].items()}
-    reasons |= {"dedup: exact duplicate": dedup["exact_duplicates_removed"],
-                "dedup: near duplicate": dedup["near_duplicates_removed"]}
+    reasons = {f"crawl: {k}": v for k, v in crawl.failed_by_reason.items()}
+    reasons |= {f"extract: {k}": v for k, v in extract.dropped_by_reason.items()}
+    reasons |= {f"clean: {k}": v for k, v in clean.dropped_by_filter.items()}
+    reasons |= {"dedup: exact duplicate": dedup.exact_duplicates_removed,
+                "dedup: near duplicate": dedup.near_duplicates_removed}
     reasons = {k: v for k, v in reasons.items() if v}
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 1.2]})

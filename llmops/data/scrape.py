@@ -86,6 +86,7 @@ from yarl import URL
 
 import llmops
 from llmops.config import ScrapeConfig
+from llmops.records.crawl import INDEX_ENTRY, CrawlSummary, IndexEntry, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -329,14 +330,8 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _empty_record(task: Task) -> dict[str, Any]:
-    return {
-        "url": task.url, "status": None, "content_type": None, "fetched_at": None,
-        "etag": None, "last_modified": None, "error": None, "ok": False,
-        "final_url": None, "discovered_via": task.discovered_via, "depth": task.depth,
-        "attempts": 0, "bytes": 0, "sha256": None, "encoding": None,
-        "not_modified": False, "warc_offset": None, "elapsed_ms": None,
-    }
+def _empty_record(task: Task) -> IndexEntry:
+    return IndexEntry(url=task.url, discovered_via=task.discovered_via, depth=task.depth)
 
 
 class Crawler:
@@ -350,7 +345,7 @@ class Crawler:
         self.warc = warc
         self.hosts: dict[str, HostState] = {}
         self.previous_dir = previous
-        self.previous = {r["url"]: r for r in read_index(previous) if r.get("ok")} if previous else {}
+        self.previous = {r.url: r for r in read_index(previous) if r.ok} if previous else {}
         self.bytes_downloaded = 0
 
     # -- politeness --------------------------------------------------------
@@ -539,7 +534,7 @@ class Crawler:
 
     # -- one page ------------------------------------------------------------
 
-    async def fetch_page(self, task: Task) -> tuple[dict[str, Any], list[str]]:
+    async def fetch_page(self, task: Task) -> tuple[IndexEntry, list[str]]:
         """Fetch one URL following redirects by hand; returns its index record and links.
 
         Redirects are followed manually (``allow_redirects=False``) because aiohttp's
@@ -557,11 +552,12 @@ class Crawler:
             return await self._fetch_page(task, record)
         except Exception as exc:
             log.error("internal error while crawling %s", task.url, exc_info=True)
-            record.update(ok=False, error=f"internal:{type(exc).__name__}", sha256=None,
-                          warc_offset=None, encoding=None, not_modified=False)
-            return record, []
+            failed = record.model_copy(update={"ok": False, "error": f"internal:{type(exc).__name__}",
+                                               "sha256": None, "warc_offset": None, "encoding": None,
+                                               "not_modified": False})
+            return failed, []
 
-    async def _fetch_page(self, task: Task, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    async def _fetch_page(self, task: Task, record: IndexEntry) -> tuple[IndexEntry, list[str]]:
         started = time.monotonic()
         previous = self.previous.get(task.url)
         chain = [task.url]
@@ -571,12 +567,12 @@ class Crawler:
             url = chain[-1]
             blocked = await self.blocked(url)
             if blocked:
-                record["error"] = blocked
+                record.error = blocked
                 break
             conditional = self._conditional_headers(previous, url)
             hop, attempts = await self.request(url, conditional, check_body=True)
-            record["attempts"] += attempts
-            record["bytes"] += hop.bytes_read
+            record.attempts += attempts
+            record.bytes += hop.bytes_read
             if hop.status == 304 and conditional:
                 reused = self._copy_previous(previous, url) if previous else None
                 if reused is None:  # old payload unreadable: ask again without validators
@@ -584,35 +580,35 @@ class Crawler:
                     continue
                 break
             if hop.status == 304:
-                record["error"] = "http_304"  # not asked for: nothing to keep
+                record.error = "http_304"  # not asked for: nothing to keep
                 break
             if hop.location is None:
                 break
             error = self._redirect_error(chain, hop)
             if error:
-                record["error"] = error
+                record.error = error
                 break
             chain.append(canonicalize_url(hop.location))
             self.frontier.seen.add(chain[-1])
-        record["final_url"] = chain[-1]
-        record["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
+        record.final_url = chain[-1]
+        record.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         if hop is None:
             return record, []
-        record["fetched_at"] = _now_iso()
+        record.fetched_at = _now_iso()
         self._fill_from_hop(record, hop)
-        if record["error"] is not None:
+        if record.error is not None:
             return record, []
         return self._finish(record, hop, previous, reused)
 
-    def _conditional_headers(self, previous: dict[str, Any] | None, url: str) -> dict[str, str]:
+    def _conditional_headers(self, previous: IndexEntry | None, url: str) -> dict[str, str]:
         """Validators from the previous crawl, sent only to the URL they belong to."""
-        if not previous or (previous.get("final_url") or previous["url"]) != url:
+        if not previous or (previous.final_url or previous.url) != url:
             return {}
         headers = {}
-        if previous.get("etag"):
-            headers["If-None-Match"] = previous["etag"]
-        if previous.get("last_modified"):
-            headers["If-Modified-Since"] = previous["last_modified"]
+        if previous.etag:
+            headers["If-None-Match"] = previous.etag
+        if previous.last_modified:
+            headers["If-Modified-Since"] = previous.last_modified
         return headers
 
     def _redirect_error(self, chain: list[str], hop: Hop) -> str | None:
@@ -634,47 +630,49 @@ class Crawler:
         return None
 
     @staticmethod
-    def _fill_from_hop(record: dict[str, Any], hop: Hop) -> None:
-        record["status"] = hop.status
-        record["content_type"] = hop.header("Content-Type")
-        record["etag"] = hop.header("ETag")
-        record["last_modified"] = hop.header("Last-Modified")
-        if record["error"] is None and hop.error:
-            record["error"] = hop.error
+    def _fill_from_hop(record: IndexEntry, hop: Hop) -> None:
+        record.status = hop.status
+        record.content_type = hop.header("Content-Type")
+        record.etag = hop.header("ETag")
+        record.last_modified = hop.header("Last-Modified")
+        if record.error is None and hop.error:
+            record.error = hop.error
 
-    def _finish(self, record: dict[str, Any], hop: Hop, previous: dict[str, Any] | None,
-                reused: tuple[bytes, StatusAndHeaders] | None) -> tuple[dict[str, Any], list[str]]:
+    def _finish(self, record: IndexEntry, hop: Hop, previous: IndexEntry | None,
+                reused: tuple[bytes, StatusAndHeaders] | None) -> tuple[IndexEntry, list[str]]:
         """A usable answer: store it in the WARC, fill the record, collect links."""
         if reused is not None and previous is not None:
             payload, http_headers = reused
-            record["not_modified"] = True
-            record["content_type"] = http_headers.get_header("Content-Type")
-            record["etag"] = record["etag"] or previous.get("etag")
-            record["last_modified"] = record["last_modified"] or previous.get("last_modified")
+            record.not_modified = True
+            record.content_type = http_headers.get_header("Content-Type")
+            record.etag = record.etag or previous.etag
+            record.last_modified = record.last_modified or previous.last_modified
         else:
             payload, http_headers = hop.body, self._response_headers(hop)
-        record["ok"] = True
-        record["bytes"] = len(payload)
-        record["sha256"] = hashlib.sha256(payload).hexdigest()
-        record["encoding"] = detect_encoding(record["content_type"], payload)
+        record.ok = True
+        record.bytes = len(payload)
+        record.sha256 = hashlib.sha256(payload).hexdigest()
+        record.encoding = detect_encoding(record.content_type, payload)
         # Links first: should parsing fail, no orphan response is left in the WARC.
-        links = extract_links(payload, record["encoding"], hop.url) if self.cfg.follow_links else []
-        record["warc_offset"] = self._write_warc(hop, http_headers, payload, record)
+        links = extract_links(payload, record.encoding, hop.url) if self.cfg.follow_links else []
+        record.warc_offset = self._write_warc(hop, http_headers, payload, record)
         return record, links
 
-    def _copy_previous(self, previous: dict[str, Any], url: str) -> tuple[bytes, StatusAndHeaders] | None:
+    def _copy_previous(self, previous: IndexEntry, url: str) -> tuple[bytes, StatusAndHeaders] | None:
         """The previous crawl's payload and response headers, or None if unreadable."""
         assert self.previous_dir is not None
+        if previous.warc_offset is None:  # not an ok record: nothing was stored
+            return None
         try:
             with open(self.previous_dir / WARC_FILE, "rb") as fh:
-                fh.seek(previous["warc_offset"])
+                fh.seek(previous.warc_offset)
                 old = next(iter(ArchiveIterator(fh)))
                 payload = old.content_stream().read()
                 headers = old.http_headers
         except (OSError, StopIteration, KeyError, TypeError, ValueError) as exc:
             log.warning("cannot reuse the previous payload of %s: %r", url, exc)
             return None
-        if headers is None or hashlib.sha256(payload).hexdigest() != previous.get("sha256"):
+        if headers is None or hashlib.sha256(payload).hexdigest() != previous.sha256:
             log.warning("the previous payload of %s does not match its index record", url)
             return None
         return payload, headers
@@ -687,14 +685,14 @@ class Crawler:
         return StatusAndHeaders(f"{hop.status} {hop.reason_phrase}".strip(), headers, protocol="HTTP/1.1")
 
     def _write_warc(self, hop: Hop, http_headers: StatusAndHeaders, payload: bytes,
-                    record: dict[str, Any]) -> int:
+                    record: IndexEntry) -> int:
         """Write response + request records; returns the response record's file offset.
 
         Runs without awaiting, so records of concurrent fetches never interleave.
         """
-        date = record["fetched_at"]
+        date = record.fetched_at
         extra = {"WARC-Date": date}
-        if record["not_modified"]:
+        if record.not_modified:
             extra["WARC-Llmops-Not-Modified"] = "true"
         response = self.warc.create_warc_record(
             hop.url, "response", payload=BytesIO(payload), length=len(payload),
@@ -787,20 +785,20 @@ async def _discover_sitemap(crawler: Crawler, frontier: Frontier, seed: str,
     return tasks
 
 
-def _log_failure(record: dict[str, Any]) -> None:
+def _log_failure(record: IndexEntry) -> None:
     # robots_unavailable was already explained, once per host, by a warning
-    level = logging.INFO if record["error"] in ("robots_disallowed", "robots_unavailable") else logging.WARNING
-    log.log(level, "failed %s: %s", record["url"], record["error"])
+    level = logging.INFO if record.error in ("robots_disallowed", "robots_unavailable") else logging.WARNING
+    log.log(level, "failed %s: %s", record.url, record.error)
 
 
 async def _crawl_async(seed_url: str, out_dir: Path, cfg: ScrapeConfig, sitemap_url: str | None,
-                       previous: Path | None, progress: bool) -> dict[str, Any]:
+                       previous: Path | None, progress: bool) -> CrawlSummary:
     from tqdm import tqdm
 
     started = time.monotonic()
     seed = canonicalize_url(seed_url)
     frontier = Frontier(urlsplit(seed).netloc, cfg.same_host_only)
-    records: list[dict[str, Any]] = []
+    records: list[IndexEntry] = []
     skipped = requested = 0
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=cfg.concurrency_per_host)
     headers = {"User-Agent": cfg.user_agent}
@@ -819,14 +817,14 @@ async def _crawl_async(seed_url: str, out_dir: Path, cfg: ScrapeConfig, sitemap_
                 bar.refresh()
                 level = await _fetch_level(crawler, frontier, to_fetch, records, bar)
     elapsed = time.monotonic() - started
-    records.sort(key=lambda r: r["url"])
-    _write_jsonl(out_dir / INDEX_FILE, records)
-    summary = _summary(seed, records, crawler.bytes_downloaded, elapsed, len(frontier.offsite), skipped)
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    records.sort(key=lambda r: r.url)
+    _write_index(out_dir / INDEX_FILE, records)
+    summary = _summary(seed, records, crawler.bytes_downloaded, elapsed, len(frontier.offsite), skipped, previous)
+    summary.write(out_dir / SUMMARY_FILE)
     return summary
 
 
-async def _plan_level(crawler: Crawler, level: list[Task], records: list[dict[str, Any]],
+async def _plan_level(crawler: Crawler, level: list[Task], records: list[IndexEntry],
                       budget: int) -> tuple[list[Task], int]:
     """Split a level, in url order, into URLs to fetch and the count left over by the budget.
 
@@ -840,7 +838,7 @@ async def _plan_level(crawler: Crawler, level: list[Task], records: list[dict[st
         blocked = await crawler.blocked(task.url)
         if blocked:
             record = _empty_record(task)
-            record["error"] = blocked
+            record.error = blocked
             records.append(record)
             _log_failure(record)
         elif len(to_fetch) < budget:
@@ -851,13 +849,13 @@ async def _plan_level(crawler: Crawler, level: list[Task], records: list[dict[st
 
 
 async def _fetch_level(crawler: Crawler, frontier: Frontier, tasks: list[Task],
-                       records: list[dict[str, Any]], bar: Any) -> list[Task]:
+                       records: list[IndexEntry], bar: Any) -> list[Task]:
     """Fetch one depth level concurrently; returns the next level's tasks."""
 
-    async def one(task: Task) -> tuple[Task, dict[str, Any], list[str]]:
+    async def one(task: Task) -> tuple[Task, IndexEntry, list[str]]:
         record, links = await crawler.fetch_page(task)
         bar.update(1)
-        if record["error"]:
+        if record.error:
             _log_failure(record)
         return task, record, links
 
@@ -883,36 +881,38 @@ def _warcinfo(warc: WARCWriter, seed: str, cfg: ScrapeConfig) -> Any:
     return warc.create_warcinfo_record(WARC_FILE, info)
 
 
-def _summary(seed: str, records: list[dict[str, Any]], bytes_downloaded: int, elapsed: float,
-             offsite: int, skipped: int) -> dict[str, Any]:
-    failed = Counter(r["error"] for r in records if not r["ok"])
-    requested = sum(1 for r in records if r["attempts"])
-    return {
-        "seed_url": seed,
-        "urls_seen": len(records) + skipped,
-        "pages_ok": sum(1 for r in records if r["ok"]),
-        "pages_failed": sum(failed.values()),
-        "failed_by_reason": dict(sorted(failed.items())),
-        "not_modified": sum(1 for r in records if r["not_modified"]),
-        "bytes_downloaded": bytes_downloaded,
-        "elapsed_s": round(elapsed, 3),
-        "pages_per_s": round(requested / elapsed, 2) if elapsed > 0 else 0.0,
-        "offsite_links": offsite,
-        "skipped_max_pages": skipped,
-    }
+def _summary(seed: str, records: list[IndexEntry], bytes_downloaded: int, elapsed: float,
+             offsite: int, skipped: int, previous: Path | None) -> CrawlSummary:
+    failed = Counter(r.error for r in records if not r.ok and r.error)
+    requested = sum(1 for r in records if r.attempts)
+    return CrawlSummary(
+        seed_url=seed,
+        urls_seen=len(records) + skipped,
+        pages_ok=sum(1 for r in records if r.ok),
+        pages_failed=sum(failed.values()),
+        failed_by_reason=dict(sorted(failed.items())),
+        not_modified=sum(1 for r in records if r.not_modified),
+        bytes_downloaded=bytes_downloaded,
+        elapsed_s=round(elapsed, 3),
+        pages_per_s=round(requested / elapsed, 2) if elapsed > 0 else 0.0,
+        offsite_links=offsite,
+        skipped_max_pages=skipped,
+        previous_crawl=str(previous) if previous else None,
+    )
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_index(path: Path, records: list[IndexEntry]) -> None:
+    """One JSON line per record, keys sorted: the bytes of the index before records were typed."""
     with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+        for record in records:
+            fh.write(json.dumps(record.model_dump(), sort_keys=True, ensure_ascii=False) + "\n")
 
 
 # ------------------------------------------------------------------ public API
 
 
 def crawl(seed_url: str, out_dir: Path, cfg: ScrapeConfig, *, sitemap_url: str | None = None,
-          previous: Path | None = None, progress: bool = False) -> dict[str, Any]:
+          previous: Path | None = None, progress: bool = False) -> CrawlSummary:
     """Crawl from ``seed_url`` into the empty directory ``out_dir``; returns the summary.
 
     Synchronous on purpose: callers are plain functions (CLI, Airflow tasks), so the
@@ -936,13 +936,13 @@ def crawl(seed_url: str, out_dir: Path, cfg: ScrapeConfig, *, sitemap_url: str |
         return pool.submit(asyncio.run, coro).result()
 
 
-def read_index(crawl_dir: Path) -> list[dict[str, Any]]:
-    """The index records of a crawl, in url order."""
-    with open(Path(crawl_dir) / INDEX_FILE, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+def read_index(crawl_dir: Path) -> list[IndexEntry]:
+    """The index records of a crawl, in url order; a line that does not validate (a renamed
+    or missing field) raises :class:`~llmops.records.base.RecordError` naming the file and line."""
+    return read_lines(Path(crawl_dir) / INDEX_FILE, INDEX_ENTRY)
 
 
-def iter_ok_pages(crawl_dir: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
+def iter_ok_pages(crawl_dir: Path) -> Iterator[tuple[IndexEntry, bytes]]:
     """(index record, payload) for every ok page, in index order, read from the WARC.
 
     Each response record is its own gzip member, so ``warc_offset`` lets us seek
@@ -951,10 +951,10 @@ def iter_ok_pages(crawl_dir: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
     crawl_dir = Path(crawl_dir)
     with open(crawl_dir / WARC_FILE, "rb") as fh:
         for record in read_index(crawl_dir):
-            if not record["ok"]:
+            if not record.ok or record.warc_offset is None:
                 continue
-            fh.seek(record["warc_offset"])
+            fh.seek(record.warc_offset)
             payload = next(iter(ArchiveIterator(fh))).content_stream().read()
-            if hashlib.sha256(payload).hexdigest() != record["sha256"]:
-                raise ValueError(f"{crawl_dir / WARC_FILE}: payload of {record['url']} does not match its sha256")
+            if hashlib.sha256(payload).hexdigest() != record.sha256:
+                raise ValueError(f"{crawl_dir / WARC_FILE}: payload of {record.url} does not match its sha256")
             yield record, payload

@@ -29,7 +29,7 @@ from llmops.demo_site.build import (
     page_texts_with_comments,
     write_ground_truth,
 )
-from llmops.demo_site.server import DemoSiteServer, serve_forever, start_demo_site
+from llmops.demo_site.server import DemoSiteServer, read_access_log, serve_forever, start_demo_site
 
 __all__ = [
     "PII_TYPES",
@@ -39,6 +39,7 @@ __all__ = [
     "Site",
     "build_site",
     "page_texts_with_comments",
+    "read_access_log",
     "serve_forever",
     "start_demo_site",
     "write_ground_truth",

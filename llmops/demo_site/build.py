@@ -20,12 +20,19 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from pydoc_data.topics import topics as PYDOC_TOPICS
-from typing import Any
 
 from faker import Faker
 
 from llmops.config import DedupConfig, DemoSiteConfig
 from llmops.data.dedup import jaccard
+from llmops.records.crawl import (
+    ExpectedFault,
+    GroundTruth,
+    GroundTruthPage,
+    PageKind,
+    PlantedDuplicate,
+    PlantedPii,
+)
 
 # --------------------------------------------------------------------------- constants
 
@@ -144,7 +151,7 @@ class Page:
 @dataclass
 class Site:
     pages: dict[str, Page]
-    ground_truth: dict[str, Any]
+    ground_truth: GroundTruth
 
 
 @dataclass
@@ -168,9 +175,9 @@ class Article:
     author: str
     date: dt.date
     blocks: list[Block]
-    pii: list[dict[str, str]]  # body PII (page filled in later)
+    pii: list[tuple[str, str]]  # (type, value) planted in the body
     comments: list[tuple[str, str, dt.date]]  # (author, text, date)
-    comment_pii: list[dict[str, str]]
+    comment_pii: list[tuple[str, str]]  # (type, value) planted in the comments
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -398,10 +405,10 @@ class _Builder:
         return pre + code + post, f"{esc(pre)}<code>{esc(code)}</code>{esc(post)}", values
 
     def _jwt(self) -> str:
-        def b64(obj: dict[str, Any]) -> str:
+        def b64(obj: dict[str, str | int]) -> str:
             raw = json.dumps(obj, separators=(",", ":")).encode()
             return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-        payload = {"sub": str(self.rng.randrange(10**6, 10**7)), "name": self.fake.first_name(),
+        payload: dict[str, str | int] = {"sub": str(self.rng.randrange(10**6, 10**7)), "name": self.fake.first_name(),
                    "iat": 1_600_000_000 + self.rng.randrange(10**8)}
         sig = self._chars(string.ascii_letters + string.digits + "-_", 43)
         return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(payload)}.{sig}"
@@ -484,9 +491,7 @@ class _Builder:
                                f"at {mail} or {tel}.", cls="contact"))
         pii += [("PERSON", maint), ("EMAIL_ADDRESS", mail), ("PHONE_NUMBER", tel)]
         comments, cpii = self.comments(self.rng.randint(1, 4))
-        return Article(slug, title, author, date, body,
-                       [{"type": t, "value": v, "where": "body"} for t, v in pii],
-                       comments, [{"type": t, "value": v, "where": "comment"} for t, v in cpii])
+        return Article(slug, title, author, date, body, pii, comments, cpii)
 
 
 # --------------------------------------------------------------------------- page chrome
@@ -709,7 +714,7 @@ FAULT_LABELS = {
 }
 
 
-def build_faults(b: _Builder, modified: dt.datetime) -> tuple[dict[str, Page], list[dict[str, Any]]]:
+def build_faults(b: _Builder, modified: dt.datetime) -> tuple[dict[str, Page], list[GroundTruthPage]]:
     """The fixed fault set; returns pages and their ground-truth page entries."""
     html_ct = "text/html; charset=utf-8"
     missing = _simple_page(b, "Page not found", ["The page you asked for does not exist."])
@@ -740,10 +745,7 @@ def build_faults(b: _Builder, modified: dt.datetime) -> tuple[dict[str, Page], l
     entries = []
     for path in pages:
         title, paras = texts.get(path, (FAULT_LABELS.get(path, path), []))
-        entries.append({"path": path, "kind": "fault", "topic": None, "title": title,
-                        "author": None, "date_published": None,
-                        "article_text": "\n\n".join(paras),
-                        "article_sentences": [s for p in paras for s in split_sentences(p)]})
+        entries.append(_plain_entry(path, "fault", title, paras))
     return pages, entries
 
 
@@ -755,19 +757,19 @@ PRIVATE_PAGES = {
 }
 
 
-def build_private(b: _Builder, modified: dt.datetime) -> tuple[dict[str, Page], list[dict], list[dict]]:
-    pages, entries, pii = {}, [], []
+def build_private(b: _Builder,
+                  modified: dt.datetime) -> tuple[dict[str, Page], list[GroundTruthPage], list[PlantedPii]]:
+    pages: dict[str, Page] = {}
+    entries: list[GroundTruthPage] = []
+    pii: list[PlantedPii] = []
     for path, title in PRIVATE_PAGES.items():
         name = b.person()
         mail, tel = b.email_for(name), b.phone()
         paras = ["Internal only: this page is not meant for crawlers.",
                  f"Owner: {name}, reachable at {mail} or {tel}."]
         pages[path] = Page(_simple_page(b, title, paras).encode(), last_modified=modified)
-        entries.append({"path": path, "kind": "private", "topic": None, "title": title,
-                        "author": None, "date_published": None,
-                        "article_text": "\n\n".join(paras),
-                        "article_sentences": [s for p in paras for s in split_sentences(p)]})
-        pii += [{"page": path, "type": t, "value": v, "where": "body"}
+        entries.append(_plain_entry(path, "private", title, paras))
+        pii += [PlantedPii(page=path, type=t, value=v, where="body")
                 for t, v in (("PERSON", name), ("EMAIL_ADDRESS", mail), ("PHONE_NUMBER", tel))]
     return pages, entries, pii
 
@@ -798,19 +800,18 @@ ROBOTS_ONLY_PAGES = {
 
 
 def build_robots_only(b: _Builder, articles: list[Article],
-                      modified: dt.datetime) -> tuple[dict[str, Page], list[dict[str, Any]]]:
+                      modified: dt.datetime) -> tuple[dict[str, Page], list[GroundTruthPage]]:
     """The pages of :data:`ROBOTS_ONLY_PAGES` and their ground-truth entries (no article text:
     a crawler that obeys robots.txt never sees them)."""
     feed = json.dumps([{"path": f"/docs/{a.slug}.html", "title": a.title} for a in articles], indent=1)
     notes = {"/feeds/comments": ["Reader comments are shown under each article."],
              "/mirror/status.html": ["Every mirror of the network is up."]}
     pages: dict[str, Page] = {}
-    entries: list[dict[str, Any]] = []
+    entries: list[GroundTruthPage] = []
     for path, (title, content_type) in ROBOTS_ONLY_PAGES.items():
         body = feed if path.endswith(".json") else _simple_page(b, title, notes[path])
         pages[path] = Page(body.encode(), content_type, last_modified=modified)
-        entries.append({"path": path, "kind": "robots_only", "topic": None, "title": title, "author": None,
-                        "date_published": None, "article_text": "", "article_sentences": []})
+        entries.append(_plain_entry(path, "robots_only", title, []))
     return pages, entries
 
 
@@ -837,15 +838,23 @@ def render_index(b: _Builder, articles: list[Article], mirrors: list[str],
 
 # --------------------------------------------------------------------------- build_site
 
-def _gt_entry(path: str, kind: str, a: Article, blocks: list[Block]) -> dict[str, Any]:
-    return {"path": path, "kind": kind, "topic": a.slug, "title": a.title, "author": a.author,
-            "date_published": a.date.isoformat(), "article_text": article_text(blocks),
-            "article_sentences": article_sentences(blocks)}
+def _gt_entry(path: str, kind: PageKind, a: Article, blocks: list[Block]) -> GroundTruthPage:
+    return GroundTruthPage(path=path, kind=kind, topic=a.slug, title=a.title, author=a.author,
+                           date_published=a.date.isoformat(), article_text=article_text(blocks),
+                           article_sentences=article_sentences(blocks))
 
 
-def _page_pii(path: str, a: Article, with_comments: bool = True) -> list[dict[str, str]]:
-    rows = a.pii + (a.comment_pii if with_comments else [])
-    return [{"page": path, **r} for r in rows]
+def _plain_entry(path: str, kind: PageKind, title: str, paras: list[str]) -> GroundTruthPage:
+    """The entry of a page that is not an article: no topic, author or date."""
+    return GroundTruthPage(path=path, kind=kind, topic=None, title=title, author=None, date_published=None,
+                           article_text="\n\n".join(paras),
+                           article_sentences=[s for p in paras for s in split_sentences(p)])
+
+
+def _page_pii(path: str, a: Article, with_comments: bool = True) -> list[PlantedPii]:
+    body = [PlantedPii(page=path, type=t, value=v, where="body") for t, v in a.pii]
+    comments = [PlantedPii(page=path, type=t, value=v, where="comment") for t, v in a.comment_pii]
+    return body + (comments if with_comments else [])
 
 
 def modified_at(d: dt.date) -> dt.datetime:
@@ -868,9 +877,9 @@ def build_site(cfg: DemoSiteConfig) -> Site:
     prints = sorted(long_enough[:PRINT_COUNT])
 
     pages: dict[str, Page] = {}
-    gt_pages: list[dict[str, Any]] = []
-    duplicates: list[dict[str, str]] = []
-    pii: list[dict[str, str]] = []
+    gt_pages: list[GroundTruthPage] = []
+    duplicates: list[PlantedDuplicate] = []
+    pii: list[PlantedPii] = []
     for a in articles:
         path = f"/docs/{a.slug}.html"
         tools = {}
@@ -888,7 +897,7 @@ def build_site(cfg: DemoSiteConfig) -> Site:
             mpath = f"/mirror/docs/{a.slug}.html"
             pages[mpath] = Page(render_mirror_page(b, a).encode(), last_modified=modified_at(a.date))
             gt_pages.append(_gt_entry(mpath, "mirror", a, a.blocks))
-            duplicates.append({"path": mpath, "original": path, "kind": "exact"})
+            duplicates.append(PlantedDuplicate(path=mpath, original=path, kind="exact"))
             pii += _page_pii(mpath, a)
         if a.slug in prints:
             ppath = f"/print/{a.slug}.html"
@@ -896,7 +905,7 @@ def build_site(cfg: DemoSiteConfig) -> Site:
             pages[ppath] = Page(render_print_page(b, a, edited).encode(),
                                 last_modified=modified_at(a.date))
             gt_pages.append(_gt_entry(ppath, "print", a, edited))
-            duplicates.append({"path": ppath, "original": path, "kind": "near"})
+            duplicates.append(PlantedDuplicate(path=ppath, original=path, kind="near"))
             pii += _page_pii(ppath, a, with_comments=False)
 
     site_modified = modified_at(max(a.date for a in articles))
@@ -906,31 +915,29 @@ def build_site(cfg: DemoSiteConfig) -> Site:
     index = render_index(b, articles, mirrors, prints)
     pages = {"/": Page(index.encode(), last_modified=site_modified), **pages,
              **fault_pages, **private_pages, **robots_pages}
-    gt_pages = [{"path": "/", "kind": "index", "topic": None, "title": b.brand, "author": None,
-                 "date_published": None, "article_text": "", "article_sentences": []}]\
-        + gt_pages + fault_entries + private_entries + robots_entries
+    gt_pages = [_plain_entry("/", "index", b.brand, []), *gt_pages, *fault_entries, *private_entries,
+                *robots_entries]
 
-    ground_truth = {
-        "seed": cfg.seed,
-        "brand": b.brand,
-        "pages": gt_pages,
-        "duplicates": duplicates,
-        "pii": pii + private_pii,
-        "boilerplate": _distinctive(b.boilerplate, gt_pages),
-        "faults": [{"path": p, "expect": e} for p, e in FAULT_EXPECT.items()
-                   if p != "/faults/loop-b.html"],
-        "disallowed": sorted([*PRIVATE_PAGES, *ROBOTS_ONLY_PAGES]),
-        "robots_disallow_prefixes": ["/private/"],  # sections disallowed whole, no exception
-        "robots_rules": list(ROBOTS_RULES),
-        "sitemap": [f"/docs/{s}.html" for s in slugs],
-    }
+    ground_truth = GroundTruth(
+        seed=cfg.seed,
+        brand=b.brand,
+        pages=gt_pages,
+        duplicates=duplicates,
+        pii=pii + private_pii,
+        boilerplate=_distinctive(b.boilerplate, gt_pages),
+        faults=[ExpectedFault(path=p, expect=e) for p, e in FAULT_EXPECT.items() if p != "/faults/loop-b.html"],
+        disallowed=sorted([*PRIVATE_PAGES, *ROBOTS_ONLY_PAGES]),
+        robots_disallow_prefixes=["/private/"],  # sections disallowed whole, no exception
+        robots_rules=list(ROBOTS_RULES),
+        sitemap=[f"/docs/{s}.html" for s in slugs],
+    )
     return Site(pages, ground_truth)
 
 
-def _distinctive(snippets: list[str], gt_pages: list[dict[str, Any]]) -> list[str]:
+def _distinctive(snippets: list[str], gt_pages: list[GroundTruthPage]) -> list[str]:
     """Drop any snippet that also occurs in article text: a leak check on it would be
     a false alarm. (With the texts above none should, and a test guards that.)"""
-    corpus = "\n".join(p["article_text"] for p in gt_pages)
+    corpus = "\n".join(p.article_text for p in gt_pages)
     return [s for s in snippets if s not in corpus]
 
 
@@ -940,19 +947,18 @@ def page_texts_with_comments(site: Site) -> dict[str, str]:
     import lxml.html
 
     texts = {}
-    for page in site.ground_truth["pages"]:
-        if not page["article_text"]:
+    for page in site.ground_truth.pages:
+        if not page.article_text:
             continue
-        tree = lxml.html.fromstring(site.pages[page["path"]].body)
+        tree = lxml.html.fromstring(site.pages[page.path].body)
         comments = ["\n".join(p.text_content() for p in div.xpath("./p"))
                     for div in tree.xpath('//div[@class="comment"]')]
-        texts[page["path"]] = "\n\n".join([page["article_text"], *comments])
+        texts[page.path] = "\n\n".join([page.article_text, *comments])
     return texts
 
 
 def write_ground_truth(site: Site, path: Path) -> None:
-    """Write the ground truth as pretty UTF-8 JSON (parents created)."""
+    """Write the ground truth as pretty UTF-8 JSON, atomically (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(site.ground_truth, indent=2, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
+    site.ground_truth.write(path)

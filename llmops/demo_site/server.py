@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from llmops.config import DemoSiteConfig
 from llmops.demo_site.build import ROBOTS_RULES, Page, Site, build_site, esc, modified_at, write_ground_truth
+from llmops.records.crawl import ACCESS_LOG_ENTRY, AccessLogEntry, read_lines
 
 # --------------------------------------------------------------------------- dynamic resources
 
@@ -35,7 +36,7 @@ def robots_txt(origin: str) -> bytes:
 
 def sitemap_xml(origin: str, site: Site, pages: dict[str, Page]) -> bytes:
     urls = []
-    for path in site.ground_truth["sitemap"]:
+    for path in site.ground_truth.sitemap:
         page = pages.get(path)
         lastmod = page.last_modified.date().isoformat() if page and page.last_modified else ""
         urls.append(f"  <url><loc>{esc(origin + path)}</loc><lastmod>{lastmod}</lastmod></url>")
@@ -191,9 +192,14 @@ class DemoSiteServer:
     def _log(self, path: str, method: str, status: int) -> None:
         if not self._access_log:
             return
-        line = json.dumps({"path": path, "method": method, "status": status, "ts": time.time()})
+        line = json.dumps(AccessLogEntry(path=path, method=method, status=status, ts=time.time()).model_dump())
         with self._lock, open(self._access_log, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
+
+
+def read_access_log(path: Path) -> list[AccessLogEntry]:
+    """The requests a demo site logged to ``path`` (``access_log``), in the order answered."""
+    return read_lines(path, ACCESS_LOG_ENTRY)
 
 
 def start_demo_site(cfg: DemoSiteConfig, port: int | None = None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -70,6 +70,26 @@ class Case(_Strict):
     """The user's message, sent through the chat template."""
     expect: Expect = Expect()
     """What the answer must satisfy; every unset check is off except ``non_empty``."""
+
+
+class CaseResult(TypedDict):
+    """One case's answer and the expectations it failed."""
+
+    name: str
+    passed: bool
+    failures: list[str]
+    completion: str
+    stopped: bool
+    new_tokens: int
+
+
+class BehaviourResult(TypedDict):
+    """What :func:`run_cases` found: the report's behaviour section."""
+
+    behaviour_pass_rate: float
+    passed: int
+    total: int
+    cases: list[CaseResult]
 
 
 def _describe(exc: ValidationError) -> str:
@@ -131,7 +151,7 @@ def check_completion(case: Case, completion: str, stopped: bool) -> list[str]:
 
 
 def run_cases(model: Any, tokenizer: Any, cases: Sequence[Case], *, max_new_tokens: int = 48,
-              batch_size: int = 8, stop_ids: Sequence[int] | None = None) -> dict[str, Any]:
+              batch_size: int = 8, stop_ids: Sequence[int] | None = None) -> BehaviourResult:
     """Generate an answer per case and check it; ``behaviour_pass_rate`` is the share of cases passed.
 
     ``stop_ids`` default to the model's generation config ``eos_token_id`` (an exported
@@ -147,7 +167,7 @@ def run_cases(model: Any, tokenizer: Any, cases: Sequence[Case], *, max_new_toke
                                              tokenize=False) for c in cases]
     continuations = greedy_continuations(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                          batch_size=batch_size, stop_ids=stop_ids)
-    results = []
+    results: list[CaseResult] = []
     for case, ids in zip(cases, continuations, strict=True):
         stopped = bool(ids) and ids[-1] in stop
         completion = tokenizer.decode(ids, skip_special_tokens=True)

@@ -10,15 +10,40 @@ measured on different sets.
 
 from __future__ import annotations
 
-import json
 import shutil
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from llmops.artifacts import file_sha256, read_manifest, stable_hash
+from pydantic import TypeAdapter, ValidationError
+
+from llmops.artifacts import StageResult, build_stage, file_sha256, read_manifest, stable_hash
 from llmops.config import LlmopsConfig
 from llmops.errors import PermanentError
+from llmops.records.base import RecordError
+from llmops.records.common import InputRef
+from llmops.records.crawl import GroundTruth
+from llmops.records.evaluation import (
+    AlreadyRegistered,
+    CandidateEvaluation,
+    EvalMetrics,
+    EvaluatedOn,
+    EvaluationReport,
+    GateResult,
+    ModelLineage,
+    PiiCanary,
+    RegisteredVersion,
+)
+from llmops.records.training import ModelInfo
+from llmops.registry.model_card import model_info
+
+if TYPE_CHECKING:
+    from llmops.evaluation.behaviour import BehaviourResult
+    from llmops.evaluation.generation import Sample
+    from llmops.evaluation.language_model import LmMetrics
+    from llmops.evaluation.leakage import Leakage
 
 
 class EvaluationInputError(PermanentError, ValueError):
@@ -31,20 +56,39 @@ class EvalData:
 
     tokens: Path
     heldout: Path
-    canaries: list[dict[str, Any]]
+    canaries: list[PiiCanary]
     cases_file: Path
     canary_source: str
 
     def digest(self) -> str:
-        return stable_hash({"tokens": read_manifest(self.tokens)["key"], "heldout": file_sha256(self.heldout),
+        return stable_hash({"tokens": read_manifest(self.tokens).key, "heldout": file_sha256(self.heldout),
                             "canaries": stable_hash(self.canaries), "cases": file_sha256(self.cases_file)})
 
 
-def _ground_truth_canaries(cfg: LlmopsConfig) -> list[dict[str, Any]]:
-    path = Path(cfg.home) / "demo_site" / "ground_truth.json"
+def _ground_truth_canaries(cfg: LlmopsConfig) -> list[PiiCanary]:
+    """The PII the demo site planted, by type and value (where it was planted does not change
+    what is probed, nor the evaluation data's hash)."""
+    path = cfg.layout.demo_site / GroundTruth.NAME
     if not path.exists():
         return []
-    return [{"type": p["type"], "value": p["value"]} for p in json.loads(path.read_text())["pii"]]
+    return [PiiCanary(type=p.type, value=p.value) for p in GroundTruth.read(path).pii]
+
+
+def _canaries_file(path: Path) -> list[PiiCanary]:
+    try:
+        return TypeAdapter(list[PiiCanary]).validate_json(Path(path).read_text())
+    except ValidationError as exc:
+        raise EvaluationInputError(f"{path}: expected a JSON list of {{type, value}}: {exc}") from None
+
+
+def _lineage_data(model_dir: Path) -> tuple[Path, Path]:
+    """The token shards and the held-out pairs of the data card the model was trained on."""
+    info = model_info(model_dir)
+    if info is None or info.data_card is None:
+        raise EvaluationInputError(f"{model_dir} names no data card ({ModelInfo.NAME}): pass --tokens and --heldout")
+    inputs = read_manifest(Path(info.data_card.path)).inputs
+    tokens, qa = InputRef.model_validate(inputs["tokens"]), InputRef.model_validate(inputs["qa"])
+    return Path(tokens.path), Path(qa.path) / "heldout.jsonl"
 
 
 def resolve_eval_data(cfg: LlmopsConfig, model_dir: Path, *, tokens: Path | None = None,
@@ -54,16 +98,10 @@ def resolve_eval_data(cfg: LlmopsConfig, model_dir: Path, *, tokens: Path | None
     from llmops.evaluation.behaviour import DEFAULT_CASES_FILE
 
     if tokens is None or heldout is None:
-        info_file = Path(model_dir) / "llmops_model.json"
-        card = json.loads(info_file.read_text()).get("data_card") if info_file.exists() else None
-        if not card:
-            raise EvaluationInputError(f"{model_dir} names no data card (llmops_model.json): pass --tokens and "
-                                       f"--heldout")
-        inputs = read_manifest(Path(card["path"]))["inputs"]
-        tokens = tokens or Path(inputs["tokens"]["path"])
-        heldout = heldout or Path(inputs["qa"]["path"]) / "heldout.jsonl"
+        card_tokens, card_heldout = _lineage_data(model_dir)
+        tokens, heldout = tokens or card_tokens, heldout or card_heldout
     if canaries is not None:
-        values, source = json.loads(Path(canaries).read_text()), str(canaries)
+        values, source = _canaries_file(canaries), str(canaries)
     else:
         values, source = _ground_truth_canaries(cfg), "demo site ground truth"
     if not values:
@@ -75,9 +113,21 @@ def resolve_eval_data(cfg: LlmopsConfig, model_dir: Path, *, tokens: Path | None
     return EvalData(Path(tokens), Path(heldout), values, Path(cases or DEFAULT_CASES_FILE), source)
 
 
+@dataclass
+class Measurements:
+    """Everything measured of one model on one evaluation set: the gate's numbers and the report's details."""
+
+    metrics: EvalMetrics
+    language_model: LmMetrics
+    samples: list[Sample]
+    leakage: Leakage
+    behaviour: BehaviourResult
+    evaluated_on: EvaluatedOn
+
+
 def evaluate_model(model_dir: Path, data: EvalData, *, max_questions: int | None = None,
-                   max_canaries: int | None = 200, max_new_tokens: int = 48) -> dict[str, Any]:
-    """All metrics of ``model_dir`` on ``data``: a flat dict of numbers plus the details."""
+                   max_canaries: int | None = 200, max_new_tokens: int = 48) -> Measurements:
+    """All metrics of ``model_dir`` on ``data``, and the details the report shows."""
     from llmops.data.store import read_jsonl
     from llmops.evaluation.behaviour import load_cases, run_cases
     from llmops.evaluation.generation import load_model, qa_generation_metrics
@@ -92,50 +142,88 @@ def evaluate_model(model_dir: Path, data: EvalData, *, max_questions: int | None
     qa = qa_generation_metrics(model, tokenizer, pairs, max_new_tokens=max_new_tokens)
     leak = leak_rate(model, tokenizer, canary_prompts(data.canaries, limit=max_canaries))
     behaviour = run_cases(model, tokenizer, load_cases(data.cases_file))
-    metrics = {"perplexity": lm["perplexity"], "bits_per_byte": lm["bits_per_byte"],
-               **{k: qa[k] for k in ("bleu", "rouge1", "rouge2", "rougeL", "exact_match", "distinct_1",
-                                     "distinct_2", "latency_s_p50", "latency_s_p95", "tokens_per_s")},
-               "pii_leak_rate": leak["pii_leak_rate"], "behaviour_pass_rate": behaviour["behaviour_pass_rate"],
-               "eval_data_hash": data.digest()}
-    return {"metrics": metrics, "language_model": lm, "samples": qa.get("samples", []), "leakage": leak,
-            "behaviour": behaviour, "eval_data": {"tokens": str(data.tokens), "heldout": str(data.heldout),
-                                                  "cases": str(data.cases_file), "canaries": data.canary_source,
-                                                  "n_canaries": len(data.canaries), "questions": len(pairs)}}
+    metrics = EvalMetrics(
+        perplexity=lm["perplexity"], bits_per_byte=lm["bits_per_byte"], bleu=qa["bleu"], rouge1=qa["rouge1"],
+        rouge2=qa["rouge2"], rougeL=qa["rougeL"], exact_match=qa["exact_match"], distinct_1=qa["distinct_1"],
+        distinct_2=qa["distinct_2"], latency_s_p50=qa["latency_s_p50"], latency_s_p95=qa["latency_s_p95"],
+        tokens_per_s=qa["tokens_per_s"], pii_leak_rate=leak["pii_leak_rate"],
+        behaviour_pass_rate=behaviour["behaviour_pass_rate"], eval_data_hash=data.digest())
+    evaluated_on = EvaluatedOn(tokens=str(data.tokens), heldout=str(data.heldout), cases=str(data.cases_file),
+                               canaries=data.canary_source, n_canaries=len(data.canaries), questions=len(pairs))
+    return Measurements(metrics, lm, qa["samples"], leak, behaviour, evaluated_on)
+
+
+@dataclass
+class ModelEvaluation:
+    """What :func:`run_evaluation` measured and decided, and its report (a keyed output)."""
+
+    metrics: EvalMetrics
+    champion: EvalMetrics | None
+    gate: GateResult
+    report: StageResult
+
+    @property
+    def report_md(self) -> Path:
+        return self.report.path / "report.md"
+
+    @property
+    def model_card(self) -> Path:
+        return self.report.path / "model_card.md"
 
 
 def run_evaluation(cfg: LlmopsConfig, model: str | Path, *, out_dir: Path | None = None,
                    champion: str | Path | None = None, tokens: Path | None = None, heldout: Path | None = None,
                    canaries: Path | None = None, cases: Path | None = None, gate_file: Path | None = None,
-                   max_questions: int | None = None) -> dict[str, Any]:
+                   max_questions: int | None = None, model_card: str | None = None) -> ModelEvaluation:
     """Evaluate ``model`` (a directory or ``models:/`` URI), the champion on the same data if
-    given, run the gate and write the report. Returns metrics, champion metrics, gate, paths."""
+    given, run the gate and write the report (with the model card of registered model
+    ``model_card``, when named).
+
+    The report is ``reports/evaluation/<key>/`` (or ``out_dir``), written through the
+    keyed-output API: a manifest, an atomic rename. Every evaluation is a new measurement
+    (latencies, the champion of the moment) and is never reused: its key holds a fresh id,
+    next to what was evaluated, on which data, against which champion, with which gate.
+    """
     from llmops.evaluation.gate import load_thresholds, run_gate
     from llmops.evaluation.report import write_report
+    from llmops.registry.model_card import render_model_card
 
     def local(ref: str | Path) -> Path:
         if str(ref).startswith(("models:/", "runs:/")):
             from llmops.registry.tracking import download_model
 
-            return download_model(cfg, str(ref), Path(cfg.home) / "cache" / "models" / stable_hash(str(ref)))
+            return download_model(cfg, str(ref), cfg.layout.cache("models", stable_hash(str(ref))))
         return Path(ref)
 
     model_dir = local(model)
     data = resolve_eval_data(cfg, model_dir, tokens=tokens, heldout=heldout, canaries=canaries, cases=cases)
-    result = evaluate_model(model_dir, data, max_questions=max_questions)
-    champion_metrics = None
-    if champion is not None:  # re-evaluated on the challenger's data: numbers that compare
-        champion_metrics = evaluate_model(local(champion), data, max_questions=max_questions)["metrics"]
-    gate = run_gate(result["metrics"], champion_metrics, load_thresholds(gate_file))
-    out_dir = Path(out_dir or Path(cfg.home) / "reports" / "evaluation" / stable_hash(
-        {"model": str(model), "data": data.digest(), "champion": str(champion)}))
-    info_file = model_dir / "llmops_model.json"
-    run_dir = json.loads(info_file.read_text()).get("run_dir") if info_file.exists() else None
-    curve = Path(run_dir) / "loss_curve.png" if run_dir else None
-    paths = write_report(out_dir, model=str(model), metrics=result["metrics"], champion=champion_metrics,
-                         gate=gate.to_dict(), loss_curve=curve if curve and curve.exists() else None,
-                         samples=result["samples"], behaviour=result["behaviour"], leakage=result["leakage"])
-    return {"metrics": result["metrics"], "champion": champion_metrics, "gate": gate, "paths": paths,
-            "eval_data": result["eval_data"]}
+    thresholds = load_thresholds(gate_file)
+    info = model_info(model_dir)
+    curve = Path(info.run_dir) / "loss_curve.png" if info else None
+
+    def build(tmp: Path) -> EvaluatedOn:
+        result = evaluate_model(model_dir, data, max_questions=max_questions)
+        champion_metrics = None
+        if champion is not None:  # re-evaluated on the challenger's data: numbers that compare
+            champion_metrics = evaluate_model(local(champion), data, max_questions=max_questions).metrics
+        gate = run_gate(result.metrics, champion_metrics, thresholds)
+        write_report(tmp, model=str(model), metrics=result.metrics, champion=champion_metrics, gate=gate,
+                     loss_curve=curve if curve and curve.exists() else None, samples=result.samples,
+                     behaviour=result.behaviour, leakage=result.leakage)
+        if model_card:
+            (tmp / "model_card.md").write_text(render_model_card(model_dir, result.metrics, gate, name=model_card))
+        return result.evaluated_on
+
+    inputs = {"model": str(model), "champion": None if champion is None else str(champion),
+              "eval_data": data.digest()}
+    config = {"max_questions": max_questions, "gate": thresholds.model_dump(mode="json"), "model_card": model_card,
+              "evaluation_id": uuid.uuid4().hex}
+    stage = build_stage(cfg.home, "evaluation", inputs, config, build, out_dir,
+                        parent=cfg.layout.reports("evaluation"))
+    report = EvaluationReport.read(stage.path)
+    if report.gate is None:
+        raise RecordError(f"{stage.path / EvaluationReport.NAME} records no gate verdict")
+    return ModelEvaluation(report.metrics, report.champion, report.gate, stage)
 
 
 class GateFailed(PermanentError, RuntimeError):
@@ -158,27 +246,37 @@ def registered_as(cfg: LlmopsConfig, model_dir: Path, *, name: str | None = None
     return reg.find_by_content(cfg, digest, name=name)
 
 
+def _lineage(info: ModelInfo | None, metrics: EvalMetrics, champion: str | None) -> ModelLineage:
+    tokenizer = info.inputs.get("tokenizer") if info else None
+    return ModelLineage(data_card_hash=info.data_card.hash if info and info.data_card else None,
+                   tokenizer_hash=tokenizer.sha256 if tokenizer else None,
+                   base_model=(info.model.base if info else None) or "from scratch",
+                   training_run=info.mlflow_run_id if info else None,
+                   code_version=info.code_version if info else None,
+                   eval_data_hash=metrics.eval_data_hash, champion_compared=champion or "none")
+
+
 def evaluate_candidate(cfg: LlmopsConfig, model_dir: Path, *, variant: str | None = None,
-                       served_variant: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
+                       served_variant: str | None = None,
+                       parent_run_id: str | None = None) -> CandidateEvaluation | AlreadyRegistered:
     """Evaluate ``model_dir``, re-evaluate the current champion on the same data, run the gate.
 
     One MLflow run per (model, evaluation data, champion) records the metrics (under the
     names the gate uses), the report, the model card and ``gate_result`` -- a failing model
-    is recorded too. Returns a JSON-able summary for ``register_candidate``.
+    is recorded too. Returns what ``register_candidate`` reads.
 
     One model, one version: when the model's content is registered already (an Asset event
     replayed, a re-run that trained the same bits), nothing is evaluated or recorded and the
-    summary is ``{"name", "model_dir", "already_registered": "models:/<name>/<N>", "message"}``.
+    result is :class:`AlreadyRegistered`.
     """
     from llmops.registry import model_registry as reg, tracking
-    from llmops.registry.model_card import render_model_card
 
     model_dir = Path(model_dir)
     name = reg.registered_name(variant, served_variant)
     registered = registered_as(cfg, model_dir, name=name)
     if registered:
-        return {"name": name, "model_dir": str(model_dir), "already_registered": registered,
-                "message": f"{model_dir}: already registered as {registered}"}
+        return AlreadyRegistered(name=name, model_dir=str(model_dir), already_registered=registered,
+                                 message=f"{model_dir}: already registered as {registered}")
     champion_version = reg.version_for(cfg, name, reg.CHAMPION)
     champion = f"models:/{name}/{champion_version}" if champion_version else None
     ev = cfg.evaluation
@@ -186,61 +284,53 @@ def evaluate_candidate(cfg: LlmopsConfig, model_dir: Path, *, variant: str | Non
                          gate_file=Path(ev.gate_file) if ev.gate_file else None,
                          cases=Path(ev.cases_file) if ev.cases_file else None,
                          canaries=Path(ev.canaries_file) if ev.canaries_file else None,
-                         max_questions=ev.max_questions)
-    metrics, gate = out["metrics"], out["gate"]
-    info_file = model_dir / "llmops_model.json"
-    info = json.loads(info_file.read_text()) if info_file.exists() else {}
-    key = stable_hash({"model": str(model_dir), "eval": metrics["eval_data_hash"], "champion": champion})
+                         max_questions=ev.max_questions, model_card=name)
+    key = stable_hash({"model": str(model_dir), "eval": out.metrics.eval_data_hash, "champion": champion})
     run_id = tracking.job_run(cfg, f"evaluate-{key}", f"evaluate-{variant or 'model'}",
                               parent_run_id=parent_run_id, tags={"llmops.kind": "evaluate"})
-    card = render_model_card(model_dir, metrics, gate.to_dict(), name=name)
-    report_dir = out["paths"]["report_md"].parent
-    (report_dir / "model_card.md").write_text(card)
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    lineage = {"data_card_hash": (info.get("data_card") or {}).get("hash"),
-               "tokenizer_hash": ((info.get("inputs") or {}).get("tokenizer") or {}).get("sha256"),
-               "base_model": (info.get("model") or {}).get("base") or "from scratch",
-               "training_run": info.get("mlflow_run_id"), "code_version": info.get("code_version"),
-               "eval_data_hash": metrics["eval_data_hash"], "champion_compared": champion or "none"}
+    lineage = _lineage(model_info(model_dir), out.metrics, champion)
     logger = tracking.RunLogger(run_id, tracking.tracking_uri(cfg))
-    logger.log_metrics(numbers, step=0)
-    logger.log_artifact(report_dir, artifact_path="evaluation")
-    logger.set_tags(gate.tags() | {k: str(v) for k, v in lineage.items()})
-    logger.end("FINISHED" if gate.passed else "FAILED")
-    return {"name": name, "model_dir": str(model_dir), "run_id": run_id, "metrics": metrics,
-            "gate": gate.to_dict(), "gate_passed": gate.passed, "gate_message": gate.failure_message(),
-            "gate_tags": gate.tags(), "lineage": lineage, "report": str(out["paths"]["report_md"]),
-            "model_card": str(report_dir / "model_card.md")}
+    logger.log_metrics(out.metrics.numbers(), step=0)
+    logger.log_artifact(out.report.path, artifact_path="evaluation")
+    logger.set_tags(out.gate.tags() | lineage.tags())
+    logger.end("FINISHED" if out.gate.passed else "FAILED")
+    return CandidateEvaluation(name=name, model_dir=str(model_dir), run_id=run_id, metrics=out.metrics, gate=out.gate,
+                               gate_passed=out.gate.passed, gate_message=out.gate.failure_message(),
+                               gate_tags=out.gate.tags(), lineage=lineage, report=str(out.report_md),
+                               model_card=str(out.model_card))
 
 
-def require_gate_passed(evaluation: dict[str, Any]) -> None:
+def require_gate_passed(evaluation: CandidateEvaluation) -> None:
     """Raise ``GateFailed`` (permanent: the verdict is final) unless ``evaluation`` passed the gate."""
-    if not evaluation["gate_passed"]:
-        raise GateFailed(f"{evaluation['name']}: {evaluation['gate_message']}; nothing is registered or deployed, "
-                         f"the champion keeps serving (report: {evaluation['report']})")
+    if not evaluation.gate_passed:
+        raise GateFailed(f"{evaluation.name}: {evaluation.gate_message}; nothing is registered or deployed, "
+                         f"the champion keeps serving (report: {evaluation.report})")
 
 
-def register_candidate(cfg: LlmopsConfig, evaluation: dict[str, Any]) -> dict[str, Any]:
+def register_candidate(cfg: LlmopsConfig,
+                       evaluation: CandidateEvaluation | AlreadyRegistered) -> RegisteredVersion | AlreadyRegistered:
     """Register a model that passed the gate as ``challenger`` (its HF directory + model card).
 
-    The version is tagged ``content_sha256`` (``register_model``). An ``evaluation`` that says
-    ``already_registered`` comes back as it is: nothing is registered twice."""
+    The version is tagged ``content_sha256`` (``register_model``). An :class:`AlreadyRegistered`
+    comes back as it is: nothing is registered twice."""
     from llmops.registry import model_registry as reg
 
-    if evaluation.get("already_registered"):
+    if isinstance(evaluation, AlreadyRegistered):
         return evaluation
     require_gate_passed(evaluation)
-    numbers = {k: v for k, v in evaluation["metrics"].items() if isinstance(v, (int, float))}
-    card = Path(evaluation["model_card"]).read_text()
-    staged = Path(evaluation["report"]).parent / "model"  # the HF directory plus its card, as registered
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(evaluation["model_dir"], staged)
-    (staged / "MODEL_CARD.md").write_text(card)
-    tags = evaluation["gate_tags"] | evaluation["lineage"] | {f"metric.{k}": f"{v:.6g}" for k, v in numbers.items()}
-    try:
-        version = reg.register_model(cfg, staged, evaluation["run_id"], name=evaluation["name"], tags=tags,
+    card = Path(evaluation.model_card).read_text()
+    numbers = evaluation.metrics.numbers()
+    tags = (evaluation.gate_tags | evaluation.lineage.tags()
+            | {f"metric.{k}": f"{v:.6g}" for k, v in numbers.items()})
+    # The HF directory plus its card, as registered; staged beside the reports (same disk as
+    # the model, and swept with the reports' work in progress if a worker dies here).
+    parent = cfg.layout.reports("evaluation")
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-register-", dir=parent) as tmp:
+        staged = Path(tmp) / "model"
+        shutil.copytree(evaluation.model_dir, staged)
+        (staged / "MODEL_CARD.md").write_text(card)
+        version = reg.register_model(cfg, staged, evaluation.run_id, name=evaluation.name, tags=tags,
                                      description=card.splitlines()[0])
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    return {"name": evaluation["name"], "version": version, "model_uri": f"models:/{evaluation['name']}/{version}",
-            "report": evaluation["report"], "run_id": evaluation["run_id"]}
+    return RegisteredVersion(name=evaluation.name, version=version, model_uri=f"models:/{evaluation.name}/{version}",
+                             report=evaluation.report, run_id=evaluation.run_id)

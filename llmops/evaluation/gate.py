@@ -11,25 +11,22 @@ Two kinds of check, both read from ``include/eval/gate.yaml``:
   metrics whose ``eval_data_hash`` differs), because numbers from different evaluation
   sets do not compare.
 
-The result lists every check with its numbers, so a failure message can say exactly
-which checks failed and by how much.
+The result (``llmops.records.evaluation.GateResult``) lists every check with its numbers,
+so a failure message can say exactly which checks failed and by how much.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmops.config import REPO_ROOT
 from llmops.errors import PermanentError
+from llmops.records.evaluation import LOWER_IS_BETTER, EvalMetrics, GateCheck, GateResult
 
 DEFAULT_GATE_FILE = REPO_ROOT / "include" / "eval" / "gate.yaml"
-# Metrics where a smaller value is better; every other gated metric is higher-is-better.
-LOWER_IS_BETTER = {"perplexity", "bits_per_byte", "pii_leak_rate", "latency_s_p50", "latency_s_p95"}
 
 
 class GateConfigError(PermanentError, ValueError):
@@ -79,91 +76,40 @@ def load_thresholds(path: str | Path | None = None) -> GateThresholds:
         raise GateConfigError(f"{path}: {problems}") from None
 
 
-@dataclass
-class Check:
-    """One gate check and the numbers it was decided on."""
-
-    name: str
-    metric: str
-    kind: str  # "floor" or "regression"
-    passed: bool
-    value: float | None
-    threshold: float
-    champion: float | None = None
-
-    def describe(self) -> str:
-        value = "missing" if self.value is None else f"{self.value:.4g}"
-        if self.kind == "floor":
-            op = "<=" if self.metric in LOWER_IS_BETTER else ">="
-            return f"{self.metric} {value} (floor: {op} {self.threshold:.4g})"
-        direction = "+" if self.metric in LOWER_IS_BETTER else "-"
-        return (f"{self.metric} {value} vs champion {self.champion:.4g} "
-                f"(allowed: {direction}{self.threshold:.4g})")
-
-
-@dataclass
-class GateResult:
-    passed: bool
-    checks: list[Check] = field(default_factory=list)
-    champion_compared: bool = False
-
-    @property
-    def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
-
-    def failure_message(self) -> str:
-        if self.passed:
-            return "gate passed"
-        return "gate failed: " + "; ".join(c.describe() for c in self.failed)
-
-    def tags(self) -> dict[str, str]:
-        """Model-version tags: the result and one per check."""
-        tags = {"gate_result": "passed" if self.passed else "failed"}
-        for c in self.checks:
-            tags[f"gate.{c.name}"] = f"{'passed' if c.passed else 'failed'}: {c.describe()}"
-        return tags
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "champion_compared": self.champion_compared,
-                "checks": [asdict(c) for c in self.checks]}
-
-
-def _number(metrics: dict[str, Any], metric: str) -> float | None:
-    value = metrics.get(metric)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def run_gate(challenger: dict[str, Any], champion: dict[str, Any] | None, thresholds: GateThresholds) -> GateResult:
-    """Decide ``challenger`` (a metrics dict) against the floors and, if given, the champion.
+def run_gate(challenger: EvalMetrics, champion: EvalMetrics | None, thresholds: GateThresholds) -> GateResult:
+    """Decide ``challenger`` against the floors and, if given, the champion.
 
     A metric a threshold names but the metrics lack fails its check: a gate that cannot
     measure something must not wave it through.
     """
-    checks: list[Check] = []
+    checks: list[GateCheck] = []
     for metric, floor in sorted(thresholds.floors.items()):
-        value = _number(challenger, metric)
+        value = challenger.number(metric)
         if floor.min is not None:
-            checks.append(Check(f"floor.{metric}.min", metric, "floor", value is not None and value >= floor.min,
-                                value, floor.min))
+            checks.append(GateCheck(name=f"floor.{metric}.min", metric=metric, kind="floor",
+                                    passed=value is not None and value >= floor.min, value=value,
+                                    threshold=floor.min))
         if floor.max is not None:
-            checks.append(Check(f"floor.{metric}.max", metric, "floor", value is not None and value <= floor.max,
-                                value, floor.max))
+            checks.append(GateCheck(name=f"floor.{metric}.max", metric=metric, kind="floor",
+                                    passed=value is not None and value <= floor.max, value=value,
+                                    threshold=floor.max))
     compared = False
     if champion is not None:
-        if challenger.get("eval_data_hash") != champion.get("eval_data_hash"):
-            raise ValueError(f"the champion was evaluated on different data ({champion.get('eval_data_hash')}) than "
-                             f"the challenger ({challenger.get('eval_data_hash')}): re-evaluate the champion on the "
+        if challenger.eval_data_hash != champion.eval_data_hash:
+            raise ValueError(f"the champion was evaluated on different data ({champion.eval_data_hash}) than "
+                             f"the challenger ({challenger.eval_data_hash}): re-evaluate the champion on the "
                              f"challenger's evaluation data")
         compared = True
         for metric, rule in sorted(thresholds.regression.items()):
-            value, base = _number(challenger, metric), _number(champion, metric)
+            value, base = challenger.number(metric), champion.number(metric)
             if base is None:
-                continue  # the champion predates this metric: nothing to regress against
+                continue  # the champion has no value for it: nothing to regress against
             if value is None:
                 ok = False
             elif metric in LOWER_IS_BETTER:
                 ok = value <= base + rule.max_regression
             else:
                 ok = value >= base - rule.max_regression
-            checks.append(Check(f"regression.{metric}", metric, "regression", ok, value, rule.max_regression, base))
-    return GateResult(all(c.passed for c in checks), checks, compared)
+            checks.append(GateCheck(name=f"regression.{metric}", metric=metric, kind="regression", passed=ok,
+                                    value=value, threshold=rule.max_regression, champion=base))
+    return GateResult(passed=all(c.passed for c in checks), champion_compared=compared, checks=checks)

@@ -14,12 +14,56 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from llmops.errors import PermanentError
 from llmops.evaluation import metrics
 
 SAMPLE_ROWS = 10  # rows of (question, reference, completion) kept for the report table
+
+
+class Continuation(TypedDict):
+    """One prompt's greedy or sampled continuation (:func:`continue_prompts`)."""
+
+    ids: list[int]
+    stopped: bool
+    seconds: float
+
+
+class Answer(TypedDict):
+    """One question's answer (:func:`generate_answers`)."""
+
+    question: str
+    completion: str
+    new_tokens: int
+    stopped: bool
+    seconds: float
+
+
+class Sample(TypedDict):
+    """One row of the report's sample table."""
+
+    question: str
+    reference: str
+    completion: str
+
+
+class QaMetrics(TypedDict):
+    """What :func:`qa_generation_metrics` measured."""
+
+    bleu: float
+    rouge1: float
+    rouge2: float
+    rougeL: float  # noqa: N815 - the metric's name
+    exact_match: float
+    distinct_1: float
+    distinct_2: float
+    latency_s_p50: float
+    latency_s_p95: float
+    tokens_per_s: float
+    pairs: int
+    stopped_share: float
+    samples: list[Sample]
 
 
 class ModelLoadError(PermanentError, ValueError):
@@ -72,7 +116,7 @@ def chat_prompts(tokenizer, questions: Sequence[str]) -> list[str]:
 
 def continue_prompts(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 8,
                      stop_ids: Sequence[int] | None = None, do_sample: bool = False, temperature: float = 1.0,
-                     top_p: float = 1.0) -> list[dict[str, Any]]:
+                     top_p: float = 1.0) -> list[Continuation]:
     """The one batched generation loop of the evaluation: ``{ids, stopped, seconds}`` per prompt, in order.
 
     Prompts are tokenized as they are (a chat prompt already holds its special tokens),
@@ -101,7 +145,7 @@ def continue_prompts(model, tokenizer, prompts: Sequence[str], *, max_new_tokens
     side, was_training = tokenizer.padding_side, model.training
     tokenizer.padding_side = "left"
     model.eval()
-    records: list[dict[str, Any]] = []
+    records: list[Continuation] = []
     try:
         for start in range(0, len(prompts), batch_size):
             batch = list(prompts[start:start + batch_size])
@@ -124,7 +168,7 @@ def continue_prompts(model, tokenizer, prompts: Sequence[str], *, max_new_tokens
 
 def generate_answers(model, tokenizer, questions: list[str], *, max_new_tokens: int = 64, batch_size: int = 8,
                      do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                     seed: int | None = None) -> list[dict[str, Any]]:
+                     seed: int | None = None) -> list[Answer]:
     """One record per question, in order: ``question``, ``completion``, ``new_tokens``, ``stopped``, ``seconds``.
 
     ``new_tokens`` counts the generated tokens up to and including the stop token;
@@ -151,7 +195,7 @@ def generate_answers(model, tokenizer, questions: list[str], *, max_new_tokens: 
 
 def qa_generation_metrics(model, tokenizer, pairs: list[dict], *, max_new_tokens: int = 64,
                           diversity_samples: int = 2, seeds: Sequence[int] = (0, 1),
-                          batch_size: int = 8) -> dict[str, Any]:
+                          batch_size: int = 8) -> QaMetrics:
     """Score the model's answers to ``pairs`` (dicts with ``question`` and ``answer``).
 
     Quality (``bleu`` 0-100, ``rouge1``/``rouge2``/``rougeL`` and ``exact_match`` 0-1) is
@@ -191,9 +235,10 @@ def qa_generation_metrics(model, tokenizer, pairs: list[dict], *, max_new_tokens
     latencies = np.array([r["seconds"] for r in greedy])
     wall = float(latencies.sum())  # per-request shares of each batch add back up to the batch times
     tokens = sum(r["new_tokens"] for r in greedy)
+    rouge = metrics.rouge(predictions, references)
     return {
         "bleu": metrics.bleu(predictions, references),
-        **metrics.rouge(predictions, references),
+        "rouge1": rouge["rouge1"], "rouge2": rouge["rouge2"], "rougeL": rouge["rougeL"],
         "exact_match": metrics.exact_match(predictions, references),
         "distinct_1": metrics.distinct_n(sampled, 1),
         "distinct_2": metrics.distinct_n(sampled, 2),

@@ -24,19 +24,37 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from llmops.tokenizer.encode import load_shard
 from llmops.tokenizer.windows import new_token_offsets, sliding_windows
 
+if TYPE_CHECKING:
+    from llmops.records.data import TokenShardMeta
+
 log = logging.getLogger(__name__)
 
 SPLIT = "validation"
 
 
-def _resolve_window(meta: dict[str, Any], max_positions: int | None, window: int | None,
+class LmMetrics(TypedDict):
+    """What :func:`lm_metrics` measured."""
+
+    perplexity: float
+    bits_per_byte: float | None
+    nll_nats: float
+    predicted_tokens: int
+    bytes: int
+    documents: int
+    window: int
+    stride: int
+    bytes_from: str
+    split: str
+
+
+def _resolve_window(meta: TokenShardMeta, max_positions: int | None, window: int | None,
                     stride: int | None) -> tuple[int, int]:
     """``(window, stride)``: the shards' defaults, never past the model's position table.
 
@@ -44,7 +62,7 @@ def _resolve_window(meta: dict[str, Any], max_positions: int | None, window: int
     its trained range scores garbage, silently); the shards' default is clipped to it.
     """
     if window is None:
-        window = int(meta.get("window") or 0) or (max_positions or 0)
+        window = int(meta.window or 0) or (max_positions or 0)
         if not window:
             raise ValueError("no window given and the shards' meta.json has none")
         if max_positions and window > max_positions:
@@ -54,11 +72,11 @@ def _resolve_window(meta: dict[str, Any], max_positions: int | None, window: int
     elif max_positions and window > max_positions:
         raise ValueError(f"window {window} exceeds the model's max_position_embeddings {max_positions}")
     if stride is None:
-        stride = min(int(meta.get("stride") or window), window)
+        stride = min(int(meta.stride or window), window)
     return window, stride
 
 
-def _load_text_tokenizer(tokenizer: Any, model: Any, meta: dict[str, Any]):
+def _load_text_tokenizer(tokenizer: Any, model: Any, expected_sha256: str | None):
     """A ``tokenizers.Tokenizer`` to turn document tokens back into text (for their bytes).
 
     ``tokenizer`` may be a ``tokenizers.Tokenizer``, a path (file or directory), or None:
@@ -78,8 +96,7 @@ def _load_text_tokenizer(tokenizer: Any, model: Any, meta: dict[str, Any]):
         raise ValueError("scoring a subset of the documents needs a tokenizer to count their bytes: pass "
                          "tokenizer=<dir or tokenizer.json>, or load the model from its exported directory")
     path = tokenizer_file(source)
-    expected = meta.get("tokenizer_sha256")
-    if expected and file_sha256(path) != expected:
+    if expected_sha256 and file_sha256(path) != expected_sha256:
         raise ValueError(f"{path} is not the tokenizer the shards were encoded with (SHA-256 differs)")
     return Tokenizer.from_file(str(path))
 
@@ -111,7 +128,7 @@ def _score_batch(model: Any, batch: list[tuple[np.ndarray, int]], pad_id: int, d
 
 
 def lm_metrics(model: Any, tokens_dir: str | Path, *, window: int | None = None, stride: int | None = None,
-               max_documents: int | None = None, batch_size: int = 8, tokenizer: Any = None) -> dict[str, Any]:
+               max_documents: int | None = None, batch_size: int = 8, tokenizer: Any = None) -> LmMetrics:
     """Perplexity and bits per byte of ``model`` on the validation split of ``tokens_dir``.
 
     ``window`` defaults to the shards' ``meta.json`` window (clipped to the model's
@@ -146,9 +163,8 @@ def lm_metrics(model: Any, tokens_dir: str | Path, *, window: int | None = None,
         raise ValueError(f"{tokens_dir} holds token id {int(np.max(tokens))}, past the model's vocabulary "
                          f"({config.vocab_size}): these shards were not made for this model")
     count = n_docs if max_documents is None else min(max_documents, n_docs)
-    eos_id = meta["eos_id"]
-    pad_id = meta.get("pad_id")
-    pad_id = eos_id if pad_id is None else pad_id
+    eos_id = meta.eos_id
+    pad_id = eos_id if meta.pad_id is None else meta.pad_id
 
     # Work items: (tokens of one window plus its target, first scored position).
     items: list[tuple[np.ndarray, int]] = []
@@ -178,9 +194,9 @@ def lm_metrics(model: Any, tokens_dir: str | Path, *, window: int | None = None,
         model.train(was_training)
 
     if count == n_docs:
-        n_bytes, bytes_from = int(meta["splits"][SPLIT]["n_bytes"]), "meta"
+        n_bytes, bytes_from = meta.splits[SPLIT].n_bytes, "meta"
     else:
-        text_tok = _load_text_tokenizer(tokenizer, model, meta)
+        text_tok = _load_text_tokenizer(tokenizer, model, meta.tokenizer_sha256)
         n_bytes = 0
         for i in range(count):
             ids = np.asarray(tokens[index[i]:index[i + 1] - 1]).tolist()

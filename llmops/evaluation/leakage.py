@@ -20,8 +20,11 @@ MLflow logs do not themselves become a PII leak.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
+
+from llmops.records.evaluation import PiiCanary
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +36,45 @@ CONTAINS_MIN_CHARS = 8
 """From this length on a secret found *anywhere* in the continuation counts, not only at its start."""
 
 
+class Canary(TypedDict):
+    """A planted value split for the probe: the prompt (``prefix``) and what must not follow."""
+
+    type: str
+    prefix: str
+    secret: str
+
+
+class LeakedCanary(TypedDict):
+    """A canary the model completed, named by its prefix (never its secret) and the contexts it leaked in."""
+
+    type: str
+    prefix: str
+    contexts: list[str]
+
+
+class LeakStats(TypedDict):
+    canaries: int
+    leaked: int
+    rate: float
+
+
+class Leakage(TypedDict):
+    """What :func:`leak_rate` measured: the report's leakage section."""
+
+    pii_leak_rate: float
+    leaked: list[LeakedCanary]
+    canaries: int
+    by_type: dict[str, LeakStats]
+
+
 def normalise(text: str) -> str:
     """Whitespace runs collapsed to one space, ends stripped: the tokenizer's spacing is not the secret."""
     return " ".join(text.split())
 
 
-def canary_prompts(values: Sequence[dict[str, Any]], *, prefix_fraction: float = 0.5, min_prefix_chars: int = 4,
-                   limit: int | None = None) -> list[dict[str, str]]:
-    """``[{type, prefix, secret}]`` from planted PII ``values`` (``{type, value, ...}``).
+def canary_prompts(values: Sequence[PiiCanary], *, prefix_fraction: float = 0.5, min_prefix_chars: int = 4,
+                   limit: int | None = None) -> list[Canary]:
+    """``[{type, prefix, secret}]`` from planted PII ``values``.
 
     The prefix is about ``prefix_fraction`` of the value, at least ``min_prefix_chars``
     characters (a shorter one gives the model nothing to recall from), cut between two
@@ -55,13 +89,11 @@ def canary_prompts(values: Sequence[dict[str, Any]], *, prefix_fraction: float =
         raise ValueError(f"prefix_fraction must be in (0, 1), got {prefix_fraction}")
     if min_prefix_chars < 1:
         raise ValueError(f"min_prefix_chars must be >= 1, got {min_prefix_chars}")
-    canaries: list[dict[str, str]] = []
+    canaries: list[Canary] = []
     seen: set[str] = set()
     skipped = 0
-    for i, item in enumerate(values):
-        if "value" not in item or "type" not in item:
-            raise ValueError(f"PII value #{i} needs 'type' and 'value' keys, got {sorted(item)}")
-        value = str(item["value"]).strip()
+    for item in values:
+        value = item.value.strip()
         if value in seen:
             continue
         seen.add(value)
@@ -73,7 +105,7 @@ def canary_prompts(values: Sequence[dict[str, Any]], *, prefix_fraction: float =
         if len(normalise(secret)) < MIN_SECRET_CHARS:
             skipped += 1
             continue
-        canaries.append({"type": str(item["type"]), "prefix": prefix, "secret": secret})
+        canaries.append({"type": item.type, "prefix": prefix, "secret": secret})
         if limit is not None and len(canaries) >= limit:
             break
     if skipped:
@@ -118,8 +150,8 @@ def probe_prompts(tokenizer: Any, prefix: str) -> dict[str, str]:
     return prompts
 
 
-def leak_rate(model: Any, tokenizer: Any, canaries: Sequence[dict[str, str]], *, max_new_tokens: int = 24,
-              batch_size: int = 8) -> dict[str, Any]:
+def leak_rate(model: Any, tokenizer: Any, canaries: Sequence[Canary], *, max_new_tokens: int = 24,
+              batch_size: int = 8) -> Leakage:
     """Share of ``canaries`` (from :func:`canary_prompts`) whose secret the model completes.
 
     Each canary is probed in every context of :func:`probe_prompts`; it leaks if any
@@ -137,18 +169,14 @@ def leak_rate(model: Any, tokenizer: Any, canaries: Sequence[dict[str, str]], *,
     for (i, context, _), new in zip(probes, ids, strict=True):
         if is_leak(canaries[i]["secret"], tokenizer.decode(new, skip_special_tokens=True)):
             contexts.setdefault(i, []).append(context)
-    leaked: list[dict[str, Any]] = []
-    by_type: dict[str, dict[str, Any]] = {}
-    for i, canary in enumerate(canaries):
-        stats = by_type.setdefault(canary["type"], {"canaries": 0, "leaked": 0})
-        stats["canaries"] += 1
-        if i in contexts:
-            stats["leaked"] += 1
-            leaked.append({"type": canary["type"], "prefix": canary["prefix"], "contexts": contexts[i]})
-    for stats in by_type.values():
-        stats["rate"] = stats["leaked"] / stats["canaries"]
+    leaked: list[LeakedCanary] = [{"type": c["type"], "prefix": c["prefix"], "contexts": contexts[i]}
+                                  for i, c in enumerate(canaries) if i in contexts]
+    tried = Counter(c["type"] for c in canaries)
+    hits = Counter(x["type"] for x in leaked)
+    by_type: dict[str, LeakStats] = {kind: {"canaries": n, "leaked": hits[kind], "rate": hits[kind] / n}
+                                     for kind, n in sorted(tried.items())}
     if leaked:
         log.warning("PII leak check: %d of %d canaries completed by the model (types: %s)", len(leaked),
-                    len(canaries), sorted({x["type"] for x in leaked}))
+                    len(canaries), sorted(hits))
     return {"pii_leak_rate": len(leaked) / len(canaries) if canaries else 0.0, "leaked": leaked,
-            "canaries": len(canaries), "by_type": dict(sorted(by_type.items()))}
+            "canaries": len(canaries), "by_type": by_type}

@@ -14,15 +14,18 @@ before it goes into the HTML, and leaked PII is reported by type and count only.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from llmops.evaluation.gate import LOWER_IS_BETTER
+from llmops.records.evaluation import LOWER_IS_BETTER, EvalMetrics, EvaluationReport, GateResult
+
+if TYPE_CHECKING:
+    from llmops.evaluation.behaviour import BehaviourResult
+    from llmops.evaluation.generation import Sample
+    from llmops.evaluation.leakage import Leakage
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +36,12 @@ MAX_CELL = 300  # characters of a sample or failure cell before it is cut
 CHALLENGER_COLOUR, CHAMPION_COLOUR = "#4c72b0", "#dd8452"
 
 
-def _number(metrics: Mapping[str, Any] | None, name: str) -> float | None:
-    value = (metrics or {}).get(name)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-# Every plotted metric not in LOWER_IS_BETTER is higher-is-better; of any other metric
-# (``eval_loss``, a count) the direction is not known here and no verdict is given.
-HIGHER_IS_BETTER = frozenset(PLOTTED) - LOWER_IS_BETTER
+def _number(metrics: EvalMetrics | None, name: str) -> float | None:
+    return metrics.number(name) if metrics is not None else None
 
 
 def _direction(metric: str) -> str:
-    if metric in LOWER_IS_BETTER:
-        return "lower is better"
-    return "higher is better" if metric in HIGHER_IS_BETTER else ""
+    return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
 
 
 def _fmt(value: float | None) -> str:
@@ -61,12 +54,12 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.1f}"
 
 
-def _cut(text: Any, limit: int = MAX_CELL) -> str:
+def _cut(text: object, limit: int = MAX_CELL) -> str:
     text = "" if text is None else str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def metric_bars(challenger: Mapping[str, Any], champion: Mapping[str, Any] | None, out_png: Path) -> Path:
+def metric_bars(challenger: EvalMetrics, champion: EvalMetrics | None, out_png: Path) -> Path:
     """Small multiples, one subplot per metric of :data:`PLOTTED` the challenger (or the
     champion) has: a challenger bar and, with a champion, a champion bar, each labelled
     with its value; the subplot title says which direction is better. Metrics have
@@ -120,13 +113,13 @@ def metric_bars(challenger: Mapping[str, Any], champion: Mapping[str, Any] | Non
     return out_png
 
 
-def _metric_names(metrics: Mapping[str, Any], champion: Mapping[str, Any] | None) -> list[str]:
-    """Numeric metrics of either side: the plotted ones in their order, then the rest sorted."""
-    present = {k for source in (metrics, champion or {}) for k in source if _number(source, k) is not None}
+def _metric_names(metrics: EvalMetrics, champion: EvalMetrics | None) -> list[str]:
+    """Measured metrics of either side: the plotted ones in their order, then the rest sorted."""
+    present = {k for source in (metrics, champion) if source is not None for k in source.numbers()}
     return [m for m in PLOTTED if m in present] + sorted(present - set(PLOTTED))
 
 
-def _metric_rows(metrics: Mapping[str, Any], champion: Mapping[str, Any] | None) -> list[list[str]]:
+def _metric_rows(metrics: EvalMetrics, champion: EvalMetrics | None) -> list[list[str]]:
     rows = []
     for name in _metric_names(metrics, champion):
         value, base = _number(metrics, name), _number(champion, name)
@@ -134,41 +127,35 @@ def _metric_rows(metrics: Mapping[str, Any], champion: Mapping[str, Any] | None)
         if value is not None and base is not None and math.isfinite(value) and math.isfinite(base):
             delta = value - base
             diff = f"{delta:+.4g}"
-            if delta != 0 and _direction(name):
+            if delta != 0:
                 better = delta < 0 if name in LOWER_IS_BETTER else delta > 0
                 verdict = "better" if better else "worse"
         rows.append([name, _fmt(value), _fmt(base), diff, verdict, _direction(name)])
     return rows
 
 
-def _gate_rows(gate: Mapping[str, Any]) -> list[list[str]]:
-    return [[str(c.get("name", "")), str(c.get("kind", "")), _fmt(_number(c, "value")), _fmt(_number(c, "threshold")),
-             _fmt(_number(c, "champion")), "passed" if c.get("passed") else "FAILED"]
-            for c in gate.get("checks", [])]
+def _gate_rows(gate: GateResult) -> list[list[str]]:
+    return [[c.name, c.kind, _fmt(c.value), _fmt(c.threshold), _fmt(c.champion), "passed" if c.passed else "FAILED"]
+            for c in gate.checks]
 
 
-def _sample_rows(samples: list[dict]) -> list[list[str]]:
-    return [[_cut(s.get("question")), _cut(s.get("reference")), _cut(s.get("completion"))] for s in samples]
+def _sample_rows(samples: list[Sample]) -> list[list[str]]:
+    return [[_cut(s["question"]), _cut(s["reference"]), _cut(s["completion"])] for s in samples]
 
 
-def _behaviour_rows(behaviour: Mapping[str, Any]) -> list[list[str]]:
-    return [[str(c.get("name", "")), "passed" if c.get("passed") else "FAILED",
-             _cut("; ".join(map(str, c.get("failures") or [])))] for c in behaviour.get("cases", [])]
+def _behaviour_rows(behaviour: BehaviourResult) -> list[list[str]]:
+    return [[c["name"], "passed" if c["passed"] else "FAILED", _cut("; ".join(c["failures"]))]
+            for c in behaviour["cases"]]
 
 
-def _leakage_rows(leakage: Mapping[str, Any]) -> list[list[str]]:
+def _leakage_rows(leakage: Leakage) -> list[list[str]]:
     """Per PII type: canaries tried, leaked, rate. Only counts: never a secret, not even the prefixes."""
-    rows = []
-    for kind, stats in (leakage.get("by_type") or {}).items():
-        tried, leaked = stats.get("canaries", 0), stats.get("leaked", 0)
-        rate = stats.get("rate", leaked / tried if tried else 0.0)
-        rows.append([str(kind), str(tried), str(leaked), _fmt(float(rate))])
-    return rows
+    return [[kind, str(stats["canaries"]), str(stats["leaked"]), _fmt(stats["rate"])]
+            for kind, stats in leakage["by_type"].items()]
 
 
-def _leak_summary(leakage: Mapping[str, Any]) -> str:
-    rate = _number(leakage, "pii_leak_rate")
-    return (f"leak rate {_fmt(rate)}: {len(leakage.get('leaked') or [])} of {leakage.get('canaries', 0)} "
+def _leak_summary(leakage: Leakage) -> str:
+    return (f"leak rate {_fmt(leakage['pii_leak_rate'])}: {len(leakage['leaked'])} of {leakage['canaries']} "
             f"planted values completed by the model")
 
 
@@ -225,25 +212,24 @@ def _html_table(header: list[str], rows: list[list[str]], status_col: int | None
     return "\n".join(out)
 
 
-def write_report(out_dir: Path, *, model: str, metrics: dict, champion: dict | None = None, gate: dict | None = None,
-                 loss_curve: Path | None = None, samples: list[dict] | None = None, behaviour: dict | None = None,
-                 leakage: dict | None = None) -> dict[str, Path]:
+def write_report(out_dir: Path, *, model: str, metrics: EvalMetrics, champion: EvalMetrics | None = None,
+                 gate: GateResult | None = None, loss_curve: Path | None = None, samples: list[Sample] | None = None,
+                 behaviour: BehaviourResult | None = None, leakage: Leakage | None = None) -> dict[str, Path]:
     """Write the report of ``model`` into ``out_dir`` and return the written files by name.
 
-    Always: ``metrics`` (``metrics.json``: ``{model, metrics, champion, gate}``),
+    Always: ``metrics`` (``metrics.json``: an :class:`EvaluationReport`),
     ``metric_bars`` (PNG), ``report_md`` and ``report_html``; ``loss_curve`` (copied as
-    ``loss_curve.png``) when a loss curve is given and exists. ``gate`` is
-    ``GateResult.to_dict()``; ``samples`` ``[{question, reference, completion}]``;
-    ``behaviour`` the result of ``run_cases``; ``leakage`` that of ``leak_rate``. Every
+    ``loss_curve.png``) when a loss curve is given and exists. ``samples`` come from
+    ``qa_generation_metrics``; ``behaviour`` is the result of ``run_cases``; ``leakage``
+    that of ``leak_rate``. Every
     section whose input is missing says so instead of being left out silently.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
 
-    paths["metrics"] = out_dir / "metrics.json"
-    paths["metrics"].write_text(json.dumps({"model": model, "metrics": metrics, "champion": champion, "gate": gate},
-                                           indent=2, sort_keys=True, default=str) + "\n")
+    paths["metrics"] = EvaluationReport(model=model, metrics=metrics, champion=champion, gate=gate).write(
+        out_dir / EvaluationReport.NAME)
     paths["metric_bars"] = metric_bars(metrics, champion, out_dir / "metric_bars.png")
     if loss_curve is not None:
         source = Path(loss_curve)
@@ -261,8 +247,8 @@ def write_report(out_dir: Path, *, model: str, metrics: dict, champion: dict | N
     if gate is None:
         sections.append(("Gate", "No gate was run.", "<p>No gate was run.</p>"))
     else:
-        verdict = "PASSED" if gate.get("passed") else "FAILED"
-        compared = ("against the champion" if gate.get("champion_compared")
+        verdict = "PASSED" if gate.passed else "FAILED"
+        compared = ("against the champion" if gate.champion_compared
                     else "floors only (no champion compared)")
         header = ["check", "kind", "value", "threshold", "champion", "result"]
         rows = _gate_rows(gate)
@@ -298,9 +284,8 @@ def write_report(out_dir: Path, *, model: str, metrics: dict, champion: dict | N
 
     if behaviour is not None:
         header, rows = ["case", "result", "failures"], _behaviour_rows(behaviour)
-        summary = (f"{behaviour.get('passed', sum(r[1] == 'passed' for r in rows))} of "
-                   f"{behaviour.get('total', len(rows))} cases passed "
-                   f"(pass rate {_fmt(_number(behaviour, 'behaviour_pass_rate'))})")
+        summary = (f"{behaviour['passed']} of {behaviour['total']} cases passed "
+                   f"(pass rate {_fmt(behaviour['behaviour_pass_rate'])})")
         sections.append(("Behaviour", f"{summary}\n\n" + _md_table(header, rows),
                          f"<p>{html.escape(summary)}</p>" + _html_table(header, rows, status_col=1)))
     else:

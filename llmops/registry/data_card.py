@@ -9,79 +9,90 @@ holds a document's text or a PII value.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from llmops.records.data import (
+    CardOutput,
+    ContaminationRow,
+    DataCard,
+    DataReport,
+    DataSource,
+    DocumentCounts,
+    QaSummary,
+    RedactSummary,
+    TokenizerStats,
+    TokenShardMeta,
+)
 
 if TYPE_CHECKING:
     from llmops.config import LlmopsConfig
 
 
-def build_data_card(*, report: dict[str, Any], pii: dict[str, Any], qa: dict[str, Any],
-                    tokenizer: dict[str, Any], tokens: dict[str, Any], contamination: dict[str, Any],
-                    outputs: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """Assemble the card from each stage's summary; ``outputs`` maps a name to {path, hash}."""
-    crawl, clean, dedup = report["crawl"], report["clean"], report["dedup"]
-    return {
-        "sources": [{"seed_url": crawl["seed_url"], "pages_fetched": crawl["pages_ok"],
-                     "pages_failed": crawl["pages_failed"], "failed_by_reason": crawl["failed_by_reason"],
-                     "not_modified": crawl.get("not_modified")}],
-        "documents": {
-            "extracted": report["extract"]["docs_out"],
-            "extract_dropped_by_reason": report["extract"]["dropped_by_reason"],
-            "kept_by_quality_filters": clean["docs_out"],
-            "dropped_by_filter": clean["dropped_by_filter"],
-            "after_dedup": dedup["docs_out"],
-            "exact_duplicates_removed": dedup["exact_duplicates_removed"],
-            "near_duplicates_removed": dedup["near_duplicates_removed"],
-            "duplicate_rate": dedup["duplicate_rate"],
-        },
-        "pii": pii,
-        "qa": qa,
-        "tokenizer": tokenizer,
-        "tokens": tokens,
-        "contamination": contamination,
-        "outputs": outputs,
-    }
+def build_data_card(*, report: DataReport, pii: RedactSummary, qa: QaSummary, tokenizer: TokenizerStats,
+                    tokens: TokenShardMeta, contamination: dict[str, ContaminationRow],
+                    outputs: dict[str, CardOutput]) -> DataCard:
+    """Assemble the card from the run report and each stage's summary."""
+    crawl, clean, dedup = report.crawl, report.clean, report.dedup
+    return DataCard(
+        sources=[DataSource(seed_url=crawl.seed_url, pages_fetched=crawl.pages_ok, pages_failed=crawl.pages_failed,
+                            failed_by_reason=crawl.failed_by_reason, not_modified=crawl.not_modified)],
+        documents=DocumentCounts(
+            extracted=report.extract.docs_out,
+            extract_dropped_by_reason=report.extract.dropped_by_reason,
+            kept_by_quality_filters=clean.docs_out,
+            dropped_by_filter=clean.dropped_by_filter,
+            after_dedup=dedup.docs_out,
+            exact_duplicates_removed=dedup.exact_duplicates_removed,
+            near_duplicates_removed=dedup.near_duplicates_removed,
+            duplicate_rate=dedup.duplicate_rate,
+        ),
+        pii=pii, qa=qa, tokenizer=tokenizer, tokens=tokens, contamination=contamination, outputs=outputs,
+    )
 
 
-def _table(rows: dict[str, Any]) -> list[str]:
+def _table(section: BaseModel, skip: str = "") -> list[str]:
+    """A section as a two-column table, its fields in their order (maps as ``k: v, …``)."""
     lines = ["| | |", "|---|---|"]
-    for key, value in rows.items():
+    for key, value in section.model_dump(mode="json").items():
+        if key == skip:
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
         lines.append(f"| {key} | {value} |")
     return lines
 
 
-def render_markdown(card: dict[str, Any]) -> str:
+def render_markdown(card: DataCard) -> str:
     lines = ["# Data card", ""]
-    for source in card["sources"]:
-        details = {k: v for k, v in source.items() if k != "seed_url"}
-        lines += [f"## Source: {source['seed_url']}", "", *_table(details), ""]
-    for section in ("documents", "pii", "qa", "tokenizer", "tokens"):
-        lines += [f"## {section.capitalize() if section != 'pii' else 'PII'}", "", *_table(card[section]), ""]
+    for source in card.sources:
+        lines += [f"## Source: {source.seed_url}", "", *_table(source, skip="seed_url"), ""]
+    sections: dict[str, BaseModel] = {"Documents": card.documents, "PII": card.pii, "Qa": card.qa,
+                                      "Tokenizer": card.tokenizer, "Tokens": card.tokens}
+    for title, section in sections.items():
+        lines += [f"## {title}", "", *_table(section), ""]
     lines += ["## Contamination", "", "| evaluation set | items | contaminated | rate | mean n-gram overlap |",
               "|---|---|---|---|---|"]
-    for name, row in card["contamination"].items():
-        lines.append(f"| {name} | {row['items']} | {row['contaminated']} | {row['rate']} "
-                     f"| {row['mean_ngram_overlap']} |")
+    for name, row in card.contamination.items():
+        lines.append(f"| {name} | {row.items} | {row.contaminated} | {row.rate} | {row.mean_ngram_overlap} |")
     lines += ["", "## Outputs", "", "| output | path | content hash (SHA-256 over its files) |", "|---|---|---|"]
-    for name, ref in card["outputs"].items():
-        lines.append(f"| {name} | `{ref['path']}` | `{ref['hash']}` |")
+    for name, ref in card.outputs.items():
+        lines.append(f"| {name} | `{ref.path}` | `{ref.hash}` |")
     return "\n".join(lines) + "\n"
 
 
-def write_data_card(card: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+def write_data_card(card: DataCard, out_dir: Path) -> dict[str, Path]:
+    """``data_card.json`` and ``data_card.md`` in ``out_dir``: their paths by format."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "data_card.json", "markdown": out_dir / "data_card.md"}
-    paths["json"].write_text(json.dumps(card, indent=2, default=str))
+    paths = {"json": card.write(out_dir / DataCard.NAME), "markdown": out_dir / "data_card.md"}
     paths["markdown"].write_text(render_markdown(card))
     return paths
 
 
-def log_data_card(paths: dict[str, Path], card: dict[str, Any], run_name: str, *,
+def log_data_card(paths: dict[str, Path], card: DataCard, run_name: str, *,
                   cfg: LlmopsConfig | None = None, parent_run_id: str | None = None) -> str | None:
     """Log the card to MLflow; returns the run id, or None when MLflow is not configured.
 
@@ -108,8 +119,8 @@ def log_data_card(paths: dict[str, Path], card: dict[str, Any], run_name: str, *
     with tracking.RunLogger(run_id, uri) as logger:
         for path in paths.values():
             logger.log_artifact(path, artifact_path="data_card")
-        docs = card["documents"]
-        logger.log_metrics({"documents": docs["after_dedup"], "duplicate_rate": docs["duplicate_rate"],
-                            **{f"tokens_{k}": v for k, v in card["tokens"].items()
+        docs = card.documents
+        logger.log_metrics({"documents": docs.after_dedup, "duplicate_rate": docs.duplicate_rate,
+                            **{f"tokens_{k}": v for k, v in card.tokens.dump().items()
                                if isinstance(v, (int, float)) and not isinstance(v, bool)}}, step=0)
     return run_id

@@ -21,8 +21,8 @@ re-run that trained the same bits) are not evaluated and registered again.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from llmops.artifacts import file_sha256
 from llmops.config import LlmopsConfig
@@ -96,7 +96,7 @@ def find_by_content(cfg: LlmopsConfig, digest: str, *, name: str | None = None) 
 
 
 def register_model(cfg: LlmopsConfig, model_dir: Path, run_id: str, *, name: str = SERVED_MODEL,
-                   tags: dict[str, Any] | None = None, alias: str | None = CHALLENGER,
+                   tags: Mapping[str, str] | None = None, alias: str | None = CHALLENGER,
                    description: str | None = None) -> str:
     """Log ``model_dir`` as run ``run_id``'s ``model/`` artifacts and register it; returns the version.
 
@@ -120,7 +120,7 @@ def register_model(cfg: LlmopsConfig, model_dir: Path, run_id: str, *, name: str
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
     version = client.create_model_version(name, source=source, run_id=run_id,
-                                          tags={k: str(v) for k, v in tags.items()},
+                                          tags=tags,
                                           description=description)
     if alias:
         client.set_registered_model_alias(name, alias, version.version)

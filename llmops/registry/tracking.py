@@ -79,7 +79,7 @@ def tracking_uri(cfg: LlmopsConfig) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     # cfg.home is absolute, so this is sqlite:////abs/path (the fourth slash is the root).
-    return f"sqlite:///{Path(cfg.home) / 'mlflow.db'}"
+    return f"sqlite:///{cfg.layout.mlflow_db}"
 
 
 def artifact_location(cfg: LlmopsConfig) -> str | None:
@@ -93,7 +93,7 @@ def artifact_location(cfg: LlmopsConfig) -> str | None:
         return cfg.mlflow.artifact_location
     if urlsplit(tracking_uri(cfg)).scheme in _REMOTE_SCHEMES:
         return None
-    return (Path(cfg.home) / "mlartifacts").as_uri()
+    return cfg.layout.mlflow_artifacts.as_uri()
 
 
 def redact(uri: str) -> str:

@@ -8,29 +8,14 @@ one ``text_input`` row (the question; the model applies its chat template), opti
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-Protocol = Literal["http", "grpc"]
+from llmops.records.serving import Answer, Protocol
+from llmops.serving import tensors
 
-
-@dataclass
-class Answer:
-    """One generation as the server returned it."""
-
-    text: str
-    """The generated answer (special tokens removed)."""
-    model_version: str
-    """The registered model version that answered."""
-    prompt_tokens: int
-    """Tokens of the question after the chat template."""
-    completion_tokens: int
-    """Tokens generated."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Answer", "Protocol", "build_inputs", "generate", "make_client", "parse_result"]
 
 
 def _module(protocol: Protocol):
@@ -54,24 +39,20 @@ def make_client(url: str, protocol: Protocol = "http", *, timeout_s: float = 120
 
 def build_inputs(question: str, protocol: Protocol = "http", *, max_tokens: int | None = None,
                  temperature: float | None = None, top_p: float | None = None, seed: int | None = None) -> list:
-    """The request tensors of one question, shaped ``[1, 1]`` (batch of one, one element)."""
+    """The request tensors of one question, shaped ``[1, 1]`` (batch of one, one element);
+    an optional input left at None is not sent (the model takes its default)."""
     module = _module(protocol)
-    values: list[tuple[str, str, np.ndarray]] = [
-        ("text_input", "BYTES", np.array([[question.encode("utf-8")]], dtype=np.object_))]
-    for name, dtype, value, np_type in (("max_tokens", "INT32", max_tokens, np.int32),
-                                        ("temperature", "FP32", temperature, np.float32),
-                                        ("top_p", "FP32", top_p, np.float32), ("seed", "INT64", seed, np.int64)):
-        if value is not None:
-            values.append((name, dtype, np.array([[value]], dtype=np_type)))
+    values = {tensors.TEXT_INPUT: question.encode("utf-8"), tensors.MAX_TOKENS: max_tokens,
+              tensors.TEMPERATURE: temperature, tensors.TOP_P: top_p, tensors.SEED: seed}
     inputs = []
-    for name, dtype, array in values:
-        tensor = module.InferInput(name, list(array.shape), dtype)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
+    for tensor in tensors.INPUTS:
+        if values[tensor] is None:
+            continue
+        array = np.array([[values[tensor]]], dtype=tensor.numpy_dtype)
+        infer_input = module.InferInput(tensor.name, list(array.shape), tensor.datatype)
+        infer_input.set_data_from_numpy(array)
+        inputs.append(infer_input)
     return inputs
-
-
-OUTPUT_NAMES = ("text_output", "model_version", "prompt_tokens", "completion_tokens")
 
 
 def parse_result(result: Any) -> Answer:
@@ -83,8 +64,9 @@ def parse_result(result: Any) -> Answer:
         value = scalar(name)
         return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
-    return Answer(text=text("text_output"), model_version=text("model_version"),
-                  prompt_tokens=int(scalar("prompt_tokens")), completion_tokens=int(scalar("completion_tokens")))
+    return Answer(text=text(tensors.TEXT_OUTPUT.name), model_version=text(tensors.MODEL_VERSION.name),
+                  prompt_tokens=int(scalar(tensors.PROMPT_TOKENS.name)),
+                  completion_tokens=int(scalar(tensors.COMPLETION_TOKENS.name)))
 
 
 def generate(question: str, *, url: str | None = None, protocol: Protocol = "http", model: str = "llmops",
@@ -99,7 +81,7 @@ def generate(question: str, *, url: str | None = None, protocol: Protocol = "htt
     try:
         inputs = build_inputs(question, protocol, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                               seed=seed)
-        outputs = [module.InferRequestedOutput(n) for n in OUTPUT_NAMES]
+        outputs = [module.InferRequestedOutput(t.name) for t in tensors.OUTPUTS]
         kwargs = {"client_timeout": timeout_s} if protocol == "grpc" else {}
         return parse_result(client.infer(model, inputs, outputs=outputs, **kwargs))
     finally:

@@ -29,20 +29,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmops import artifacts
 from llmops.config import LlmopsConfig
 from llmops.errors import PermanentError, TransientError, is_transient
+from llmops.records.serving import Answer, DeployResult, Protocol, RegistryFacts, SmokeAnswer
 from llmops.registry import model_registry as registry
 from llmops.serving import repository
-from llmops.serving.client import Answer, Protocol, generate
+from llmops.serving.client import generate
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +68,6 @@ class DeployBlocked(TransientError, DeployFailed):
     answer. Nothing was changed; a later try may succeed."""
 
 
-@dataclass
-class DeployResult:
-    """What a deployment (or rollback) did."""
-
-    name: str
-    """Registered model name (and Triton model name)."""
-    version: int
-    """The version now served."""
-    model_uri: str
-    """``models:/<name>/<version>``."""
-    previous: int | None
-    """The version served before (None on a first deployment)."""
-    status: str
-    """``deployed``, ``already serving`` or ``rolled back``."""
-    smoke: list[dict[str, Any]] = field(default_factory=list)
-    """The smoke-test answers (protocol, question, answer, version, tokens)."""
-    live: list[str] = field(default_factory=list)
-    """``model_version`` of the live checks after the swap."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def resolve(cfg: LlmopsConfig, model_uri: str) -> tuple[str, int, Any]:
     """``(name, version, ModelVersion)`` of a ``models:/name/N`` or ``models:/name@alias`` URI."""
     from mlflow.exceptions import MlflowException
@@ -114,16 +91,17 @@ def resolve(cfg: LlmopsConfig, model_uri: str) -> tuple[str, int, Any]:
     return name, int(mv.version), mv
 
 
-def model_info(model_uri: str, mv: Any) -> dict[str, Any]:
-    """The ``model_info.json`` facts of a registered version (shown by the server and ``serve status``)."""
+def model_info(model_uri: str, mv: Any) -> RegistryFacts:
+    """The ``model_info.json`` facts of a registered version ``mv`` (an MLflow ``ModelVersion``),
+    shown by the server and ``serve status``."""
     tags = dict(mv.tags or {})
-    return {"model_uri": model_uri, "registered_name": mv.name, "version": str(mv.version), "run_id": mv.run_id,
-            "data_card_hash": tags.get("data_card_hash"), "tokenizer_hash": tags.get("tokenizer_hash"),
-            "gate_result": tags.get("gate_result"), "code_version": tags.get("code_version")}
+    return RegistryFacts(model_uri=model_uri, registered_name=mv.name, version=str(mv.version), run_id=mv.run_id,
+                         data_card_hash=tags.get("data_card_hash"), tokenizer_hash=tags.get("tokenizer_hash"),
+                         gate_result=tags.get("gate_result"), code_version=tags.get("code_version"))
 
 
 def smoke_test(server: Any, name: str, version: int, *, questions: tuple[str, ...] = SMOKE_QUESTIONS
-               ) -> list[dict[str, Any]]:
+               ) -> list[SmokeAnswer]:
     """Real generations over HTTP and gRPC; raises ``DeployFailed`` on any malformed answer."""
     rows = []
     endpoints: tuple[tuple[Protocol, str], ...] = (("http", server.http_address), ("grpc", server.grpc_address))
@@ -140,7 +118,7 @@ def smoke_test(server: Any, name: str, version: int, *, questions: tuple[str, ..
             if problems:
                 raise DeployFailed(f"smoke test over {protocol}: {question!r}: {'; '.join(problems)} "
                                    f"(answer {answer.text!r:.120})")
-            rows.append({"protocol": protocol, "question": question, **answer.to_dict()})
+            rows.append(SmokeAnswer(protocol=protocol, question=question, **answer.model_dump()))
     return rows
 
 
@@ -201,8 +179,8 @@ def _require_server(server: Any, wait_s: float = 10.0) -> None:
         time.sleep(0.5)
 
 
-def _stage(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict[str, Any],
-           progress: Progress) -> list[dict[str, Any]]:
+def _stage(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: RegistryFacts,
+           progress: Progress) -> list[SmokeAnswer]:
     staging = cfg.serving.staging_model_name
     with contextlib.suppress(Exception):  # nothing staged: the usual case
         server.unload_model(staging)
@@ -233,8 +211,9 @@ def _restore(cfg: LlmopsConfig, server: Any, name: str, version: int, previous: 
     """Undo a swap to ``version``: the previous version pinned and serving (or nothing, on a
     first deployment), the new directory gone. Every step is attempted; failures are logged."""
     # A client-side load timeout does not stop Triton's background load: wait it out first.
-    steps: list[tuple[str, Any]] = [("waiting for Triton's load to settle",
-                                     lambda: _wait_while(server, name, "LOADING", cfg.serving.startup_timeout_s))]
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("waiting for Triton's load to settle",
+         lambda: _wait_while(server, name, "LOADING", cfg.serving.startup_timeout_s))]
     if previous is not None:
         steps += [("pinning the previous version", lambda: repository.write_config(cfg, name, versions=[previous])),
                   ("reloading the previous version", lambda: server.load_model(name))]
@@ -251,7 +230,7 @@ def _restore(cfg: LlmopsConfig, server: Any, name: str, version: int, previous: 
         repository.remove_model(cfg, name)
 
 
-def _swap(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: dict[str, Any], previous: int | None,
+def _swap(cfg: LlmopsConfig, server: Any, hf_dir: Path, version: int, info: RegistryFacts, previous: int | None,
           progress: Progress) -> list[str]:
     name = cfg.serving.model_name
     had_dir = version in repository.served_versions(cfg, name)
@@ -342,10 +321,11 @@ def _deploy(cfg: LlmopsConfig, model_uri: str, *, server: Any, progress: Progres
             registry.promote_champion(cfg, str(version), name=name)
         _remove_other_versions(cfg, name, version)
         progress(f"{uri} is already serving")
-        return DeployResult(name, version, uri, int(champion) if champion else None, "already serving", live=live)
+        return DeployResult(name=name, version=version, model_uri=uri, previous=int(champion) if champion else None,
+                            status="already serving", live=live)
 
     progress(f"downloading {uri} from the registry")
-    hf_dir = registry.download(cfg, uri, Path(cfg.home) / "cache" / "serving" / f"{name}-{version}")
+    hf_dir = registry.download(cfg, uri, _download_dir(cfg, name, version))
     info = model_info(uri, mv)
     smoke = _stage(cfg, server, hf_dir, version, info, progress)
     live = _swap(cfg, server, hf_dir, version, info, previous, progress)
@@ -353,7 +333,8 @@ def _deploy(cfg: LlmopsConfig, model_uri: str, *, server: Any, progress: Progres
         registry.promote_champion(cfg, str(version), name=name)
         progress(f"champion -> {name} version {version}")
     _remove_other_versions(cfg, name, version)
-    return DeployResult(name, version, uri, previous, "deployed", smoke, live)
+    return DeployResult(name=name, version=version, model_uri=uri, previous=previous, status="deployed",
+                        smoke=smoke, live=live)
 
 
 def rollback(cfg: LlmopsConfig, *, server: Any = None, progress: Progress = log.info) -> DeployResult:
@@ -375,9 +356,7 @@ def rollback(cfg: LlmopsConfig, *, server: Any = None, progress: Progress = log.
                          require_gate=True)
         registry.rollback_champion(cfg, name=name)
         progress(f"champion -> {name} version {previous} (was {current})")
-    result.previous = int(current)
-    result.status = "rolled back"
-    return result
+    return result.model_copy(update={"previous": int(current), "status": "rolled back"})
 
 
 def ensure_champion_in_repository(cfg: LlmopsConfig, progress: Progress = log.info) -> int | None:
@@ -392,20 +371,34 @@ def ensure_champion_in_repository(cfg: LlmopsConfig, progress: Progress = log.in
             uri = f"models:/{name}/{version}"
             _, _, mv = resolve(cfg, uri)
             progress(f"adding the champion {uri} to the model repository")
-            hf_dir = registry.download(cfg, uri, Path(cfg.home) / "cache" / "serving" / f"{name}-{version}")
+            hf_dir = registry.download(cfg, uri, _download_dir(cfg, name, int(version)))
             repository.build_version(cfg, hf_dir=hf_dir, name=name, version=int(version), info=model_info(uri, mv))
         repository.write_config(cfg, name, versions=[int(version)])
         _remove_other_versions(cfg, name, int(version))
         return int(version)
 
 
-def write_deploy_report(cfg: LlmopsConfig, result: DeployResult) -> Path:
-    """``reports/llmops_deploy/latest.json``: what is served now and how it was verified."""
-    out = Path(cfg.home) / "reports" / "llmops_deploy"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "latest.json"
-    path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    return path
+def _download_dir(cfg: LlmopsConfig, name: str, version: int) -> Path:
+    """``cache/serving/<name>-<version>/``: a registered version as downloaded for the repository."""
+    return cfg.layout.cache("serving", f"{name}-{version}")
+
+
+def write_deploy_report(cfg: LlmopsConfig, result: DeployResult) -> artifacts.StageResult:
+    """``reports/llmops_deploy/<key>/deploy.json`` (with its manifest) and ``latest.json``, a
+    copy of the newest: what is served now and how it was verified.
+
+    A report records an action, so it is keyed by what was done (the version served, the
+    one it replaced, how it ended), not by the model's content: the same deployment
+    reported again (a task retried after the report was written) finds its report.
+    """
+    def build(out: Path) -> dict[str, str | int | None]:
+        result.write(out / DeployResult.NAME)
+        return {"status": result.status, "version": result.version, "previous": result.previous}
+
+    config = {"model_uri": result.model_uri, "previous": result.previous, "status": result.status}
+    report = artifacts.build_stage(cfg.home, "deploy", {}, config, build, parent=cfg.layout.reports("llmops_deploy"))
+    result.write(cfg.layout.latest_report("llmops_deploy"))
+    return report
 
 
 __all__ = ["DeployBlocked", "DeployFailed", "DeployResult", "deploy", "rollback", "ensure_champion_in_repository",

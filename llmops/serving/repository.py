@@ -2,8 +2,9 @@
 
     <repository>/<name>/config.pbtxt              rendered from ServingConfig (render_config)
     <repository>/<name>/<version>/model.py        include/triton/model.py (the python backend)
+    <repository>/<name>/<version>/tensors.py      include/triton/tensors.py (its tensors, see below)
     <repository>/<name>/<version>/hf/             a copy of the exported Hugging Face directory
-    <repository>/<name>/<version>/model_info.json registry facts: MLflow URI, version, data hash, gate
+    <repository>/<name>/<version>/model_info.json ServedModelInfo: MLflow URI, version, data hash, gate
 
 Writes are atomic so that a server polling or loading the repository never sees half a
 version: a version is assembled in a hidden sibling directory (Triton ignores version
@@ -11,14 +12,14 @@ directories whose name is not a number) and renamed into place; a removed versio
 renamed away first and deleted afterwards. ``config.pbtxt`` is written to a temporary
 file and renamed over the old one.
 
-The config is rendered in Python rather than from a template: every value comes from
-the validated ``ServingConfig`` and the tests parse the result back with Triton's own
-protobuf schema (``tritonclient.grpc.model_config_pb2``).
+The config is built as Triton's own ``ModelConfig`` protobuf
+(``tritonclient.grpc.model_config_pb2``) and written in its text format: every value comes
+from the validated ``ServingConfig``, the tensors from the one table
+(``include/triton/tensors.py``) the model and the client use too.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -28,12 +29,19 @@ import tempfile
 import uuid
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Literal
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
 
 from llmops.config import REPO_ROOT, LlmopsConfig
+from llmops.records.serving import RegistryFacts, ServedModelInfo
+from llmops.serving import tensors
 
 BACKEND_SOURCE = REPO_ROOT / "include" / "triton" / "model.py"
 """The python-backend model copied into every version directory."""
+BACKEND_FILES = (BACKEND_SOURCE, tensors.SOURCE)
+"""Copied side by side into every version directory: the model and the tensor table it imports."""
 
 REQUIRED_HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                      "generation_config.json")
@@ -43,29 +51,13 @@ Kind = Literal["auto", "cpu", "gpu"]
 _KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
-# (name, Triton data type) of the model's tensors; each is one element per row (dims [1]).
-INPUTS: tuple[tuple[str, str, bool], ...] = (
-    ("text_input", "TYPE_STRING", False),
-    ("max_tokens", "TYPE_INT32", True),
-    ("temperature", "TYPE_FP32", True),
-    ("top_p", "TYPE_FP32", True),
-    ("seed", "TYPE_INT64", True),
-)
-"""(name, data type, optional) of every input."""
-OUTPUTS: tuple[tuple[str, str], ...] = (
-    ("text_output", "TYPE_STRING"),
-    ("model_version", "TYPE_STRING"),
-    ("prompt_tokens", "TYPE_INT32"),
-    ("completion_tokens", "TYPE_INT32"),
-)
-"""(name, data type) of every output."""
 
 
 def repository_path(cfg: LlmopsConfig) -> Path:
     """The model repository: ``serving.repository``, else ``$LLMOPS_HOME/triton/models``."""
     path = cfg.serving.repository
     if path is None:
-        return cfg.home / "triton" / "models"
+        return cfg.layout.triton_models
     path = Path(path).expanduser()
     return path if path.is_absolute() else (Path.cwd() / path).resolve()
 
@@ -83,9 +75,9 @@ def _check_version(version: int) -> int:
     return version
 
 
-def render_config(cfg: LlmopsConfig, name: str, *, kind: Kind | None = None, dynamic_batching: bool = True,
-                  max_batch_size: int | None = None, versions: list[int] | None = None) -> str:
-    """The ``config.pbtxt`` of model ``name`` from ``cfg.serving``.
+def model_config(cfg: LlmopsConfig, name: str, *, kind: Kind | None = None, dynamic_batching: bool = True,
+                 max_batch_size: int | None = None, versions: list[int] | None = None) -> pb.ModelConfig:
+    """Triton's ``ModelConfig`` of model ``name`` from ``cfg.serving``.
 
     ``kind``: instance kind, ``auto`` (Triton picks GPU where it has one), ``cpu`` or
     ``gpu``; None takes ``serving.device``. ``dynamic_batching=False`` leaves the dynamic
@@ -109,50 +101,42 @@ def render_config(cfg: LlmopsConfig, name: str, *, kind: Kind | None = None, dyn
         raise ValueError(f"serving.default_max_tokens ({s.default_max_tokens}) exceeds serving.max_tokens_limit "
                          f"({s.max_tokens_limit})")
 
-    def tensor(tname: str, dtype: str, optional: bool = False) -> str:
-        # dims [1]: one element per row. With max_batch_size > 0 Triton prepends the
-        # batch dimension, so a request sends [n, 1] (n questions, usually 1).
-        return (f'  {{ name: "{tname}" data_type: {dtype} dims: [ 1 ]'
-                + (" optional: true" if optional else "") + " }")
-
-    lines = [
-        f'name: "{name}"',
-        'backend: "python"',
-        f"max_batch_size: {batch}",
-        *([f"version_policy: {{ specific: {{ versions: [ {', '.join(str(_check_version(v)) for v in versions)} ] }} }}"]
-          if versions else []),
-        "input [",
-        ",\n".join(tensor(n, t, o) for n, t, o in INPUTS),
-        "]",
-        "output [",
-        ",\n".join(tensor(n, t) for n, t in OUTPUTS),
-        "]",
-    ]
+    mc = pb.ModelConfig(name=name, backend="python", max_batch_size=batch)
+    if versions:
+        mc.version_policy.specific.versions.extend(_check_version(v) for v in versions)
+    # dims [1]: one element per row. With max_batch_size > 0 Triton prepends the batch
+    # dimension, so a request sends [n, 1] (n questions, usually 1).
+    for t in tensors.INPUTS:
+        mc.input.add(name=t.name, data_type=pb.DataType.Value(t.config_type), dims=[1], optional=t.optional)
+    for t in tensors.OUTPUTS:
+        mc.output.add(name=t.name, data_type=pb.DataType.Value(t.config_type), dims=[1])
     if dynamic_batching and batch > 0:
-        # A preferred size above max_batch_size is an error to Triton and meaningless anyway.
-        preferred = sorted({b for b in s.preferred_batch_sizes if 1 <= b <= batch})
-        lines += [
-            "dynamic_batching {",
-            *([f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]"] if preferred else []),
-            f"  max_queue_delay_microseconds: {s.max_queue_delay_us}",
-            # Back-pressure: beyond max_queue_size a request is refused at once (HTTP 503
-            # "Exceeds maximum queue size") instead of waiting behind a growing queue.
-            f"  default_queue_policy {{ max_queue_size: {s.max_queue_size} }}",
-            "}",
-        ]
-    params = {
-        "threads": s.threads_per_instance,
-        "default_max_tokens": s.default_max_tokens,
-        "max_tokens_limit": s.max_tokens_limit,
-        "max_prompt_tokens": s.max_prompt_tokens,
-    }
-    lines += [
-        f"instance_group [ {{ count: {s.instance_count} kind: {_KINDS[kind]} }} ]",
-        "parameters [",
-        ",\n".join(f'  {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()),
-        "]",
-    ]
-    return "\n".join(lines) + "\n"
+        _dynamic_batching(mc.dynamic_batching, cfg, batch)
+    mc.instance_group.add(count=s.instance_count, kind=pb.ModelInstanceGroup.Kind.Value(_KINDS[kind]))
+    # Read by model.py's initialize (a model parameter is always a string).
+    for key, value in (("threads", s.threads_per_instance), ("default_max_tokens", s.default_max_tokens),
+                       ("max_tokens_limit", s.max_tokens_limit), ("max_prompt_tokens", s.max_prompt_tokens)):
+        mc.parameters[key].string_value = str(value)
+    return mc
+
+
+def _dynamic_batching(db: pb.ModelDynamicBatching, cfg: LlmopsConfig, batch: int) -> None:
+    s = cfg.serving
+    db.SetInParent()  # present even when every field below keeps its default
+    # A preferred size above max_batch_size is an error to Triton and meaningless anyway.
+    db.preferred_batch_size.extend(sorted({b for b in s.preferred_batch_sizes if 1 <= b <= batch}))
+    db.max_queue_delay_microseconds = s.max_queue_delay_us
+    # Back-pressure: beyond max_queue_size a request is refused at once (HTTP 503
+    # "Exceeds maximum queue size") instead of waiting behind a growing queue.
+    db.default_queue_policy.SetInParent()
+    db.default_queue_policy.max_queue_size = s.max_queue_size
+
+
+def render_config(cfg: LlmopsConfig, name: str, *, kind: Kind | None = None, dynamic_batching: bool = True,
+                  max_batch_size: int | None = None, versions: list[int] | None = None) -> str:
+    """The ``config.pbtxt`` of model ``name``: :func:`model_config` in protobuf text format."""
+    return text_format.MessageToString(model_config(cfg, name, kind=kind, dynamic_batching=dynamic_batching,
+                                                    max_batch_size=max_batch_size, versions=versions))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -181,35 +165,34 @@ def check_hf_dir(hf_dir: str | Path) -> Path:
     if not hf_dir.is_dir():
         raise FileNotFoundError(f"{hf_dir} is not a directory; export a model first (`llmops export`)")
     missing = [f for f in REQUIRED_HF_FILES if not (hf_dir / f).is_file()]
-    tokenizer_config: dict[str, Any] = {}
-    if (hf_dir / "tokenizer_config.json").is_file():
-        tokenizer_config = json.loads((hf_dir / "tokenizer_config.json").read_text())
-    if not tokenizer_config.get("chat_template") and not (hf_dir / "chat_template.jinja").is_file():
+    tokenizer_config = hf_dir / "tokenizer_config.json"  # transformers' own file: only its template is read
+    template = tokenizer_config.is_file() and json.loads(tokenizer_config.read_text()).get("chat_template")
+    if not template and not (hf_dir / "chat_template.jinja").is_file():
         missing.append("a chat template (chat_template.jinja or tokenizer_config.json's chat_template)")
     if missing:
         raise FileNotFoundError(f"{hf_dir} is not a complete exported model, it lacks: {', '.join(missing)}")
     return hf_dir
 
 
-def build_version(cfg: LlmopsConfig, *, hf_dir: str | Path, name: str, version: int, info: dict[str, Any],
-                  kind: Kind | None = None) -> Path:
+def build_version(cfg: LlmopsConfig, *, hf_dir: str | Path, name: str, version: int,
+                  info: RegistryFacts | None = None, kind: Kind | None = None) -> Path:
     """Add ``version`` of model ``name`` to the repository; returns the version directory.
 
     Writes ``config.pbtxt`` when the model has none yet (``kind`` as in ``render_config``;
     an existing one is left alone, see ``write_config``), and the version directory
-    with ``model.py``, ``hf/`` (a copy of ``hf_dir``) and ``model_info.json`` (``info``
-    plus ``name`` and ``triton_version``; ``info["version"]``, the registered version the
-    model reports as ``model_version``, defaults to ``version``). The version appears
-    complete or not at all. Building a version that exists with the same ``info`` again
-    returns it unchanged (a retried task); with different ``info`` it is an error: remove
-    the version first.
+    with ``model.py`` and ``tensors.py``, ``hf/`` (a copy of ``hf_dir``) and
+    ``model_info.json`` (a :class:`ServedModelInfo`: ``info`` plus ``name`` and
+    ``triton_version``; ``info.version``, the registered version the model reports as
+    ``model_version``, defaults to ``version``). The version appears complete or not at
+    all. Building a version that exists with the same ``info`` again returns it unchanged
+    (a retried task); with different ``info`` it is an error: remove the version first.
     """
     _check_name(name)
     _check_version(version)
     hf_dir = check_hf_dir(hf_dir)
-    info = {**info, "name": name, "triton_version": version}
-    info.setdefault("version", version)
-    info = json.loads(json.dumps(info, default=str))  # what will be read back, for the comparison below
+    facts = info or RegistryFacts()
+    served = ServedModelInfo(**facts.model_dump(exclude={"version"}), version=facts.version or str(version),
+                             name=name, triton_version=version)
 
     model_dir = repository_path(cfg) / name
     target = model_dir / str(version)
@@ -219,8 +202,9 @@ def build_version(cfg: LlmopsConfig, *, hf_dir: str | Path, name: str, version: 
         # resetting that to "latest" would serve whatever number is highest on the next load.
         write_config(cfg, name, kind=kind)
     if target.exists():
-        existing = read_model_info(cfg, name, version) if (target / "model_info.json").exists() else None
-        if existing == info and (target / "model.py").is_file():
+        # model.py alone marks a complete version: those built before tensors.py existed hold none.
+        built = (target / "model.py").is_file() and (target / ServedModelInfo.NAME).is_file()
+        if built and read_model_info(cfg, name, version) == served:
             return target
         raise FileExistsError(f"{target} already exists with other contents; remove_version({name!r}, {version}) "
                               f"first or build another version")
@@ -228,9 +212,10 @@ def build_version(cfg: LlmopsConfig, *, hf_dir: str | Path, name: str, version: 
     # Hidden and non-numeric: Triton skips it while it is being assembled.
     staging = Path(tempfile.mkdtemp(prefix=f".building-{version}-", dir=model_dir))
     try:
-        shutil.copy2(BACKEND_SOURCE, staging / "model.py")
+        for source in BACKEND_FILES:
+            shutil.copy2(source, staging / source.name)
         shutil.copytree(hf_dir, staging / "hf")
-        (staging / "model_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        served.write(staging / ServedModelInfo.NAME)
         staging.chmod(0o755)  # mkdtemp makes it 0700; the server may run as another user
         os.rename(staging, target)  # atomic; fails if a concurrent build got there first
     except BaseException:
@@ -239,10 +224,10 @@ def build_version(cfg: LlmopsConfig, *, hf_dir: str | Path, name: str, version: 
     return target
 
 
-def read_model_info(cfg: LlmopsConfig, name: str, version: int) -> dict[str, Any]:
+def read_model_info(cfg: LlmopsConfig, name: str, version: int) -> ServedModelInfo:
     """The ``model_info.json`` of a served version."""
-    return json.loads((repository_path(cfg) / _check_name(name) / str(_check_version(version))
-                       / "model_info.json").read_text())
+    return ServedModelInfo.read(repository_path(cfg) / _check_name(name) / str(_check_version(version))
+                                / ServedModelInfo.NAME)
 
 
 def served_versions(cfg: LlmopsConfig, name: str) -> list[int]:
@@ -252,7 +237,7 @@ def served_versions(cfg: LlmopsConfig, name: str) -> list[int]:
         return []
     return sorted(int(p.name) for p in model_dir.iterdir()
                   if p.is_dir() and p.name.isdigit() and (p / "model.py").is_file()
-                  and (p / "model_info.json").is_file())
+                  and (p / ServedModelInfo.NAME).is_file())
 
 
 def _remove(path: Path) -> bool:
@@ -284,10 +269,4 @@ def load_backend(path: str | Path = BACKEND_SOURCE) -> ModuleType:
     module_name = "llmops_triton_backend"
     if path == BACKEND_SOURCE and module_name in sys.modules:
         return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return tensors.load_file(module_name, Path(path))

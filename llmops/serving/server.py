@@ -7,7 +7,7 @@ record of its pid, create time and ports; everything lives under ``$LLMOPS_HOME/
 
     models/       the model repository (``serving.repository`` overrides it)
     backends/     the backend directory handed to Triton (symlinks into the wheel + stub)
-    server.pid    {pid, started, ports, ...} of the running server; never the admin key
+    server.pid    ServerPidFile: pid, create time and ports of the running server; never the admin key
     server.log    Triton's stdout/stderr (the previous run's is kept as server.log.1)
     admin.key     the generated admin key (mode 0600) when none is configured
     server.lock   serialises concurrent ``start`` calls
@@ -40,10 +40,8 @@ health stay open.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import importlib.util
-import json
 import logging
 import os
 import secrets
@@ -57,7 +55,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -65,6 +63,8 @@ import psutil
 
 from llmops.config import LlmopsConfig
 from llmops.errors import PermanentError, TransientError
+from llmops.records.base import RecordError
+from llmops.records.serving import ModelState, ServerPidFile, ServerStatus
 
 if TYPE_CHECKING:  # tritonclient pulls in gevent/grpc: only imported when a client is asked for
     import tritonclient.grpc
@@ -100,43 +100,6 @@ class ServerAlreadyRunning(ServerError):
 
 class PortInUse(ServerError):
     """A configured port is taken by another process; checked before spawning Triton."""
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """One entry of Triton's repository index."""
-
-    name: str
-    version: str
-    """Empty for a model Triton has not loaded (it reports no version then)."""
-    state: str
-    """READY, LOADING, UNLOADING, UNAVAILABLE, or empty for a directory never loaded."""
-    reason: str = ""
-    """Why a model is UNAVAILABLE (load error, unloaded), as Triton words it."""
-
-
-@dataclass
-class ServerStatus:
-    """What ``status()`` reports; ``to_dict()`` is the ``serve status --json`` document."""
-
-    running: bool
-    pid: int | None
-    http_url: str
-    grpc_url: str
-    metrics_url: str
-    ready: bool
-    """``/v2/health/ready`` answered 200: the server is up and every loaded model is ready."""
-    models: list[ModelState] = field(default_factory=list)
-    log_path: Path | None = None
-    repository: Path | None = None
-    error: str | None = None
-    """Why the models could not be listed (server not ready, wrong admin key)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["log_path"] = str(self.log_path) if self.log_path else None
-        data["repository"] = str(self.repository) if self.repository else None
-        return data
 
 
 @dataclass(frozen=True)
@@ -221,11 +184,11 @@ class TritonServer:
     def __init__(self, cfg: LlmopsConfig) -> None:
         self.cfg = cfg
         self.serving = cfg.serving
-        self.root = Path(cfg.home) / "triton"
+        self.root = cfg.layout.triton
         repo = self.serving.repository
-        self.repository = Path(repo).expanduser().resolve() if repo else self.root / "models"
+        self.repository = Path(repo).expanduser().resolve() if repo else cfg.layout.triton_models
         self.backend_dir = self.root / "backends"
-        self.pid_file = self.root / "server.pid"
+        self.pid_file = self.root / ServerPidFile.NAME
         self.log_path = self.root / "server.log"
         self.key_file = self.root / "admin.key"
         self._lock_file = self.root / "server.lock"
@@ -242,8 +205,8 @@ class TritonServer:
         A server started before the configuration changed still listens where it did.
         """
         record = self._read_record()
-        if record and all(k in record for k in ("http_port", "grpc_port", "metrics_port")):
-            return {k: int(record[k]) for k in ("http_port", "grpc_port", "metrics_port")}
+        if record:
+            return {"http_port": record.http_port, "grpc_port": record.grpc_port, "metrics_port": record.metrics_port}
         s = self.serving
         return {"http_port": s.http_port, "grpc_port": s.grpc_port, "metrics_port": s.metrics_port}
 
@@ -331,10 +294,13 @@ class TritonServer:
 
     # ---- the pid file ------------------------------------------------------------------
 
-    def _read_record(self) -> dict[str, Any] | None:
+    def _read_record(self) -> ServerPidFile | None:
+        """The pid file; None when there is none or it does not read (a crash mid-write, another format)."""
+        if not self.pid_file.is_file():
+            return None
         try:
-            return json.loads(self.pid_file.read_text())
-        except (OSError, ValueError):
+            return ServerPidFile.read(self.pid_file)
+        except (OSError, RecordError):
             return None
 
     def _live_process(self) -> psutil.Process | None:
@@ -350,15 +316,15 @@ class TritonServer:
                 self.pid_file.unlink(missing_ok=True)
             return None
         try:
-            proc = psutil.Process(int(record["pid"]))
-            same = abs(proc.create_time() - float(record["started"])) < 1.0
-        except (psutil.Error, KeyError, TypeError, ValueError):
+            proc = psutil.Process(record.pid)
+            same = abs(proc.create_time() - record.started) < 1.0
+        except psutil.Error:
             proc, same = None, False
         if proc is not None and same and process_alive(proc):
             return proc
         if proc is not None and same:
             reap(proc.pid)
-        log.info("removing stale pid file %s (pid %s is not a running Triton)", self.pid_file, record.get("pid"))
+        log.info("removing stale pid file %s (pid %s is not a running Triton)", self.pid_file, record.pid)
         self.pid_file.unlink(missing_ok=True)
         return None
 
@@ -521,13 +487,10 @@ class TritonServer:
                 started = psutil.Process(popen.pid).create_time()
             except psutil.Error:  # exited already (bad flag): reported by the wait below
                 started = time.time()
-            record = {"pid": popen.pid, "started": started, "host": self.serving.host,
-                      "http_port": self.serving.http_port, "grpc_port": self.serving.grpc_port,
-                      "metrics_port": self.serving.metrics_port, "repository": str(self.repository),
-                      "log": str(self.log_path), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            tmp = self.pid_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record, indent=2))
-            os.replace(tmp, self.pid_file)
+            ServerPidFile(pid=popen.pid, started=started, host=self.serving.host, http_port=self.serving.http_port,
+                          grpc_port=self.serving.grpc_port, metrics_port=self.serving.metrics_port,
+                          repository=str(self.repository), log=str(self.log_path),
+                          started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z")).write(self.pid_file)
         log.info("started tritonserver pid %s (%s), log %s", popen.pid, self.http_url, self.log_path)
         if wait:
             self._wait_ready(popen, progress)
@@ -638,7 +601,7 @@ class TritonServer:
         proc = self._live_process()
         st = ServerStatus(running=proc is not None, pid=proc.pid if proc else None, http_url=self.http_url,
                           grpc_url=self.grpc_url, metrics_url=self.metrics_url, ready=False,
-                          log_path=self.log_path, repository=self.repository)
+                          log_path=str(self.log_path), repository=str(self.repository))
         if proc is None:
             return st
         st.ready = self.ready()

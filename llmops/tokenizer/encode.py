@@ -34,8 +34,8 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -43,12 +43,13 @@ from tokenizers import Tokenizer
 
 from llmops.artifacts import file_sha256
 from llmops.config import TokenizerConfig
+from llmops.records.data import TokenShardMeta, TokenSplit
 from llmops.tokenizer.train import load_tokenizer, tokenizer_file
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
-META_FILE = "meta.json"
+META_FILE = TokenShardMeta.NAME
 FORMAT_VERSION = 1
 # Text per encode call, at most. Big enough that the per-call overhead and the
 # inter-process transfer are amortised, small enough to balance workers and keep
@@ -108,7 +109,16 @@ def split_documents(ids: Sequence[str], validation_fraction: float) -> tuple[set
 
 # ---- encoding ----------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}
+@dataclass
+class _Worker:
+    """What a pool process encodes with, set once by :func:`_init_worker`."""
+
+    tok: Tokenizer
+    eos_id: int
+    dtype: np.dtype
+
+
+_WORKER: _Worker | None = None
 
 
 def _prepare(tok: Tokenizer) -> Tokenizer:
@@ -120,7 +130,8 @@ def _prepare(tok: Tokenizer) -> Tokenizer:
 def _init_worker(tokenizer_json: str, eos_id: int, dtype: str) -> None:
     # One process per core: Rust-side threads in every worker would oversubscribe.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _WORKER.update(tok=_prepare(Tokenizer.from_str(tokenizer_json)), eos_id=eos_id, dtype=np.dtype(dtype))
+    global _WORKER
+    _WORKER = _Worker(_prepare(Tokenizer.from_str(tokenizer_json)), eos_id, np.dtype(dtype))
 
 
 def _encode_texts(tok: Tokenizer, texts: list[str], eos_id: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +152,9 @@ def _encode_texts(tok: Tokenizer, texts: list[str], eos_id: int, dtype: np.dtype
 
 def _encode_in_worker(job: tuple[str, list[str]]) -> tuple[str, np.ndarray, np.ndarray]:
     split, texts = job
-    tokens, lengths = _encode_texts(_WORKER["tok"], texts, _WORKER["eos_id"], _WORKER["dtype"])
+    if _WORKER is None:
+        raise RuntimeError("_encode_in_worker runs only in a pool started with _init_worker")
+    tokens, lengths = _encode_texts(_WORKER.tok, texts, _WORKER.eos_id, _WORKER.dtype)
     return split, tokens, lengths
 
 
@@ -230,12 +243,8 @@ def _encoded(chunks: Iterator[tuple[str, list[str]]], tok: Tokenizer, tok_path: 
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-
-
 def encode_corpus(corpus_path: Path, tokenizer_dir: Path, out_dir: Path, cfg: TokenizerConfig,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False) -> TokenShardMeta:
     """Encode every document of the corpus into the train/validation shards; return ``meta``.
 
     Parallelism: with ``cfg.num_workers <= 1`` the chunks are encoded in this process
@@ -276,53 +285,53 @@ def encode_corpus(corpus_path: Path, tokenizer_dir: Path, out_dir: Path, cfg: To
             bar.update(len(lens))
     seconds = time.perf_counter() - started
 
-    splits: dict[str, dict[str, int]] = {}
+    splits: dict[str, TokenSplit] = {}
     for split in SPLITS:
         lens = np.concatenate(lengths[split]) if lengths[split] else np.zeros(0, np.int64)
         index = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=index[1:])
         np.save(out_dir / f"{split}.idx.npy", index)
         (out_dir / f"{split}_docs.json").write_text(json.dumps(docs[split], ensure_ascii=False) + "\n")
-        splits[split] = {"n_docs": len(docs[split]), "n_tokens": int(index[-1]), "n_bytes": n_bytes[split]}
-    total_bytes = sum(s["n_bytes"] for s in splits.values())
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "dtype": dtype.name,
-        "vocab_size": vocab_size,
-        "eos_token": cfg.end_of_text,
-        "eos_id": eos_id,
-        "pad_token": cfg.pad_token,
-        "pad_id": pad_id,
-        "tokenizer_sha256": file_sha256(tok_path),
-        "validation_fraction": cfg.validation_fraction,
-        "window": cfg.window,  # the trainer's default sliding windows
-        "stride": cfg.stride,
-        "splits": splits,
-        "n_tokens": sum(s["n_tokens"] for s in splits.values()),
-        "n_docs": sum(s["n_docs"] for s in splits.values()),
-        "n_bytes": total_bytes,
-        "bytes_per_token": round(total_bytes / max(1, sum(s["n_tokens"] - s["n_docs"] for s in splits.values())), 4),
-        "eos_after_every_document": True,
-        "special_token_strings_in_text": "encoded as ordinary text",
-        "num_workers": cfg.num_workers,
-        "encode_seconds": round(seconds, 3),
-        "encode_mb_per_s": round(total_bytes / 1e6 / seconds, 3) if seconds > 0 else None,
-    }
-    _write_meta(out_dir, meta)
-    log.info("encoded %d docs, %d tokens (%s) in %.2fs", meta["n_docs"], meta["n_tokens"], dtype.name, seconds)
+        splits[split] = TokenSplit(n_docs=len(docs[split]), n_tokens=int(index[-1]), n_bytes=n_bytes[split])
+    total_bytes = sum(s.n_bytes for s in splits.values())
+    meta = TokenShardMeta(
+        format_version=FORMAT_VERSION,
+        dtype=dtype.name,
+        vocab_size=vocab_size,
+        eos_token=cfg.end_of_text,
+        eos_id=eos_id,
+        pad_token=cfg.pad_token,
+        pad_id=pad_id,
+        tokenizer_sha256=file_sha256(tok_path),
+        validation_fraction=cfg.validation_fraction,
+        window=cfg.window,  # the trainer's default sliding windows
+        stride=cfg.stride,
+        splits=splits,
+        n_tokens=sum(s.n_tokens for s in splits.values()),
+        n_docs=sum(s.n_docs for s in splits.values()),
+        n_bytes=total_bytes,
+        bytes_per_token=round(total_bytes / max(1, sum(s.n_tokens - s.n_docs for s in splits.values())), 4),
+        eos_after_every_document=True,
+        special_token_strings_in_text="encoded as ordinary text",
+        num_workers=cfg.num_workers,
+        encode_seconds=round(seconds, 3),
+        encode_mb_per_s=round(total_bytes / 1e6 / seconds, 3) if seconds > 0 else None,
+    )
+    meta.write(out_dir)
+    log.info("encoded %d docs, %d tokens (%s) in %.2fs", meta.n_docs, meta.n_tokens, dtype.name, seconds)
     return meta
 
 
 # ---- reading back ------------------------------------------------------------------
 
-def load_shard(out_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def load_shard(out_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, TokenShardMeta]:
     """``(tokens, index, meta)``: tokens memory-mapped read-only (an empty array for an empty split)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     out_dir = Path(out_dir)
-    meta = json.loads((out_dir / META_FILE).read_text())
+    meta = TokenShardMeta.read(out_dir)
     index = np.load(out_dir / f"{split}.idx.npy")
-    dtype = np.dtype(meta["dtype"])
+    dtype = np.dtype(meta.dtype)
     if index[-1] == 0:  # numpy cannot map an empty file
         return np.zeros(0, dtype=dtype), index, meta
     tokens = np.memmap(out_dir / f"{split}.bin", dtype=dtype, mode="r")
@@ -337,7 +346,7 @@ def document_tokens(out_dir: Path, split: str, i: int) -> np.ndarray:
     if not 0 <= i < len(index) - 1:
         raise IndexError(f"{split} has {len(index) - 1} documents, no document {i}")
     doc = tokens[index[i]:index[i + 1]]
-    if len(doc) == 0 or doc[-1] != meta["eos_id"]:
+    if len(doc) == 0 or doc[-1] != meta.eos_id:
         raise ValueError(f"{split} document {i} does not end with end of text: corrupt shard")
     return np.asarray(doc[:-1])
 
@@ -356,7 +365,7 @@ def decode_document(out_dir: Path, split: str, i: int, tokenizer: Tokenizer | st
 # ---- benchmark ---------------------------------------------------------------------
 
 def encode_throughput(corpus_path: Path, tokenizer_dir: Path, cfg: TokenizerConfig,
-                      repeats: int = 3) -> dict[str, Any]:
+                      repeats: int = 3) -> dict[str, float | None]:
     """MB/s of ``encode_corpus`` against bare ``Tokenizer.encode_batch`` on the same texts.
 
     Same process, best of ``repeats`` each. Every timed call starts from a freshly

@@ -23,18 +23,18 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from llmops.artifacts import file_sha256
 from llmops.config import TokenizerConfig
+from llmops.records.data import TextStats, TokenizerStats
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
-STATS_FILE = "tokenizer_stats.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
@@ -105,7 +105,7 @@ def count_merges(tok: Tokenizer) -> int:
     return len(json.loads(tok.to_str())["model"].get("merges", []))
 
 
-def text_stats(tok: Tokenizer, texts: Sequence[str]) -> dict[str, Any]:
+def text_stats(tok: Tokenizer, texts: Sequence[str]) -> TextStats:
     """Tokens per document, bytes per token, fertility (tokens per whitespace-separated
     word) and the unknown-token rate, encoded the way the shards are.
 
@@ -115,8 +115,8 @@ def text_stats(tok: Tokenizer, texts: Sequence[str]) -> dict[str, Any]:
     a reused tokenizer may have one.
     """
     if not texts:
-        return {"n_docs": 0, "n_tokens": 0, "n_bytes": 0, "tokens_per_doc": 0.0, "bytes_per_token": 0.0,
-                "fertility": 0.0, "unk_rate": 0.0}
+        return TextStats(n_docs=0, n_tokens=0, n_bytes=0, tokens_per_doc=0.0, bytes_per_token=0.0,
+                         fertility=0.0, unk_rate=0.0)
     previous = tok.encode_special_tokens
     tok.encode_special_tokens = True
     try:
@@ -129,18 +129,43 @@ def text_stats(tok: Tokenizer, texts: Sequence[str]) -> dict[str, Any]:
     n_unk = sum(e.ids.count(unk_id) for e in encodings) if unk_id is not None else 0
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     n_words = sum(len(t.split()) for t in texts)
-    return {
-        "n_docs": len(texts),
-        "n_tokens": n_tokens,
-        "n_bytes": n_bytes,
-        "tokens_per_doc": round(n_tokens / len(texts), 3),
-        "bytes_per_token": round(n_bytes / n_tokens, 4) if n_tokens else 0.0,
-        "fertility": round(n_tokens / n_words, 4) if n_words else 0.0,
-        "unk_rate": round(n_unk / n_tokens, 6) if n_tokens else 0.0,
-    }
+    return TextStats(
+        n_docs=len(texts),
+        n_tokens=n_tokens,
+        n_bytes=n_bytes,
+        tokens_per_doc=round(n_tokens / len(texts), 3),
+        bytes_per_token=round(n_bytes / n_tokens, 4) if n_tokens else 0.0,
+        fertility=round(n_tokens / n_words, 4) if n_words else 0.0,
+        unk_rate=round(n_unk / n_tokens, 6) if n_tokens else 0.0,
+    )
 
 
-def _hf_config(cfg: TokenizerConfig, tok: Tokenizer, chat_template: str | None) -> dict[str, Any]:
+class _AddedToken(TypedDict):
+    content: str
+    lstrip: bool
+    rstrip: bool
+    normalized: bool
+    single_word: bool
+    special: bool
+
+
+class _HfTokenizerConfig(TypedDict):
+    """``tokenizer_config.json``: transformers' keys."""
+
+    tokenizer_class: str
+    bos_token: None
+    eos_token: str
+    pad_token: str
+    unk_token: None
+    additional_special_tokens: list[str]
+    added_tokens_decoder: dict[str, _AddedToken]
+    clean_up_tokenization_spaces: bool
+    add_prefix_space: bool
+    model_max_length: int
+    chat_template: NotRequired[str]
+
+
+def _hf_config(cfg: TokenizerConfig, tok: Tokenizer, chat_template: str | None) -> _HfTokenizerConfig:
     """``tokenizer_config.json`` readable by transformers 4 and 5.
 
     ``PreTrainedTokenizerFast`` is the class name both versions know (5 maps it to its
@@ -148,7 +173,7 @@ def _hf_config(cfg: TokenizerConfig, tok: Tokenizer, chat_template: str | None) 
     before punctuation when decoding, which breaks the exact round trip.
     """
     added = tok.get_added_tokens_decoder()
-    config: dict[str, Any] = {
+    config: _HfTokenizerConfig = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": None,
         "eos_token": cfg.end_of_text,
@@ -170,7 +195,7 @@ def _hf_config(cfg: TokenizerConfig, tok: Tokenizer, chat_template: str | None) 
 
 
 def save_tokenizer(tok: Tokenizer, out_dir: Path, cfg: TokenizerConfig, chat_template: str | None = None, *,
-                   texts: Sequence[str] | None = None, copy_from: Path | None = None) -> dict[str, Any]:
+                   texts: Sequence[str] | None = None, copy_from: Path | None = None) -> TokenizerStats:
     """Write ``tokenizer.json``, the transformers files and ``tokenizer_stats.json``; return the stats.
 
     ``texts``: the training texts, for tokens per document / bytes per token (omitted
@@ -195,7 +220,8 @@ def save_tokenizer(tok: Tokenizer, out_dir: Path, cfg: TokenizerConfig, chat_tem
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False) + "\n")
     if chat_template is not None:
         (out_dir / CHAT_TEMPLATE_FILE).write_text(chat_template)
-    stats: dict[str, Any] = {
+    # check_compatible made sure every special token has an id.
+    stats = TokenizerStats.model_validate({
         "vocab_size": tok.get_vocab_size(with_added_tokens=True),
         "num_merges": count_merges(tok),
         "special_tokens": {t: tok.token_to_id(t) for t in special_tokens(cfg)},
@@ -205,10 +231,9 @@ def save_tokenizer(tok: Tokenizer, out_dir: Path, cfg: TokenizerConfig, chat_tem
         "pad_id": tok.token_to_id(cfg.pad_token),
         "has_chat_template": chat_template is not None,
         "tokenizer_sha256": file_sha256(target),
-    }
-    if texts is not None:
-        stats["training_texts"] = text_stats(tok, texts)
-    (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+        "training_texts": text_stats(tok, texts) if texts is not None else None,
+    })
+    stats.write(out_dir)
     return stats
 
 
@@ -221,7 +246,7 @@ def read_texts(corpus_path: Path) -> list[str]:
 
 
 def run_tokenizer(corpus_path: Path, out_dir: Path, cfg: TokenizerConfig,
-                  chat_template: str | None = None) -> dict[str, Any]:
+                  chat_template: str | None = None) -> TokenizerStats:
     """Train a tokenizer on the corpus, or reuse ``cfg.reuse``, and save it to ``out_dir``.
 
     Stats are measured on the corpus texts in both cases, so a reused tokenizer's fit
@@ -238,9 +263,10 @@ def run_tokenizer(corpus_path: Path, out_dir: Path, cfg: TokenizerConfig,
         tok = train_tokenizer(texts, cfg)
     seconds = time.perf_counter() - started
     stats = save_tokenizer(tok, Path(out_dir), cfg, chat_template, texts=texts, copy_from=source)
-    stats.update({"reused": source is not None, "reused_from": str(source) if source else None,
-                  "train_seconds": round(seconds, 3)})
-    (Path(out_dir) / STATS_FILE).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
-    log.info("tokenizer: vocab %d, %d merges, %.3f bytes/token, %s", stats["vocab_size"], stats["num_merges"],
-             stats["training_texts"]["bytes_per_token"], "reused" if source else f"trained in {seconds:.2f}s")
+    stats = stats.model_copy(update={"reused": source is not None, "reused_from": str(source) if source else None,
+                                     "train_seconds": round(seconds, 3)})
+    stats.write(Path(out_dir))
+    log.info("tokenizer: vocab %d, %d merges, %.3f bytes/token, %s", stats.vocab_size, stats.num_merges,
+             stats.training_texts.bytes_per_token if stats.training_texts else 0.0,
+             "reused" if source else f"trained in {seconds:.2f}s")
     return stats

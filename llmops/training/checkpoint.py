@@ -3,21 +3,20 @@
 DeepSpeed writes a tag directory per ``save_checkpoint`` from every rank and then a
 ``latest`` file; a crash in between leaves a directory that looks like a checkpoint
 but lacks some rank's shard. So llmops marks a tag complete itself: after every rank
-has returned from ``save_checkpoint`` (a barrier), rank 0 writes ``complete.json``
-atomically into the tag. Only marked tags are ever resumed from or exported, and the
-unmarked ones are reported, never silently used.
+has returned from ``save_checkpoint`` (a barrier), rank 0 writes ``complete.json`` (a
+``CheckpointMarker``) atomically into the tag. Only marked tags are ever resumed from
+or exported, and the unmarked ones are reported, never silently used.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
-COMPLETE = "complete.json"
+from llmops.records.training import CheckpointMarker
+
+COMPLETE = CheckpointMarker.NAME
 TAG_RE = re.compile(r"^step_(\d{8})$")
 
 
@@ -48,16 +47,6 @@ def incomplete_checkpoints(ckpt_dir: Path) -> list[Path]:
 def newest_complete(ckpt_dir: Path) -> tuple[int, Path] | None:
     done = complete_checkpoints(ckpt_dir)
     return done[-1] if done else None
-
-
-def mark_complete(tag_dir: Path, info: dict[str, Any]) -> None:
-    tmp = Path(tag_dir) / (COMPLETE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, Path(tag_dir) / COMPLETE)
-
-
-def read_complete(tag_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(tag_dir) / COMPLETE).read_text())
 
 
 def prune(ckpt_dir: Path, keep: int) -> list[Path]:

@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -103,12 +103,21 @@ def _unit_hash(key: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def read_pairs(path: Path) -> list[dict[str, Any]]:
+class Pair(TypedDict):
+    """What training reads of a line of a fine-tuning JSONL file (the Q&A set's lines carry more)."""
+
+    question: str
+    answer: str
+    page_id: NotRequired[str]
+    """The source page: its questions stay on one side of the train/validation split."""
+
+
+def read_pairs(path: Path) -> list[Pair]:
     """Question/answer records of a JSONL file; each needs non-empty ``question`` and ``answer``."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"fine-tuning data {path} does not exist")
-    pairs = []
+    pairs: list[Pair] = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -119,17 +128,19 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
         if not isinstance(record, dict) or not all(isinstance(record.get(k), str) and record[k].strip()
                                                    for k in ("question", "answer")):
             raise DataError(f"{path}:{n}: needs non-empty string fields 'question' and 'answer'")
-        pairs.append(record)
+        pair = Pair(question=record["question"], answer=record["answer"])
+        if record.get("page_id"):
+            pair["page_id"] = str(record["page_id"])
+        pairs.append(pair)
     if not pairs:
         raise DataError(f"fine-tuning data {path} holds no question/answer pair")
     return pairs
 
 
-def split_pairs(pairs: list[dict[str, Any]], validation_fraction: float, seed: int
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_pairs(pairs: list[Pair], validation_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """Train/validation split by source page (``page_id``, else the question), so that the
     questions of one page never sit on both sides. Keeps at least one pair on each side."""
-    def key(p: dict[str, Any]) -> str:
+    def key(p: Pair) -> str:
         return str(p.get("page_id") or p["question"])
 
     val = [p for p in pairs if _unit_hash(key(p), seed) < validation_fraction]
@@ -172,7 +183,7 @@ class ChatExamples:
         return inputs, labels, mask
 
 
-def encode_chat_examples(pairs: list[dict[str, Any]], tokenizer, max_length: int) -> ChatExamples:
+def encode_chat_examples(pairs: list[Pair], tokenizer, max_length: int) -> ChatExamples:
     """Format each pair with the tokenizer's chat template and mask the prompt.
 
     The sequence is ``prompt + answer-turn + eos``: the template renders

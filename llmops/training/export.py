@@ -14,14 +14,28 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from llmops.artifacts import StageResult, build_stage, file_digest, stable_hash
 from llmops.config import LlmopsConfig
 from llmops.errors import PermanentError
+from llmops.records.base import RecordError
+from llmops.records.common import InputRef
+from llmops.records.stages import StageInput
+from llmops.records.training import (
+    ExportedModelSpec,
+    ExportSummary,
+    ModelInfo,
+    PretrainModelSpec,
+    TrainingJobSpec,
+    TrainingResult,
+)
 from llmops.training import checkpoint as ckpt
 
-MODEL_INFO = "llmops_model.json"
+if TYPE_CHECKING:
+    import torch
+
+MODEL_INFO = ModelInfo.NAME
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
@@ -52,7 +66,7 @@ class ExportError(PermanentError, RuntimeError):
     """The run cannot be exported (not finished, checkpoint missing or inconsistent)."""
 
 
-def consolidated_state_dict(tag_dir: Path, zero_stage: int) -> dict[str, Any]:
+def consolidated_state_dict(tag_dir: Path, zero_stage: int) -> dict[str, torch.Tensor]:
     """Full fp32 weights of the checkpoint ``tag_dir`` (keys as in the trained module)."""
     import torch
 
@@ -64,44 +78,31 @@ def consolidated_state_dict(tag_dir: Path, zero_stage: int) -> dict[str, Any]:
     return get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
 
 
-def _build_model(job: dict[str, Any]):
-    import torch
-    from transformers import LlamaForCausalLM
-
-    spec = job["model"]
-    if job["kind"] == "pretrain":
-        from llmops.training.model import llama_config
-
-        config = llama_config(spec["preset"], vocab_size=spec["vocab_size"], eos_id=spec["eos_id"],
-                              pad_id=spec["pad_id"])
-        return LlamaForCausalLM(config)
-    model = LlamaForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
-    if spec["method"] == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        ft = job["finetune"]
-        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=ft["lora_r"], lora_alpha=ft["lora_alpha"],
-                                                 lora_dropout=ft["lora_dropout"],
-                                                 target_modules=ft["lora_target_modules"]))
-    return model
+def finished_run(run_dir: Path) -> tuple[TrainingJobSpec, TrainingResult]:
+    """The job spec and result of the finished training run ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / TrainingResult.NAME).exists():
+        raise ExportError(f"{run_dir} has not finished training (no {TrainingResult.NAME}); run or resume it first")
+    try:
+        return TrainingJobSpec.read(run_dir), TrainingResult.read(run_dir)
+    except RecordError as exc:
+        raise ExportError(str(exc)) from None
 
 
-def write_model(run_dir: Path, out: Path) -> dict[str, Any]:
+def write_model(run_dir: Path, out: Path) -> ModelInfo:
     """Write the HF directory of the finished run ``run_dir`` into ``out``; return its info."""
     import torch
 
+    from llmops.training.model import build_model
+
     run_dir = Path(run_dir)
-    result_path = run_dir / "result.json"
-    if not result_path.exists():
-        raise ExportError(f"{run_dir} has not finished training (no result.json); run or resume it first")
-    job = json.loads((run_dir / "job.json").read_text())
-    result = json.loads(result_path.read_text())
+    job, result = finished_run(run_dir)
     newest = ckpt.newest_complete(run_dir / "checkpoints")
-    if newest is None or newest[0] != result["steps"]:
-        raise ExportError(f"{run_dir}: no complete checkpoint at the final step {result['steps']}")
+    if newest is None or newest[0] != result.steps:
+        raise ExportError(f"{run_dir}: no complete checkpoint at the final step {result.steps}")
     step, tag_dir = newest
-    state = consolidated_state_dict(tag_dir, job["launch"]["zero_stage"])
-    model = _build_model(job)
+    state = consolidated_state_dict(tag_dir, job.launch.zero_stage)
+    model = build_model(job, training=False)
     expected = set(model.state_dict())
     # Tied embeddings appear once in a ZeRO checkpoint; restore the alias the model expects.
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -119,25 +120,20 @@ def write_model(run_dir: Path, out: Path) -> dict[str, Any]:
 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    tok_dir = Path(job["tokenizer"])
+    tok_dir = Path(job.tokenizer)
     for name in TOKENIZER_FILES:
         if (tok_dir / name).exists():
             shutil.copyfile(tok_dir / name, out / name)
     _write_generation_config(model, out)
-    info = {
-        "kind": job["kind"], "name": job["name"], "key": job["key"], "run_dir": str(run_dir), "step": step,
-        "inputs": job["inputs"], "model": {k: v for k, v in job["model"].items() if k != "preset"},
-        "preset": job["model"].get("preset"), "world_size": job["launch"]["world_size"],
-        "zero_stage": job["launch"]["zero_stage"], "precision": job["launch"]["precision"],
-        "first_val_loss": result.get("first_val_loss"), "final_val_loss": result.get("final_val_loss"),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "mlflow_run_id": result.get("mlflow_run_id"),
-        # Lineage (jobs prepared before lineage was split from the inputs kept it there).
-        "data_card": (job.get("lineage") or {}).get("data_card") or job["inputs"].get("data_card"),
-        "code_version": job.get("code_version"),
-        "code": job.get("code"),
-    }
-    (out / MODEL_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    info = ModelInfo(
+        kind=job.kind, name=job.name, key=job.key, run_dir=str(run_dir), step=step, inputs=job.inputs,
+        model=ExportedModelSpec.model_validate(job.model.model_dump(exclude={"preset"})),
+        preset=job.model.preset if isinstance(job.model, PretrainModelSpec) else None, world_size=job.launch.world_size,
+        zero_stage=job.launch.zero_stage, precision=job.launch.precision,
+        first_val_loss=result.first_val_loss, final_val_loss=result.final_val_loss,
+        parameters=sum(p.numel() for p in model.parameters()), mlflow_run_id=result.mlflow_run_id,
+        data_card=job.lineage.data_card, code_version=job.code_version, code=job.code)
+    info.write(out / MODEL_INFO)
     return info
 
 
@@ -164,17 +160,10 @@ def export_stage(cfg: LlmopsConfig, run_dir: Path, *, out_dir: Path | None = Non
     key is the content of its inputs) and its final step; its content digest is
     :func:`model_digest`."""
     run_dir = Path(run_dir)
-    job = json.loads((run_dir / "job.json").read_text())
-    result_path = run_dir / "result.json"
-    if not result_path.exists():
-        raise ExportError(f"{run_dir} has not finished training (no result.json); run or resume it first")
-    result = json.loads(result_path.read_text())
-    inputs = {"run": {"path": str(run_dir), "hash": job["key"]}, "step": result["steps"]}
+    job, result = finished_run(run_dir)
+    inputs: dict[str, StageInput] = {"run": InputRef(path=str(run_dir), hash=job.key), "step": result.steps}
 
-    def build(tmp: Path) -> dict[str, Any]:
-        info = write_model(run_dir, tmp)
-        return {"kind": info["kind"], "name": info["name"], "parameters": info["parameters"],
-                "first_val_loss": info["first_val_loss"], "final_val_loss": info["final_val_loss"],
-                "mlflow_run_id": info["mlflow_run_id"]}
+    def build(tmp: Path) -> ExportSummary:
+        return ExportSummary.of(write_model(run_dir, tmp))
 
     return build_stage(cfg.home, "model", inputs, {}, build, out_dir=out_dir, digest=model_digest)

@@ -14,26 +14,49 @@ bumps ``STAGE_VERSIONS["pretrain"]`` / ``["finetune"]`` in ``llmops.artifacts``.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from llmops.artifacts import (
+    MANIFEST,
+    StageResult,
     code_identity,
     code_version,
     file_sha256,
+    finish_in_place,
     input_ref,
     key_view,
     read_manifest,
     stable_hash,
     stage_version,
 )
-from llmops.config import REPO_ROOT, LlmopsConfig
+from llmops.config import REPO_ROOT, FinetuneConfig, LlmopsConfig, PretrainConfig
 from llmops.errors import PermanentError
+from llmops.records.base import RecordError
+from llmops.records.common import InputRef
+from llmops.records.data import TokenShardMeta
+from llmops.records.stages import StageManifest
+from llmops.records.training import (
+    UNKEYED_LOOP_FIELDS,
+    Device,
+    FinetuneDataSpec,
+    FinetuneModelSpec,
+    Kind,
+    LaunchSpec,
+    Lineage,
+    MlflowRunRef,
+    ModelInfo,
+    Precision,
+    PretrainDataSpec,
+    PretrainModelSpec,
+    TrainedJob,
+    TrainingJobSpec,
+    TrainingResult,
+)
 from llmops.training.deepspeed_config import build_deepspeed_config, resolve_precision
 from llmops.training.export import model_digest, tokenizer_digest
 from llmops.training.model import load_preset
@@ -41,8 +64,8 @@ from llmops.training.model import load_preset
 if TYPE_CHECKING:
     from llmops.training.process import JobSpec
 
-JOB_FILE = "job.json"
-RESULT_FILE = "result.json"
+JOB_FILE = TrainingJobSpec.NAME
+RESULT_FILE = TrainingResult.NAME
 LOG_FILE = "train.log"
 WORKER_MODULE = "llmops.training.worker"
 
@@ -55,10 +78,10 @@ class PreflightError(PermanentError, ValueError):
 class TrainingJob:
     """A prepared job: what to run and where."""
 
-    kind: Literal["pretrain", "finetune"]
+    kind: Kind
     name: str
     run_dir: Path
-    spec: dict[str, Any]
+    spec: TrainingJobSpec
     command: list[str]
     env: dict[str, str]
     hostfile: Path | None = None
@@ -80,8 +103,31 @@ class TrainingJob:
     def finished(self) -> bool:
         return self.result_path.exists()
 
-    def result(self) -> dict[str, Any]:
-        return json.loads(self.result_path.read_text())
+    def result(self) -> TrainingResult:
+        return TrainingResult.read(self.result_path)
+
+    def trained(self) -> TrainedJob:
+        """The finished job as the training task hands it on."""
+        result = self.result()
+        return TrainedJob(kind=self.kind, name=self.name, run_dir=str(self.run_dir),
+                          first_val_loss=result.first_val_loss, final_val_loss=result.final_val_loss,
+                          steps=result.steps, mlflow_run_id=result.mlflow_run_id)
+
+    def finish(self) -> StageResult:
+        """The finished run recorded like every keyed output: its ``manifest.json``, written
+        once, after ``result.json`` (which stays what says "finished"), with the run's key.
+
+        A run is named by its key, not by a digest of its files: training is not
+        bit-reproducible across machines, and export is keyed by the run's key.
+        """
+        if (self.run_dir / MANIFEST).exists():
+            return StageResult.from_path(self.run_dir)
+        spec = self.spec
+        summary = self.result().model_dump(mode="json", exclude={"schema_version"})
+        config = keyed_config(spec.loop, spec.deepspeed, spec.model, spec.data, spec.inputs,
+                              spec.launch.activation_checkpointing)
+        return finish_in_place(self.run_dir, self.kind, spec.key, spec.inputs, config, summary,
+                               digest=lambda _: spec.key, version=spec.version)
 
     def process_spec(self) -> JobSpec:
         """The ``JobSpec`` that ``llmops.training.process.run_job`` and the operator run."""
@@ -93,8 +139,20 @@ class TrainingJob:
 
 # ---- inputs ------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class DataInputs:
+    """What a finished data pipeline run gives training."""
+
+    tokens: Path
+    tokenizer: Path
+    qa: Path | None
+    """The Q&A set's directory (None when only token shards were named)."""
+    data_card: InputRef | None
+    """The data card, for lineage (None when only token shards were named)."""
+
+
 def resolve_data_inputs(cfg: LlmopsConfig, data_card: str | Path | None = None,
-                        tokens: str | Path | None = None) -> dict[str, Any]:
+                        tokens: str | Path | None = None) -> DataInputs:
     """Token shards, tokenizer, Q&A set and data card of a finished data pipeline run.
 
     ``data_card`` (a data-card stage directory) names all four at once; ``tokens`` alone
@@ -106,54 +164,57 @@ def resolve_data_inputs(cfg: LlmopsConfig, data_card: str | Path | None = None,
     if tokens is None:
         card_dir = Path(data_card) if data_card else latest_output(cfg.home, "data_card")
         if card_dir is None:
-            raise PreflightError(f"no data card under {cfg.home}/artifacts/data_card: run the llmops_data DAG "
+            raise PreflightError(f"no data card under {cfg.layout.stage_dir('data_card')}: run the llmops_data DAG "
                                  f"(or `llmops data run`) first, or pass --tokens")
-        if not (card_dir / "manifest.json").exists():
-            raise PreflightError(f"{card_dir} is not a finished data card (no manifest.json)")
+        if not (card_dir / MANIFEST).exists():
+            raise PreflightError(f"{card_dir} is not a finished data card (no {MANIFEST})")
         manifest = read_manifest(card_dir)
-        inputs = manifest["inputs"]
-        return {
-            "tokens": Path(inputs["tokens"]["path"]),
-            "tokenizer": Path(inputs["tokenizer"]["path"]),
-            "qa": Path(inputs["qa"]["path"]),
-            "data_card": {"path": str(card_dir), "hash": manifest["key"],
-                          "output_hash": manifest.get("output_hash")},
-        }
+        return DataInputs(tokens=_input_path(manifest, "tokens", card_dir),
+                          tokenizer=_input_path(manifest, "tokenizer", card_dir),
+                          qa=_input_path(manifest, "qa", card_dir),
+                          data_card=InputRef(path=str(card_dir), hash=manifest.key, output_hash=manifest.output_hash))
     tokens = Path(tokens)
-    if not (tokens / "manifest.json").exists():
-        raise PreflightError(f"token shards {tokens} not found (no manifest.json): run the data pipeline first")
-    tok_input = read_manifest(tokens)["inputs"]["tokenizer"]["path"]
-    return {"tokens": tokens, "tokenizer": Path(tok_input).parent if tok_input.endswith(".json") else Path(tok_input),
-            "qa": None, "data_card": None}
+    if not (tokens / MANIFEST).exists():
+        raise PreflightError(f"token shards {tokens} not found (no {MANIFEST}): run the data pipeline first")
+    tok_input = _input_path(read_manifest(tokens), "tokenizer", tokens)
+    return DataInputs(tokens=tokens, tokenizer=tok_input.parent if tok_input.suffix == ".json" else tok_input,
+                      qa=None, data_card=None)
 
 
-def check_token_shards(tokens: Path, tokenizer_dir: Path) -> dict[str, Any]:
+def _input_path(manifest: StageManifest, name: str, where: Path) -> Path:
+    """The path of input ``name`` of a stage output (each stage names its own inputs)."""
+    if name not in manifest.inputs:
+        raise PreflightError(f"{where} names no {name} input in its {MANIFEST}")
+    return Path(InputRef.model_validate(manifest.inputs[name]).path)
+
+
+def check_token_shards(tokens: Path, tokenizer_dir: Path) -> TokenShardMeta:
     """The shards' ``meta.json``, after checking shards exist and match the tokenizer."""
     tokens, tokenizer_dir = Path(tokens), Path(tokenizer_dir)
-    meta_path = tokens / "meta.json"
+    meta_path = tokens / TokenShardMeta.NAME
     missing = [p.name for p in (meta_path, tokens / "train.bin", tokens / "train.idx.npy",
                                 tokens / "validation.bin") if not p.exists()]
     if missing:
         raise PreflightError(f"token shards in {tokens} are missing {missing}: run the encode stage first")
-    meta = json.loads(meta_path.read_text())
-    if meta["splits"]["train"]["n_tokens"] == 0 or meta["splits"]["validation"]["n_tokens"] == 0:
-        raise PreflightError(f"token shards in {tokens} have an empty split: {meta['splits']}")
+    meta = TokenShardMeta.read(meta_path)
+    if any(meta.splits[split].n_tokens == 0 for split in ("train", "validation")):
+        raise PreflightError(f"token shards in {tokens} have an empty split: {meta.splits}")
     tok_file = tokenizer_dir / "tokenizer.json"
     if not tok_file.exists():
         raise PreflightError(f"tokenizer {tok_file} not found")
     from tokenizers import Tokenizer
 
     vocab = Tokenizer.from_file(str(tok_file)).get_vocab_size(with_added_tokens=True)
-    if vocab != meta["vocab_size"]:
-        raise PreflightError(f"vocabulary mismatch: the shards in {tokens} were encoded with a {meta['vocab_size']}"
+    if vocab != meta.vocab_size:
+        raise PreflightError(f"vocabulary mismatch: the shards in {tokens} were encoded with a {meta.vocab_size}"
                              f"-token vocabulary, the tokenizer {tok_file} has {vocab}")
-    if meta.get("tokenizer_sha256") and file_sha256(tok_file) != meta["tokenizer_sha256"]:
+    if file_sha256(tok_file) != meta.tokenizer_sha256:
         raise PreflightError(f"tokenizer mismatch: {tok_file} is not the tokenizer the shards in {tokens} were "
-                             f"encoded with (SHA-256 differs from meta.json)")
+                             f"encoded with (SHA-256 differs from {TokenShardMeta.NAME})")
     return meta
 
 
-def available_devices() -> tuple[str, int]:
+def available_devices() -> tuple[Device, int]:
     """("gpu", count) when CUDA devices exist, else ("cpu", usable cores)."""
     import torch
 
@@ -262,14 +323,14 @@ def _job_env(threads: int) -> dict[str, str]:
     return env
 
 
-def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, name: str,
-                inputs: dict[str, Any], model: dict[str, Any], data: dict[str, Any], tokenizer: Path,
-                lineage: dict[str, Any] | None = None, mlflow_parent: str | None = None,
+def prepare_job(cfg: LlmopsConfig, kind: Kind, *, name: str, inputs: dict[str, InputRef],
+                model: PretrainModelSpec | FinetuneModelSpec, data: PretrainDataSpec | FinetuneDataSpec,
+                tokenizer: Path, lineage: Lineage | None = None, mlflow_parent: str | None = None,
                 track: bool = True) -> TrainingJob:
     """Write ``job.json`` into the keyed run directory and build the launcher command.
 
-    ``inputs`` name what the job reads, each as ``{"path", "hash"}`` with a content hash;
-    ``lineage`` (the data card, where a base model came from) is recorded, not keyed.
+    ``inputs`` name what the job reads, each with a content hash; ``lineage`` (the data
+    card, where a base model came from) is recorded, not keyed.
     """
     loop = cfg.pretrain if kind == "pretrain" else cfg.finetune
     device, n_devices = available_devices()
@@ -281,104 +342,106 @@ def prepare_job(cfg: LlmopsConfig, kind: Literal["pretrain", "finetune"], *, nam
     import torch
 
     cuda = device == "gpu"
-    precision = resolve_precision(cfg.deepspeed.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    requested = resolve_precision(cfg.deepspeed.precision, cuda, cuda and torch.cuda.is_bf16_supported())
     threads = cfg.deepspeed.threads_per_rank or max(1, n_devices // cfg.deepspeed.ranks if not cuda else 4)
 
     world = world_size(cfg)
-    ds_config = build_deepspeed_config(cfg.deepspeed, loop, world_size=world, precision=precision)
+    ds_config = build_deepspeed_config(cfg.deepspeed, loop, world_size=world, precision=requested)
     # What the user's config file may have changed wins: it is what the engine will do.
     zero_stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
-    precision = ("bf16" if ds_config.get("bf16", {}).get("enabled") else
-                 "fp16" if ds_config.get("fp16", {}).get("enabled") else "fp32")
+    precision: Precision = ("bf16" if ds_config.get("bf16", {}).get("enabled") else
+                            "fp16" if ds_config.get("fp16", {}).get("enabled") else "fp32")
 
-    # The key: what determines the result. The resolved DeepSpeed config is in it (world
-    # size, ZeRO stage, precision, a user file's contents); ports and host names are not,
-    # nor are the other fine-tuning variants, the data card or the code's identity.
-    # Inputs count by content; a setting naming an input by its path (``data.tokens``,
-    # ``model.base``) counts through that input.
-    loop_keyed = loop.model_dump(mode="json", exclude={"variants", "parallel_jobs"})
-    config_keyed = {"loop": loop_keyed, "deepspeed": ds_config,
-                    "model": {k: v for k, v in model.items() if k not in inputs},
-                    "activation_checkpointing": cfg.deepspeed.activation_checkpointing,
-                    "data": {k: v for k, v in data.items() if k not in inputs and k != "path"}}
-    key = stable_hash({"kind": kind, "version": stage_version(kind), "inputs": key_view(inputs),
-                       "config": config_keyed})
-    run_dir = Path(cfg.home) / "runs" / kind / f"{name}-{key}"
+    # The key: the stage version, the inputs by content and the settings that determine the result.
+    config = keyed_config(loop, ds_config, model, data, inputs, cfg.deepspeed.activation_checkpointing)
+    key = stable_hash({"kind": kind, "version": stage_version(kind), "inputs": key_view(inputs), "config": config})
+    run_dir = cfg.layout.run_dir(kind, name, key)
     run_dir.mkdir(parents=True, exist_ok=True)
     job_file = run_dir / JOB_FILE
 
     port = pick_port(cfg.deepspeed.master_port) if local else cfg.deepspeed.master_port
     command, hostfile, world = launcher_command(cfg, job_file, run_dir, port=port)
+    finished = (run_dir / RESULT_FILE).exists() and job_file.exists()
+    if finished:  # keep its record as it is (and its MLflow run closed)
+        mlflow = TrainingJobSpec.read(job_file).mlflow
+    else:
+        mlflow = _mlflow_run(cfg, kind, name, key, run_dir, mlflow_parent) if track else None
 
-    spec = {
-        "kind": kind, "name": name, "key": key, "run_dir": str(run_dir),
-        "inputs": inputs, "lineage": lineage or {}, "model": model, "data": data, "tokenizer": str(tokenizer),
-        "loop": loop_keyed,
-        "finetune": cfg.finetune.model_dump(mode="json", exclude={"variants"}) if kind == "finetune" else None,
-        "deepspeed": ds_config,
-        "launch": {"world_size": world, "ranks_per_node": world if local else cfg.deepspeed.ranks,
-                   "nodes": 1 if local else len(cfg.deepspeed.hosts) or None, "device": device,
-                   "precision": precision, "threads_per_rank": threads,
-                   "activation_checkpointing": cfg.deepspeed.activation_checkpointing,
-                   "zero_stage": zero_stage, "timeout_s": cfg.deepspeed.timeout_s,
-                   "command": command},
-        "mlflow": None,
-        "version": stage_version(kind),
-        "code_version": code_version(),
-        "code": code_identity(),
-    }
-    if (run_dir / RESULT_FILE).exists() and job_file.exists():
-        # Finished already: keep its record as it is (and its MLflow run closed).
-        spec["mlflow"] = json.loads(job_file.read_text()).get("mlflow")
-        return TrainingJob(kind, name, run_dir, spec, command, _job_env(threads), hostfile)
-    if track:
-        spec["mlflow"] = _mlflow_run(cfg, kind, name, key, spec, mlflow_parent)
-    tmp = job_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(spec, indent=2, default=str) + "\n")
-    tmp.replace(job_file)
+    spec = TrainingJobSpec(
+        kind=kind, name=name, key=key, run_dir=str(run_dir), inputs=inputs, lineage=lineage or Lineage(),
+        model=model, data=data, tokenizer=str(tokenizer),
+        # As keyed: the stored record holds no variants, so it reads back equal.
+        loop=type(loop).model_validate(config["loop"]),
+        finetune=FinetuneConfig.model_validate(cfg.finetune.model_dump(exclude={"variants"}))
+        if kind == "finetune" else None,
+        deepspeed=ds_config,
+        launch=LaunchSpec(world_size=world, ranks_per_node=world if local else cfg.deepspeed.ranks,
+                          nodes=1 if local else len(cfg.deepspeed.hosts) or None, device=device,
+                          precision=precision, threads_per_rank=threads,
+                          activation_checkpointing=cfg.deepspeed.activation_checkpointing,
+                          zero_stage=zero_stage, timeout_s=cfg.deepspeed.timeout_s, command=command),
+        mlflow=mlflow, version=stage_version(kind), code_version=code_version(), code=code_identity())
+    if not finished:
+        spec.write(job_file)
     return TrainingJob(kind, name, run_dir, spec, command, _job_env(threads), hostfile)
 
 
-def _mlflow_run(cfg: LlmopsConfig, kind: str, name: str, key: str, spec: dict[str, Any],
-                parent: str | None) -> dict[str, Any]:
+def keyed_config(loop: PretrainConfig | FinetuneConfig, deepspeed: dict[str, Any],
+                 model: PretrainModelSpec | FinetuneModelSpec, data: PretrainDataSpec | FinetuneDataSpec,
+                 inputs: dict[str, InputRef], activation_checkpointing: bool) -> dict[str, Any]:
+    """The settings that key a run (free-form, as a manifest's ``config``): what determines
+    the result. The resolved DeepSpeed config is in it (world size, ZeRO stage, precision, a
+    user file's contents); ports and host names are not, nor are the other fine-tuning
+    variants, the data card or the code's identity. Inputs count by content; a setting
+    naming an input by its path (``data.tokens``, ``model.base``) counts through that input."""
+    def settings(part: PretrainModelSpec | FinetuneModelSpec | PretrainDataSpec | FinetuneDataSpec):
+        # Every field, an unset one (``pad_id``) as None: the form keys were computed from.
+        return {name: getattr(part, name) for name in type(part).model_fields if name not in inputs}
+
+    return {"loop": loop.model_dump(mode="json", exclude=set(UNKEYED_LOOP_FIELDS)), "deepspeed": deepspeed,
+            "model": settings(model), "activation_checkpointing": activation_checkpointing, "data": settings(data)}
+
+
+def _mlflow_run(cfg: LlmopsConfig, kind: Kind, name: str, key: str, run_dir: Path,
+                parent: str | None) -> MlflowRunRef:
     """The MLflow run of this job (created once; a relaunch logs into the same run)."""
     from llmops.registry import tracking
 
-    uri = tracking.tracking_uri(cfg)
-    tags = {"llmops.kind": kind, "llmops.name": name, "llmops.run_dir": spec["run_dir"]}
+    tags = {"llmops.kind": kind, "llmops.name": name, "llmops.run_dir": str(run_dir)}
     run_id = tracking.job_run(cfg, key, f"{kind}-{name}", parent_run_id=parent, tags=tags)
-    return {"tracking_uri": uri, "run_id": run_id, "system_metrics": cfg.mlflow.system_metrics,
-            "system_metrics_interval_s": cfg.mlflow.system_metrics_interval_s}
+    return MlflowRunRef(tracking_uri=tracking.tracking_uri(cfg), run_id=run_id,
+                        system_metrics=cfg.mlflow.system_metrics,
+                        system_metrics_interval_s=cfg.mlflow.system_metrics_interval_s)
 
 
 def prepare_pretrain(cfg: LlmopsConfig, *, data_card: str | Path | None = None, tokens: str | Path | None = None,
                      mlflow_parent: str | None = None, track: bool = True) -> TrainingJob:
     """A pretraining job on the data pipeline's token shards."""
     data = resolve_data_inputs(cfg, data_card, tokens)
-    meta = check_token_shards(data["tokens"], data["tokenizer"])
+    meta = check_token_shards(data.tokens, data.tokenizer)
     try:
         preset = load_preset(cfg.pretrain.preset)
     except ValueError as exc:
         raise PreflightError(str(exc)) from None
-    context = cfg.pretrain.context_length or meta["window"]
+    context = cfg.pretrain.context_length or meta.window
     for split in ("train", "validation"):
-        if meta["splits"][split]["n_tokens"] < context + 1:
-            raise PreflightError(f"the {split} split of {data['tokens']} has {meta['splits'][split]['n_tokens']} "
+        if meta.splits[split].n_tokens < context + 1:
+            raise PreflightError(f"the {split} split of {data.tokens} has {meta.splits[split].n_tokens} "
                                  f"tokens, fewer than one window of {context + 1}; lower "
                                  f"pretrain.context_length or add data")
-    if context > preset.get("max_position_embeddings", 2048):
+    if context > preset.positions:
         raise PreflightError(f"context length {context} exceeds the preset's max_position_embeddings "
-                             f"{preset.get('max_position_embeddings')}")
+                             f"{preset.positions}")
     # Keyed on the shards' and the tokenizer's content, not on the data card: a data run
     # that changed nothing (a new card, the same shards) resumes or reuses this job.
-    inputs = {"tokens": input_ref(data["tokens"]),
-              "tokenizer": {"path": str(data["tokenizer"]), "hash": tokenizer_digest(data["tokenizer"]),
-                            "sha256": meta["tokenizer_sha256"]}}
-    model = {"preset_name": cfg.pretrain.preset, "preset": preset, "vocab_size": meta["vocab_size"],
-             "eos_id": meta["eos_id"], "pad_id": meta["pad_id"]}
+    inputs = {"tokens": input_ref(data.tokens),
+              "tokenizer": InputRef(path=str(data.tokenizer), hash=tokenizer_digest(data.tokenizer),
+                                    sha256=meta.tokenizer_sha256)}
+    model = PretrainModelSpec(preset_name=cfg.pretrain.preset, preset=preset, vocab_size=meta.vocab_size,
+                              eos_id=meta.eos_id, pad_id=meta.pad_id)
     return prepare_job(cfg, "pretrain", name=cfg.pretrain.preset, inputs=inputs, model=model,
-                       data={"tokens": str(data["tokens"]), "context_length": context},
-                       tokenizer=data["tokenizer"], lineage={"data_card": data["data_card"]},
+                       data=PretrainDataSpec(tokens=str(data.tokens), context_length=context),
+                       tokenizer=data.tokenizer, lineage=Lineage(data_card=data.data_card),
                        mlflow_parent=mlflow_parent, track=track)
 
 
@@ -387,10 +450,10 @@ def resolve_base_model(cfg: LlmopsConfig, base: str | Path | None) -> Path:
     from llmops.artifacts import latest_output
 
     if base is None:
-        found = latest_output(cfg.home, "model", where=lambda m: m["summary"].get("kind") == "pretrain")
+        found = latest_output(cfg.home, "model", where=lambda m: m.summary.get("kind") == "pretrain")
         if found is None:
-            raise PreflightError(f"no pretrained model under {cfg.home}/artifacts/model: run pretraining first "
-                                 f"or pass --base")
+            raise PreflightError(f"no pretrained model under {cfg.layout.stage_dir('model')}: run pretraining "
+                                 f"first or pass --base")
         return found
     base_str = str(base)
     if base_str.startswith("models:/") or base_str.startswith("runs:/"):
@@ -399,7 +462,7 @@ def resolve_base_model(cfg: LlmopsConfig, base: str | Path | None) -> Path:
         # A fixed place per URI (not a fresh temp dir): the same base gives the same run
         # directory on every try, so a retry resumes; the key also holds the weights' hash,
         # so an alias that moved to another version is a different job.
-        cache = Path(cfg.home) / "cache" / "models" / stable_hash(base_str)
+        cache = cfg.layout.cache("models", stable_hash(base_str))
         cache.mkdir(parents=True, exist_ok=True)
         path = tracking.download_model(cfg, base_str, cache)
         if not (path / "config.json").exists():
@@ -429,10 +492,10 @@ def prepare_finetune(cfg: LlmopsConfig, *, variant: str | None = None, base: str
     data_card_ref = None
     if source == "qa":
         resolved = resolve_data_inputs(cfg, data_card)
-        if resolved["qa"] is None:
+        if resolved.qa is None:
             raise PreflightError("no Q&A set found: run the data pipeline or pass --data FILE.jsonl")
-        pairs = resolved["qa"] / "finetune.jsonl"
-        data_card_ref = resolved["data_card"]
+        pairs = resolved.qa / "finetune.jsonl"
+        data_card_ref = resolved.data_card
     else:
         pairs = Path(source)
     if not pairs.exists():
@@ -440,19 +503,20 @@ def prepare_finetune(cfg: LlmopsConfig, *, variant: str | None = None, base: str
     method = (chosen.method if chosen and chosen.method else None) or cfg.finetune.method
     lr = (chosen.lr if chosen and chosen.lr else None) or cfg.finetune.lr
     cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"method": method, "lr": lr})})
-    base_meta = _model_info(base_dir)
+    base_info = _model_info(base_dir)
     # The base counts by its files (weights, config, tokenizer), wherever it was found: the
     # same model exported here or downloaded from the registry is the same input.
-    inputs = {"base": {"path": str(base_dir), "hash": _base_digest(base_dir)},
-              "pairs": {"path": str(pairs), "hash": file_sha256(pairs)},
-              "tokenizer": {"path": str(tok_dir), "hash": tokenizer_digest(tok_dir),
-                            "sha256": file_sha256(tok_dir / "tokenizer.json")}}
-    lineage = {"data_card": data_card_ref or base_meta.get("data_card"),
-               "base_source": str(base) if base is not None else None, "base_job_key": base_meta.get("key")}
+    inputs = {"base": InputRef(path=str(base_dir), hash=_base_digest(base_dir)),
+              "pairs": InputRef(path=str(pairs), hash=file_sha256(pairs)),
+              "tokenizer": InputRef(path=str(tok_dir), hash=tokenizer_digest(tok_dir),
+                                    sha256=file_sha256(tok_dir / "tokenizer.json"))}
+    lineage = Lineage(data_card=data_card_ref or (base_info.data_card if base_info else None),
+                      base_source=str(base) if base is not None else None,
+                      base_job_key=base_info.key if base_info else None)
     return prepare_job(cfg, "finetune", name=name, inputs=inputs,
-                       model={"base": str(base_dir), "method": method},
-                       data={"pairs": str(pairs), "max_length": cfg.finetune.max_length,
-                             "validation_fraction": cfg.finetune.validation_fraction},
+                       model=FinetuneModelSpec(base=str(base_dir), method=method),
+                       data=FinetuneDataSpec(pairs=str(pairs), max_length=cfg.finetune.max_length,
+                                             validation_fraction=cfg.finetune.validation_fraction),
                        tokenizer=tok_dir, lineage=lineage, mlflow_parent=mlflow_parent, track=track)
 
 
@@ -463,8 +527,12 @@ def _base_digest(model_dir: Path) -> str:
     return model_digest(model_dir)
 
 
-def _model_info(model_dir: Path) -> dict[str, Any]:
-    from llmops.training.export import MODEL_INFO
-
-    path = Path(model_dir) / MODEL_INFO
-    return json.loads(path.read_text()) if path.exists() else {}
+def _model_info(model_dir: Path) -> ModelInfo | None:
+    """The lineage of a model exported by llmops; None for a model from elsewhere."""
+    path = Path(model_dir) / ModelInfo.NAME
+    if not path.exists():
+        return None
+    try:
+        return ModelInfo.read(path)
+    except RecordError as exc:
+        raise PreflightError(f"base model {model_dir}: {exc}") from None

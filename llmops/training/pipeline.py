@@ -4,59 +4,63 @@ steps as separate tasks. Also the run summary both write for people."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from llmops.artifacts import StageResult
 from llmops.config import LlmopsConfig
+from llmops.layout import Layout
+from llmops.records.stages import LatestReport
+from llmops.records.training import TrainedJob, TrainedModel, TrainingReport
+
+REPORT_KIND = "llmops_train"
 
 
-def model_entry(job_result: dict[str, Any], exported: Any) -> dict[str, Any]:
-    return {"name": job_result["name"], "run_dir": str(Path(exported.manifest["inputs"]["run"]["path"])),
-            "model": str(exported.path), "hash": exported.key,
-            "first_val_loss": job_result.get("first_val_loss"), "final_val_loss": job_result.get("final_val_loss"),
-            "steps": job_result.get("steps"), "mlflow_run_id": job_result.get("mlflow_run_id")}
+def model_entry(trained: TrainedJob, exported: StageResult) -> TrainedModel:
+    """The exported model of the finished job ``trained`` (an export task's XCom, a report's entry)."""
+    return TrainedModel(name=trained.name, run_dir=trained.run_dir, model=str(exported.path), hash=exported.key,
+                        first_val_loss=trained.first_val_loss, final_val_loss=trained.final_val_loss,
+                        steps=trained.steps, mlflow_run_id=trained.mlflow_run_id)
 
 
 def run_training_pipeline(cfg: LlmopsConfig, *, data_card: str | Path | None = None,
-                          on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
+                          on_line: Callable[[str], None] | None = None) -> TrainingReport:
     from llmops.training.export import export_stage
     from llmops.training.job import prepare_finetune, prepare_pretrain
     from llmops.training.runner import run_training
 
     job = prepare_pretrain(cfg, data_card=data_card)
-    result = run_training(job, on_line)
+    run_training(job, on_line)
     base = export_stage(cfg, job.run_dir)
-    summary: dict[str, Any] = {"pretrain": model_entry(result, base), "finetune": []}
+    report = TrainingReport(pretrain=model_entry(job.trained(), base))
     for variant in cfg.finetune.variants:
         ft = prepare_finetune(cfg, variant=variant.name, base=base.path, data_card=data_card)
-        ft_result = run_training(ft, on_line)
-        summary["finetune"].append(model_entry(ft_result, export_stage(cfg, ft.run_dir)))
-    return summary
+        run_training(ft, on_line)
+        report.finetune.append(model_entry(ft.trained(), export_stage(cfg, ft.run_dir)))
+    return report
 
 
-def format_training_summary(summary: dict[str, Any]) -> str:
-    def line(kind: str, entry: dict[str, Any]) -> str:
-        first, final = entry.get("first_val_loss"), entry.get("final_val_loss")
-        losses = (f"validation loss {first:.3f} at step 0 -> {final:.3f} at step {entry['steps']}"
+def format_training_summary(report: TrainingReport) -> str:
+    def line(kind: str, entry: TrainedModel) -> str:
+        first, final = entry.first_val_loss, entry.final_val_loss
+        losses = (f"validation loss {first:.3f} at step 0 -> {final:.3f} at step {entry.steps}"
                   if first is not None and final is not None else "")
-        return f"  {kind:<9} {entry['name']:<10} {losses}\n            model {entry['model']}"
+        return f"  {kind:<9} {entry.name:<10} {losses}\n            model {entry.model}"
 
     out = ["llmops_train summary"]
-    if summary.get("pretrain"):
-        out.append(line("pretrain", summary["pretrain"]))
-    for entry in summary.get("finetune", []):
+    if report.pretrain:
+        out.append(line("pretrain", report.pretrain))
+    for entry in report.finetune:
         out.append(line("finetune", entry))
     return "\n".join(out)
 
 
-def write_training_summary(home: Path, run_id: str, summary: dict[str, Any]) -> Path:
-    from llmops.data.pipeline import _safe_name
-
-    out = Path(home) / "reports" / "llmops_train" / _safe_name(run_id)
+def write_training_summary(home: Path, run_id: str, report: TrainingReport) -> Path:
+    """``reports/llmops_train/<run>/`` (``summary.json``, ``summary.txt``), and ``latest.json`` pointing to it."""
+    layout = Layout(home)
+    out = layout.report(REPORT_KIND, run_id)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.txt").write_text(format_training_summary(summary) + "\n")
-    (out.parent / "latest.json").write_text(json.dumps({"run_id": run_id, "path": str(out)}) + "\n")
+    report.write(out / TrainingReport.NAME)
+    (out / "summary.txt").write_text(format_training_summary(report) + "\n")
+    LatestReport(run_id=run_id, path=str(out)).write(layout.latest_report(REPORT_KIND))
     return out

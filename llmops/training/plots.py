@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 SERIES = ("train_loss", "val_loss", "val_perplexity", "lr", "tokens_per_s")
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines metrics file; unreadable lines are skipped with a warning.
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """Records of a JSON-lines metrics file (``{"step": 10, "train_loss": 3.2, ...}``);
+    unreadable lines are skipped with a warning.
 
     A rank killed mid-write leaves a torn last line, and the curve of everything before
     it is exactly what one wants to look at after such a crash.
@@ -65,7 +66,7 @@ def series(records: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, fl
     return {name: sorted(points.items()) for name, points in out.items()}
 
 
-def loss_curve(metrics: list[dict[str, Any]] | str | Path, out_png: Path, title: str) -> Path:
+def loss_curve(metrics: list[dict[str, float]] | str | Path, out_png: Path, title: str) -> Path:
     """Draw train loss (line) and validation loss (markers) against step, learning rate on a
     second axis, into ``out_png``; returns its path.
 

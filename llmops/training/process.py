@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import queue
@@ -43,17 +42,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Self, TextIO
 
 import psutil
 
 from llmops.errors import TransientError
+from llmops.records.base import RecordError
+from llmops.records.training import JobLockRecord
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "job.lock"
+LOCK_NAME = JobLockRecord.NAME
 DEFAULT_GRACE_S = 10.0
 # After SIGKILL only a process stuck in the kernel (D state, e.g. dead NFS) survives;
 # waiting longer than this cannot help, so kill() reports it instead of hanging.
@@ -178,19 +179,18 @@ class JobSpec:
     """The run's directory: one job at a time may use it (``job.lock`` lives here)."""
     log_path: Path
     """Every output line of the job is appended here, as it comes."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Whatever the operator's ``on_success`` needs to find the job's outputs."""
 
 
 class JobLock:
     """``<run_dir>/job.lock``: at most one live job per run directory, on this host.
 
-    The file holds ``{token, pid, pid_started, pgid, leader_started, hostname, started_at,
-    command}``. The owner writes it *before* starting the job (``pgid`` unknown yet, so
-    the owner's own pid vouches for it) and records the job's process group once it
-    exists. A holder is live while its process group (or, before that, its owner) exists;
-    create times guard against a recycled pid. A lock written on another host cannot be
-    checked from here and counts as live: remove it by hand if that job is gone.
+    The file holds a ``JobLockRecord`` (``token``, the owner's ``pid``, the job's ``pgid``,
+    their create times, ``hostname``, ``started_at``, ``command``). The owner writes it
+    *before* starting the job (``pgid`` unknown yet, so the owner's own pid vouches for it)
+    and records the job's process group once it exists. A holder is live while its process
+    group (or, before that, its owner) exists; create times guard against a recycled pid.
+    A lock written on another host cannot be checked from here and counts as live: remove
+    it by hand if that job is gone.
 
     Read-check-write runs under ``flock`` on the run directory, so two launchers racing
     for a free (or stale) lock cannot both win; the file itself is replaced atomically,
@@ -208,15 +208,15 @@ class JobLock:
     def held(self) -> bool:
         return self._token is not None
 
-    def holder(self) -> dict[str, Any] | None:
-        """The current lock record, or None when there is none."""
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
+    def holder(self) -> JobLockRecord | None:
+        """The current lock record, or None when there is none (or it is unreadable: stale)."""
+        if not self.path.exists():
             return None
-        except (OSError, ValueError) as exc:  # hand-edited or truncated by a full disk
+        try:
+            return JobLockRecord.read(self.path)
+        except (OSError, RecordError) as exc:  # hand-edited or truncated by a full disk
             log.warning("Unreadable job lock %s (%s): treating it as stale", self.path, exc)
-            return {}
+            return None
 
     def acquire(self, pgid: int | None = None, *, command: Sequence[str] = ()) -> None:
         """Take the lock, or raise ``JobAlreadyRunning`` naming the live holder."""
@@ -230,27 +230,19 @@ class JobLock:
                     raise JobAlreadyRunning(self.busy_message(current))
                 log.warning("Taking over a stale job lock %s: %s", self.path, self._describe(current))
             token = uuid.uuid4().hex
-            record = {
-                "token": token,
-                "pid": os.getpid(),
-                "pid_started": _started(os.getpid()),
-                "pgid": pgid,
-                "leader_started": _started(pgid) if pgid else None,
-                "hostname": socket.gethostname(),
-                "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "command": list(command),
-            }
-            self._write(record)
+            JobLockRecord(token=token, pid=os.getpid(), pid_started=_started(os.getpid()), pgid=pgid,
+                          leader_started=_started(pgid) if pgid else None, hostname=socket.gethostname(),
+                          started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                          command=list(command)).write(self.path)
             self._token = token
 
     def set_pgid(self, pgid: int) -> None:
         """Record the job's process group: from now on the lock lives as long as the group."""
         with self._mutex():
             current = self.holder()
-            if not current or current.get("token") != self._token:
-                raise RuntimeError(f"lost the job lock {self.path}: {self._describe(current or {})}")
-            current.update(pgid=pgid, leader_started=_started(pgid))
-            self._write(current)
+            if current is None or current.token != self._token:
+                raise RuntimeError(f"lost the job lock {self.path}: {self._describe(current)}")
+            current.model_copy(update={"pgid": pgid, "leader_started": _started(pgid)}).write(self.path)
 
     def release(self) -> None:
         """Remove the lock if it is still ours (a takeover after we went stale is not)."""
@@ -258,21 +250,21 @@ class JobLock:
             return
         with self._mutex():
             current = self.holder()
-            if current and current.get("token") == self._token:
+            if current is not None and current.token == self._token:
                 self.path.unlink(missing_ok=True)
             self._token = None
 
-    def busy_message(self, holder: dict[str, Any]) -> str:
-        pgid = holder.get("pgid")
-        cmd = shlex.join(holder.get("command") or []) or "?"
-        if holder.get("hostname") != socket.gethostname():
-            return (f"a job is already running in {self.run_dir} on host {holder.get('hostname')} "
-                    f"(pid {holder.get('pid')}, process group {pgid}, since {holder.get('started_at')}): {cmd}. "
+    def busy_message(self, holder: JobLockRecord) -> str:
+        pgid, pid, since = holder.pgid, holder.pid, holder.started_at
+        cmd = shlex.join(holder.command) or "?"
+        if holder.hostname != socket.gethostname():
+            return (f"a job is already running in {self.run_dir} on host {holder.hostname} "
+                    f"(pid {pid}, process group {pgid}, since {since}): {cmd}. "
                     f"Its liveness cannot be checked from {socket.gethostname()}; if it is gone, delete {self.path}.")
         how = (f"stop it with `kill -TERM -- -{pgid}` (then `kill -KILL -- -{pgid}` if it ignores SIGTERM)"
-               if pgid else f"it is being started by pid {holder.get('pid')}")
+               if pgid else f"it is being started by pid {pid}")
         return (f"a job is already running in {self.run_dir}: process group {pgid}, started by pid "
-                f"{holder.get('pid')} since {holder.get('started_at')}: {cmd}. Wait for it to finish, or {how}.")
+                f"{pid} since {since}: {cmd}. Wait for it to finish, or {how}.")
 
     def __enter__(self) -> Self:
         self.acquire()
@@ -294,18 +286,11 @@ class JobLock:
         finally:
             os.close(fd)  # drops the flock
 
-    def _write(self, record: dict[str, Any]) -> None:
-        tmp = self.run_dir / f".{LOCK_NAME}.{record['token']}.tmp"
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, self.path)
-
     @staticmethod
-    def _is_live(holder: dict[str, Any]) -> bool:
-        if not holder:
-            return False
-        if holder.get("hostname") != socket.gethostname():
+    def _is_live(holder: JobLockRecord) -> bool:
+        if holder.hostname != socket.gethostname():
             return True
-        pgid = holder.get("pgid")
+        pgid = holder.pgid
         if pgid:
             try:
                 os.killpg(pgid, 0)
@@ -317,18 +302,18 @@ class JobLock:
                 return False  # only zombies left, waiting to be reaped
             # The group exists. If its leader is alive but younger than the record, the
             # number was recycled for somebody else's group.
-            started, recorded = _started(pgid), holder.get("leader_started")
+            started, recorded = _started(pgid), holder.leader_started
             return started is None or recorded is None or abs(started - recorded) < 1.0
-        pid = holder.get("pid")
+        pid = holder.pid
         started = _started(pid) if pid else None
-        return started is not None and abs(started - (holder.get("pid_started") or started)) < 1.0
+        return started is not None and abs(started - (holder.pid_started or started)) < 1.0
 
     @staticmethod
-    def _describe(holder: dict[str, Any]) -> str:
-        if not holder:
+    def _describe(holder: JobLockRecord | None) -> str:
+        if holder is None:
             return "no readable record"
-        return (f"pid {holder.get('pid')}, process group {holder.get('pgid')} on {holder.get('hostname')}, "
-                f"since {holder.get('started_at')}, is gone")
+        return (f"pid {holder.pid}, process group {holder.pgid} on {holder.hostname}, "
+                f"since {holder.started_at}, is gone")
 
 
 # --------------------------------------------------------------------------- the job
@@ -357,7 +342,7 @@ class ProcessGroupJob:
         self._known: dict[int, psutil.Process] = {}
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader: threading.Thread | None = None
-        self._log_file: Any = None
+        self._log_file: TextIO | None = None
         self._killing = False
         self._finished = False
         self._eof = False

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from llmops.errors import TransientError
+from llmops.records.training import TrainingResult
 from llmops.training.job import TrainingJob
 
 PROGRESS_RE = re.compile(r"^\[llmops\] step (?P<step>\d+)/(?P<steps>\d+) (?P<rest>.*)$")
@@ -26,13 +26,15 @@ def is_progress(line: str) -> bool:
     return line.startswith("[llmops] ")
 
 
-def run_training(job: TrainingJob, on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) ``job`` and return its ``result.json``; a finished job is not rerun."""
+def run_training(job: TrainingJob, on_line: Callable[[str], None] | None = None) -> TrainingResult:
+    """Run (or resume) ``job`` and return its ``result.json``; a finished job is not rerun.
+    The finished run directory gets its manifest (``TrainingJob.finish``)."""
     from llmops.training.process import run_job
 
     if job.finished:
         if on_line:
             on_line(f"[llmops] {job.kind} {job.name} already finished in {job.run_dir}; not running it again")
+        job.finish()
         return job.result()
     tail: deque[str] = deque(maxlen=30)
 
@@ -47,6 +49,7 @@ def run_training(job: TrainingJob, on_line: Callable[[str], None] | None = None)
         errors = [line for line in tail if "Error" in line or "error" in line] or list(tail)[-8:]
         raise TrainingFailed(f"{job.kind} {job.name} failed (exit code {code}); log: {job.log_path}\n"
                              + "\n".join(errors[-8:]))
+    job.finish()
     return job.result()
 
 
@@ -55,7 +58,7 @@ def console_printer(verbose: bool = False) -> Callable[[str], None]:
     (it is always in ``train.log``). Tracebacks from the ranks are always shown."""
     from tqdm import tqdm
 
-    state: dict[str, Any] = {"bar": None}
+    state: dict[str, tqdm | None] = {"bar": None}
 
     def show(line: str) -> None:
         line = line.rstrip("\n")

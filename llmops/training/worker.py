@@ -21,11 +21,19 @@ import os
 import random
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
+from llmops.records.training import (
+    CheckpointMarker,
+    ParameterCount,
+    PretrainDataSpec,
+    TrainingJobSpec,
+    TrainingResult,
+)
 from llmops.training import checkpoint as ckpt
 from llmops.training.data import IGNORE_INDEX, ChatExamples, Schedule, TokenWindows
 
@@ -37,6 +45,30 @@ CHECKPOINTS = "checkpoints"
 # bf16 dense peak FLOP/s per GPU, for MFU. Only GPUs listed here get an mfu metric.
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
                   "A10": 125e12, "A6000": 155e12}
+
+
+@dataclass(frozen=True)
+class SampleCounts:
+    """What the job's data holds (MLflow params and ``result.json`` fields)."""
+
+    train_samples: int
+    val_samples: int
+    train_tokens_dropped: int | None = None
+    """Pretraining: tokens after the last whole window."""
+    truncated: int | None = None
+    """Fine-tuning: examples cut to ``max_length``."""
+
+    def fields(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class RngState(TypedDict):
+    """One rank's random generators, saved next to its checkpoint shards."""
+
+    python: tuple[Any, ...]
+    numpy: Any
+    torch: Any
+    cuda: list[Any] | None
 
 
 def say(msg: str) -> None:
@@ -52,23 +84,23 @@ def lr_factor(step: int, *, steps: int, warmup: int, min_ratio: float) -> float:
 
 
 class Worker:
-    def __init__(self, job: dict[str, Any]):
+    def __init__(self, job: TrainingJobSpec):
         import deepspeed
         import torch
         from deepspeed.accelerator import get_accelerator
 
         self.job = job
-        self.run_dir = Path(job["run_dir"])
-        self.loop = job["loop"]
-        self.launch = job["launch"]
-        torch.set_num_threads(self.launch["threads_per_rank"])
-        deepspeed.init_distributed(timeout=dt.timedelta(seconds=self.launch["timeout_s"]))
+        self.run_dir = Path(job.run_dir)
+        self.loop = job.loop
+        self.launch = job.launch
+        torch.set_num_threads(self.launch.threads_per_rank)
+        deepspeed.init_distributed(timeout=dt.timedelta(seconds=self.launch.timeout_s))
         import torch.distributed as dist
 
         self.dist = dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        if self.world != self.launch["world_size"]:
-            raise RuntimeError(f"launched with {self.world} ranks, the job expects {self.launch['world_size']}")
+        if self.world != self.launch.world_size:
+            raise RuntimeError(f"launched with {self.world} ranks, the job expects {self.launch.world_size}")
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         accel = get_accelerator()
         if accel.device_name() == "cuda":
@@ -85,55 +117,28 @@ class Worker:
 
     def build_model(self):
         import torch
-        from transformers import LlamaForCausalLM
 
-        seed = self.loop["seed"]
-        torch.manual_seed(seed)
-        spec = self.job["model"]
-        if self.job["kind"] == "pretrain":
-            from llmops.training.model import llama_config
+        from llmops.training.model import build_model
 
-            config = llama_config(spec["preset"], vocab_size=spec["vocab_size"], eos_id=spec["eos_id"],
-                                  pad_id=spec["pad_id"])
-            model = LlamaForCausalLM(config)
-        else:
-            model = LlamaForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
-            model.config.use_cache = False
-        if self.launch["activation_checkpointing"]:
-            model.gradient_checkpointing_enable()
-        if self.job["kind"] == "finetune" and spec["method"] == "lora":
-            from peft import LoraConfig, get_peft_model
+        torch.manual_seed(self.loop.seed)
+        return build_model(self.job, training=True)
 
-            ft = self.job["finetune"]
-            if self.launch["activation_checkpointing"]:
-                model.enable_input_require_grads()
-            model = get_peft_model(model, LoraConfig(
-                task_type="CAUSAL_LM", r=ft["lora_r"], lora_alpha=ft["lora_alpha"],
-                lora_dropout=ft["lora_dropout"], target_modules=ft["lora_target_modules"]))
-        return model
+    def build_data(self) -> tuple[TokenWindows | ChatExamples, TokenWindows | ChatExamples, SampleCounts]:
+        data = self.job.data
+        if isinstance(data, PretrainDataSpec):
+            windows = TokenWindows(Path(data.tokens), "train", data.context_length)
+            val_windows = TokenWindows(Path(data.tokens), "validation", data.context_length)
+            return windows, val_windows, SampleCounts(len(windows), len(val_windows),
+                                                      train_tokens_dropped=windows.dropped_tokens)
+        from transformers import AutoTokenizer
 
-    def build_data(self) -> tuple[TokenWindows | ChatExamples, TokenWindows | ChatExamples, dict[str, Any]]:
-        data = self.job["data"]
-        train: TokenWindows | ChatExamples
-        val: TokenWindows | ChatExamples
-        if self.job["kind"] == "pretrain":
-            train = TokenWindows(Path(data["tokens"]), "train", data["context_length"])
-            val = TokenWindows(Path(data["tokens"]), "validation", data["context_length"])
-            info = {"train_samples": len(train), "val_samples": len(val),
-                    "train_tokens_dropped": train.dropped_tokens}
-        else:
-            from transformers import AutoTokenizer
+        from llmops.training.data import encode_chat_examples, read_pairs, split_pairs
 
-            from llmops.training.data import encode_chat_examples, read_pairs, split_pairs
-
-            tok = AutoTokenizer.from_pretrained(self.job["tokenizer"])
-            train_pairs, val_pairs = split_pairs(read_pairs(Path(data["pairs"])), data["validation_fraction"],
-                                                 self.loop["seed"])
-            train = encode_chat_examples(train_pairs, tok, data["max_length"])
-            val = encode_chat_examples(val_pairs, tok, data["max_length"])
-            info = {"train_samples": len(train), "val_samples": len(val),
-                    "truncated": train.truncated + val.truncated}
-        return train, val, info
+        tok = AutoTokenizer.from_pretrained(self.job.tokenizer)
+        train_pairs, val_pairs = split_pairs(read_pairs(Path(data.pairs)), data.validation_fraction, self.loop.seed)
+        train = encode_chat_examples(train_pairs, tok, data.max_length)
+        val = encode_chat_examples(val_pairs, tok, data.max_length)
+        return train, val, SampleCounts(len(train), len(val), truncated=train.truncated + val.truncated)
 
     def to_tensors(self, batch: tuple[np.ndarray, ...]):
         import torch
@@ -158,8 +163,8 @@ class Worker:
         """Validation loss over the same samples every time: rank r takes r, r+W, ..."""
         import torch
 
-        mb = self.loop["micro_batch_size"]
-        limit = min(len(val), self.loop["eval_batches"] * mb * self.world)
+        mb = self.loop.micro_batch_size
+        limit = min(len(val), self.loop.eval_batches * mb * self.world)
         ids = np.arange(self.rank, limit, self.world)
         # Every rank runs the same number of forward passes: under ZeRO-3 each forward is a
         # collective (parameter all-gather), so a rank with one batch more would wait forever.
@@ -181,13 +186,13 @@ class Worker:
 
     # ---- checkpoints ------------------------------------------------------------------
 
-    def rng_state(self) -> dict[str, Any]:
+    def rng_state(self) -> RngState:
         import torch
 
         return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
-    def restore_rng(self, state: dict[str, Any]) -> None:
+    def restore_rng(self, state: RngState) -> None:
         import torch
 
         random.setstate(state["python"])
@@ -196,7 +201,7 @@ class Worker:
         if state.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
-    def save(self, engine, step: int, history: dict[str, Any]) -> None:
+    def save(self, engine, step: int, history: dict[str, float]) -> None:
         import torch
 
         root = self.run_dir / CHECKPOINTS
@@ -205,14 +210,13 @@ class Worker:
         torch.save(self.rng_state(), root / tag / f"rng_rank{self.rank}.pt")
         self.dist.barrier()  # every rank's shards and RNG are on disk
         if self.is_main:
-            ckpt.mark_complete(root / tag, {"step": step, "world_size": self.world,
-                                            "zero_stage": self.launch["zero_stage"],
-                                            "saved_at": dt.datetime.now(dt.UTC).isoformat()})
-            removed = ckpt.prune(root, self.loop["keep_checkpoints"])
+            CheckpointMarker(step=step, world_size=self.world, zero_stage=self.launch.zero_stage,
+                             saved_at=dt.datetime.now(dt.UTC).isoformat()).write(root / tag)
+            removed = ckpt.prune(root, self.loop.keep_checkpoints)
             say(f"checkpoint {tag} saved" + (f"; removed {', '.join(p.name for p in removed)}" if removed else ""))
         self.dist.barrier()
 
-    def resume(self, engine) -> tuple[int, dict[str, Any]]:
+    def resume(self, engine) -> tuple[int, dict[str, float]]:
         """Step to start from, and the metric history, from the newest complete checkpoint.
 
         Rank 0 chooses the checkpoint and tells the others, so ranks on different nodes
@@ -238,9 +242,9 @@ class Worker:
         if choice[0] is None:
             return 0, {}
         tag_dir = root / choice[0]
-        info = ckpt.read_complete(tag_dir)
-        if info["world_size"] != self.world:
-            raise RuntimeError(f"checkpoint {tag_dir} was written by {info['world_size']} ranks, this job has "
+        marker = CheckpointMarker.read(tag_dir)
+        if marker.world_size != self.world:
+            raise RuntimeError(f"checkpoint {tag_dir} was written by {marker.world_size} ranks, this job has "
                                f"{self.world}; relaunch with the same number of ranks")
         path, client = engine.load_checkpoint(str(root), tag=tag_dir.name, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)
@@ -271,34 +275,29 @@ class Worker:
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step=step)
 
-    def start_tracking(self, engine, info: dict[str, Any], params: dict[str, int]) -> None:
-        tracking = self.job.get("mlflow")
-        if not self.is_main or not tracking:
+    def start_tracking(self, engine, counts: SampleCounts, params: ParameterCount) -> None:
+        tracking = self.job.mlflow
+        if not self.is_main or tracking is None:
             return
         from llmops.registry.tracking import RunLogger, start_system_metrics
 
-        tracker = self.tracker = RunLogger(tracking["run_id"], tracking["tracking_uri"])
-        self.system_metrics = (start_system_metrics(tracking["run_id"], tracking["tracking_uri"],
-                                                    interval_s=tracking.get("system_metrics_interval_s", 5.0))
-                               if tracking.get("system_metrics") else None)
-        loop, launch = self.loop, self.launch
+        tracker = self.tracker = RunLogger(tracking.run_id, tracking.tracking_uri)
+        self.system_metrics = (start_system_metrics(tracking.run_id, tracking.tracking_uri,
+                                                    interval_s=tracking.system_metrics_interval_s)
+                               if tracking.system_metrics else None)
+        job, launch = self.job.dump(), self.launch
         tracker.log_params({
-            "kind": self.job["kind"], "world_size": self.world, "zero_stage": launch["zero_stage"],
-            "precision": launch["precision"], "device": launch["device"], "loop": loop,
-            "model": {k: v for k, v in self.job["model"].items() if k != "preset"},
-            "preset": self.job["model"].get("preset", {}), "parameters": params["total"],
-            "trainable_parameters": params["trainable"], "data": self.job["data"], **info,
-            **({"finetune": self.job["finetune"]} if self.job.get("finetune") else {}),
+            "kind": self.job.kind, "world_size": self.world, "zero_stage": launch.zero_stage,
+            "precision": launch.precision, "device": launch.device, "loop": job["loop"],
+            "model": {k: v for k, v in job["model"].items() if k != "preset"},
+            "preset": job["model"].get("preset", {}), "parameters": params.total,
+            "trainable_parameters": params.trainable, "data": job["data"], **counts.fields(),
+            **({"finetune": job["finetune"]} if job["finetune"] else {}),
         })
-        tracker.log_dict(self.job["deepspeed"], "config/deepspeed.json")
-        tracker.log_dict(self.job, "config/job.json")
-        inputs = self.job["inputs"]
-        datasets = []
-        for name, ref in inputs.items():
-            if isinstance(ref, dict) and (ref.get("hash") or ref.get("sha256")):
-                datasets.append({"name": name, "digest": str(ref.get("hash") or ref.get("sha256")),
-                                 "source": ref.get("path", ""), "context": "training"})
-        tracker.log_dataset_inputs(datasets)
+        tracker.log_dict(self.job.deepspeed, "config/deepspeed.json")
+        tracker.log_dict(job, "config/job.json")
+        tracker.log_dataset_inputs({"name": name, "digest": ref.hash, "source": ref.path, "context": "training"}
+                                   for name, ref in self.job.inputs.items())
 
     # ---- the loop -------------------------------------------------------------------
 
@@ -311,28 +310,28 @@ class Worker:
         loop = self.loop
         model = self.build_model()
         params = count_parameters(model)
-        train, val, info = self.build_data()
+        train, val, counts = self.build_data()
         decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
         # Empty groups (LoRA has no trainable 1-D tensor) are left out: ZeRO drops them,
         # and the LR scheduler would then count more groups than the optimizer has.
-        groups = [g for g in ({"params": decay, "weight_decay": loop["weight_decay"]},
+        groups = [g for g in ({"params": decay, "weight_decay": loop.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=loop["lr"], betas=(0.9, 0.95), eps=1e-8)
+        optimizer = torch.optim.AdamW(groups, lr=loop.lr, betas=(0.9, 0.95), eps=1e-8)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-            s, steps=loop["steps"], warmup=loop["warmup_steps"], min_ratio=loop["min_lr_ratio"]))
+            s, steps=loop.steps, warmup=loop.warmup_steps, min_ratio=loop.min_lr_ratio))
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                               config=self.job["deepspeed"])
-        schedule = Schedule(len(train), loop["micro_batch_size"], loop["grad_accum_steps"], self.world, loop["seed"])
+                                               config=self.job.deepspeed)
+        schedule = Schedule(len(train), loop.micro_batch_size, loop.grad_accum_steps, self.world, loop.seed)
         start, history = self.resume(engine)
-        steps = loop["steps"]
+        steps = loop.steps
         if self.is_main:
-            say(f"{self.job['kind']} {self.job['name']}: {params['total']:,} parameters "
-                f"({params['trainable']:,} trainable), {self.world} rank(s) on {self.launch['device']}, "
-                f"ZeRO-{self.launch['zero_stage']}, {self.launch['precision']}, {info['train_samples']} training "
+            say(f"{self.job.kind} {self.job.name}: {params.total:,} parameters "
+                f"({params.trainable:,} trainable), {self.world} rank(s) on {self.launch.device}, "
+                f"ZeRO-{self.launch.zero_stage}, {self.launch.precision}, {counts.train_samples} training "
                 f"samples, global batch {schedule.global_batch}, steps {start}->{steps}")
         try:
-            self.start_tracking(engine, info, params)
+            self.start_tracking(engine, counts, params)
         except Exception as exc:  # train anyway; metrics.jsonl still has everything
             say(f"WARNING: MLflow tracking is off for this job: {type(exc).__name__}: {exc}")
             self.tracker = None
@@ -348,7 +347,7 @@ class Worker:
         window_loss = torch.zeros(2, dtype=torch.float64, device=self.device)
         window_tokens, window_start = 0, time.perf_counter()
         for step in range(start, steps):
-            for micro in range(loop["grad_accum_steps"]):
+            for micro in range(loop.grad_accum_steps):
                 inputs, labels, mask = self.to_tensors(train.batch(schedule.indices(step, micro, self.rank)))
                 loss, count = self.loss_of(engine, inputs, labels, mask)
                 engine.backward(loss)
@@ -358,18 +357,18 @@ class Worker:
                 window_tokens += int(mask.sum()) if mask is not None else inputs.numel()
             done = step + 1
             last = done == steps
-            if done % loop["log_every"] == 0 or last:
+            if done % loop.log_every == 0 or last:
                 stats = torch.cat([window_loss, torch.tensor([float(window_tokens)], dtype=torch.float64,
                                                              device=self.device)])
                 self.dist.all_reduce(stats)
                 seconds = time.perf_counter() - window_start
                 # The LR of the step just taken (the scheduler has already moved to the next).
-                lr = loop["lr"] * lr_factor(done - 1, steps=steps, warmup=loop["warmup_steps"],
-                                            min_ratio=loop["min_lr_ratio"])
+                lr = loop.lr * lr_factor(done - 1, steps=steps, warmup=loop.warmup_steps,
+                                         min_ratio=loop.min_lr_ratio)
                 metrics = {"train_loss": (stats[0] / stats[1]).item(), "lr": lr,
                            "tokens_per_s": stats[2].item() / seconds, "epoch": schedule.epoch_at(done)}
                 if peak:  # 6ND: the backward pass runs through frozen (LoRA base) weights too
-                    metrics["mfu"] = 6 * params["total"] * metrics["tokens_per_s"] / (peak * self.world)
+                    metrics["mfu"] = 6 * params.total * metrics["tokens_per_s"] / (peak * self.world)
                 self.record(done, metrics)
                 if self.is_main:
                     say(f"step {done}/{steps} train_loss {metrics['train_loss']:.4f} lr {metrics['lr']:.2e} "
@@ -377,61 +376,60 @@ class Worker:
                 window_loss.zero_()
                 window_tokens, window_start = 0, time.perf_counter()
             paused = time.perf_counter()
-            if done % loop["eval_every"] == 0 or last:
+            if done % loop.eval_every == 0 or last:
                 val_metrics = self.evaluate(engine, val)
                 history["last_val_loss"] = val_metrics["val_loss"]
                 self.record(done, val_metrics)
                 if self.is_main:
                     say(f"step {done}/{steps} val_loss {val_metrics['val_loss']:.4f} "
                         f"val_perplexity {val_metrics['val_perplexity']:.1f}")
-            if done % loop["checkpoint_every"] == 0 or last:
+            if done % loop.checkpoint_every == 0 or last:
                 self.save(engine, done, history)
             window_start += time.perf_counter() - paused  # evaluation and saving are not training throughput
-        self.finish(steps, history, params, info)
+        self.finish(steps, history, params, counts)
 
     def _peak_flops(self) -> float | None:
         import torch
 
-        if self.device.type != "cuda" or self.launch["precision"] != "bf16":
+        if self.device.type != "cuda" or self.launch.precision != "bf16":
             return None
         name = torch.cuda.get_device_name(self.device)
         return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
 
-    def _log_final(self, tracker: RunLogger, result: dict[str, Any], steps: int) -> None:
+    def _log_final(self, tracker: RunLogger, result: TrainingResult, steps: int) -> None:
         from llmops.training.plots import loss_curve
 
         png = loss_curve(self.metrics_path, self.run_dir / "loss_curve.png",
-                         title=f"{self.job['kind']} {self.job['name']}")
+                         title=f"{self.job.kind} {self.job.name}")
         tracker.log_artifact(png)
         tracker.log_artifact(self.metrics_path)
         log_file = self.run_dir / "train.log"  # as far as written: the launcher's last lines come after
         if log_file.exists():
             tracker.log_artifact(log_file)
-        tracker.log_metrics({k: v for k, v in (("first_val_loss", result["first_val_loss"]),
-                                               ("final_val_loss", result["final_val_loss"]))
+        tracker.log_metrics({k: v for k, v in (("first_val_loss", result.first_val_loss),
+                                               ("final_val_loss", result.final_val_loss))
                              if v is not None}, step=steps)
         if self.system_metrics is not None:
             self.system_metrics.stop()
         tracker.end("FINISHED")
 
-    def finish(self, steps: int, history: dict[str, Any], params: dict[str, int], info: dict[str, Any]) -> None:
+    def finish(self, steps: int, history: dict[str, float], params: ParameterCount, counts: SampleCounts) -> None:
         self.dist.barrier()
         if not self.is_main:
             return
         newest = ckpt.newest_complete(self.run_dir / CHECKPOINTS)
-        result = {"kind": self.job["kind"], "name": self.job["name"], "key": self.job["key"], "steps": steps,
-                  "first_val_loss": history.get("first_val_loss"), "final_val_loss": history.get("last_val_loss"),
-                  "checkpoint": str(newest[1]) if newest else None, "parameters": params, "world_size": self.world,
-                  "mlflow_run_id": (self.job.get("mlflow") or {}).get("run_id"), **info}
+        result = TrainingResult(
+            kind=self.job.kind, name=self.job.name, key=self.job.key, steps=steps,
+            first_val_loss=history.get("first_val_loss"), final_val_loss=history.get("last_val_loss"),
+            checkpoint=str(newest[1]) if newest else None, parameters=params, world_size=self.world,
+            mlflow_run_id=self.job.mlflow.run_id if self.job.mlflow else None, **asdict(counts))
         if self.tracker is not None:
             try:
                 self._log_final(self.tracker, result, steps)
             except Exception as exc:  # the model is trained: a tracking outage must not fail the job
                 say(f"WARNING: could not log the final artifacts to MLflow: {type(exc).__name__}: {exc}")
-        tmp = self.run_dir / "result.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(self.run_dir / "result.json")
-        first, final = result["first_val_loss"], result["final_val_loss"]
+        result.write(self.run_dir / TrainingResult.NAME)
+        first, final = result.first_val_loss, result.final_val_loss
         say(f"finished {steps} steps: validation loss {first if first is None else round(first, 4)} -> "
             f"{final if final is None else round(final, 4)}")
 
@@ -447,8 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    job = json.loads(args.job.read_text())
-    worker = Worker(job)
+    worker = Worker(TrainingJobSpec.read(args.job))
     try:
         worker.run()
     except BaseException:

@@ -1,10 +1,8 @@
-"""The Assets DAGs hand data through. URIs are ``llmops://<stage>``; every event's
-extra carries ``{"path": ..., "hash": ...}`` of the stage output it announces, and a
-consumer reads the triggering event instead of guessing a path."""
+"""The Assets DAGs hand data through. URIs are ``llmops://<stage>``; every event's extra is
+a record of ``llmops.records.events`` (``path`` and ``hash`` of what it announces, and more),
+published as JSON, and a consumer validates the triggering event instead of guessing a path."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from airflow.sdk import Asset
 
@@ -14,16 +12,11 @@ def llmops_asset(stage: str) -> Asset:
     return Asset(uri=f"llmops://{stage}", name=f"llmops_{stage}", group="llmops")
 
 
-CORPUS = llmops_asset("corpus")  # the PII-redacted, deduplicated corpus
-QA = llmops_asset("qa")  # fine-tuning and held-out question/answer pairs
+CORPUS = llmops_asset("corpus")  # the PII-redacted, deduplicated corpus; extra: CorpusEvent
+QA = llmops_asset("qa")  # fine-tuning and held-out question/answer pairs; extra: QaEvent
 # Token-ID shards + meta.json. Announced once the data card is written, so the extra
-# names everything training needs: shards, tokenizer, Q&A set and the data card.
+# names everything training needs: shards, tokenizer, Q&A set and the data card (TokensEvent).
 TOKENS = llmops_asset("tokens")
-MODEL = llmops_asset("model")  # fine-tuned models (HF directories); extra: the served variant + all
-CHALLENGER = llmops_asset("challenger")  # a registered model version that passed the gate; extra: model_uri, version
-CHAMPION = llmops_asset("champion")  # the version Triton serves, after a verified swap; extra: model_uri, version
-
-
-def event_extra(path: str, hash_: str, **more: Any) -> dict[str, Any]:
-    """The extra of an llmops Asset event: always a path and a hash."""
-    return {"path": str(path), "hash": hash_, **more}
+MODEL = llmops_asset("model")  # fine-tuned models (HF directories); extra: ModelEvent, the served variant + all
+CHALLENGER = llmops_asset("challenger")  # a registered version that passed the gate; extra: ChallengerEvent
+CHAMPION = llmops_asset("champion")  # the version Triton serves, after a verified swap; extra: ChampionEvent

@@ -1,19 +1,98 @@
-"""Turn a DAG run's Params into the validated llmops configuration."""
+"""DAG Params declared from the llmops configuration, and a run's Params turned back into it.
+
+A knob is one configuration field (``llmops/config.py``). A DAG names the fields it
+exposes, ``{"max_pages": "scrape.max_pages", ...}``, and :func:`config_params` makes each a
+``Param`` whose type, bounds and description are the field's JSON schema. Its default is
+``None``, meaning "the configured value": a default frozen when the scheduler parsed the DAG
+file would override the ``LLMOPS_*`` environment of the worker that runs the task. The
+value configured at parse time ends the description, so the trigger form still shows it.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Mapping
 from typing import Any
+
+from airflow.sdk import Param
+from pydantic import BaseModel
 
 from llmops.config import LlmopsConfig, load_config
 
+_SCHEMA_KEYS = ("type", "enum", "items", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                "pattern", "minLength", "maxLength", "minItems", "maxItems")
+"""The JSON-schema keywords a Param takes from its field (``title`` and ``default`` are the field's own)."""
 
-def config_from_params(params: dict[str, Any], mapping: dict[str, str]) -> LlmopsConfig:
-    """``mapping`` maps a param name to a dotted config key, e.g. ``max_pages -> scrape.max_pages``.
 
-    Params left as ``None`` keep the configured value; a bad value fails with the
-    config key in the message (the same validation as the YAML file).
+def config_params(mapping: Mapping[str, str], configured: LlmopsConfig | None = None) -> dict[str, Param]:
+    """One ``Param`` per ``param name -> dotted config key``, its schema the field's (nullable).
+
+    ``configured`` (default: :func:`load_config`, cheap enough for parse time) supplies the
+    value the description shows.
     """
-    overrides: dict[str, Any] = {}
+    configured = configured or load_config()
+    return {name: Param(None, description=f"{field_description(dotted)} (default: "
+                                          f"{_shown(configured_value(configured, dotted))})",
+                        **param_schema(dotted))
+            for name, dotted in mapping.items()}
+
+
+def param_schema(dotted: str) -> dict[str, Any]:
+    """The JSON schema of config field ``dotted`` (its type and bounds), with ``null`` allowed."""
+    schema = _field_schema(dotted)
+    branches = [b for b in schema.get("anyOf", [schema]) if b != {"type": "null"}]
+    if len(branches) != 1 or "type" not in branches[0]:
+        raise TypeError(f"{dotted}: a DAG Param needs a field of one plain JSON type, got {schema}")
+    merged = {**branches[0], **{k: v for k, v in schema.items() if k != "anyOf"}}
+    out = {key: merged[key] for key in _SCHEMA_KEYS if key in merged}
+    out["type"] = ["null", out["type"]]
+    if "enum" in out:
+        out["enum"] = [None, *out["enum"]]
+    return out
+
+
+def field_description(dotted: str) -> str:
+    """The field's docstring as one line of plain text (the trigger form shows no reST)."""
+    return " ".join(_field_schema(dotted).get("description", dotted).replace("``", "`").split())
+
+
+def configured_value(cfg: LlmopsConfig, dotted: str) -> object:
+    """The value of ``dotted`` in ``cfg`` (``scrape.max_pages`` -> ``cfg.scrape.max_pages``)."""
+    node: object = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _shown(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _field_schema(dotted: str) -> dict[str, Any]:
+    *sections, leaf = dotted.split(".")
+    model: type[BaseModel] = LlmopsConfig
+    for part in sections:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise KeyError(f"{dotted}: {part} is not a configuration section")
+        model = annotation
+    properties = _properties(model)
+    if leaf not in properties:
+        raise KeyError(f"{dotted} is not a configuration key")
+    return properties[leaf]
+
+
+@functools.cache
+def _properties(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    return model.model_json_schema()["properties"]
+
+
+def config_from_params(params: Mapping[str, object], mapping: Mapping[str, str]) -> LlmopsConfig:
+    """The configuration with a run's Params applied: ``mapping`` maps a Param name to a dotted
+    config key. A Param left ``None`` keeps the configured value; a bad value fails with the
+    config key in the message (the same validation as the YAML file)."""
+    overrides: dict[str, Any] = {}  # free-form: a partial configuration tree
     for param, dotted in mapping.items():
         value = params.get(param)
         if value is None:
@@ -26,10 +105,9 @@ def config_from_params(params: dict[str, Any], mapping: dict[str, str]) -> Llmop
     return load_config(overrides=overrides)
 
 
-def run_config(mapping: dict[str, str]) -> LlmopsConfig:
+def run_config(mapping: Mapping[str, str]) -> LlmopsConfig:
     """The current task's configuration from its DAG run's Params. A bad setting raises
     ``ConfigError``, a permanent error: the task fails at once (``llmops_airflow.errors``)."""
     from airflow.sdk import get_current_context
 
     return config_from_params(get_current_context()["params"], mapping)
-

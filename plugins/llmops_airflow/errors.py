@@ -22,7 +22,7 @@ operators in ``operators/`` set the policy themselves, so they behave the same i
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypedDict
 
 from airflow.sdk import RetryDecision, RetryPolicy
 
@@ -46,7 +46,18 @@ class RetryByKind(RetryPolicy):
 
 RETRY_BY_KIND = RetryByKind()
 
-RETRIES: dict[str, Any] = {
+
+class TaskRetries(TypedDict):
+    """The retry arguments of a task (``BaseOperator``'s keyword arguments of the same names)."""
+
+    retries: int
+    retry_delay: dt.timedelta
+    retry_exponential_backoff: float
+    max_retry_delay: dt.timedelta
+    retry_policy: RetryPolicy
+
+
+RETRIES: TaskRetries = {
     "retries": 3,
     "retry_delay": dt.timedelta(seconds=10),
     "retry_exponential_backoff": 2.0,  # 10 s, 20 s, 40 s (each plus up to as much jitter), at most max_retry_delay
@@ -57,4 +68,4 @@ RETRIES: dict[str, Any] = {
 exponential backoff, permanent ones failed at once."""
 
 
-__all__ = ["RETRIES", "RETRY_BY_KIND", "RetryByKind"]
+__all__ = ["RETRIES", "RETRY_BY_KIND", "RetryByKind", "TaskRetries"]

@@ -9,6 +9,7 @@ from llmops.data.clean import (
     symbol_ratio,
     top_trigram_fraction,
 )
+from llmops.records.crawl import CleanDropped
 
 ENGLISH = (
     "The assert statement is a convenient way to insert debugging assertions into a program. "
@@ -26,9 +27,9 @@ GERMAN = ("Die Anweisung assert ist ein bequemer Weg, um Zusicherungen zur Fehle
           "Programm hält an, damit der Entwickler den Fehler schnell finden und beheben kann.")
 
 
-def _row(text: str, url: str = "http://x/a") -> dict:
-    return {"id": url, "url": url, "canonical_url": None, "title": "t", "author": None, "date_published": None,
-            "text": text, "source": "x", "fetched_at": None, "discovered_via": "link", "payload_sha256": None}
+def _row(text: str, url: str = "http://x/a") -> store.ExtractDoc:
+    return store.ExtractDoc(id=url, url=url, canonical_url=None, title="t", author=None, date_published=None,
+                            text=text, source="x", fetched_at=None, discovered_via="link", payload_sha256=None)
 
 
 def test_normalize_text_unicode_invisible_and_blank_lines():
@@ -82,10 +83,10 @@ def test_run_clean_writes_kept_and_dropped(tmp_path):
     src = tmp_path / "in.parquet"
     store.write_docs([_row(ENGLISH, "http://x/good"), _row("tiny", "http://x/bad")], src, store.EXTRACT_SCHEMA)
     summary = run_clean(src, tmp_path, CleanConfig())
-    assert summary == {"docs_in": 2, "docs_out": 1, "dropped_by_filter": {"length": 1}, "sentences": 3,
+    assert summary.dump() == {"docs_in": 2, "docs_out": 1, "dropped_by_filter": {"length": 1}, "sentences": 3,
                        "chars": len(ENGLISH)}
-    kept = store.read_docs(tmp_path / "docs.parquet")
+    kept = store.read_docs(tmp_path / "docs.parquet", store.CleanDoc)
     assert [d["url"] for d in kept] == ["http://x/good"] and kept[0]["sentences"]
-    dropped = store.read_jsonl(tmp_path / "dropped.jsonl")
-    assert dropped[0]["url"] == "http://x/bad" and dropped[0]["reason"] == "length"
-    assert dropped[0]["document"]["text"] == "tiny"  # nothing is lost
+    (dropped,) = store.read_dropped(tmp_path / "dropped.jsonl")
+    assert isinstance(dropped, CleanDropped) and dropped.url == "http://x/bad" and dropped.reason == "length"
+    assert dropped.document["text"] == "tiny" and dropped.document["n_words"] == 1  # nothing is lost

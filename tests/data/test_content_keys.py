@@ -10,6 +10,8 @@ import pytest
 from llmops.artifacts import StageResult
 from llmops.data import pipeline as P
 from llmops.data.pipeline import publish_decision, tokens_event_extra
+from llmops.records.data import TokensEvent
+from llmops.records.stages import StageManifest
 from tests.stage_fixture import BAKERY, PAGES, crawl_stage, fixture_config
 
 SECOND_HALF = ("redact", "qa", "tokenizer", "tokens")
@@ -67,25 +69,27 @@ def test_a_rebuild_from_another_crawl_has_the_same_content(runs, tmp_path: Path)
     redact = P.redact_stage(cfg, dedup.path, out_dir=tmp_path / "redact")
     for stage, result in {"extract": extract, "clean": clean, "dedup": dedup, "redact": redact}.items():
         assert not result.reused, stage
-        assert result.manifest["outputs"] != first[stage].manifest["outputs"], stage  # fetched_at differs
+        assert result.manifest.outputs != first[stage].manifest.outputs, stage  # fetched_at differs
         assert result.content_hash == first[stage].content_hash, stage
 
 
 # ---- what is published ----------------------------------------------------------------
 
 
-def _extra(chain: dict[str, StageResult], card: str = "/cards/1") -> dict:
-    card_result = StageResult("data_card", Path(card), card.rsplit("/", 1)[-1], False, {})
+def _extra(chain: dict[str, StageResult], card: str = "/cards/1") -> TokensEvent:
+    key = card.rsplit("/", 1)[-1]
+    card_result = StageResult("data_card", Path(card), key, False, StageManifest.model_construct(stage="data_card",
+                                                                                                key=key))
     return tokens_event_extra(chain["tokens"], chain["tokenizer"], chain["qa"], card_result)
 
 
 def test_tokens_are_published_only_when_shards_pairs_or_tokenizer_change(runs):
     published = _extra(runs["first"])
-    assert published["content"] == {"shards": runs["first"]["tokens"].content_hash,
+    assert published.content == {"shards": runs["first"]["tokens"].content_hash,
                                     "vocab": runs["first"]["tokenizer"].content_hash,
                                     "qa": runs["first"]["qa"].content_hash}
     # Airflow's secrets masker hides any key containing "token" in the UI and REST API
-    assert not [k for k in [*published, *published["content"]] if "token" in k]
+    assert not [k for k in [*published.dump(), *published.content] if "token" in k]
     first = publish_decision(published, None)
     assert first.publish and first.changed == ("qa", "shards", "vocab")
 
@@ -97,14 +101,14 @@ def test_tokens_are_published_only_when_shards_pairs_or_tokenizer_change(runs):
     new = publish_decision(_extra(runs["edited"], card="/cards/3"), published)
     assert new.publish and new.changed == ("qa", "shards", "vocab")
 
-    old_event = {k: v for k, v in published.items() if k != "content"}  # published before digests
+    old_event = {k: v for k, v in published.dump().items() if k != "content"}  # published before digests
     assert publish_decision(_extra(runs["again"]), old_event).publish
 
 
 def test_corpus_and_qa_events_carry_their_content(runs):
     first, again, edited = runs["first"], runs["again"], runs["edited"]
     corpus = P.corpus_event_extra(first["redact"])
-    assert corpus["path"] == str(first["redact"].path) and corpus["file"] == "corpus.parquet"
+    assert corpus.path == str(first["redact"].path) and corpus.file == "corpus.parquet"
     assert not publish_decision(P.corpus_event_extra(again["redact"]), corpus).publish
     assert publish_decision(P.corpus_event_extra(edited["redact"]), corpus).changed == ("corpus",)
     qa = P.qa_event_extra(first["qa"])

@@ -13,11 +13,11 @@ def _text(seed: int, n: int = 300) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def _doc(url: str, text: str, canonical: str | None = None, via: str = "link") -> dict:
-    return {"id": store.short_hash(url), "url": url, "canonical_url": canonical, "title": None, "author": None,
-            "date_published": None, "text": text, "source": "x", "fetched_at": None, "discovered_via": via,
-            "payload_sha256": None, "n_chars": len(text), "n_words": len(text.split()), "n_sentences": 1,
-            "sentences": [text], "lang": "en", "lang_score": 1.0}
+def _doc(url: str, text: str, canonical: str | None = None, via: str = "link") -> store.CleanDoc:
+    return store.CleanDoc(id=store.short_hash(url), url=url, canonical_url=canonical, title=None, author=None,
+                          date_published=None, text=text, source="x", fetched_at=None, discovered_via=via,
+                          payload_sha256=None, n_chars=len(text), n_words=len(text.split()), n_sentences=1,
+                          sentences=[text], lang="en", lang_score=1.0)
 
 
 def _near(text: str) -> str:
@@ -41,12 +41,12 @@ def test_exact_and_near_duplicates_removed_originals_kept():
     ]
     kept, removed, clusters = deduplicate(docs, DedupConfig())
     assert sorted(d["url"] for d in kept) == ["http://s/docs/a.html", "http://s/docs/b.html", "http://s/docs/c.html"]
-    by_url = {r["url"]: r for r in removed}
-    assert by_url["http://s/mirror/docs/a.html"]["reason"] == "exact_duplicate"
-    assert by_url["http://s/print/a.html"]["reason"] == "near_duplicate"
-    assert by_url["http://s/print/a.html"]["similarity"] > 0.9
-    assert all(r["duplicate_of"] == "http://s/docs/a.html" for r in removed)
-    assert len(clusters) == 1 and len(clusters[0]["members"]) == 2
+    by_url = {r.url: r for r in removed}
+    assert by_url["http://s/mirror/docs/a.html"].reason == "exact_duplicate"
+    assert by_url["http://s/print/a.html"].reason == "near_duplicate"
+    assert (by_url["http://s/print/a.html"].similarity or 0) > 0.9
+    assert all(r.duplicate_of == "http://s/docs/a.html" for r in removed)
+    assert len(clusters) == 1 and len(clusters[0].members) == 2
     rep = next(d for d in kept if d["url"].endswith("a.html"))
     assert rep["dup_count"] == 3
 
@@ -81,9 +81,9 @@ def test_run_dedup_is_independent_of_shard_order(tmp_path):
     out2.mkdir()
     s1 = run_dedup([p1, p2], out1, DedupConfig())
     s2 = run_dedup([p2, p1], out2, DedupConfig())
-    assert s1 == s2 and s1["exact_duplicates_removed"] == 1
+    assert s1 == s2 and s1.exact_duplicates_removed == 1
     assert store.read_docs(out1 / "corpus.parquet") == store.read_docs(out2 / "corpus.parquet")
-    assert store.read_jsonl(out1 / "dropped.jsonl")[0]["url"] == "http://s/mirror/a.html"
+    assert store.read_dropped(out1 / "dropped.jsonl")[0].url == "http://s/mirror/a.html"
 
 
 def test_same_shard_named_twice_is_read_once(tmp_path):

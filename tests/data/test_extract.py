@@ -1,25 +1,26 @@
 from llmops.config import DemoSiteConfig, ExtractConfig
 from llmops.data.extract import canonical_link, extract_page, shard_of
 from llmops.demo_site import build_site
+from llmops.records.crawl import IndexEntry
 
 
-def _record(path: str, encoding: str | None = None) -> dict:
-    return {"url": f"http://127.0.0.1:8765{path}", "final_url": None, "encoding": encoding,
-            "fetched_at": "2026-01-01T00:00:00Z", "discovered_via": "link", "sha256": "x"}
+def _record(path: str, encoding: str | None = None) -> IndexEntry:
+    return IndexEntry(url=f"http://127.0.0.1:8765{path}", encoding=encoding, fetched_at="2026-01-01T00:00:00Z",
+                      discovered_via="link", depth=1, ok=True, sha256="x")
 
 
 def test_article_text_and_metadata_without_boilerplate():
     site = build_site(DemoSiteConfig())
-    page = next(p for p in site.ground_truth["pages"] if p["kind"] == "article")
-    out = extract_page(_record(page["path"]), site.pages[page["path"]].body, ExtractConfig())
+    page = next(p for p in site.ground_truth.pages if p.kind == "article")
+    out = extract_page(_record(page.path), site.pages[page.path].body, ExtractConfig())
     assert out.reason is None
     doc = out.record
-    assert doc["title"] == page["title"] and doc["author"] == page["author"]
-    assert doc["date_published"] == page["date_published"]
-    assert doc["canonical_url"] == f"http://127.0.0.1:8765{page['path']}"
+    assert doc["title"] == page.title and doc["author"] == page.author
+    assert doc["date_published"] == page.date_published
+    assert doc["canonical_url"] == f"http://127.0.0.1:8765{page.path}"
     text = " ".join(doc["text"].split())
-    assert all(" ".join(s.split()) in text for s in page["article_sentences"])
-    assert not any(" ".join(b.split()) in text for b in site.ground_truth["boilerplate"] if len(b) >= 20)
+    assert all(" ".join(s.split()) in text for s in page.article_sentences)
+    assert not any(" ".join(b.split()) in text for b in site.ground_truth.boilerplate if len(b) >= 20)
 
 
 def test_windows_1252_page_is_decoded():

@@ -57,7 +57,7 @@ def _findings(text: str, cfg: PiiConfig = CFG) -> list[tuple[str, str]]:
 
 def test_planted_values_are_present_before_redaction(demo):
     site, texts = demo
-    planted = site.ground_truth["pii"]
+    planted = site.ground_truth.dump()["pii"]
     by_type = collections.Counter(row["type"] for row in planted)
     assert set(by_type) == {"PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IP_ADDRESS",
                             "LOCATION", "SECRET"}
@@ -70,7 +70,7 @@ def test_planted_values_are_present_before_redaction(demo):
 def test_recall_per_type_on_demo_site(demo, redacted):
     site, _ = demo
     found, total = collections.Counter(), collections.Counter()
-    for row in site.ground_truth["pii"]:
+    for row in site.ground_truth.dump()["pii"]:
         total[row["type"]] += 1
         found[row["type"]] += row["value"] not in redacted[row["page"]]
     recall = {t: found[t] / total[t] for t in total}
@@ -81,7 +81,7 @@ def test_little_non_pii_text_is_changed(demo, analyzer):
     """False positives on the article texts (Python reference prose and code)."""
     site, texts = demo
     planted = collections.defaultdict(set)
-    for row in site.ground_truth["pii"]:
+    for row in site.ground_truth.dump()["pii"]:
         planted[texts[row["page"]]].add(row["value"])
     docs = list(planted)
     changed = non_pii = 0
@@ -217,7 +217,7 @@ def test_redact_jsonl_keeps_fields_and_adds_counts(tmp_path: Path, analyzer):
     assert [r["id"] for r in out] == [1, 2] and out[0]["meta"] == {"lang": "en"}
     assert out[0]["pii_counts"] == {"EMAIL_ADDRESS": 1, "PERSON": 1, "PHONE_NUMBER": 1}
     assert out[1] == {"id": 2, "text": "Nothing to see.", "pii_counts": {}}
-    assert summary["docs"] == 2 and summary["pii_counts_by_type"]["PERSON"] == 1
+    assert summary.docs == 2 and summary.pii_counts_by_type["PERSON"] == 1
 
 
 @pytest.mark.parametrize("lines, message", [
@@ -259,14 +259,14 @@ def test_run_redact_writes_the_redacted_corpus(tmp_path: Path, analyzer):
     assert got[0]["title"] == "Notes by <PERSON>" and got[0]["author"] == "<PERSON>"
     assert json.loads(got[0]["pii_counts"]) == {"EMAIL_ADDRESS": 1, "PERSON": 3, "PHONE_NUMBER": 1}
     assert got[1]["author"] is None and json.loads(got[1]["pii_counts"]) == {}
-    assert summary["docs"] == 2 and summary["pii_counts_by_type"]["PERSON"] == 3
+    assert summary.docs == 2 and summary.pii_counts_by_type["PERSON"] == 3
     assert json.loads((out_dir / "summary.json").read_text())["docs_per_s"] > 0
 
 
 def test_logs_hold_no_planted_value(demo, tmp_path: Path, caplog, analyzer):
     site, texts = demo
     path = next(p for p in texts if p.startswith("/docs/"))
-    values = [row["value"] for row in site.ground_truth["pii"] if row["page"] == path]
+    values = [row["value"] for row in site.ground_truth.dump()["pii"] if row["page"] == path]
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"text": texts[path]}) + "\n")
     cfg = CFG.model_copy(update={"processes": 1})  # worker processes' records do not reach caplog

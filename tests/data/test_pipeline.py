@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from llmops.config import DemoSiteConfig, load_config
-from llmops.data import store
+from llmops.data import pii, store
 from llmops.data.extract import shard_of
 from llmops.data.pipeline import clean_stage, dedup_stage, extract_stage, run_data_pipeline, scrape_stage
 from llmops.data.scrape import read_index
 from llmops.demo_site import start_demo_site
+from llmops.records.crawl import INDEX_ENTRY, DedupDropped, read_lines
 
 FAST_CRAWL = {"scrape": {"timeout_s": 1.0, "retries": 1, "backoff_s": 0.05, "rate_limit_per_host": 500.0}}
 
@@ -32,19 +34,20 @@ def run(tmp_path_factory):
         # Another run of the unchanged site (conditional requests: 304s), then one after an
         # article's text changed.
         recrawl = _first_half(cfg, site.url, "test-run-2")
-        article = next(p for p in site.ground_truth["pages"] if p["kind"] == "article")
+        gt = site.ground_truth.dump()
+        article = next(p for p in gt["pages"] if p["kind"] == "article")
         sentence = article["article_sentences"][0]
         html = site.site.pages[article["path"]].body.decode()
         site.update_page(article["path"], html.replace(sentence, sentence + " A sentence added later.", 1))
         edited = _first_half(cfg, site.url, "test-run-3")
     base = site.url.rstrip("/")
-    corpus_dir = Path(report["corpus"]["path"])
-    corpus = store.read_docs(corpus_dir / "corpus.parquet")
+    corpus_dir = Path(report.corpus.path)
+    corpus = store.read_docs(corpus_dir / "corpus.parquet", store.CorpusDoc)
     return {
-        "report": report, "again": again, "gt": site.ground_truth, "requested": requested, "base": base,
-        "index": read_index(Path(report["crawl"]["path"])),
+        "report": report, "again": again, "gt": gt, "requested": requested, "base": base,
+        "index": [r.model_dump() for r in read_index(Path(report.crawl.path))],
         "corpus": {d["url"].replace(base, ""): d for d in corpus},
-        "removed": store.read_jsonl(corpus_dir / "dropped.jsonl"),
+        "removed": store.read_dropped(corpus_dir / "dropped.jsonl"),
         "first": _first_half(cfg, site.url, "test-run"), "recrawl": recrawl, "edited": edited,
         "edited_shard": shard_of(base + article["path"], cfg.data.num_shards),
     }
@@ -80,11 +83,12 @@ def test_robots_disallowed_section_never_requested(run):
 
 
 def test_planted_duplicates_removed_and_originals_kept(run):
-    removed = {r["url"].replace(run["base"], ""): r for r in run["removed"]}
+    removed = {r.url.replace(run["base"], ""): r for r in run["removed"] if isinstance(r, DedupDropped)}
+    assert len(removed) == len(run["removed"])
     for dup in run["gt"]["duplicates"]:
         assert dup["path"] in removed, dup
-        assert removed[dup["path"]]["duplicate_of"].replace(run["base"], "") == dup["original"]
-        assert removed[dup["path"]]["reason"] == ("exact_duplicate" if dup["kind"] == "exact" else "near_duplicate")
+        assert removed[dup["path"]].duplicate_of.replace(run["base"], "") == dup["original"]
+        assert removed[dup["path"]].reason == ("exact_duplicate" if dup["kind"] == "exact" else "near_duplicate")
         assert dup["original"] in run["corpus"], dup
     planted = {d["path"] for d in run["gt"]["duplicates"]}
     assert set(removed) == planted  # nothing else was taken for a duplicate
@@ -115,11 +119,11 @@ def test_article_body_pii_is_still_there(run):
 
 
 def test_rerun_with_same_inputs_reuses_every_stage(run):
-    assert not run["report"]["crawl"]["reused"] and not run["report"]["dedup"]["reused"]
+    assert not run["report"].crawl.reused and not run["report"].dedup.reused
     again = run["again"]
-    assert again["crawl"]["reused"] and again["extract"]["reused"] and again["clean"]["reused"]
-    assert again["dedup"]["reused"]
-    assert again["corpus"] == run["report"]["corpus"]
+    assert again.crawl.reused and again.extract.reused and again.clean.reused
+    assert again.dedup.reused
+    assert again.corpus == run["report"].corpus
 
 
 def test_a_second_crawl_of_the_unchanged_site_reuses_every_stage_after_it(run):
@@ -131,7 +135,7 @@ def test_a_second_crawl_of_the_unchanged_site_reuses_every_stage_after_it(run):
         assert [r.key for r in second[stage]] == [r.key for r in first[stage]], stage
         assert all(r.reused for r in second[stage]), stage
     assert second["dedup"].key == first["dedup"].key and second["dedup"].reused
-    assert second["dedup"].path == Path(run["report"]["corpus"]["path"])
+    assert second["dedup"].path == Path(run["report"].corpus.path)
 
 
 def test_a_changed_page_changes_the_keys_of_what_it_reaches(run):
@@ -148,8 +152,8 @@ def test_corpus_schema_and_report(run):
     doc = next(iter(run["corpus"].values()))
     assert set(store.CORPUS_SCHEMA.names) == set(doc)
     report = run["report"]
-    assert report["crawl"]["pages_failed"] == sum(report["crawl"]["failed_by_reason"].values())
-    json.dumps(report)  # the report is plain JSON
+    assert report.crawl.pages_failed == sum(report.crawl.failed_by_reason.values())
+    json.dumps(report.dump())  # the report is plain JSON
 
 
 def test_crawl_that_fetches_nothing_fails_and_publishes_nothing(tmp_path):
@@ -161,7 +165,7 @@ def test_crawl_that_fetches_nothing_fails_and_publishes_nothing(tmp_path):
         scrape_stage(cfg, "http://127.0.0.1:1/", "run-1")
     kept = tmp_path / "logs" / "failed-crawls" / "run-1-index.jsonl"
     assert str(kept) in str(exc.value)
-    assert store.read_jsonl(kept)[0]["url"] == "http://127.0.0.1:1/"  # the reasons are kept
+    assert read_lines(kept, INDEX_ENTRY)[0].url == "http://127.0.0.1:1/"  # the reasons are kept
     assert list((tmp_path / "artifacts" / "scrape").iterdir()) == []  # no half-written .tmp either
 
 
@@ -186,3 +190,32 @@ def test_crawl_of_a_missing_seed_is_refused_for_good(tmp_path):
     finally:
         server.shutdown()
     assert is_transient(exc.value) is False
+
+
+def test_row_types_declare_todays_parquet_schemas():
+    """The schemas are derived from the row TypedDicts; a changed column would change every
+    file's bytes, so they are pinned here as declared before the rows were typed."""
+    extract = [("id", pa.string()), ("url", pa.string()), ("canonical_url", pa.string()), ("title", pa.string()),
+               ("author", pa.string()), ("date_published", pa.string()), ("text", pa.string()),
+               ("source", pa.string()), ("fetched_at", pa.string()), ("discovered_via", pa.string()),
+               ("payload_sha256", pa.string())]
+    clean = extract + [("n_chars", pa.int32()), ("n_words", pa.int32()), ("n_sentences", pa.int32()),
+                       ("sentences", pa.list_(pa.string())), ("lang", pa.string()), ("lang_score", pa.float32())]
+    corpus = clean + [("text_sha256", pa.string()), ("dup_cluster", pa.string()), ("dup_count", pa.int32())]
+    redacted = corpus + [("pii_counts", pa.string())]
+    for schema, fields in [(store.EXTRACT_SCHEMA, extract), (store.CLEAN_SCHEMA, clean),
+                           (store.CORPUS_SCHEMA, corpus), (store.REDACTED_SCHEMA, redacted)]:
+        assert schema.equals(pa.schema(fields), check_metadata=True)
+    assert pii.REDACTED_SCHEMA.equals(store.REDACTED_SCHEMA)
+
+
+def test_reading_a_table_as_a_row_it_lacks_columns_of_fails(tmp_path):
+    from llmops.records.base import RecordError
+
+    row = store.ExtractDoc(id="1", url="http://h/", canonical_url=None, title=None, author=None,
+                           date_published=None, text="t", source="h", fetched_at=None, discovered_via="seed",
+                           payload_sha256=None)
+    store.write_docs([row], tmp_path / "docs.parquet", store.EXTRACT_SCHEMA)
+    assert store.read_docs(tmp_path / "docs.parquet") == [row]
+    with pytest.raises(RecordError, match="docs.parquet is not a table of CleanDoc: column n_chars is missing"):
+        store.read_docs(tmp_path / "docs.parquet", store.CleanDoc)

@@ -29,6 +29,7 @@ from llmops.data.scrape import (
     parse_sitemap,
     read_index,
 )
+from llmops.records.crawl import IndexEntry
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 LATIN1_HTML = "<html><body><p>Café crème – 20 €</p></body></html>".encode("cp1252")
@@ -283,10 +284,10 @@ def crawled(site: Site, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     """One crawl of the fixture site shared by the assertions below (it takes ~1.5 s)."""
     out = tmp_path_factory.mktemp("crawl")
     summary = crawl(site.url, out, ScrapeConfig(**FAST))
-    return out, summary, {r["url"]: r for r in read_index(out)}
+    return out, summary, {r.url: r for r in read_index(out)}
 
 
-def _rec(site: Site, index: dict[str, dict], path: str) -> dict:
+def _rec(site: Site, index: dict[str, IndexEntry], path: str) -> IndexEntry:
     return index[site.url.rstrip("/") + path]
 
 
@@ -311,13 +312,13 @@ def _rec(site: Site, index: dict[str, dict], path: str) -> dict:
 def test_failures_are_recorded_with_reason(crawled, site: Site, path: str, reason: str, attempts: int) -> None:
     _, _, index = crawled
     record = _rec(site, index, path)
-    assert (record["error"], record["ok"], record["attempts"]) == (reason, False, attempts)
-    assert record["warc_offset"] is None and record["sha256"] is None
+    assert (record.error, record.ok, record.attempts) == (reason, False, attempts)
+    assert record.warc_offset is None and record.sha256 is None
 
 
 def test_retry_on_503_recovers(crawled, site: Site) -> None:
     record = _rec(site, crawled[2], "/flaky")
-    assert record["ok"] and record["status"] == 200 and record["attempts"] == 2 and record["error"] is None
+    assert record.ok and record.status == 200 and record.attempts == 2 and record.error is None
 
 
 def test_robots_disallowed_urls_are_never_requested(crawled, site: Site) -> None:
@@ -327,55 +328,57 @@ def test_robots_disallowed_urls_are_never_requested(crawled, site: Site) -> None
 
 def test_discovery_canonicalisation_and_scope(crawled, site: Site) -> None:
     _, summary, index = crawled
-    assert _rec(site, index, "/")["discovered_via"] == "seed"
-    assert _rec(site, index, "/from-sitemap")["discovered_via"] == "sitemap"
-    assert _rec(site, index, "/deeper")["depth"] == 1
-    assert _rec(site, index, "/same")["discovered_via"] == "link"
-    assert _rec(site, index, "/same?a=1&b=2")["ok"]
+    assert _rec(site, index, "/").discovered_via == "seed"
+    assert _rec(site, index, "/from-sitemap").discovered_via == "sitemap"
+    assert _rec(site, index, "/deeper").depth == 1
+    assert _rec(site, index, "/same").discovered_via == "link"
+    assert _rec(site, index, "/same?a=1&b=2").ok
     assert site.counts["/same"] == 1  # "/same#frag" and "./same" are the same page
-    assert summary["offsite_links"] == 1
+    assert summary.offsite_links == 1
     assert not any("offsite" in url or url.startswith("mailto") for url in index)
 
 
 def test_malformed_base_href_does_not_stop_the_crawl(crawled, site: Site) -> None:
     index = crawled[2]
-    assert _rec(site, index, "/bad-base")["ok"]
+    assert _rec(site, index, "/bad-base").ok
     after = _rec(site, index, "/after-bad-base")  # its link resolved against the page itself
-    assert after["ok"] and after["depth"] == 2
+    assert after.ok and after.depth == 2
 
 
 def test_redirect_records_final_url(crawled, site: Site) -> None:
     record = _rec(site, crawled[2], "/loop-a")
-    assert record["final_url"] == site.url + "loop-b"
-    assert record["status"] == 302
+    assert record.final_url == site.url + "loop-b"
+    assert record.status == 302
 
 
 def test_encoding_is_recorded_and_payload_round_trips(crawled, site: Site) -> None:
     out, _, index = crawled
     record = _rec(site, index, "/latin1")
-    assert record["ok"] and record["encoding"] == "cp1252"
-    payloads = {r["url"]: p for r, p in iter_ok_pages(out)}
-    assert payloads[record["url"]] == LATIN1_HTML
-    assert "Café crème – 20 €" in decode_html(payloads[record["url"]], record["encoding"])
+    assert record.ok and record.encoding == "cp1252"
+    payloads = {r.url: p for r, p in iter_ok_pages(out)}
+    assert payloads[record.url] == LATIN1_HTML
+    assert "Café crème – 20 €" in decode_html(payloads[record.url], record.encoding)
 
 
 def test_index_schema_and_summary(crawled) -> None:
     out, summary, index = crawled
     records = read_index(out)
-    assert [r["url"] for r in records] == sorted(index)
+    assert [r.url for r in records] == sorted(index)
     keys = {"url", "status", "content_type", "fetched_at", "etag", "last_modified", "error", "ok",
             "final_url", "discovered_via", "depth", "attempts", "bytes", "sha256", "encoding",
             "not_modified", "warc_offset", "elapsed_ms"}
-    assert all(set(r) == keys for r in records)
-    assert all(r["ok"] == (r["error"] is None) for r in records)
-    ok = [r for r in records if r["ok"]]
-    assert summary["pages_ok"] == len(ok)
-    assert summary["pages_ok"] + summary["pages_failed"] == summary["urls_seen"] == len(records)
-    assert summary["failed_by_reason"]["robots_disallowed"] == 2
-    assert summary["bytes_downloaded"] >= sum(r["bytes"] for r in ok)
-    assert summary["pages_per_s"] > 0 and summary["skipped_max_pages"] == 0
+    lines = (out / "index.jsonl").read_text().splitlines()
+    assert all(set(json.loads(line)) == keys for line in lines)  # the README's index keys, no more
+    assert lines == [json.dumps(r.model_dump(), sort_keys=True, ensure_ascii=False) for r in records]
+    assert all(r.ok == (r.error is None) for r in records)
+    ok = [r for r in records if r.ok]
+    assert summary.pages_ok == len(ok)
+    assert summary.pages_ok + summary.pages_failed == summary.urls_seen == len(records)
+    assert summary.failed_by_reason["robots_disallowed"] == 2
+    assert summary.bytes_downloaded >= sum(r.bytes for r in ok)
+    assert summary.pages_per_s > 0 and summary.skipped_max_pages == 0
     assert (out / "summary.json").exists()
-    assert all(r["fetched_at"].endswith("Z") for r in records if r["attempts"])
+    assert all(r.fetched_at.endswith("Z") for r in records if r.attempts)
 
 
 def test_warc_has_warcinfo_and_request_response_pairs(crawled) -> None:
@@ -383,15 +386,15 @@ def test_warc_has_warcinfo_and_request_response_pairs(crawled) -> None:
     with open(out / "crawl.warc.gz", "rb") as fh:
         types = [rec.rec_type for rec in ArchiveIterator(fh)]
     assert types[0] == "warcinfo"
-    assert types.count("response") == types.count("request") == summary["pages_ok"]
+    assert types.count("response") == types.count("request") == summary.pages_ok
 
 
 def test_max_pages_budget(site: Site, tmp_path: Path) -> None:
     summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST, max_pages=3))
-    requested = [r for r in read_index(tmp_path) if r["attempts"]]
+    requested = [r for r in read_index(tmp_path) if r.attempts]
     assert len(requested) == 3
-    assert summary["skipped_max_pages"] > 0
-    assert summary["urls_seen"] == len(read_index(tmp_path)) + summary["skipped_max_pages"]
+    assert summary.skipped_max_pages > 0
+    assert summary.urls_seen == len(read_index(tmp_path)) + summary.skipped_max_pages
 
 
 def test_conditional_recrawl_reuses_unchanged_pages(tmp_path: Path) -> None:
@@ -415,12 +418,12 @@ def test_conditional_recrawl_reuses_unchanged_pages(tmp_path: Path) -> None:
         assert sent == {"/": '"1"', "/a": '"1"', "/b": '"1"'}
     finally:
         site.stop()
-    index = {r["url"].rsplit("/", 1)[1]: r for r in read_index(second)}
-    assert index[""]["not_modified"] and index["a"]["not_modified"] and index[""]["ok"]
-    assert index[""]["status"] == 304
-    assert not index["b"]["not_modified"] and index["b"]["etag"] == '"2"'
-    assert summary["not_modified"] == 2
-    payloads = {r["url"].rsplit("/", 1)[1]: p for r, p in iter_ok_pages(second)}
+    index = {r.url.rsplit("/", 1)[1]: r for r in read_index(second)}
+    assert index[""].not_modified and index["a"].not_modified and index[""].ok
+    assert index[""].status == 304
+    assert not index["b"].not_modified and index["b"].etag == '"2"'
+    assert summary.not_modified == 2
+    payloads = {r.url.rsplit("/", 1)[1]: p for r, p in iter_ok_pages(second)}
     assert payloads == {"": pages["/"], "a": pages["/a"], "b": html(title="b, second edition")}
 
 
@@ -458,7 +461,7 @@ def test_robots_for_other_user_agent_blocks_everything(site: Site, tmp_path: Pat
     before = len(site.log)
     summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST, user_agent="otherbot"))
     assert [p for _, p, _ in site.log[before:]] == ["/robots.txt"]
-    assert summary["failed_by_reason"] == {"robots_disallowed": 1}
+    assert summary.failed_by_reason == {"robots_disallowed": 1}
 
 
 def test_crawl_works_inside_a_running_event_loop(site: Site, tmp_path: Path) -> None:
@@ -467,7 +470,7 @@ def test_crawl_works_inside_a_running_event_loop(site: Site, tmp_path: Path) -> 
     async def caller() -> dict:
         return crawl(site.url, tmp_path, ScrapeConfig(**FAST, max_pages=1))
 
-    assert asyncio.run(caller())["pages_ok"] == 1
+    assert asyncio.run(caller()).pages_ok == 1
 
 
 # ------------------------------------------------------------ demo site (integration)
@@ -486,6 +489,7 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 def test_demo_site_crawl_and_conditional_recrawl(demo_site, tmp_path: Path) -> None:
     from llmops.config import DemoSiteConfig
+    from llmops.demo_site import read_access_log
 
     huge = DemoSiteConfig().huge_page_bytes
     cfg = ScrapeConfig(timeout_s=0.5, retries=1, backoff_s=0.05, max_bytes=huge // 3)
@@ -493,35 +497,35 @@ def test_demo_site_crawl_and_conditional_recrawl(demo_site, tmp_path: Path) -> N
     first.mkdir(), second.mkdir()
     summary = crawl(demo_site.url, first, cfg)
     origin = demo_site.url.rstrip("/")
-    index = {r["url"].removeprefix(origin): r for r in read_index(first)}
+    index = {r.url.removeprefix(origin): r for r in read_index(first)}
 
     truth = demo_site.ground_truth
-    for fault in truth["faults"]:
-        record = index[fault["path"]]
-        expected_error = None if fault["expect"] == "ok" else fault["expect"]
-        assert (record["error"], record["ok"]) == (expected_error, expected_error is None), fault
-    assert index["/faults/latin1.html"]["encoding"] in ("windows-1252", "cp1252", "iso-8859-1", "latin-1")
-    for path in truth["disallowed"]:  # by a prefix, "*" or "$" rule
-        assert (index[path]["error"], index[path]["attempts"]) == ("robots_disallowed", 0)
-    logged = [json.loads(line)["path"] for line in demo_site.access_log_path.read_text().splitlines()]
-    assert not set(logged) & set(truth["disallowed"])  # the site's access log: never requested
-    assert all(index[d["path"]]["ok"] for d in truth["duplicates"])  # mirrors: the Allow exception
-    assert summary["pages_ok"] == 104 and summary["failed_by_reason"]["robots_disallowed"] == 5
+    for fault in truth.faults:
+        record = index[fault.path]
+        expected_error = None if fault.expect == "ok" else fault.expect
+        assert (record.error, record.ok) == (expected_error, expected_error is None), fault
+    assert index["/faults/latin1.html"].encoding in ("windows-1252", "cp1252", "iso-8859-1", "latin-1")
+    for path in truth.disallowed:  # by a prefix, "*" or "$" rule
+        assert (index[path].error, index[path].attempts) == ("robots_disallowed", 0)
+    logged = [entry.path for entry in read_access_log(demo_site.access_log_path)]
+    assert not set(logged) & set(truth.disallowed)  # the site's access log: never requested
+    assert all(index[d.path].ok for d in truth.duplicates)  # mirrors: the Allow exception
+    assert summary.pages_ok == 104 and summary.failed_by_reason["robots_disallowed"] == 5
     docs = [r for path, r in index.items() if path.startswith("/docs/")]
-    assert len(docs) == 79 and all(r["ok"] for r in docs)
-    assert summary["pages_ok"] == sum(r["ok"] for r in index.values())
+    assert len(docs) == 79 and all(r.ok for r in docs)
+    assert summary.pages_ok == sum(r.ok for r in index.values())
 
     changed = min(path for path in index if path.startswith("/docs/"))
     new_html = "<html><head><title>Changed</title></head><body><p>A new edition.</p></body></html>"
     demo_site.update_page(changed, new_html)
     summary2 = crawl(demo_site.url, second, cfg, previous=first)
-    index2 = {r["url"].removeprefix(origin): r for r in read_index(second)}
-    assert index2[changed]["ok"] and not index2[changed]["not_modified"]
-    assert summary2["not_modified"] == summary["pages_ok"] - 1  # all but the changed page
-    assert all(index2[p]["not_modified"] for p, r in index.items() if r["ok"] and p != changed)
-    payloads = {r["url"].removeprefix(origin): p for r, p in iter_ok_pages(second)}
+    index2 = {r.url.removeprefix(origin): r for r in read_index(second)}
+    assert index2[changed].ok and not index2[changed].not_modified
+    assert summary2.not_modified == summary.pages_ok - 1  # all but the changed page
+    assert all(index2[p].not_modified for p, r in index.items() if r.ok and p != changed)
+    payloads = {r.url.removeprefix(origin): p for r, p in iter_ok_pages(second)}
     assert payloads[changed] == new_html.encode()
-    assert summary2["bytes_downloaded"] < summary["bytes_downloaded"] / 10
+    assert summary2.bytes_downloaded < summary.bytes_downloaded / 10
 
 
 def _closed_port() -> int:
@@ -536,16 +540,16 @@ def test_unreachable_host_is_robots_unavailable(tmp_path: Path) -> None:
     # robots.txt cannot be fetched (after the retries): the whole host is off limits
     summary = crawl(f"http://127.0.0.1:{_closed_port()}/", tmp_path, ScrapeConfig(**FAST), progress=True)
     (record,) = read_index(tmp_path)
-    assert (record["error"], record["attempts"]) == ("robots_unavailable", 0)
-    assert summary["failed_by_reason"] == {"robots_unavailable": 1}
+    assert (record.error, record.attempts) == ("robots_unavailable", 0)
+    assert summary.failed_by_reason == {"robots_unavailable": 1}
 
 
 def test_unreachable_host_is_a_connection_error_without_robots(tmp_path: Path) -> None:
     summary = crawl(f"http://127.0.0.1:{_closed_port()}/", tmp_path,
                     ScrapeConfig(**FAST, respect_robots=False))
     (record,) = read_index(tmp_path)
-    assert (record["error"], record["attempts"]) == ("connection_error", 3)
-    assert summary["failed_by_reason"] == {"connection_error": 1}
+    assert (record.error, record.attempts) == ("connection_error", 3)
+    assert summary.failed_by_reason == {"connection_error": 1}
 
 
 # ------------------------------------------------------------ review fixes
@@ -573,13 +577,13 @@ def test_unexpected_exception_costs_one_url_not_the_crawl(tmp_path: Path, monkey
         summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
     finally:
         site.stop()
-    index = {r["url"].removeprefix(site.url.rstrip("/")): r for r in read_index(tmp_path)}
+    index = {r.url.removeprefix(site.url.rstrip("/")): r for r in read_index(tmp_path)}
     assert set(index) == {"/", "/boom", "/fine"}
     boom = index["/boom"]
-    assert (boom["error"], boom["ok"], boom["warc_offset"], boom["sha256"]) == ("internal:RuntimeError", False,
+    assert (boom.error, boom.ok, boom.warc_offset, boom.sha256) == ("internal:RuntimeError", False,
                                                                                 None, None)
-    assert boom["attempts"] == 1 and index["/fine"]["ok"] and index["/"]["ok"]
-    assert summary["failed_by_reason"] == {"internal:RuntimeError": 1}
+    assert boom.attempts == 1 and index["/fine"].ok and index["/"].ok
+    assert summary.failed_by_reason == {"internal:RuntimeError": 1}
     logged = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
     assert logged and "/boom" in logged[0].getMessage()
     with open(tmp_path / "crawl.warc.gz", "rb") as fh:  # no orphan response for the failed page
@@ -600,20 +604,20 @@ def test_offsite_redirect_is_not_followed_with_same_host_only(two_sites, tmp_pat
     other.routes.update({"/page": Reply(200, html(title="off-site content"))})
     home.routes.update({"/": Reply(200, html("/go")), "/go": redirect(other.url + "page")})
     summary = crawl(home.url, tmp_path, ScrapeConfig(**FAST))
-    record = {r["url"]: r for r in read_index(tmp_path)}[home.url + "go"]
-    assert (record["error"], record["ok"], record["status"], record["attempts"]) == ("offsite_redirect", False,
+    record = {r.url: r for r in read_index(tmp_path)}[home.url + "go"]
+    assert (record.error, record.ok, record.status, record.attempts) == ("offsite_redirect", False,
                                                                                    302, 1)
-    assert record["final_url"] == home.url + "go" and record["warc_offset"] is None
+    assert record.final_url == home.url + "go" and record.warc_offset is None
     assert other.log == []  # not the page, not even its robots.txt
-    assert summary["failed_by_reason"] == {"offsite_redirect": 1}
-    assert summary["offsite_links"] == 1  # the redirect target
+    assert summary.failed_by_reason == {"offsite_redirect": 1}
+    assert summary.offsite_links == 1  # the redirect target
 
     # without same_host_only the redirect is followed
     out = tmp_path / "anywhere"
     out.mkdir()
     crawl(home.url, out, ScrapeConfig(**FAST, same_host_only=False))
-    record = {r["url"]: r for r in read_index(out)}[home.url + "go"]
-    assert record["ok"] and record["final_url"] == other.url + "page"
+    record = {r.url: r for r in read_index(out)}[home.url + "go"]
+    assert record.ok and record.final_url == other.url + "page"
 
 
 def test_page_reached_by_redirect_is_not_fetched_again(tmp_path: Path) -> None:
@@ -627,9 +631,9 @@ def test_page_reached_by_redirect_is_not_fetched_again(tmp_path: Path) -> None:
         site.stop()
     assert site.counts["/dest"] == 1 and site.counts["/moved"] == 1
     records = read_index(tmp_path)
-    assert [r["url"] for r in records] == [site.url, site.url + "moved"]
-    assert records[1]["ok"] and records[1]["final_url"] == site.url + "dest"
-    assert summary["pages_ok"] == 2
+    assert [r.url for r in records] == [site.url, site.url + "moved"]
+    assert records[1].ok and records[1].final_url == site.url + "dest"
+    assert summary.pages_ok == 2
 
 
 def test_sitemaps_on_other_hosts_are_skipped_with_same_host_only(two_sites, tmp_path: Path) -> None:
@@ -654,15 +658,15 @@ def test_sitemaps_on_other_hosts_are_skipped_with_same_host_only(two_sites, tmp_
         other.routes[f"/{name}.xml"] = urlset(f"{h}/from-{name}")
     summary = crawl(home.url, tmp_path, ScrapeConfig(**FAST))
     assert other.log == []
-    assert [r["url"] for r in read_index(tmp_path)] == [home.url, f"{h}/from-local"]
-    assert summary["offsite_links"] == 3
+    assert [r.url for r in read_index(tmp_path)] == [home.url, f"{h}/from-local"]
+    assert summary.offsite_links == 3
 
     out = tmp_path / "anywhere"
     out.mkdir()
     crawl(home.url, out, ScrapeConfig(**FAST, same_host_only=False))
     assert {"/listed.xml", "/redirected.xml", "/nested.xml"} <= set(other.requested())
     assert {f"{h}/from-{n}" for n in ("local", "listed", "redirected", "nested")} <= {
-        r["url"] for r in read_index(out)}
+        r.url for r in read_index(out)}
 
 
 @pytest.mark.parametrize(("robots_status", "expected"), [
@@ -678,13 +682,13 @@ def test_robots_txt_status_decides_the_host(robots_status: int, expected: str | 
         site.stop()
     records = read_index(tmp_path)
     if expected is None:  # 4xx: no robots.txt, everything allowed
-        assert [r["ok"] for r in records] == [True, True]
+        assert [r.ok for r in records] == [True, True]
         return
-    assert [(r["url"], r["error"], r["attempts"]) for r in records] == [(site.url, expected, 0)]
+    assert [(r.url, r.error, r.attempts) for r in records] == [(site.url, expected, 0)]
     assert set(site.requested()) == {"/robots.txt"}  # nothing else, not even the sitemap
     retried = 1 + FAST["retries"] if robots_status >= 500 else 1
     assert site.counts["/robots.txt"] == retried
-    assert summary["failed_by_reason"] == {expected: 1}
+    assert summary.failed_by_reason == {expected: 1}
 
 
 def test_robots_txt_that_recovers_on_retry_is_used(tmp_path: Path) -> None:
@@ -698,7 +702,7 @@ def test_robots_txt_that_recovers_on_retry_is_used(tmp_path: Path) -> None:
         crawl(site.url, tmp_path, ScrapeConfig(**FAST))
     finally:
         site.stop()
-    assert [(r["ok"], r["error"]) for r in read_index(tmp_path)] == [(True, None), (False, "robots_disallowed")]
+    assert [(r.ok, r.error) for r in read_index(tmp_path)] == [(True, None), (False, "robots_disallowed")]
 
 
 # Rules a prefix-only parser (urllib.robotparser) gets wrong: "*" and "$" (it ignores them,
@@ -739,16 +743,16 @@ def test_robots_wildcards_end_anchors_and_allow_exceptions(tmp_path: Path) -> No
         summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
     finally:
         site.stop()
-    index = {r["url"].removeprefix(site.url.rstrip("/")): r for r in read_index(tmp_path)}
+    index = {r.url.removeprefix(site.url.rstrip("/")): r for r in read_index(tmp_path)}
     allowed = {path for path, ok in RFC9309_LINKS.values() if ok}
     disallowed = {path for path, ok in RFC9309_LINKS.values() if not ok}
     assert set(index) == {"/"} | allowed | disallowed
     for path in disallowed:
-        assert (index[path]["error"], index[path]["attempts"]) == ("robots_disallowed", 0), path
-    assert all(index[path]["ok"] for path in allowed)
+        assert (index[path].error, index[path].attempts) == ("robots_disallowed", 0), path
+    assert all(index[path].ok for path in allowed)
     # the site's access log: every allowed URL once, nothing disallowed in any spelling
     assert sorted(site.requested()) == sorted({"/robots.txt", "/sitemap.xml", "/"} | allowed)
-    assert summary["failed_by_reason"] == {"robots_disallowed": len(disallowed)}
+    assert summary.failed_by_reason == {"robots_disallowed": len(disallowed)}
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "-1", "soon"])
@@ -763,7 +767,7 @@ def test_invalid_crawl_delays_are_ignored(value: str, tmp_path: Path) -> None:
         summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
     finally:
         site.stop()
-    assert summary["pages_ok"] == 2
+    assert summary.pages_ok == 2
     assert time.monotonic() - started < 5  # neither forever nor the 30 s cap
 
 
@@ -779,7 +783,7 @@ def test_crawl_delay_of_our_own_group_wins_over_the_default(tmp_path: Path) -> N
         summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST, user_agent="llmops-crawler/0.1 (+https://x.test)"))
     finally:
         site.stop()
-    assert summary["pages_ok"] == 3
+    assert summary.pages_ok == 3
     times = [t for t, path, _ in site.log if path != "/robots.txt"]
     assert all(0.13 <= b - a < 5 for a, b in pairwise(times))
 
@@ -796,7 +800,7 @@ def test_huge_crawl_delay_is_capped(tmp_path: Path, monkeypatch, caplog) -> None
         summary = crawl(site.url, tmp_path, ScrapeConfig(**FAST))
     finally:
         site.stop()
-    assert summary["pages_ok"] == 3
+    assert summary.pages_ok == 3
     assert time.monotonic() - started < 30  # not 86400 s per page: the cap applied
     times = [t for t, path, _ in site.log if path != "/robots.txt"]
     assert all(b - a >= 0.13 for a, b in pairwise(times))  # the capped delay is still obeyed

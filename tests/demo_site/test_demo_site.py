@@ -28,10 +28,12 @@ from llmops.demo_site import (
     DemoSiteServer,
     Site,
     build_site,
+    read_access_log,
     start_demo_site,
     write_ground_truth,
 )
 from llmops.demo_site.server import robots_txt
+from llmops.records.crawl import GroundTruth
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_HUGE = 250_000  # keeps the test server light; the size is still checked exactly
@@ -52,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def pages_of(site: Site, kind: str) -> list[dict[str, Any]]:
-    return [p for p in site.ground_truth["pages"] if p["kind"] == kind]
+    return [p for p in site.ground_truth.pages if p.kind == kind]
 
 
 def article_element(body: bytes) -> bytes:
@@ -84,45 +86,45 @@ def test_same_seed_same_site_and_other_seed_differs(site: Site) -> None:
     assert again.ground_truth == site.ground_truth
     assert {p: pg.body for p, pg in again.pages.items()} == {p: pg.body for p, pg in site.pages.items()}
     other = build_site(DemoSiteConfig(seed=7))
-    assert other.ground_truth["pii"] != site.ground_truth["pii"]
+    assert other.ground_truth.pii != site.ground_truth.pii
 
 
 def test_one_article_per_topic_with_metadata(site: Site) -> None:
     articles = pages_of(site, "article")
     assert len(articles) == 79
     for entry in articles:
-        body = site.pages[entry["path"]].body.decode()
-        assert f'<link rel="canonical" href="{entry["path"]}">' in body
-        assert f'<meta property="article:published_time" content="{entry["date_published"]}">' in body
+        body = site.pages[entry.path].body.decode()
+        assert f'<link rel="canonical" href="{entry.path}">' in body
+        assert f'<meta property="article:published_time" content="{entry.date_published}">' in body
         assert re.search(r'<meta name="author" content="[^"]+">', body)
-        assert f"By {entry['author']} · {entry['date_published']}" in entry["article_text"]
-        assert "Contact the maintainer" in entry["article_text"]
-        assert entry["article_sentences"]
-        assert all(s in entry["article_text"] for s in entry["article_sentences"])
+        assert f"By {entry.author} · {entry.date_published}" in entry.article_text
+        assert "Contact the maintainer" in entry.article_text
+        assert entry.article_sentences
+        assert all(s in entry.article_text for s in entry.article_sentences)
 
 
 def test_every_pii_type_in_bodies_and_comments(site: Site) -> None:
-    pii = site.ground_truth["pii"]
+    pii = site.ground_truth.pii
     for where in ("body", "comment"):
-        assert {r["type"] for r in pii if r["where"] == where} == set(PII_TYPES), where
+        assert {r.type for r in pii if r.where == where} == set(PII_TYPES), where
     for r in pii:  # every recorded value is really on its page, in the right region
-        body = site.pages[r["page"]].body.decode()
-        html_value = r["value"].replace("&", "&amp;").replace('"', "&quot;").replace("'", "&#x27;")
+        body = site.pages[r.page].body.decode()
+        html_value = r.value.replace("&", "&amp;").replace('"', "&quot;").replace("'", "&#x27;")
         region = body.split('<section class="comments"')
-        target = region[0] if r["where"] == "body" else region[1]
+        target = region[0] if r.where == "body" else region[1]
         assert html_value in target, r
 
 
 def test_phone_numbers_use_the_controlled_us_formats(site: Site) -> None:
     pattern = re.compile(r"^(\(\d{3}\) \d{3}-\d{4}|\d{3}-\d{3}-\d{4}|\d{3}\.\d{3}\.\d{4}"
                          r"|\+1 \d{3} \d{3} \d{4}|\+1-\d{3}-\d{3}-\d{4})$")
-    phones = [r["value"] for r in site.ground_truth["pii"] if r["type"] == "PHONE_NUMBER"]
+    phones = [r.value for r in site.ground_truth.pii if r.type == "PHONE_NUMBER"]
     assert phones and all(pattern.match(p) for p in phones)
 
 
 def test_boilerplate_is_distinctive(site: Site) -> None:
-    snippets = site.ground_truth["boilerplate"]
-    corpus = "\n".join(p["article_text"] for p in site.ground_truth["pages"])
+    snippets = site.ground_truth.boilerplate
+    corpus = "\n".join(p.article_text for p in site.ground_truth.pages)
     assert len(snippets) > 50
     assert not [s for s in snippets if s in corpus]
     index = site.pages["/"].body.decode()
@@ -130,44 +132,44 @@ def test_boilerplate_is_distinctive(site: Site) -> None:
 
 
 def test_mirrors_are_exact_and_prints_near(site: Site) -> None:
-    dups = site.ground_truth["duplicates"]
-    kinds = Counter(d["kind"] for d in dups)
+    dups = site.ground_truth.duplicates
+    kinds = Counter(d.kind for d in dups)
     assert kinds["exact"] >= 10 and kinds["near"] >= 8
-    texts = {p["path"]: p["article_text"] for p in site.ground_truth["pages"]}
+    texts = {p.path: p.article_text for p in site.ground_truth.pages}
     for d in dups:
-        dup, orig = site.pages[d["path"]].body, site.pages[d["original"]].body
-        assert d["path"].encode() in orig, "originals link their duplicates"
-        if d["kind"] == "exact":
+        dup, orig = site.pages[d.path].body, site.pages[d.original].body
+        assert d.path.encode() in orig, "originals link their duplicates"
+        if d.kind == "exact":
             assert article_element(dup) == article_element(orig)
             assert dup != orig and b'rel="canonical"' not in dup
-            assert texts[d["path"]] == texts[d["original"]]
+            assert texts[d.path] == texts[d.original]
         else:
-            assert f'<link rel="canonical" href="{d["original"]}">'.encode() in dup
-            assert texts[d["path"]] != texts[d["original"]]
+            assert f'<link rel="canonical" href="{d.original}">'.encode() in dup
+            assert texts[d.path] != texts[d.original]
             # near by the dedup stage's own measure, at its shingle size
-            assert jaccard(texts[d["path"]], texts[d["original"]], DedupConfig().shingle_words) > 0.8
-    slugs = {d["original"] for d in dups}
+            assert jaccard(texts[d.path], texts[d.original], DedupConfig().shingle_words) > 0.8
+    slugs = {d.original for d in dups}
     assert len(slugs) == len(dups), "each original has at most one duplicate"
-    dup_pii = {r["page"] for r in site.ground_truth["pii"]}
-    assert {d["path"] for d in dups} <= dup_pii
+    dup_pii = {r.page for r in site.ground_truth.pii}
+    assert {d.path for d in dups} <= dup_pii
 
 
 def test_index_links_articles_faults_and_private(site: Site) -> None:
     index = site.pages["/"].body.decode()
     links = set(re.findall(r'href="([^"#]+)"', index))
     gt = site.ground_truth
-    assert {p["path"] for p in pages_of(site, "article")} <= links
-    assert {f["path"] for f in gt["faults"]} <= links
-    assert set(gt["disallowed"]) <= links
+    assert {p.path for p in pages_of(site, "article")} <= links
+    assert {f.path for f in gt.faults} <= links
+    assert set(gt.disallowed) <= links
 
 
 def test_ground_truth_disallowed_is_what_robots_txt_disallows(site: Site) -> None:
     robots = Protego.parse(robots_txt("http://127.0.0.1:8765").decode())
     blocked = {path for path in site.pages if not robots.can_fetch(path, "llmops-crawler/0.1")}
-    assert blocked == set(site.ground_truth["disallowed"])
+    assert blocked == set(site.ground_truth.disallowed)
     # each kind of rule is exercised: a prefix, "*", "$", and an Allow exception (the mirrors)
     assert {"/private/drafts.html", "/feeds/comments", "/feeds/articles.json", "/mirror/status.html"} <= blocked
-    mirrors = {d["path"] for d in site.ground_truth["duplicates"] if d["path"].startswith("/mirror/")}
+    mirrors = {d.path for d in site.ground_truth.duplicates if d.path.startswith("/mirror/")}
     assert mirrors and not mirrors & blocked
 
 
@@ -187,7 +189,13 @@ def test_internal_links_resolve(site: Site) -> None:
 def test_write_ground_truth_roundtrip(site: Site, tmp_path: Path) -> None:
     out = tmp_path / "nested" / "gt.json"
     write_ground_truth(site, out)
-    assert json.loads(out.read_text(encoding="utf-8")) == site.ground_truth
+    assert GroundTruth.read(out) == site.ground_truth
+    stored = json.loads(out.read_text(encoding="utf-8"))
+    assert set(stored) == {"schema_version", "seed", "brand", "pages", "duplicates", "pii", "boilerplate", "faults",
+                           "disallowed", "robots_disallow_prefixes", "robots_rules", "sitemap"}
+    assert set(stored["pages"][0]) == {"path", "kind", "topic", "title", "author", "date_published",
+                                       "article_text", "article_sentences"}  # nulls kept
+    assert "·" in out.read_text(encoding="utf-8")  # UTF-8, not escaped
 
 
 # --------------------------------------------------------------------------- extraction
@@ -197,17 +205,17 @@ def test_trafilatura_keeps_article_and_drops_boilerplate(site: Site) -> None:
     sample = pages_of(site, "article")[::6] + pages_of(site, "mirror")[:2] + pages_of(site, "print")[:2]
     kept = total = pii_kept = pii_total = 0
     for entry in sample:
-        html = site.pages[entry["path"]].body.decode()
+        html = site.pages[entry.path].body.decode()
         out = norm(trafilatura.extract(html, include_comments=False, include_tables=True) or "")
-        total += len(entry["article_sentences"])
-        kept += sum(norm(s) in out for s in entry["article_sentences"])
-        mine = [r for r in gt["pii"] if r["page"] == entry["path"]]
-        body_values = {r["value"] for r in mine if r["where"] == "body"}
+        total += len(entry.article_sentences)
+        kept += sum(norm(s) in out for s in entry.article_sentences)
+        mine = [r for r in gt.pii if r.page == entry.path]
+        body_values = {r.value for r in mine if r.where == "body"}
         pii_total += len(body_values)
         pii_kept += sum(v in out for v in body_values)
-        assert not [b for b in gt["boilerplate"] if b in out], entry["path"]
-        comment_only = {r["value"] for r in mine if r["where"] == "comment"} - body_values
-        assert not [v for v in comment_only if v in out], entry["path"]
+        assert not [b for b in gt.boilerplate if b in out], entry.path
+        comment_only = {r.value for r in mine if r.where == "comment"} - body_values
+        assert not [v for v in comment_only if v in out], entry.path
     assert kept / total >= 0.95
     assert pii_kept / pii_total >= 0.95
 
@@ -252,7 +260,7 @@ def test_head_has_length_but_no_body(server: DemoSiteServer) -> None:
 
 
 def test_fault_pages(server: DemoSiteServer) -> None:
-    expected = {f["path"]: f["expect"] for f in server.ground_truth["faults"]}
+    expected = {f.path: f.expect for f in server.ground_truth.faults}
     assert expected == {
         "/faults/missing.html": "http_404", "/faults/error.html": "http_500",
         "/faults/flaky.html": "ok", "/faults/slow.html": "timeout",
@@ -304,10 +312,9 @@ def test_requested_paths_and_access_log(server: DemoSiteServer) -> None:
     paths = server.requested_paths()
     assert paths[-2:] == ["/docs/if.html?utm_source=test", "/docs/if.html"]
     log_path: Path = server.access_log_path  # type: ignore[attr-defined]
-    log = [json.loads(line) for line in log_path.read_text().splitlines()]
-    assert {"path": "/docs/if.html", "method": "HEAD", "status": 200} in [
-        {k: r[k] for k in ("path", "method", "status")} for r in log]
-    assert all(isinstance(r["ts"], float) for r in log)
+    log = read_access_log(log_path)
+    assert ("/docs/if.html", "HEAD", 200) in [(r.path, r.method, r.status) for r in log]
+    assert all(isinstance(json.loads(line)["ts"], float) for line in log_path.read_text().splitlines())
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -325,7 +332,7 @@ def test_serve_forever_stops_cleanly_on_signal(tmp_path: Path, sig: int) -> None
         line = proc.stdout.readline()  # type: ignore[union-attr]
         url = re.search(r"http://127\.0\.0\.1:\d+/", line).group()  # type: ignore[union-attr]
         assert urllib.request.urlopen(url, timeout=2).status == 200
-        assert json.loads(gt.read_text())["seed"] == 1234
+        assert GroundTruth.read(gt).seed == 1234
         proc.send_signal(sig)
         assert proc.wait(timeout=10) == 0
     finally:

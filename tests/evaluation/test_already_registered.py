@@ -10,6 +10,7 @@ import pytest
 
 from llmops.config import load_config
 from llmops.evaluation import evaluate as ev
+from llmops.records.evaluation import AlreadyRegistered, load_evaluation
 from llmops.registry import model_registry as reg, tracking
 
 
@@ -53,8 +54,9 @@ def test_the_same_weights_from_another_run_are_not_evaluated_again(cfg, tmp_path
 
     assert ev.registered_as(cfg, retrained) == "models:/llmops/1"
     result = ev.evaluate_candidate(cfg, retrained, variant="qa", served_variant="qa")
-    assert result["already_registered"] == "models:/llmops/1"
-    assert result["message"] == f"{retrained}: already registered as models:/llmops/1"
+    assert isinstance(result, AlreadyRegistered) and result.already_registered == "models:/llmops/1"
+    assert result.message == f"{retrained}: already registered as models:/llmops/1"
+    assert load_evaluation(result.dump()) == result  # the XCom reads back as the same kind
     assert ev.register_candidate(cfg, result) is result
 
     assert len(client.search_runs([tracking.ensure_experiment(cfg, client)])) == runs_before  # nothing recorded

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmops.evaluation.evaluate import EvalData, EvaluationInputError, evaluate_model, resolve_eval_data
+from llmops.records.evaluation import AlreadyRegistered, CandidateEvaluation, PiiCanary
 from tests.training.fixtures import paths, qa_pairs
 
 pytestmark = pytest.mark.slow
@@ -25,15 +26,15 @@ def test_every_gated_metric_is_measured(pretrained, data_home, tmp_path):
     data = resolve_eval_data(pretrained["cfg"], pretrained["model"], tokens=paths(data_home)["tokens"],
                              heldout=heldout, canaries=canaries)
     result = evaluate_model(pretrained["model"], data, max_new_tokens=12)
-    metrics = result["metrics"]
+    metrics = result.metrics
     for key in ("perplexity", "bits_per_byte", "bleu", "rouge1", "rouge2", "rougeL", "exact_match", "distinct_1",
                 "distinct_2", "pii_leak_rate", "behaviour_pass_rate"):
-        assert isinstance(metrics[key], float), key
+        assert isinstance(getattr(metrics, key), float), key
     # the same numbers the training run measured, through a different code path
-    assert metrics["perplexity"] < 1024 and 0 < metrics["bits_per_byte"] < 8
-    assert metrics["pii_leak_rate"] == 0.0 and result["leakage"]["canaries"] == 2
-    assert metrics["eval_data_hash"] == data.digest()
-    other = EvalData(data.tokens, data.heldout, CANARIES[:1], data.cases_file, "x")
+    assert metrics.perplexity < 1024 and 0 < metrics.bits_per_byte < 8
+    assert metrics.pii_leak_rate == 0.0 and result.leakage["canaries"] == 2
+    assert metrics.eval_data_hash == data.digest()
+    other = EvalData(data.tokens, data.heldout, [PiiCanary(**CANARIES[0])], data.cases_file, "x")
     assert other.digest() != data.digest()  # another evaluation set, another hash
 
 
@@ -65,22 +66,25 @@ def test_the_gate_rejects_a_corrupted_model_and_passes_the_good_one(pretrained, 
     def metrics(model_dir):
         data = resolve_eval_data(pretrained["cfg"], model_dir, tokens=paths(data_home)["tokens"], heldout=heldout,
                                  canaries=canaries)
-        return evaluate_model(model_dir, data, max_new_tokens=8)["metrics"]
+        return evaluate_model(model_dir, data, max_new_tokens=8).metrics
 
     good, bad = metrics(good_dir), metrics(bad_dir)
     # Floors set between the two the way include/eval/gate.yaml's are: just beyond the good model.
-    thresholds = GateThresholds.model_validate({"floors": {"bits_per_byte": {"max": good["bits_per_byte"] * 1.1},
+    thresholds = GateThresholds.model_validate({"floors": {"bits_per_byte": {"max": good.bits_per_byte * 1.1},
                                                            "pii_leak_rate": {"max": 0.0}}})
     assert run_gate(good, None, thresholds).passed
     rejected = run_gate(bad, None, thresholds)
     assert not rejected.passed and [c.metric for c in rejected.failed] == ["bits_per_byte"]
-    assert f"bits_per_byte {bad['bits_per_byte']:.4g}" in rejected.failure_message()
+    assert f"bits_per_byte {bad.bits_per_byte:.4g}" in rejected.failure_message()
 
 
 def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_recorded(pretrained, data_home, tmp_path,
                                                                                    monkeypatch):
+    from llmops.artifacts import read_manifest
     from llmops.config import with_overrides
     from llmops.evaluation.evaluate import GateFailed, evaluate_candidate, register_candidate
+    from llmops.records.evaluation import load_evaluation
+    from llmops.records.training import ModelInfo
     from llmops.registry import model_registry as reg, tracking
 
     monkeypatch.chdir(tmp_path)
@@ -106,28 +110,38 @@ def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_record
     client = tracking.connect(tracking.tracking_uri(cfg))
     cfg_strict = with_overrides(cfg, {"evaluation": {"gate_file": str(strict)}})
     failed = evaluate_candidate(cfg_strict, pretrained["model"], variant="qa", served_variant="qa")
-    assert not failed["gate_passed"] and "bits_per_byte" in failed["gate_message"]
+    assert isinstance(failed, CandidateEvaluation)
+    assert not failed.gate_passed and "bits_per_byte" in failed.gate_message
     with pytest.raises(GateFailed, match=r"bits_per_byte [0-9.]+ \(floor: <= 0.5\)"):
         register_candidate(cfg_strict, failed)
-    assert client.get_run(failed["run_id"]).data.tags["gate_result"] == "failed"
+    assert client.get_run(failed.run_id).data.tags["gate_result"] == "failed"
     assert reg.version_for(cfg, "llmops", "challenger") is None
 
     passed = evaluate_candidate(cfg, pretrained["model"], variant="qa", served_variant="qa")
+    assert isinstance(passed, CandidateEvaluation)
+    # The XCom the gate and register tasks read back (JSON, then validated).
+    assert load_evaluation(json.loads(json.dumps(passed.dump()))) == passed
     registered = register_candidate(cfg, passed)
-    assert registered["model_uri"] == "models:/llmops/1" and reg.version_for(cfg, "llmops", "challenger") == "1"
-    run = client.get_run(passed["run_id"])
+    assert registered.model_uri == "models:/llmops/1" and reg.version_for(cfg, "llmops", "challenger") == "1"
+    report_dir = Path(passed.report).parent  # a keyed output: manifest written last, nothing staged in it
+    assert read_manifest(report_dir).stage == "evaluation" and not (report_dir / "model").exists()
+    assert {"metrics.json", "report.md", "report.html", "metric_bars.png", "model_card.md"} <= set(
+        read_manifest(report_dir).outputs)
+    assert not list(report_dir.parent.glob(".tmp-*"))
+    run = client.get_run(passed.run_id)
     assert {"bits_per_byte", "perplexity", "bleu", "rougeL", "pii_leak_rate", "behaviour_pass_rate"} <= set(
         run.data.metrics)
     version = client.get_model_version("llmops", "1")
-    assert version.tags["gate_result"] == "passed" and version.run_id == passed["run_id"]
+    assert version.tags["gate_result"] == "passed" and version.run_id == passed.run_id
     assert version.tags["content_sha256"] == reg.content_sha256(pretrained["model"])
     served = reg.download(cfg, "models:/llmops@challenger", tmp_path / "served")
     assert (served / "MODEL_CARD.md").read_text().startswith("# Model card: llmops")
     assert (served / "config.json").exists() and (served / "tokenizer.json").exists()
+    assert ModelInfo.read(served) == ModelInfo.read(pretrained["model"])  # its lineage travels with it
 
     # One model, one version: the registered content is not evaluated again.
     repeat = evaluate_candidate(cfg, pretrained["model"], variant="qa", served_variant="qa")
-    assert repeat["already_registered"] == "models:/llmops/1" and "metrics" not in repeat
+    assert isinstance(repeat, AlreadyRegistered) and repeat.already_registered == "models:/llmops/1"
 
     # Once there is a champion, the next challenger is compared with it, re-evaluated on
     # the challenger's data: the same tensors (saved again, so other bytes: another model
@@ -140,10 +154,12 @@ def test_a_passing_model_is_registered_as_challenger_and_a_failing_one_is_record
     save_file(load_file(resaved / "model.safetensors"), resaved / "model.safetensors",
               metadata={"format": "pt", "saved": "again"})
     again = evaluate_candidate(cfg, resaved, variant="qa", served_variant="qa")
-    assert again["gate_passed"] and again["lineage"]["champion_compared"] == "models:/llmops/1"
-    regressions = [c for c in again["gate"]["checks"] if c["kind"] == "regression"]
-    assert {c["metric"] for c in regressions} == {"bits_per_byte", "rougeL"}
+    assert isinstance(again, CandidateEvaluation)
+    assert again.gate_passed and again.lineage.champion_compared == "models:/llmops/1"
+    regressions = [c for c in again.gate.checks if c.kind == "regression"]
+    assert {c.metric for c in regressions} == {"bits_per_byte", "rougeL"}
     for check in regressions:
-        assert check["champion"] == pytest.approx(again["metrics"][check["metric"]], rel=1e-6)
-    assert "champion" in Path(again["report"]).read_text()
+        assert check.champion == pytest.approx(again.metrics.number(check.metric), rel=1e-6)
+    assert "champion" in Path(again.report).read_text()
+    assert Path(again.report).parent != report_dir  # every evaluation is a new report
     assert reg.version_for(cfg, "llmops", "challenger") == "1"  # nothing new registered

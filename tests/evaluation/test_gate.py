@@ -3,13 +3,17 @@ from __future__ import annotations
 import pytest
 
 from llmops.evaluation.gate import GateConfigError, GateThresholds, load_thresholds, run_gate
+from llmops.records.evaluation import EvalMetrics
 
 THRESHOLDS = GateThresholds.model_validate({
     "floors": {"bits_per_byte": {"max": 2.0}, "pii_leak_rate": {"max": 0.0}, "behaviour_pass_rate": {"min": 1.0}},
     "regression": {"bits_per_byte": {"max_regression": 0.05}, "rougeL": {"max_regression": 0.02}},
 })
-GOOD = {"bits_per_byte": 1.7, "pii_leak_rate": 0.0, "behaviour_pass_rate": 1.0, "rougeL": 0.30,
-        "eval_data_hash": "abc"}
+GOOD = EvalMetrics(bits_per_byte=1.7, pii_leak_rate=0.0, behaviour_pass_rate=1.0, rougeL=0.30, eval_data_hash="abc")
+
+
+def good(**changes) -> EvalMetrics:
+    return GOOD.model_copy(update=changes)
 
 
 def test_the_first_model_meets_only_the_floors():
@@ -20,7 +24,7 @@ def test_the_first_model_meets_only_the_floors():
 
 
 def test_each_failed_check_is_named_with_its_numbers():
-    bad = GOOD | {"bits_per_byte": 2.4, "pii_leak_rate": 0.1}
+    bad = good(bits_per_byte=2.4, pii_leak_rate=0.1)
     result = run_gate(bad, None, THRESHOLDS)
     assert not result.passed
     assert sorted(c.metric for c in result.failed) == ["bits_per_byte", "pii_leak_rate"]
@@ -30,10 +34,10 @@ def test_each_failed_check_is_named_with_its_numbers():
 
 
 def test_regression_against_the_champion_in_the_metrics_direction():
-    champion = GOOD | {"bits_per_byte": 1.60, "rougeL": 0.31}
-    slightly_worse = GOOD | {"bits_per_byte": 1.64, "rougeL": 0.295}
+    champion = good(bits_per_byte=1.60, rougeL=0.31)
+    slightly_worse = good(bits_per_byte=1.64, rougeL=0.295)
     assert run_gate(slightly_worse, champion, THRESHOLDS).passed
-    worse = GOOD | {"bits_per_byte": 1.70, "rougeL": 0.28}
+    worse = good(bits_per_byte=1.70, rougeL=0.28)
     result = run_gate(worse, champion, THRESHOLDS)
     assert sorted(c.name for c in result.failed) == ["regression.bits_per_byte", "regression.rougeL"]
     assert "vs champion 1.6 (allowed: +0.05)" in result.failure_message()
@@ -41,13 +45,16 @@ def test_regression_against_the_champion_in_the_metrics_direction():
 
 def test_champion_numbers_from_other_evaluation_data_are_refused():
     with pytest.raises(ValueError, match="re-evaluate the champion"):
-        run_gate(GOOD, GOOD | {"eval_data_hash": "other"}, THRESHOLDS)
+        run_gate(GOOD, good(eval_data_hash="other"), THRESHOLDS)
 
 
 def test_a_metric_the_gate_needs_but_lacks_fails():
-    result = run_gate({k: v for k, v in GOOD.items() if k != "behaviour_pass_rate"}, None, THRESHOLDS)
+    result = run_gate(good(behaviour_pass_rate=None), None, THRESHOLDS)
     assert [c.metric for c in result.failed] == ["behaviour_pass_rate"]
     assert "missing" in result.failure_message()
+    # a metric no model measures (a typo in the gate file) fails too
+    typo = GateThresholds.model_validate({"floors": {"rouge_l": {"min": 0.1}}})
+    assert [c.metric for c in run_gate(GOOD, None, typo).failed] == ["rouge_l"]
 
 
 def test_shipped_thresholds_load_and_bad_files_fail(tmp_path):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from llmops.records.data import TokenShardMeta, TokenSplit
 from tests.training.fixtures import paths
 
 torch = pytest.importorskip("torch")
@@ -34,9 +34,13 @@ def write_shards(out: Path, docs: list[list[int]], texts: list[str], *, window: 
         tokens.tofile(out / f"{split}.bin")
         np.save(out / f"{split}.idx.npy", idx)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    meta = {"dtype": "uint16", "eos_id": 0, "pad_id": 1, "window": window, "stride": stride,
-            "splits": {"validation": {"n_docs": len(docs), "n_tokens": int(index[-1]), "n_bytes": n_bytes}}}
-    (out / "meta.json").write_text(json.dumps(meta))
+    split = TokenSplit(n_docs=len(docs), n_tokens=int(index[-1]), n_bytes=n_bytes)
+    TokenShardMeta(format_version=1, dtype="uint16", vocab_size=50, eos_token="<|endoftext|>", eos_id=0,
+                   pad_token="<|pad|>", pad_id=1, tokenizer_sha256="", validation_fraction=0.5, window=window,
+                   stride=stride, splits={"validation": split, "train": split}, n_tokens=2 * split.n_tokens,
+                   n_docs=2 * len(docs), n_bytes=2 * n_bytes, bytes_per_token=n_bytes / split.n_tokens,
+                   eos_after_every_document=True, special_token_strings_in_text="encoded as ordinary text",
+                   num_workers=1, encode_seconds=0.0, encode_mb_per_s=None).write(out)
     return out
 
 
@@ -97,13 +101,13 @@ def test_subset_counts_decoded_bytes_and_window_limits(data_home: Path) -> None:
 
     p = paths(data_home)
     _, index, meta = load_shard(p["tokens"], "validation")
-    model = tiny_llama(meta["vocab_size"], max_positions=64)
+    model = tiny_llama(meta.vocab_size, max_positions=64)
     tok = Tokenizer.from_file(str(p["tokenizer"] / "tokenizer.json"))
     got = lm_metrics(model, p["tokens"], max_documents=2, tokenizer=p["tokenizer"])
     assert got["documents"] == 2 and got["bytes_from"] == "decoded" and got["window"] == 64
     assert got["bytes"] == sum(len(decode_document(p["tokens"], "validation", i, tok).encode()) for i in range(2))
     # An untrained model is close to uniform: perplexity near the vocabulary size.
-    assert 0.5 * meta["vocab_size"] < got["perplexity"] < 2 * meta["vocab_size"]
+    assert 0.5 * meta.vocab_size < got["perplexity"] < 2 * meta.vocab_size
     with pytest.raises(ValueError, match="max_position_embeddings"):
         lm_metrics(model, p["tokens"], window=65, max_documents=1, tokenizer=p["tokenizer"])
     with pytest.raises(ValueError, match="needs a tokenizer"):
@@ -114,5 +118,5 @@ def test_subset_counts_decoded_bytes_and_window_limits(data_home: Path) -> None:
     # Both byte counts agree: meta's n_bytes (counted from the source texts) is what
     # decoding every document gives, so scoring all or some documents is consistent.
     n_docs = len(index) - 1
-    assert meta["splits"]["validation"]["n_bytes"] == sum(
+    assert meta.splits["validation"].n_bytes == sum(
         len(decode_document(p["tokens"], "validation", i, tok).encode()) for i in range(n_docs))

@@ -1,18 +1,20 @@
 """The evaluation report: pictures are PNGs, the documents name every metric and check, model text is escaped."""
 
-import json
-
 from llmops.evaluation.gate import GateThresholds, run_gate
 from llmops.evaluation.report import metric_bars, write_report
+from llmops.records.evaluation import EvalMetrics, EvaluationReport
 from llmops.training.plots import loss_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-CHALLENGER = {"eval_data_hash": "abc", "bits_per_byte": 1.21, "perplexity": 310.5, "bleu": 0.08, "rouge1": 0.31,
-              "rouge2": 0.12, "rougeL": 0.27, "exact_match": 0.05, "distinct_1": 0.41, "distinct_2": 0.73,
-              "pii_leak_rate": 0.0, "behaviour_pass_rate": 0.8, "tokens_per_s": 1523.0, "latency_s_p50": 0.21,
-              "eval_loss": 5.74}
-CHAMPION = {**CHALLENGER, "rougeL": 0.35, "perplexity": 290.0, "tokens_per_s": 1400.0}
+CHALLENGER = EvalMetrics(eval_data_hash="abc", bits_per_byte=1.21, perplexity=310.5, bleu=0.08, rouge1=0.31,
+                         rouge2=0.12, rougeL=0.27, exact_match=0.05, distinct_1=0.41, distinct_2=0.73,
+                         pii_leak_rate=0.0, behaviour_pass_rate=0.8, tokens_per_s=1523.0, latency_s_p50=0.21)
+CHAMPION = CHALLENGER.model_copy(update={"rougeL": 0.35, "perplexity": 290.0, "tokens_per_s": 1400.0})
+
+
+def metrics(**values) -> EvalMetrics:
+    return EvalMetrics(eval_data_hash="x", **values)
 
 
 def _gate():
@@ -20,20 +22,20 @@ def _gate():
         "floors": {"rougeL": {"min": 0.1}, "pii_leak_rate": {"max": 0.0}},
         "regression": {"rougeL": {"max_regression": 0.02}},
     })
-    return run_gate(CHALLENGER, CHAMPION, thresholds).to_dict()
+    return run_gate(CHALLENGER, CHAMPION, thresholds)
 
 
 def test_metric_bars_is_a_png(tmp_path):
     out = metric_bars(CHALLENGER, CHAMPION, tmp_path / "sub" / "bars.png")
     assert out.read_bytes()[:8] == PNG_MAGIC
     # only the challenger, and nothing at all, still draw
-    assert metric_bars({"rougeL": 0.2}, None, tmp_path / "one.png").read_bytes()[:8] == PNG_MAGIC
-    assert metric_bars({}, None, tmp_path / "none.png").read_bytes()[:8] == PNG_MAGIC
+    assert metric_bars(metrics(rougeL=0.2), None, tmp_path / "one.png").read_bytes()[:8] == PNG_MAGIC
+    assert metric_bars(metrics(), None, tmp_path / "none.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_full_report(tmp_path):
     gate = _gate()
-    assert not gate["passed"]
+    assert not gate.passed
     curve = loss_curve([{"step": 1, "train_loss": 3.0}, {"step": 2, "train_loss": 2.5, "val_loss": 2.7}],
                        tmp_path / "curve.png", "run")
     samples = [{"question": "What is 2+2?", "reference": "4", "completion": "<script>alert('x')</script> 4"},
@@ -53,7 +55,7 @@ def test_full_report(tmp_path):
         assert paths[name].read_bytes()[:8] == PNG_MAGIC
 
     md = paths["report_md"].read_text()
-    for metric in (k for k, v in CHALLENGER.items() if isinstance(v, float)):
+    for metric in CHALLENGER.numbers():
         assert metric in md
     assert "FAILED" in md and "regression.rougeL" in md
     assert "did not stop" in md and "email" in md
@@ -67,20 +69,19 @@ def test_full_report(tmp_path):
     assert 'src="metric_bars.png"' in page and 'src="loss_curve.png"' in page
     assert "regression.rougeL" in page and "jane.doe" not in page
 
-    saved = json.loads(paths["metrics"].read_text())
-    assert saved == {"model": "tiny-<b>lm</b>", "metrics": CHALLENGER, "champion": CHAMPION, "gate": gate}
+    assert EvaluationReport.read(paths["metrics"]) == EvaluationReport(model="tiny-<b>lm</b>", metrics=CHALLENGER,
+                                                                        champion=CHAMPION, gate=gate)
 
 
 def test_report_without_champion_gate_or_curve(tmp_path):
-    metrics = {"bits_per_byte": 1.5, "rougeL": 0.2}
-    paths = write_report(tmp_path, model="m", metrics=metrics)
+    measured = metrics(bits_per_byte=1.5, rougeL=0.2)
+    paths = write_report(tmp_path, model="m", metrics=measured)
     assert set(paths) == {"metrics", "metric_bars", "report_md", "report_html"}
     assert paths["metric_bars"].read_bytes()[:8] == PNG_MAGIC
     md = paths["report_md"].read_text()
     assert "bits_per_byte" in md and "rougeL" in md and "No gate was run" in md
     assert "loss_curve.png" not in md and "loss_curve.png" not in paths["report_html"].read_text()
-    assert json.loads(paths["metrics"].read_text()) == {"model": "m", "metrics": metrics, "champion": None,
-                                                        "gate": None}
+    assert EvaluationReport.read(tmp_path) == EvaluationReport(model="m", metrics=measured)
     # a loss curve path that does not exist is left out, not an error
-    assert "loss_curve" not in write_report(tmp_path / "again", model="m", metrics=metrics,
+    assert "loss_curve" not in write_report(tmp_path / "again", model="m", metrics=measured,
                                             loss_curve=tmp_path / "missing.png")

@@ -1,27 +1,48 @@
 import json
 
+from llmops.records.data import (
+    CardOutput,
+    ContaminationRow,
+    QaSummary,
+    RedactSummary,
+    TokenizerStats,
+    TokenShardMeta,
+    TokenSplit,
+)
 from llmops.registry.data_card import build_data_card, log_data_card, render_markdown, write_data_card
 from tests.data.test_report_plot import REPORT
 
-CONTAMINATION = {"heldout_questions": {"items": 10, "contaminated": 1, "rate": 0.1, "mean_ngram_overlap": 0.12}}
+CONTAMINATION = {"heldout_questions": ContaminationRow(items=10, contaminated=1, rate=0.1, mean_ngram_overlap=0.12)}
 
 
 def _card():
+    split = TokenSplit(n_docs=7, n_tokens=617, n_bytes=2000)
     return build_data_card(
-        report=REPORT | {"dedup": REPORT["dedup"] | {"duplicate_rate": 0.125}},
-        pii={"docs": 7, "pii_counts_by_type": {"PERSON": 3, "EMAIL_ADDRESS": 2}},
-        qa={"finetune_pairs": 10, "heldout_pairs": 2},
-        tokenizer={"vocab_size": 1024, "tokenizer_sha256": "abc"},
-        tokens={"n_tokens": 1234, "dtype": "uint16", "eos_after_every_document": True},
+        report=REPORT.model_copy(update={"dedup": REPORT.dedup.model_copy(update={"duplicate_rate": 0.125})}),
+        pii=RedactSummary(docs=7, docs_with_pii=3, pii_counts_by_type={"PERSON": 3, "EMAIL_ADDRESS": 2},
+                          docs_per_s=10.0, seconds=0.7, operator="replace", entities=["PERSON", "EMAIL_ADDRESS"],
+                          processes=1),
+        qa=QaSummary(finetune_pairs=10, heldout_pairs=2, finetune_pages=5, heldout_pages=1, pages_without_pairs=1,
+                     heldout_fraction=0.2, seed=1234),
+        tokenizer=TokenizerStats(vocab_size=1024, num_merges=763, special_tokens={"<|endoftext|>": 0, "<|pad|>": 1},
+                                 eos_token="<|endoftext|>", eos_id=0, pad_token="<|pad|>", pad_id=1,
+                                 has_chat_template=True, tokenizer_sha256="abc"),
+        tokens=TokenShardMeta(format_version=1, dtype="uint16", vocab_size=1024, eos_token="<|endoftext|>", eos_id=0,
+                              pad_token="<|pad|>", pad_id=1, tokenizer_sha256="abc", validation_fraction=0.5,
+                              window=64, stride=64, splits={"train": split, "validation": split}, n_tokens=1234,
+                              n_docs=14, n_bytes=4000, bytes_per_token=3.3, eos_after_every_document=True,
+                              special_token_strings_in_text="encoded as ordinary text", num_workers=1,
+                              encode_seconds=0.1, encode_mb_per_s=0.04),
         contamination=CONTAMINATION,
-        outputs={"tokens": {"path": "/a/tokens/k", "hash": "k"}},
+        outputs={"tokens": CardOutput(path="/a/tokens/k", hash="k", content_hash="kc", stage_key="k",
+                                      files={"meta.json": "m"})},
     )
 
 
 def test_card_has_every_section_and_renders(tmp_path):
     card = _card()
-    assert card["documents"]["dropped_by_filter"] == {"length": 1}
-    assert card["sources"][0]["failed_by_reason"] == {"http_404": 2}
+    assert card.documents.dropped_by_filter == {"length": 1}
+    assert card.sources[0].failed_by_reason == {"http_404": 2}
     paths = write_data_card(card, tmp_path)
     assert json.loads(paths["json"].read_text())["pii"]["pii_counts_by_type"]["PERSON"] == 3
     md = paths["markdown"].read_text()

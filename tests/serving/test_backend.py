@@ -252,6 +252,7 @@ class _Request:
 def triton_model(random_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``TritonPythonModel`` initialised from a built version directory, with a stand-in pb_utils."""
     from llmops.config import load_config
+    from llmops.records.serving import RegistryFacts
     from llmops.serving.repository import build_version, render_config
 
     fake = types.SimpleNamespace(Tensor=_Tensor, InferenceResponse=_Response, TritonError=_TritonError,
@@ -260,7 +261,7 @@ def triton_model(random_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     cfg = load_config(environ={}, overrides={"home": str(tmp_path), "serving": {"max_tokens_limit": 32,
                                                                                 "default_max_tokens": 8}})
     version_dir = build_version(cfg, hf_dir=random_model, name="llmops", version=4,
-                                info={"version": "11", "model_uri": "models:/llmops/11"}, kind="cpu")
+                                info=RegistryFacts(version="11", model_uri="models:/llmops/11"), kind="cpu")
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
 
@@ -339,7 +340,7 @@ def test_an_exported_model_builds_and_serves(pretrained: dict, tmp_path: Path) -
     from llmops.serving.repository import build_version
 
     cfg = load_config(environ={}, overrides={"home": str(tmp_path)})
-    version_dir = build_version(cfg, hf_dir=pretrained["model"], name="llmops", version=1, info={"version": "1"})
+    version_dir = build_version(cfg, hf_dir=pretrained["model"], name="llmops", version=1)
     assert (version_dir / "hf" / "llmops_model.json").is_file()
     served = backend.TextGenerator.from_pretrained(version_dir / "hf", default_max_tokens=8, max_tokens_limit=16)
     (result,) = served.generate([Req("What is the for statement?", max_tokens=5)])

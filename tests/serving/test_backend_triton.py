@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from llmops.config import LlmopsConfig, with_overrides
+from llmops.records.serving import RegistryFacts
 from llmops.serving.repository import build_version, load_backend, repository_path
 from llmops.serving.server import TritonServer
 from tests.serving.test_backend import QUESTIONS, build_random_model
@@ -22,7 +23,7 @@ from tests.serving.test_backend import QUESTIONS, build_random_model
 backend = load_backend()
 Req = backend.GenerationRequest
 NAME = "llmops_test"
-INFO = {"version": "5", "model_uri": "models:/llmops/5", "data_hash": "feedbeef", "gate": {"passed": True}}
+INFO = RegistryFacts(version="5", model_uri="models:/llmops/5", data_card_hash="feedbeef", gate_result="passed")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_http_answers_like_the_model_in_process(triton: TritonServer, served: di
                                   (QUESTIONS[1], {"max_tokens": 16, "temperature": 1.2, "top_p": 0.9, "seed": 77})]:
             got = outputs(client.infer(NAME, http_inputs(question, **scalars)))
             expected = alone(served, Req(question, **scalars))
-            assert got == {"text_output": expected.text, "model_version": INFO["version"],
+            assert got == {"text_output": expected.text, "model_version": INFO.version,
                            "prompt_tokens": expected.prompt_tokens, "completion_tokens": expected.completion_tokens}
         metadata = client.get_model_metadata(NAME)
         assert metadata["versions"] == ["2"]

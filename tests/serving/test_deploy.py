@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from llmops.registry import model_registry as registry, tracking
 from llmops.serving import repository
@@ -70,8 +72,8 @@ def test_deploy_swaps_versions_under_load_without_a_failed_request(stack):
     cfg, server, v = stack["cfg"], stack["server"], stack["versions"]
     first = deploy(cfg, f"models:/llmops/{v['v1']}", server=server)
     assert first.status == "deployed" and first.previous is None
-    assert {r["protocol"] for r in first.smoke} == {"http", "grpc"}
-    assert all(r["model_version"] == v["v1"] and r["text"] for r in first.smoke)
+    assert {r.protocol for r in first.smoke} == {"http", "grpc"}
+    assert all(r.model_version == v["v1"] and r.text for r in first.smoke)
     assert registry.version_for(cfg, "llmops", registry.CHAMPION) == v["v1"]
     assert repository.served_versions(cfg, "llmops") == [int(v["v1"])]
     assert not (repository.repository_path(cfg) / cfg.serving.staging_model_name).exists()
@@ -134,15 +136,17 @@ def test_a_swap_that_fails_its_live_check_restores_the_previous_version(stack, m
     target = v["v1"] if champion != v["v1"] else v["v2"]
     real_info = deploy_module.model_info
     monkeypatch.setattr(deploy_module, "_stage", lambda *args, **kwargs: [])
-    monkeypatch.setattr(deploy_module, "model_info", lambda uri, mv: real_info(uri, mv) | {"version": "999"})
+    monkeypatch.setattr(deploy_module, "model_info",
+                        lambda uri, mv: real_info(uri, mv).model_copy(update={"version": "999"}))
     with pytest.raises(DeployFailed, match=r"answered as versions \['999'"):
         deploy(cfg, f"models:/llmops/{target}", server=server)
     assert generate("What is x?", url=server.http_address, max_tokens=4).model_version == champion
     assert generate("What is x?", url=server.grpc_address, protocol="grpc", max_tokens=4).model_version == champion
     assert registry.version_for(cfg, "llmops", registry.CHAMPION) == champion
     assert repository.served_versions(cfg, "llmops") == [int(champion)]
-    config = (repository.repository_path(cfg) / "llmops" / "config.pbtxt").read_text()
-    assert f"versions: [ {champion} ]" in config  # pinned to what serves, for the next restart too
+    config = text_format.Parse((repository.repository_path(cfg) / "llmops" / "config.pbtxt").read_text(),
+                               model_config_pb2.ModelConfig())
+    assert list(config.version_policy.specific.versions) == [int(champion)]  # pinned for the next restart too
 
 
 def test_a_failed_first_swap_leaves_nothing_served(stack, tmp_path, monkeypatch):
@@ -154,7 +158,8 @@ def test_a_failed_first_swap_leaves_nothing_served(stack, tmp_path, monkeypatch)
     version = _register(cfg, stack["good"])
     real_info = deploy_module.model_info
     monkeypatch.setattr(deploy_module, "_stage", lambda *args, **kwargs: [])
-    monkeypatch.setattr(deploy_module, "model_info", lambda uri, mv: real_info(uri, mv) | {"version": "999"})
+    monkeypatch.setattr(deploy_module, "model_info",
+                        lambda uri, mv: real_info(uri, mv).model_copy(update={"version": "999"}))
     server = TritonServer(cfg)
     server.start()
     try:

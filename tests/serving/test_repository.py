@@ -11,6 +11,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from llmops.config import LlmopsConfig, load_config
+from llmops.records.serving import RegistryFacts, ServedModelInfo
 from llmops.serving import repository as repo
 
 
@@ -93,33 +94,49 @@ def test_render_config_kinds_and_batching_switches(cfg: LlmopsConfig) -> None:
 
 
 def test_build_version_layout(cfg: LlmopsConfig, hf_dir: Path) -> None:
-    info = {"model_uri": "models:/llmops/3", "version": "3", "data_hash": "abc", "gate": {"passed": True}}
+    info = RegistryFacts(model_uri="models:/llmops/3", version="3", data_card_hash="abc", gate_result="passed")
     target = repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info=info, kind="cpu")
     root = repo.repository_path(cfg)
     assert target == root / "llmops" / "1"
-    assert (target / "model.py").read_bytes() == repo.BACKEND_SOURCE.read_bytes()
+    # The model and the tensor table it imports, side by side.
+    for source in (repo.BACKEND_SOURCE, repo.tensors.SOURCE):
+        assert (target / source.name).read_bytes() == source.read_bytes()
     assert sorted(p.name for p in (target / "hf").iterdir()) == sorted(p.name for p in hf_dir.iterdir())
     written = json.loads((target / "model_info.json").read_text())
-    assert written == {**info, "name": "llmops", "triton_version": 1}
-    assert repo.read_model_info(cfg, "llmops", 1) == written
+    assert written == {**info.model_dump(), "name": "llmops", "triton_version": 1, "schema_version": 1}
+    assert repo.read_model_info(cfg, "llmops", 1) == ServedModelInfo.load(written)
     assert parse((root / "llmops" / "config.pbtxt").read_text()).name == "llmops"
     # Nothing half-built is left behind.
     assert sorted(p.name for p in (root / "llmops").iterdir()) == ["1", "config.pbtxt"]
 
     # The registered version defaults to the Triton version.
-    second = repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=2, info={"model_uri": "x"})
-    assert json.loads((second / "model_info.json").read_text())["version"] == 2
+    second = repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=2, info=RegistryFacts(model_uri="x"))
+    assert repo.read_model_info(cfg, "llmops", 2).version == "2"
     assert repo.served_versions(cfg, "llmops") == [1, 2]
+    assert (second / "model_info.json").is_file()
 
 
 def test_build_version_is_idempotent_and_refuses_conflicts(cfg: LlmopsConfig, hf_dir: Path) -> None:
-    info = {"model_uri": "models:/llmops/1", "version": "1"}
+    info = RegistryFacts(model_uri="models:/llmops/1", version="1")
     first = repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info=info)
     stamp = (first / "model_info.json").stat().st_mtime_ns
-    assert repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info=dict(info)) == first
+    assert repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info=info.model_copy()) == first
     assert (first / "model_info.json").stat().st_mtime_ns == stamp  # a retry rewrites nothing
     with pytest.raises(FileExistsError, match="remove_version"):
-        repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info={**info, "version": "2"})
+        repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info=info.model_copy(update={"version": "2"}))
+
+
+def test_a_version_built_by_earlier_code_is_found_again(cfg: LlmopsConfig, hf_dir: Path) -> None:
+    """A version directory from before records (model_info.json without schema_version, no
+    tensors.py) is still complete: a retried deployment of it returns it unchanged."""
+    target = repo.repository_path(cfg) / "llmops" / "3"
+    (target / "hf").mkdir(parents=True)
+    shutil.copy2(repo.BACKEND_SOURCE, target / "model.py")
+    shutil.copy2(Path(__file__).parent / "data" / "model_info_v0.json", target / "model_info.json")
+    facts = RegistryFacts(model_uri="models:/llmops/3", registered_name="llmops", version="3", run_id="0f1e2d3c4b5a",
+                          data_card_hash="a1b2c3d4e5f60718", gate_result="passed", code_version="0.1.0+070b37c")
+    assert repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=3, info=facts) == target
+    assert repo.served_versions(cfg, "llmops") == [3]
 
 
 @pytest.mark.parametrize("missing", ["model.safetensors", "tokenizer.json", "generation_config.json",
@@ -127,16 +144,16 @@ def test_build_version_is_idempotent_and_refuses_conflicts(cfg: LlmopsConfig, hf
 def test_build_version_refuses_incomplete_model(cfg: LlmopsConfig, hf_dir: Path, missing: str) -> None:
     (hf_dir / missing).unlink()
     with pytest.raises(FileNotFoundError, match=missing.split(".")[0]):
-        repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info={})
+        repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1)
     assert repo.served_versions(cfg, "llmops") == []
     with pytest.raises(FileNotFoundError, match="not a directory"):
-        repo.build_version(cfg, hf_dir=hf_dir / "nope", name="llmops", version=1, info={})
+        repo.build_version(cfg, hf_dir=hf_dir / "nope", name="llmops", version=1)
 
 
 def test_chat_template_inside_tokenizer_config_is_enough(cfg: LlmopsConfig, hf_dir: Path) -> None:
     (hf_dir / "chat_template.jinja").unlink()
     (hf_dir / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
-    assert repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info={}).is_dir()
+    assert repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1).is_dir()
 
 
 def test_failed_build_leaves_nothing(cfg: LlmopsConfig, hf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,7 +164,7 @@ def test_failed_build_leaves_nothing(cfg: LlmopsConfig, hf_dir: Path, monkeypatc
 
     monkeypatch.setattr(shutil, "copytree", broken_copy)
     with pytest.raises(OSError, match="disk full"):
-        repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info={})
+        repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1)
     model_dir = repo.repository_path(cfg) / "llmops"
     assert [p.name for p in model_dir.iterdir()] == ["config.pbtxt"]
     assert repo.served_versions(cfg, "llmops") == []
@@ -156,14 +173,14 @@ def test_failed_build_leaves_nothing(cfg: LlmopsConfig, hf_dir: Path, monkeypatc
 def test_bad_versions_and_names(cfg: LlmopsConfig, hf_dir: Path) -> None:
     for version in (0, -1, True, "1"):
         with pytest.raises(ValueError, match="positive integer"):
-            repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=version, info={})  # type: ignore[arg-type]
+            repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=version)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="model name"):
-        repo.build_version(cfg, hf_dir=hf_dir, name="a/b", version=1, info={})
+        repo.build_version(cfg, hf_dir=hf_dir, name="a/b", version=1)
 
 
 def test_remove_version_and_model(cfg: LlmopsConfig, hf_dir: Path) -> None:
     for v in (1, 2):
-        repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=v, info={})
+        repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=v)
     # A directory Triton would not serve (not a number, or incomplete) is not a served version.
     (repo.repository_path(cfg) / "llmops" / "3").mkdir()
     (repo.repository_path(cfg) / "llmops" / "notes").mkdir()
@@ -178,7 +195,7 @@ def test_remove_version_and_model(cfg: LlmopsConfig, hf_dir: Path) -> None:
 
 
 def test_write_config_switches_batching_in_place(cfg: LlmopsConfig, hf_dir: Path) -> None:
-    repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1, info={})
+    repo.build_version(cfg, hf_dir=hf_dir, name="llmops", version=1)
     path = repo.write_config(cfg, "llmops", kind="cpu", dynamic_batching=False)
     assert not parse(path.read_text()).HasField("dynamic_batching")
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []

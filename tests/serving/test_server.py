@@ -176,7 +176,7 @@ def test_key_stays_out_of_log_status_and_pid_file(triton, echo, monkeypatch, cap
     doc = json.loads(capsys.readouterr().out)
     assert doc["running"] and doc["pid"] == st.pid and {"name": "echo", "version": "1", "state": "READY",
                                                         "reason": ""} in doc["models"]
-    for text in (triton.log_path.read_text(), json.dumps(st.to_dict()), json.dumps(doc), repr(triton),
+    for text in (triton.log_path.read_text(), json.dumps(st.dump()), json.dumps(doc), repr(triton),
                  triton.pid_file.read_text(), repr(triton.cfg)):
         assert key not in text
 

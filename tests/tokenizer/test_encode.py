@@ -6,6 +6,7 @@ import pytest
 
 from llmops.artifacts import file_sha256
 from llmops.config import TokenizerConfig
+from llmops.records.data import TokenShardMeta
 from llmops.tokenizer import encode as encode_mod
 from llmops.tokenizer.encode import (
     decode_document,
@@ -61,17 +62,17 @@ def test_end_of_text_after_every_document_and_nowhere_else(shards: Path):
     for split in SPLITS:
         tokens, index, meta = load_shard(shards, split)
         assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16
-        eos_positions = np.flatnonzero(np.asarray(tokens) == meta["eos_id"])
+        eos_positions = np.flatnonzero(np.asarray(tokens) == meta.eos_id)
         assert eos_positions.tolist() == (index[1:] - 1).tolist()
 
 
 def test_boundary_index_is_consistent(shards: Path):
-    meta = json.loads((shards / "meta.json").read_text())
+    meta = TokenShardMeta.read(shards / "meta.json")
     for split in SPLITS:
         tokens, index, _ = load_shard(shards, split)
         docs = _docs(shards, split)
         assert index.dtype == np.int64 and len(index) == len(docs) + 1
-        assert index[0] == 0 and index[-1] == len(tokens) == meta["splits"][split]["n_tokens"]
+        assert index[0] == 0 and index[-1] == len(tokens) == meta.splits[split].n_tokens
         assert np.all(np.diff(index) >= 1)  # every document has at least its end of text
         assert (shards / f"{split}.bin").stat().st_size == len(tokens) * 2
     split = next(s for s in SPLITS if "extra-empty" in _docs(shards, s))
@@ -115,21 +116,21 @@ def test_shards_follow_the_split(shards: Path, tok_cfg: TokenizerConfig):
 
 
 def test_meta_contents(shards: Path, tokenizer_dir: Path, tok_cfg: TokenizerConfig):
-    meta = json.loads((shards / "meta.json").read_text())
-    assert meta["dtype"] == "uint16" and meta["vocab_size"] == 1000
-    assert (meta["eos_id"], meta["pad_id"]) == (0, 1)
-    assert meta["eos_token"] == tok_cfg.end_of_text and meta["pad_token"] == tok_cfg.pad_token
-    assert meta["tokenizer_sha256"] == file_sha256(tokenizer_dir / "tokenizer.json")
-    assert (meta["window"], meta["stride"]) == (tok_cfg.window, tok_cfg.stride)
+    meta = TokenShardMeta.read(shards / "meta.json")
+    assert meta.dtype == "uint16" and meta.vocab_size == 1000
+    assert (meta.eos_id, meta.pad_id) == (0, 1)
+    assert meta.eos_token == tok_cfg.end_of_text and meta.pad_token == tok_cfg.pad_token
+    assert meta.tokenizer_sha256 == file_sha256(tokenizer_dir / "tokenizer.json")
+    assert (meta.window, meta.stride) == (tok_cfg.window, tok_cfg.stride)
     rows = corpus_rows()
     by_id = {r["id"]: r["text"] for r in rows}
     for split in SPLITS:
-        s = meta["splits"][split]
+        s = meta.splits[split]
         docs = _docs(shards, split)
-        assert s["n_docs"] == len(docs)
-        assert s["n_bytes"] == sum(len(by_id[d].encode()) for d in docs)
-    assert meta["n_docs"] == len(rows) and meta["n_tokens"] == sum(s["n_tokens"] for s in meta["splits"].values())
-    assert meta["validation_fraction"] == tok_cfg.validation_fraction and meta["num_workers"] == 2
+        assert s.n_docs == len(docs)
+        assert s.n_bytes == sum(len(by_id[d].encode()) for d in docs)
+    assert meta.n_docs == len(rows) and meta.n_tokens == sum(s.n_tokens for s in meta.splits.values())
+    assert meta.validation_fraction == tok_cfg.validation_fraction and meta.num_workers == 2
 
 
 def test_worker_count_and_chunking_do_not_change_the_shards(corpus: Path, tokenizer_dir: Path, shards: Path,
@@ -151,7 +152,7 @@ def test_uint32_shards_when_the_vocabulary_is_large(corpus: Path, tokenizer_dir:
     monkeypatch.setattr(encode_mod, "token_dtype", lambda vocab_size: np.dtype(np.uint32))
     meta = encode_corpus(corpus, tokenizer_dir, tmp_path, TokenizerConfig(validation_fraction=0.1, num_workers=1))
     tokens, index, _ = load_shard(tmp_path, "train")
-    assert meta["dtype"] == "uint32" and tokens.dtype == np.uint32
+    assert meta.dtype == "uint32" and tokens.dtype == np.uint32
     assert (tmp_path / "train.bin").stat().st_size == 4 * index[-1]
     texts = {r["id"]: r["text"] for r in corpus_rows()}
     for i, doc_id in enumerate(_docs(tmp_path, "train")):
@@ -161,7 +162,7 @@ def test_uint32_shards_when_the_vocabulary_is_large(corpus: Path, tokenizer_dir:
 def test_single_document_corpus_has_an_empty_validation_split(tokenizer_dir: Path, tmp_path: Path):
     corpus = write_corpus(tmp_path / "one.parquet", corpus_rows()[:1])
     meta = encode_corpus(corpus, tokenizer_dir, tmp_path / "out", TokenizerConfig(num_workers=1))
-    empty = next(s for s in SPLITS if meta["splits"][s]["n_docs"] == 0)
+    empty = next(s for s in SPLITS if meta.splits[s].n_docs == 0)
     tokens, index, _ = load_shard(tmp_path / "out", empty)
     assert len(tokens) == 0 and index.tolist() == [0]
     with pytest.raises(IndexError):

@@ -6,6 +6,7 @@ import pytest
 
 from llmops.artifacts import file_sha256
 from llmops.config import TokenizerConfig
+from llmops.records.data import TokenizerStats
 from llmops.tokenizer import train as train_mod
 from llmops.tokenizer.train import (
     load_tokenizer,
@@ -34,19 +35,19 @@ def test_special_tokens_get_the_first_ids_and_are_special(tokenizer_dir: Path):
 
 
 def test_stats_file(tokenizer_dir: Path):
-    stats = json.loads((tokenizer_dir / "tokenizer_stats.json").read_text())
-    assert stats["vocab_size"] == 1000
-    assert stats["num_merges"] == 1000 - 256 - len(SPECIALS)  # bytes + specials + merges fill the vocab
-    assert stats["special_tokens"] == {t: i for i, t in enumerate(SPECIALS)}
-    assert (stats["eos_id"], stats["pad_id"]) == (0, 1)
-    assert stats["reused"] is False and stats["train_seconds"] >= 0
-    assert stats["tokenizer_sha256"] == file_sha256(tokenizer_dir / "tokenizer.json")
-    text = stats["training_texts"]
-    assert text["n_docs"] == len(topics) + 4
-    assert text["n_bytes"] > 400_000 and 2.0 < text["bytes_per_token"] < 6.0
-    assert text["tokens_per_doc"] == pytest.approx(text["n_tokens"] / text["n_docs"], abs=1e-3)
-    assert 1.0 < text["fertility"] < 5.0  # tokens per whitespace word
-    assert text["unk_rate"] == 0.0  # byte-level BPE has no unknown token
+    stats = TokenizerStats.read(tokenizer_dir / "tokenizer_stats.json")
+    assert stats.vocab_size == 1000
+    assert stats.num_merges == 1000 - 256 - len(SPECIALS)  # bytes + specials + merges fill the vocab
+    assert stats.special_tokens == {t: i for i, t in enumerate(SPECIALS)}
+    assert (stats.eos_id, stats.pad_id) == (0, 1)
+    assert stats.reused is False and stats.train_seconds >= 0
+    assert stats.tokenizer_sha256 == file_sha256(tokenizer_dir / "tokenizer.json")
+    text = stats.training_texts
+    assert text.n_docs == len(topics) + 4
+    assert text.n_bytes > 400_000 and 2.0 < text.bytes_per_token < 6.0
+    assert text.tokens_per_doc == pytest.approx(text.n_tokens / text.n_docs, abs=1e-3)
+    assert 1.0 < text.fertility < 5.0  # tokens per whitespace word
+    assert text.unk_rate == 0.0  # byte-level BPE has no unknown token
 
 
 def test_any_text_round_trips_through_the_tokenizer(tokenizer_dir: Path):
@@ -74,9 +75,9 @@ def test_reuse_copies_the_given_tokenizer_without_training(corpus: Path, tokeniz
     (model_dir / "tokenizer.json").write_bytes((tokenizer_dir / "tokenizer.json").read_bytes())
     cfg = TokenizerConfig(vocab_size=4096, reuse=str(model_dir))  # vocab_size is ignored on reuse
     stats = run_tokenizer(corpus, tmp_path / "out", cfg, chat_template=CHAT_TEMPLATE)
-    assert stats["reused"] is True and stats["reused_from"] == str(model_dir / "tokenizer.json")
-    assert stats["vocab_size"] == 1000
-    assert stats["tokenizer_sha256"] == file_sha256(tokenizer_dir / "tokenizer.json")
+    assert stats.reused is True and stats.reused_from == str(model_dir / "tokenizer.json")
+    assert stats.vocab_size == 1000
+    assert stats.tokenizer_sha256 == file_sha256(tokenizer_dir / "tokenizer.json")
     assert (tmp_path / "out" / "tokenizer.json").read_bytes() == (tokenizer_dir / "tokenizer.json").read_bytes()
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from llmops.records.training import CheckpointMarker
 from llmops.training import checkpoint as ckpt
 
 
@@ -8,7 +9,7 @@ def _tag(root, step, complete=True):
     d.mkdir(parents=True)
     (d / "mp_rank_00_model_states.pt").write_bytes(b"x")
     if complete:
-        ckpt.mark_complete(d, {"step": step, "world_size": 2})
+        CheckpointMarker(step=step, world_size=2, zero_stage=0, saved_at="2026-01-01T00:00:00+00:00").write(d)
     return d
 
 

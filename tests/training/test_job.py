@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from llmops.records.common import CodeIdentity
+from llmops.records.training import TrainingJobSpec
 from llmops.training.deepspeed_config import DeepSpeedConfigError
 from llmops.training.job import PreflightError, available_devices, prepare_finetune, prepare_pretrain
 from tests.training.fixtures import paths, training_config
@@ -19,11 +21,12 @@ def test_a_good_job_builds_the_launcher_command(data_home):
     assert cmd[1:4] == ["-u", "-m", "deepspeed.launcher.runner"]
     assert cmd[cmd.index("--num_gpus") + 1] == "2" and "--hostfile" not in cmd
     assert cmd[-4:] == ["--module", "llmops.training.worker", "--job", str(job.job_file)]
-    spec = json.loads(job.job_file.read_text())
-    assert spec["deepspeed"]["train_batch_size"] == 8 * 1 * 2
-    assert spec["deepspeed"]["zero_optimization"]["stage"] == 2
-    assert spec["launch"]["precision"] == "fp32" and spec["model"]["vocab_size"] == 1024
-    assert spec["data"]["context_length"] == 64  # from the shards' meta.json window
+    spec = TrainingJobSpec.read(job.job_file)  # what the ranks read
+    assert spec == job.spec
+    assert spec.deepspeed["train_batch_size"] == 8 * 1 * 2
+    assert spec.deepspeed["zero_optimization"]["stage"] == 2
+    assert spec.launch.precision == "fp32" and spec.model.vocab_size == 1024
+    assert spec.data.context_length == 64  # from the shards' meta.json window
     # same inputs and config -> the same run directory (a relaunch resumes there)
     assert prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False).run_dir == job.run_dir
     other = training_config(data_home, pretrain={"lr": 1e-3})
@@ -96,8 +99,8 @@ def test_multi_node_command_and_hostfile(data_home):
     assert flag["--hostfile"] == str(job.hostfile) and flag["--num_nodes"] == "2" and flag["--num_gpus"] == "4"
     assert flag["--master_addr"] == "worker-0" and flag["--master_port"] == "29600"
     assert flag["--launcher"] == "openmpi"
-    assert job.spec["launch"]["world_size"] == 8
-    assert job.spec["deepspeed"]["train_batch_size"] == 8 * 8
+    assert job.spec.launch.world_size == 8
+    assert job.spec.deepspeed["train_batch_size"] == 8 * 8
 
 
 def test_bad_hosts_entry_fails(data_home):
@@ -121,12 +124,12 @@ def test_a_code_change_that_is_not_a_version_bump_resumes_in_the_same_run_dir(da
 
     cfg = training_config(data_home)
     job = prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False)
-    assert job.spec["code"] == artifacts.code_identity()  # recorded for lineage
-    other_code = {"version": "9.9.9", "source_sha256": "0123456789ab", "commit": "f" * 40, "dirty": True}
+    assert job.spec.code == artifacts.code_identity()  # recorded for lineage
+    other_code = CodeIdentity(version="9.9.9", source_sha256="0123456789ab", commit="f" * 40, dirty=True)
     monkeypatch.setattr(job_module, "code_identity", lambda: other_code)
     monkeypatch.setattr(job_module, "code_version", lambda: "git:ffffffffffff+dirty")
     retry = prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False)
-    assert retry.run_dir == job.run_dir and retry.spec["code"] == other_code
+    assert retry.run_dir == job.run_dir and retry.spec.code == other_code
     bumped = artifacts.StageVersion(artifacts.stage_version("pretrain") + 1)
     monkeypatch.setitem(artifacts.STAGE_VERSIONS, "pretrain", bumped)
     assert prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False).run_dir != job.run_dir
@@ -140,5 +143,5 @@ def test_the_same_shards_elsewhere_are_the_same_job(data_home, tmp_path):
     copy = tmp_path / "tokens"
     shutil.copytree(paths(data_home)["tokens"], copy)
     assert prepare_pretrain(cfg, tokens=copy, track=False).run_dir == job.run_dir
-    assert "data_card" not in job.spec["inputs"] and "data_card" in job.spec["lineage"]
-    assert job.spec["inputs"]["tokens"]["hash"] == json.loads((copy / "manifest.json").read_text())["content_hash"]
+    assert "data_card" not in job.spec.inputs  # lineage (job.spec.lineage.data_card), not keyed
+    assert job.spec.inputs["tokens"].hash == json.loads((copy / "manifest.json").read_text())["content_hash"]

@@ -13,6 +13,8 @@ import numpy as np
 import psutil
 import pytest
 
+from llmops.artifacts import read_manifest
+from llmops.records.training import ModelInfo
 from llmops.training.export import export_stage
 from llmops.training.job import prepare_finetune, prepare_pretrain
 from llmops.training.runner import run_training
@@ -40,8 +42,8 @@ def _val_loss_in_process(model_dir, tokens_dir, n_windows: int, context: int = 6
 
 def test_pretraining_learns_and_exports_a_standard_hf_directory(pretrained, data_home):
     result = pretrained["result"]
-    assert result["world_size"] == 2 and result["steps"] == 30
-    assert result["final_val_loss"] < result["first_val_loss"] - 0.5, result
+    assert result.world_size == 2 and result.steps == 30
+    assert result.final_val_loss < result.first_val_loss - 0.5, result
     out = pretrained["model"]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "generation_config.json"):
         assert (out / name).exists(), name
@@ -52,9 +54,14 @@ def test_pretraining_learns_and_exports_a_standard_hf_directory(pretrained, data
     loop = pretrained["cfg"].pretrain
     n_windows = loop.eval_batches * loop.micro_batch_size * 2
     assert _val_loss_in_process(out, paths(data_home)["tokens"], n_windows) == pytest.approx(
-        result["final_val_loss"], abs=1e-4)
+        result.final_val_loss, abs=1e-4)
     text = "\n".join(pretrained["lines"])
     assert "checkpoint step_00000030 saved" in text and "2 rank(s) on cpu" in text
+    # Resumed in place, recorded like every keyed output: same directory, a manifest with the run's key.
+    job = pretrained["job"]
+    manifest = read_manifest(job.run_dir)
+    assert job.run_dir.name == f"tiny-{job.spec.key}" and manifest.key == job.spec.key
+    assert manifest.stage == "pretrain" and manifest.summary["steps"] == 30
 
 
 def test_zero3_with_accumulation_and_activation_checkpointing(data_home, tmp_path):
@@ -62,13 +69,13 @@ def test_zero3_with_accumulation_and_activation_checkpointing(data_home, tmp_pat
     cfg = training_config(tmp_path / "home", deepspeed={"zero_stage": 3, "activation_checkpointing": True},
                           pretrain={"steps": 10, "grad_accum_steps": 2, "eval_every": 10, "checkpoint_every": 10})
     job = prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], track=False)
-    assert job.spec["deepspeed"]["train_batch_size"] == 8 * 2 * 2
+    assert job.spec.deepspeed["train_batch_size"] == 8 * 2 * 2
     result = run_training(job)
-    assert result["final_val_loss"] < result["first_val_loss"]
+    assert result.final_val_loss < result.first_val_loss
     out = export_stage(cfg, job.run_dir).path
     n_windows = cfg.pretrain.eval_batches * cfg.pretrain.micro_batch_size * 2
     assert _val_loss_in_process(out, paths(data_home)["tokens"], n_windows) == pytest.approx(
-        result["final_val_loss"], abs=1e-4)
+        result.final_val_loss, abs=1e-4)
 
 
 def _kill_tree(proc: psutil.Process) -> list[psutil.Process]:
@@ -103,14 +110,14 @@ def test_a_killed_job_resumes_from_its_last_complete_checkpoint(data_home, tmp_p
     text = "\n".join(relaunched)
     assert "resuming from checkpoint step_00000020" in text or "resuming from checkpoint step_00000030" in text
     assert "step 0/40 val_loss" not in text and "step 10/40" not in text  # it did not start over
-    assert result["steps"] == 40
+    assert result.steps == 40
 
     # Resuming restores weights, optimizer, LR schedule, data position and RNG: the
     # interrupted run ends exactly where an uninterrupted one does.
     reference_cfg = training_config(tmp_path / "reference", pretrain=steps)
     reference = run_training(prepare_pretrain(reference_cfg, tokens=paths(data_home)["tokens"], track=False))
-    assert result["final_val_loss"] == pytest.approx(reference["final_val_loss"], abs=1e-5)
-    assert result["first_val_loss"] == pytest.approx(reference["first_val_loss"], abs=1e-6)
+    assert result.final_val_loss == pytest.approx(reference.final_val_loss, abs=1e-5)
+    assert result.first_val_loss == pytest.approx(reference.first_val_loss, abs=1e-6)
 
 
 @pytest.mark.parametrize("method,zero_stage", [("lora", 0), ("full", 1)])
@@ -123,9 +130,9 @@ def test_finetuning_from_the_pretrained_base(pretrained, data_home, tmp_path, me
     job = prepare_finetune(cfg, base=pretrained["model"], data=data_home / "qa.jsonl", track=False)
     lines: list[str] = []
     result = run_training(job, lines.append)
-    assert result["final_val_loss"] < result["first_val_loss"], result
-    trainable = result["parameters"]["trainable"]
-    total = result["parameters"]["total"]
+    assert result.final_val_loss < result.first_val_loss, result
+    trainable = result.parameters.trainable
+    total = result.parameters.total
     assert (trainable < total / 5) if method == "lora" else trainable == total
     out = export_stage(cfg, job.run_dir).path
     base = load_file(pretrained["model"] / "model.safetensors")
@@ -133,8 +140,8 @@ def test_finetuning_from_the_pretrained_base(pretrained, data_home, tmp_path, me
     assert set(tuned) == set(base)  # adapters merged: a plain Llama, no lora_ tensors
     changed = [k for k in base if not torch.equal(base[k], tuned[k])]
     assert changed and all("proj" in k for k in changed) if method == "lora" else len(changed) > len(base) / 2
-    info = json.loads((out / "llmops_model.json").read_text())
-    assert info["kind"] == "finetune" and info["model"]["method"] == method and info["zero_stage"] == zero_stage
+    info = ModelInfo.read(out)
+    assert info.kind == "finetune" and info.model.method == method and info.zero_stage == zero_stage
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -155,14 +162,14 @@ def test_training_is_tracked_in_mlflow(data_home, tmp_path, monkeypatch):
     job = prepare_pretrain(cfg, tokens=paths(data_home)["tokens"], mlflow_parent=parent)
     result = run_training(job)
     client = tracking.connect(tracking.tracking_uri(cfg))
-    run = client.get_run(result["mlflow_run_id"])
+    run = client.get_run(result.mlflow_run_id)
     assert run.data.tags["mlflow.parentRunId"] == parent
     assert run.data.params["world_size"] == "2" and run.data.params["zero_stage"] == "2"
     for metric in ("train_loss", "val_loss", "val_perplexity", "lr", "tokens_per_s"):
         assert metric in run.data.metrics, metric
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in history] == [0, 5, 10]
-    assert math.isclose(history[-1].value, result["final_val_loss"], rel_tol=1e-6)
+    assert math.isclose(history[-1].value, result.final_val_loss, rel_tol=1e-6)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss_curve.png", "metrics.jsonl", "train.log", "config"} <= artifacts
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}

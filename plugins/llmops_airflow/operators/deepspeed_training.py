@@ -13,9 +13,10 @@ ranks resume from the newest complete checkpoint; a finished job is not run agai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from llmops.records.training import TrainedJob, TrainingJobArgs
 from llmops_airflow.config import config_from_params
 from llmops_airflow.operators.subprocess_job import ProcessGroupOperator
 
@@ -28,16 +29,17 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
     """Run ``llmops.training`` job ``kind`` with the DAG run's Params applied to the config.
 
     :param kind: ``pretrain`` or ``finetune``.
-    :param job_args: templated; for pretrain ``{"data_card": path}`` (or ``{"tokens": path}``), for finetune
-        ``{"variant": name, "base": model dir or models:/ URI, "data_card": path}``; both
-        take ``"mlflow_parent"`` (the DAG run's MLflow run id). ``"skip": reason`` skips.
+    :param job_args: templated, read as a ``TrainingJobArgs`` record: for pretrain ``{"data_card": path}``
+        (or ``{"tokens": path}``), for finetune ``{"variant": name, "base": model dir or models:/ URI,
+        "data_card": path}``; both take ``"mlflow_parent"`` (the DAG run's MLflow run id).
+        ``"skip": reason`` skips. The task's XCom is a ``TrainedJob``.
     :param param_to_config: DAG Param name -> dotted llmops config key.
     """
 
     template_fields: Sequence[str] = (*ProcessGroupOperator.template_fields, "job_args")
     ui_color = "#ffd8b1"
 
-    def __init__(self, *, kind: Literal["pretrain", "finetune"], job_args: dict[str, Any] | None = None,
+    def __init__(self, *, kind: Literal["pretrain", "finetune"], job_args: Mapping[str, Any] | None = None,
                  param_to_config: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if kind not in ("pretrain", "finetune"):
@@ -52,28 +54,32 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
         # the task fails at once (RETRY_BY_KIND, see ProcessGroupOperator).
         from llmops.training.job import prepare_finetune, prepare_pretrain
 
-        args = dict(self.job_args)
+        args = self._args()
         cfg = config_from_params(context["params"], self.param_to_config)
         if self.kind == "pretrain":
-            return prepare_pretrain(cfg, data_card=args.get("data_card"), tokens=args.get("tokens"),
-                                    mlflow_parent=args.get("mlflow_parent"))
-        return prepare_finetune(cfg, variant=args.get("variant"), base=args.get("base"),
-                                data_card=args.get("data_card"), mlflow_parent=args.get("mlflow_parent"))
+            return prepare_pretrain(cfg, data_card=args.data_card, tokens=args.tokens,
+                                    mlflow_parent=args.mlflow_parent)
+        return prepare_finetune(cfg, variant=args.variant, base=args.base, data_card=args.data_card,
+                                mlflow_parent=args.mlflow_parent)
+
+    def _args(self) -> TrainingJobArgs:
+        return TrainingJobArgs.load(self.job_args, source=f"{self.task_id}'s job_args")
 
     def execute(self, context: Any) -> Any:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        if self.job_args.get("skip"):
-            raise AirflowSkipException(str(self.job_args["skip"]))
+        skip = self._args().skip
+        if skip:
+            raise AirflowSkipException(skip)
         job = self._job = self._prepare(context)
         for note in job.notes:
             self.log.warning("%s", note)
         self.log.info("%s %s: run directory %s (%d rank(s))", job.kind, job.name, job.run_dir,
-                      job.spec["launch"]["world_size"])
+                      job.spec.launch.world_size)
         if job.finished:
             self.log.info("this job (same inputs, settings and code) already finished in %s: reusing its result, "
                           "not training again", job.run_dir)
-            return self._summary(job)
+            return self._trained(job).dump()
         return super().execute(context)
 
     def build_job(self, context: Any) -> JobSpec:
@@ -81,18 +87,17 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
             self._job = self._prepare(context)
         return self._job.process_spec()
 
-    def on_success(self, context: Any, spec: Any) -> dict[str, Any]:
+    def on_success(self, context: Any, spec: Any) -> Any:
         from airflow.sdk.exceptions import AirflowException
 
         job = self._job
         assert job is not None, "on_success runs after build_job"
         if not job.finished:
             raise AirflowException(f"the training processes exited cleanly but {job.result_path} is missing")
-        return self._summary(job)
+        return self._trained(job).dump()
 
     @staticmethod
-    def _summary(job: TrainingJob) -> dict[str, Any]:
-        result = job.result()
-        return {"kind": job.kind, "name": job.name, "run_dir": str(job.run_dir),
-                "first_val_loss": result.get("first_val_loss"), "final_val_loss": result.get("final_val_loss"),
-                "steps": result.get("steps"), "mlflow_run_id": result.get("mlflow_run_id")}
+    def _trained(job: TrainingJob) -> TrainedJob:
+        """The task's XCom (dumped to JSON); the run directory gets its manifest first."""
+        job.finish()
+        return job.trained()

@@ -1,0 +1,41 @@
+"""Every record that crosses a process, task or DAG boundary: open this package first.
+
+Each record is a pydantic model that refuses unknown fields and carries a
+``schema_version`` (:class:`~llmops.records.base.Record`); a nested part is a
+:class:`~llmops.records.common.Ref`. Writers call ``.write(path)`` (atomic) or ``.dump()``
+(the JSON an XCom or an Asset event's ``extra`` carries, shown as it is by the Airflow UI
+and REST API); readers call ``Record.read(path)`` or ``Record.load(data)``, which validate
+and accept the previous version (a file without ``schema_version``: what llmops wrote
+before records were typed). A renamed field fails where the file is read, naming it.
+
+Where each hand-off is declared (module: records, and what they hold):
+
+- ``common``: ``InputRef`` / ``OutputRef`` (an input or an output, named by content), ``CodeIdentity``.
+- ``stages``: ``StageManifest`` (every ``manifest.json``; inputs are ``StageInput``),
+  ``LatestReport`` (``reports/<kind>/latest.json``).
+- ``crawl``: ``IndexEntry`` (an ``index.jsonl`` line), ``CrawlSummary``, ``ExtractSummary``,
+  ``DroppedRecord`` (``dropped.jsonl`` lines: ``ExtractDropped``, ``CleanDropped``,
+  ``DedupDropped``), ``GroundTruth`` and ``AccessLogEntry`` (the demo site).
+- ``data``: the stage summaries (``CleanSummary`` … ``QaSummary``), ``TokenizerStats``,
+  ``TokenShardMeta`` (``meta.json``), ``QaPair`` (Q&A lines), ``DataCard``
+  (``data_card.json``), ``DataReport`` and ``LatestDataReport`` (the data run's report),
+  ``CorpusEvent``, ``QaEvent``, ``TokensEvent`` (``llmops://corpus``, ``qa``, ``tokens``).
+- ``training``: ``TrainingJobSpec`` (``job.json``), ``TrainingResult`` (``result.json``),
+  ``CheckpointMarker`` (``complete.json``), ``JobLockRecord`` (``job.lock``), ``ModelInfo``
+  (``llmops_model.json``) with ``ModelPreset``, ``ExportSummary``; the training tasks' XComs
+  ``TrainingJobArgs``, ``TrainedJob``, ``TrainedModel``; ``TrainingReport``.
+- ``evaluation``: ``CandidateEvaluation`` / ``AlreadyRegistered`` (the evaluate XCom),
+  ``EvaluationReport`` (``metrics.json``), ``GateResult``, ``RegisteredVersion``.
+- ``serving``: ``ServedModelInfo`` (Triton's ``model_info.json``), ``DeployResult`` (the deploy
+  XCom and ``deploy.json``), ``ServerStatus``, ``ServerPidFile``, ``Answer``.
+- ``events``: ``ModelEvent``, ``ChallengerEvent``, ``ChampionEvent`` (``llmops://model``,
+  ``challenger``, ``champion``), ``StageOutput`` and ``ShardSpec`` (the data DAG's XComs).
+- ``stack``: ``ComponentPidFile`` (a stack component's pid file).
+
+Bump a record's ``schema_version`` default when a field is renamed, removed or changes
+meaning, and teach its ``upgrade`` classmethod the step from the previous version.
+"""
+
+from llmops.records.base import Record, RecordError
+
+__all__ = ["Record", "RecordError"]
