@@ -331,11 +331,12 @@ def read_manifest(path: Path) -> StageManifest:
     return StageManifest.read(Path(path) / MANIFEST)
 
 
-def _output_hashes(root: Path) -> dict[str, str]:
+def _output_hashes(root: Path, unlisted: frozenset[str] = frozenset()) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` but the manifest and the top-level directories ``unlisted``."""
     return {
         str(p.relative_to(root)): file_sha256(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name != MANIFEST and p.relative_to(root).parts[0] not in unlisted
     }
 
 
@@ -377,8 +378,9 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
 
 
 def _manifest(root: Path, stage: str, key: str, version: int, inputs: Mapping[str, StageInput], config: dict[str, Any],
-              summary: dict[str, Any] | BaseModel, digest: Callable[[Path], str]) -> StageManifest:
-    outputs = _output_hashes(root)
+              summary: dict[str, Any] | BaseModel, digest: Callable[[Path], str],
+              unlisted: frozenset[str] = frozenset()) -> StageManifest:
+    outputs = _output_hashes(root, unlisted)
     summary = summary.model_dump(mode="json") if isinstance(summary, BaseModel) else jsonable(summary)
     return StageManifest(
         stage=stage, key=key, version=version, inputs=jsonable(inputs), config=jsonable(config),
@@ -454,11 +456,15 @@ def build_stage(
 
 def finish_in_place(root: Path, stage: str, key: str, inputs: Mapping[str, StageInput], config: dict[str, Any],
                     summary: dict[str, Any] | BaseModel, *, digest: Callable[[Path], str] = content_digest,
-                    version: int | None = None) -> StageResult:
+                    version: int | None = None, unlisted: frozenset[str] = frozenset()) -> StageResult:
     """Write the manifest of an output built in place (a training run, which resumes in
-    its keyed directory): the same record as :func:`build_stage` writes, written last."""
+    its keyed directory): the same record as :func:`build_stage` writes, written last.
+
+    Files under the top-level directories ``unlisted`` are left out of ``outputs``: a
+    training run's checkpoints are tens of gigabytes on a real model, and what it hands
+    on (the exported model) is hashed by export."""
     version = stage_version(stage) if version is None else version
-    manifest = _manifest(Path(root), stage, key, version, inputs, config, summary, digest)
+    manifest = _manifest(Path(root), stage, key, version, inputs, config, summary, digest, unlisted)
     manifest.write(Path(root) / MANIFEST)
     return StageResult(stage, Path(root), key, False, manifest)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from llmops.records.training import CheckpointMarker
 
+CHECKPOINTS = "checkpoints"
+"""A run directory's checkpoint directory: ``step_NNNNNNNN/`` tags and ``latest``."""
 COMPLETE = CheckpointMarker.NAME
 TAG_RE = re.compile(r"^step_(\d{8})$")
 

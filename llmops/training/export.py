@@ -97,7 +97,7 @@ def write_model(run_dir: Path, out: Path) -> ModelInfo:
 
     run_dir = Path(run_dir)
     job, result = finished_run(run_dir)
-    newest = ckpt.newest_complete(run_dir / "checkpoints")
+    newest = ckpt.newest_complete(run_dir / ckpt.CHECKPOINTS)
     if newest is None or newest[0] != result.steps:
         raise ExportError(f"{run_dir}: no complete checkpoint at the final step {result.steps}")
     step, tag_dir = newest

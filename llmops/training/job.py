@@ -57,6 +57,7 @@ from llmops.records.training import (
     TrainingJobSpec,
     TrainingResult,
 )
+from llmops.training.checkpoint import CHECKPOINTS
 from llmops.training.deepspeed_config import build_deepspeed_config, resolve_precision
 from llmops.training.export import model_digest, tokenizer_digest
 from llmops.training.model import load_preset
@@ -127,7 +128,7 @@ class TrainingJob:
         config = keyed_config(spec.loop, spec.deepspeed, spec.model, spec.data, spec.inputs,
                               spec.launch.activation_checkpointing)
         return finish_in_place(self.run_dir, self.kind, spec.key, spec.inputs, config, summary,
-                               digest=lambda _: spec.key, version=spec.version)
+                               digest=lambda _: spec.key, version=spec.version, unlisted=frozenset({CHECKPOINTS}))
 
     def process_spec(self) -> JobSpec:
         """The ``JobSpec`` that ``llmops.training.process.run_job`` and the operator run."""

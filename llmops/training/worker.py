@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from llmops.registry.tracking import RunLogger, SystemMetrics
 
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
 # bf16 dense peak FLOP/s per GPU, for MFU. Only GPUs listed here get an mfu metric.
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
                   "A10": 125e12, "A6000": 155e12}
@@ -204,7 +203,7 @@ class Worker:
     def save(self, engine, step: int, history: dict[str, float]) -> None:
         import torch
 
-        root = self.run_dir / CHECKPOINTS
+        root = self.run_dir / ckpt.CHECKPOINTS
         tag = ckpt.tag_for(step)
         engine.save_checkpoint(str(root), tag=tag, client_state={"step": step, "history": history})
         torch.save(self.rng_state(), root / tag / f"rng_rank{self.rank}.pt")
@@ -224,7 +223,7 @@ class Worker:
         """
         import torch
 
-        root = self.run_dir / CHECKPOINTS
+        root = self.run_dir / ckpt.CHECKPOINTS
         choice: list[Any] = [None]
         if self.is_main:
             newest = ckpt.newest_complete(root)
@@ -417,7 +416,7 @@ class Worker:
         self.dist.barrier()
         if not self.is_main:
             return
-        newest = ckpt.newest_complete(self.run_dir / CHECKPOINTS)
+        newest = ckpt.newest_complete(self.run_dir / ckpt.CHECKPOINTS)
         result = TrainingResult(
             kind=self.job.kind, name=self.job.name, key=self.job.key, steps=steps,
             first_val_loss=history.get("first_val_loss"), final_val_loss=history.get("last_val_loss"),

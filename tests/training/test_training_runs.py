@@ -62,6 +62,9 @@ def test_pretraining_learns_and_exports_a_standard_hf_directory(pretrained, data
     manifest = read_manifest(job.run_dir)
     assert job.run_dir.name == f"tiny-{job.spec.key}" and manifest.key == job.spec.key
     assert manifest.stage == "pretrain" and manifest.summary["steps"] == 30
+    # The checkpoints (gigabytes on a real model) are not hashed; what the run wrote beside them is.
+    assert {"job.json", "result.json", "metrics.jsonl"} <= set(manifest.outputs)
+    assert not [name for name in manifest.outputs if name.startswith("checkpoints/")]
 
 
 def test_zero3_with_accumulation_and_activation_checkpointing(data_home, tmp_path):
