@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops.config import ConfigError, LlmopsConfig, load_config
+from llmops.config import ConfigError, LlmopsConfig, field_description, field_schema, load_config
 
 if TYPE_CHECKING:
     from llmops.records.serving import ServerStatus
@@ -396,6 +396,20 @@ def cmd_demo(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 # ---- parser ---------------------------------------------------------------------------
 
 
+_FLAG_TYPES = {"integer": int, "number": float, "string": str}
+
+
+def config_flag(parser: argparse.ArgumentParser, flag: str, dotted: str) -> None:
+    """A flag overriding configuration field ``dotted``, declared by the field: its type,
+    choices and help text are the field's, so a knob is declared once (``llmops/config.py``).
+    Bounds are checked where the value is applied, like the YAML's, naming the key."""
+    schema = field_schema(dotted)
+    branch = next(b for b in schema.get("anyOf", [schema]) if b.get("type") != "null")
+    help_text = f"{field_description(dotted)} (configuration key {dotted})"
+    parser.add_argument(flag, type=_FLAG_TYPES[branch["type"]], choices=branch.get("enum"),
+                        help=help_text.replace("%", "%%"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmops",
@@ -420,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "pydoc_data.topics, with planted PII, duplicates and faults.")
     demo_sub = demo_site.add_subparsers(dest="demo_site_command", metavar="ACTION", required=True)
     p = add("serve", cmd_demo_site_serve, "Serve the demo site on 127.0.0.1 until Ctrl-C.", demo_sub)
-    p.add_argument("--port", type=int, help="TCP port (default: demo_site.port; 0 picks a free one)")
+    config_flag(p, "--port", "demo_site.port")
     p.add_argument("--access-log", type=Path, help="append one JSON line per request to this file")
     p.add_argument("--ground-truth", type=Path, help="also write the ground-truth JSON here")
     p = add("ground-truth", cmd_demo_site_ground_truth,
@@ -432,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", required=True, help="start URL; the crawl stays on its host")
     p.add_argument("--sitemap", help="sitemap URL (default: <seed origin>/sitemap.xml and robots.txt)")
     p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
-    p.add_argument("--max-pages", type=int, help="upper bound on pages requested")
+    config_flag(p, "--max-pages", "scrape.max_pages")
     p.add_argument("--previous", type=Path, help="previous crawl directory for conditional re-fetch "
                    "(default: the newest crawl of the same seed)")
     p.add_argument("--crawl-id", help="identifies this crawl; the same id reuses a finished crawl")
@@ -456,8 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
             "every other field kept, per-type counts added as `pii_counts`.")
     p.add_argument("--in", dest="input", type=Path, required=True, help="input JSONL (one record with `text` per line)")
     p.add_argument("--out", type=Path, required=True, help="output JSONL")
-    p.add_argument("--operator", choices=["replace", "mask", "hash", "pseudonymize"],
-                   help="how PII is replaced (default: pii.operator)")
+    config_flag(p, "--operator", "pii.operator")
     p.add_argument("--entities", help="comma-separated entity types (default: pii.entities)")
 
     p = add("qa", cmd_qa, "Build the question/answer set (fine-tuning and held-out, split by page) "
@@ -467,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("tokenizer", cmd_tokenizer, "Train a byte-level BPE tokenizer on a redacted corpus, or reuse one.")
     p.add_argument("--in", dest="input", type=Path, required=True, help="redact output (dir or corpus.parquet)")
-    p.add_argument("--vocab-size", type=int, help="vocabulary size (default: tokenizer.vocab_size)")
+    config_flag(p, "--vocab-size", "tokenizer.vocab_size")
     p.add_argument("--reuse", help="tokenizer.json or its directory to reuse instead of training")
     p.add_argument("--out", type=Path, help="output directory (default: the artifact layout)")
 
@@ -491,16 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "directory under $LLMOPS_HOME/artifacts/model/.")
     train_sub = train.add_subparsers(dest="train_command", metavar="ACTION", required=True)
 
-    def training_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--steps", type=int, help="optimizer steps (default: config)")
-        p.add_argument("--lr", type=float, help="peak learning rate")
-        p.add_argument("--micro-batch-size", type=int, help="sequences per rank per forward pass")
-        p.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step")
-        p.add_argument("--seed", type=int, help="seed of initialisation and data order")
-        p.add_argument("--ranks", type=int, help="processes per node: GPUs, or CPU processes (deepspeed --num_gpus)")
-        p.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], help="ZeRO stage")
-        p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default auto: bf16 on GPU")
-        p.add_argument("--deepspeed-config", help="a DeepSpeed JSON merged over the generated config")
+    def training_flags(p: argparse.ArgumentParser, section: str) -> None:
+        for flag, key in (("--steps", "steps"), ("--lr", "lr"), ("--micro-batch-size", "micro_batch_size"),
+                          ("--grad-accum-steps", "grad_accum_steps"), ("--seed", "seed")):
+            config_flag(p, flag, f"{section}.{key}")
+        for flag, key in (("--ranks", "ranks"), ("--zero-stage", "zero_stage"), ("--precision", "precision"),
+                          ("--deepspeed-config", "config_file")):
+            config_flag(p, flag, f"deepspeed.{key}")
         p.add_argument("--activation-checkpointing", action="store_true", help="recompute activations")
         p.add_argument("--data-card", type=Path, help="data-card directory naming shards, tokenizer and Q&A set "
                        "(default: the newest)")
@@ -511,19 +521,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pretrain", cmd_train_pretrain, "Pretrain a Llama-style model from scratch on the token shards.",
             train_sub)
-    training_flags(p)
-    p.add_argument("--preset", help="model preset: tiny, 125m, 1b or a YAML path (default: pretrain.preset)")
+    training_flags(p, "pretrain")
+    config_flag(p, "--preset", "pretrain.preset")
     p.add_argument("--tokens", type=Path, help="token-shard directory (instead of --data-card)")
 
     p = add("finetune", cmd_train_finetune, "Supervised fine-tuning (full or LoRA) on question/answer pairs, "
             "prompts in the tokenizer's chat template, loss on answer tokens only.", train_sub)
-    training_flags(p)
+    training_flags(p, "finetune")
     p.add_argument("--base", help="base model: an HF directory or models:/name/version (default: the newest "
                    "pretrained export)")
     p.add_argument("--data", type=Path, help="JSONL of {question, answer} (default: the variant's data, the "
                    "pipeline's Q&A set)")
     p.add_argument("--variant", help="fine-tuning variant name (default: the first in finetune.variants)")
-    p.add_argument("--method", choices=["full", "lora"], help="full fine-tuning or LoRA adapters")
+    config_flag(p, "--method", "finetune.method")
 
     p = add("export", cmd_train_export, "Export a finished run directory as a Hugging Face model directory.",
             train_sub)
@@ -542,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "site's planted values)")
     p.add_argument("--cases", type=Path, help="behavioural cases YAML (default: include/eval/behaviour.yaml)")
     p.add_argument("--gate", type=Path, help="gate thresholds YAML (default: include/eval/gate.yaml)")
-    p.add_argument("--max-questions", type=int, help="evaluate on the first N held-out pairs only")
+    config_flag(p, "--max-questions", "evaluation.max_questions")
 
     stack = sub.add_parser(
         "stack", help="The embedded platform: Airflow, Triton, the MLflow UI and the demo site (start, stop, status).",

@@ -15,6 +15,8 @@ instead of being silently ignored.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import os
 import re
 from pathlib import Path
@@ -576,3 +578,44 @@ def with_overrides(cfg: LlmopsConfig, overrides: dict[str, Any]) -> LlmopsConfig
     except ValidationError as exc:
         raise ConfigError(_format_error(exc)) from None
 
+
+# ---- one knob, many faces: what a DAG Param or a CLI flag takes from its field ---------
+
+
+def field_description(dotted: str) -> str:
+    """The field's docstring as one line of plain text (the trigger form shows no reST)."""
+    return " ".join(field_schema(dotted).get("description", dotted).replace("``", "`").split())
+
+
+def configured_value(cfg: LlmopsConfig, dotted: str) -> object:
+    """The value of ``dotted`` in ``cfg`` (``scrape.max_pages`` -> ``cfg.scrape.max_pages``)."""
+    node: object = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def shown_value(value: object) -> str:
+    """A configured value as a trigger form or ``--help`` shows it (JSON, strings bare)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def field_schema(dotted: str) -> dict[str, Any]:
+    """The JSON schema of configuration field ``dotted`` (``scrape.max_pages``): its type,
+    bounds and docstring, from which DAG Params and CLI flags are made."""
+    *sections, leaf = dotted.split(".")
+    model: type[BaseModel] = LlmopsConfig
+    for part in sections:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise KeyError(f"{dotted}: {part} is not a configuration section")
+        model = annotation
+    properties = _properties(model)
+    if leaf not in properties:
+        raise KeyError(f"{dotted} is not a configuration key")
+    return properties[leaf]
+
+
+@functools.cache
+def _properties(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    return model.model_json_schema()["properties"]

@@ -1,5 +1,6 @@
 """Every subcommand explains itself; failures are one line and a non-zero exit code."""
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,29 @@ def test_serve_status_shows_what_the_registry_says_a_ready_version_is(tmp_path, 
                          repository=str(tmp_path), log_path="l", error=None, models=[model])
     _print_serve_status(st, "generated")
     assert "models:/llmops/3 (gate passed, run 0f1e2d3c4b5a, data card a1b2c3d4e5f60718)" in capsys.readouterr().out
+
+
+def _subparser(*path: str):
+    parser = build_parser()
+    for name in path:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser
+
+
+@pytest.mark.parametrize(("command", "flag", "key"), [
+    (("scrape",), "--max-pages", "scrape.max_pages"),
+    (("train", "pretrain"), "--steps", "pretrain.steps"),
+    (("train", "finetune"), "--lr", "finetune.lr"),
+    (("train", "pretrain"), "--precision", "deepspeed.precision"),
+    (("train", "finetune"), "--method", "finetune.method"),
+    (("evaluate",), "--max-questions", "evaluation.max_questions"),
+])
+def test_a_config_flag_is_declared_by_its_field(command, flag, key):
+    from llmops.config import field_description, field_schema
+
+    action = next(a for a in _subparser(*command)._actions if flag in a.option_strings)
+    schema = field_schema(key)
+    branch = next(b for b in schema.get("anyOf", [schema]) if b.get("type") != "null")
+    assert action.type is {"integer": int, "number": float, "string": str}[branch["type"]]
+    assert action.choices == branch.get("enum")
+    assert action.help.startswith(field_description(key)) and key in action.help

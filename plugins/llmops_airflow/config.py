@@ -10,15 +10,19 @@ value configured at parse time ends the description, so the trigger form still s
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import Param
-from pydantic import BaseModel
 
-from llmops.config import LlmopsConfig, load_config
+from llmops.config import (
+    LlmopsConfig,
+    configured_value,
+    field_description,
+    field_schema,
+    load_config,
+    shown_value,
+)
 
 _SCHEMA_KEYS = ("type", "enum", "items", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                 "pattern", "minLength", "maxLength", "minItems", "maxItems")
@@ -33,14 +37,14 @@ def config_params(mapping: Mapping[str, str], configured: LlmopsConfig | None = 
     """
     configured = configured or load_config()
     return {name: Param(None, description=f"{field_description(dotted)} (default: "
-                                          f"{_shown(configured_value(configured, dotted))})",
+                                          f"{shown_value(configured_value(configured, dotted))})",
                         **param_schema(dotted))
             for name, dotted in mapping.items()}
 
 
 def param_schema(dotted: str) -> dict[str, Any]:
     """The JSON schema of config field ``dotted`` (its type and bounds), with ``null`` allowed."""
-    schema = _field_schema(dotted)
+    schema = field_schema(dotted)
     branches = [b for b in schema.get("anyOf", [schema]) if b != {"type": "null"}]
     if len(branches) != 1 or "type" not in branches[0]:
         raise TypeError(f"{dotted}: a DAG Param needs a field of one plain JSON type, got {schema}")
@@ -50,42 +54,6 @@ def param_schema(dotted: str) -> dict[str, Any]:
     if "enum" in out:
         out["enum"] = [None, *out["enum"]]
     return out
-
-
-def field_description(dotted: str) -> str:
-    """The field's docstring as one line of plain text (the trigger form shows no reST)."""
-    return " ".join(_field_schema(dotted).get("description", dotted).replace("``", "`").split())
-
-
-def configured_value(cfg: LlmopsConfig, dotted: str) -> object:
-    """The value of ``dotted`` in ``cfg`` (``scrape.max_pages`` -> ``cfg.scrape.max_pages``)."""
-    node: object = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
-
-
-def _shown(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _field_schema(dotted: str) -> dict[str, Any]:
-    *sections, leaf = dotted.split(".")
-    model: type[BaseModel] = LlmopsConfig
-    for part in sections:
-        annotation = model.model_fields[part].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            raise KeyError(f"{dotted}: {part} is not a configuration section")
-        model = annotation
-    properties = _properties(model)
-    if leaf not in properties:
-        raise KeyError(f"{dotted} is not a configuration key")
-    return properties[leaf]
-
-
-@functools.cache
-def _properties(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
-    return model.model_json_schema()["properties"]
 
 
 def config_from_params(params: Mapping[str, object], mapping: Mapping[str, str]) -> LlmopsConfig:
