@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 JOB_FILE = TrainingJobSpec.NAME
 RESULT_FILE = TrainingResult.NAME
 LOG_FILE = "train.log"
+SHM_DIR = "/dev/shm"
 WORKER_MODULE = "llmops.training.worker"
 
 
@@ -87,6 +88,17 @@ class TrainingJob:
     env: dict[str, str]
     hostfile: Path | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def leftovers(self) -> list[str]:
+        """What the ranks leave behind on this host: on CPU, DeepSpeed's shared-memory
+        all-reduce buffers (``/dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>``,
+        66 MB per rank, never unlinked by DeepSpeed). A local job's port is its own, so
+        its buffers are told apart from another job's."""
+        if self.hostfile is not None or self.spec.launch.device != "cpu":
+            return []
+        port = self.command[self.command.index("--master_port") + 1]
+        return [f"{SHM_DIR}/deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*"]
 
     @property
     def job_file(self) -> Path:
@@ -135,6 +147,7 @@ class TrainingJob:
         from llmops.training.process import JobSpec
 
         return JobSpec(command=self.command, env=self.env, cwd=self.run_dir, run_dir=self.run_dir,
+                       leftovers=self.leftovers,
                        log_path=self.log_path)
 
 

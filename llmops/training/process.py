@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import glob
 import logging
 import os
 import queue
@@ -42,7 +43,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self, TextIO
 
@@ -179,6 +180,9 @@ class JobSpec:
     """The run's directory: one job at a time may use it (``job.lock`` lives here)."""
     log_path: Path
     """Every output line of the job is appended here, as it comes."""
+    leftovers: list[str] = field(default_factory=list)
+    """Glob patterns of files the job's processes leave behind when they exit (DeepSpeed's
+    shared-memory all-reduce buffers), removed once none of the job is left."""
 
 
 class JobLock:
@@ -580,14 +584,15 @@ def run_job(command: Sequence[str], *, run_dir: Path, env: dict[str, str] | None
             cwd: Path | None = None, log_path: Path | None = None,
             on_line: Callable[[str], None] = lambda line: None,
             on_start: Callable[[ProcessGroupJob], None] | None = None,
-            grace_s: float = DEFAULT_GRACE_S) -> int:
+            grace_s: float = DEFAULT_GRACE_S, leftovers: Sequence[str] = ()) -> int:
     """Run one job to the end, streaming every output line to ``on_line``; returns its exit code.
 
     Whatever interrupts the wait (KeyboardInterrupt, SystemExit, Airflow's
     AirflowTaskTimeout raised from its SIGALRM handler, an exception from ``on_line``)
     kills the whole job, waits until none of it is left, and is re-raised. ``on_start``
     receives the running job (e.g. so an operator's ``on_kill`` can stop it).
-    Raises ``JobAlreadyRunning`` if a live job owns ``run_dir``.
+    Raises ``JobAlreadyRunning`` if a live job owns ``run_dir``. Files matching
+    ``leftovers`` are removed once none of the job is left, however it ended.
     """
     job = ProcessGroupJob(run_dir, grace_s=grace_s)
     job.start(command, env=env, cwd=cwd, log_path=log_path)
@@ -601,8 +606,18 @@ def run_job(command: Sequence[str], *, run_dir: Path, env: dict[str, str] | None
         log.warning("Stopping job (process group %s) because of %s", job.pgid, type(exc).__name__)
         job.kill()
         raise
+    finally:
+        remove_leftovers(leftovers)
     (log.info if code == 0 else log.warning)("Job %s", describe_exit_code(code))
     return code
+
+
+def remove_leftovers(patterns: Sequence[str]) -> None:
+    """Delete the files a finished job left behind (``JobSpec.leftovers``)."""
+    for pattern in patterns:
+        for path in glob.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 # --------------------------------------------------------------------------- the job leader

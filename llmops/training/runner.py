@@ -44,7 +44,7 @@ def run_training(job: TrainingJob, on_line: Callable[[str], None] | None = None)
             on_line(line)
 
     code = run_job(job.command, env=job.env, cwd=job.run_dir, run_dir=job.run_dir, log_path=job.log_path,
-                   on_line=handle)
+                   on_line=handle, leftovers=job.leftovers)
     if code != 0 or not job.finished:
         errors = [line for line in tail if "Error" in line or "error" in line] or list(tail)[-8:]
         raise TrainingFailed(f"{job.kind} {job.name} failed (exit code {code}); log: {job.log_path}\n"

@@ -85,7 +85,8 @@ class ProcessGroupOperator(BaseOperator):
         # transient: the retry policy retries it with backoff.
         try:
             code = run_job(spec.command, run_dir=spec.run_dir, env=env, cwd=spec.cwd, log_path=spec.log_path,
-                           on_line=on_line, on_start=self._started, grace_s=self.kill_grace_s)
+                           on_line=on_line, on_start=self._started, grace_s=self.kill_grace_s,
+                           leftovers=spec.leftovers)
         finally:
             self._process_job = None
         if code != 0:
