@@ -442,6 +442,73 @@ class ServingConfig(_Section):
         return self
 
 
+class DriftThresholds(_Section):
+    """Effect sizes above which a signal counts as drifted in a window. Calibrated on the demo
+    (README, "Monitoring"): at most 5% false alarms over 20 windows resampled from the
+    reference, and a topic shift caught within 2 windows. Distances, not p-values: with
+    thousands of requests every p-value is tiny and means nothing."""
+
+    length_wasserstein: float = Field(0.6, gt=0)
+    """Wasserstein distance between the prompt lengths (tokens), divided by the reference's
+    standard deviation."""
+    token_js: float = Field(0.35, gt=0, le=1)
+    """Jensen–Shannon distance (base 2, 0..1) between the question tokens' frequencies over
+    the top-K ids plus ``other``."""
+    token_psi: float = Field(1.0, gt=0)
+    """Population stability index over the same buckets (0.25 is the usual 'major shift' for
+    large samples; small windows need more)."""
+    bytes_per_token_wasserstein: float = Field(0.6, gt=0)
+    """Wasserstein distance between the questions' bytes per token, divided by the reference's
+    standard deviation."""
+    language_cramers_v: float = Field(0.3, gt=0, le=1)
+    """Cramér's V of the language counts (reference vs window), from the chi² table."""
+    bits_per_byte_ratio: float = Field(1.15, gt=1)
+    """Median bits per byte of the window's questions over the reference's: how much more
+    the model is surprised by what users now ask."""
+    empty_answer_rate: float = Field(0.2, gt=0, le=1)
+    """Rise of the share of empty answers over the reference's (absolute)."""
+    length_limit_rate: float = Field(0.3, gt=0, le=1)
+    """Rise of the share of answers stopped at ``max_tokens`` over the reference's (absolute)."""
+
+
+class MonitorConfig(_Section):
+    inference_log: bool = True
+    """Write one record per request of the served model (counts and measurements, never text)
+    to ``$LLMOPS_HOME/monitoring/inference``; read by ``llmops drift check``."""
+    log_dir: Path | None = None
+    """Where the inference log is written and read; default ``$LLMOPS_HOME/monitoring/inference``.
+    In production a volume shared by the Triton service and the Airflow workers."""
+    top_k: int = Field(256, ge=1, le=65536)
+    """The log counts a question's tokens over this many of the champion corpus's most frequent
+    token ids (plus one ``other`` count)."""
+    queue_size: int = Field(10_000, ge=1)
+    """Records an instance holds for its writer thread; when full, records are dropped and counted."""
+    retention_hours: float = Field(168.0, gt=0)
+    """Inference-log files older than this are deleted."""
+    schedule: str | None = "0 * * * *"
+    """Cron schedule of ``llmops_monitor`` (read when the DAG is parsed); null: only by hand."""
+    window: str = Field("1h", pattern=r"^\s*(\d+|\d+(\.\d+)?\s*(s|m|h|d))\s*$")
+    """One window: a number of requests (``200``) or a duration (``90s``, ``30m``, ``1h``, ``1d``)."""
+    reference_window: str | None = None
+    """How much traffic after a deployment joins the held-out questions as the reference;
+    default the same as ``window``."""
+    min_requests: int = Field(20, ge=2)
+    """A window with fewer answered requests gives ``not_enough_data``."""
+    persistence: int = Field(2, ge=1)
+    """Drift only when this many consecutive windows drifted (the latest included): one odd
+    window retrains nothing."""
+    vote: int = Field(2, ge=1)
+    """A window drifted when at least this many data and quality signals crossed their thresholds."""
+    thresholds: DriftThresholds = DriftThresholds()
+    calibration_windows: int = Field(20, ge=5)
+    """Windows resampled from the reference to measure the false-alarm rate of the thresholds."""
+    p95_latency_ms: float = Field(5000.0, gt=0)
+    """Service alert: p95 request latency (queue + compute, from Triton's metrics) above this.
+    Shown, never a reason to retrain."""
+    failure_rate: float = Field(0.05, ge=0, le=1)
+    """Service alert: share of failed requests (Triton's metrics) above this."""
+
+
 class AirflowConfig(_Section):
     host: str = "127.0.0.1"
     """Address the embedded Airflow API server (UI and REST API) binds to; loopback only by default."""
@@ -487,6 +554,7 @@ class LlmopsConfig(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     serving: ServingConfig = ServingConfig()
+    monitor: MonitorConfig = MonitorConfig()
     airflow: AirflowConfig = AirflowConfig()
 
     @model_validator(mode="after")

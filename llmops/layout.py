@@ -107,6 +107,18 @@ class Layout:
         """``demo_site/``: the demo site's ground truth and access log."""
         return self.home / "demo_site"
 
+    # ---- monitoring -------------------------------------------------------------------
+
+    @property
+    def inference_log(self) -> Path:
+        """``monitoring/inference/<model>/<hour>_<instance>.jsonl``: the served model's inference log."""
+        return self.home / "monitoring" / "inference"
+
+    @property
+    def monitor_state(self) -> Path:
+        """``monitoring/state/``: Triton metric snapshots between checks, cached reference features."""
+        return self.home / "monitoring" / "state"
+
     # ---- logs -------------------------------------------------------------------------
 
     def failed_crawl_index(self, crawl_id: str) -> Path:

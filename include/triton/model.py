@@ -30,6 +30,7 @@ import json
 import math
 import random
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +50,12 @@ except ImportError:  # pragma: no cover - depends on where the file runs
 
 
 
-def _load_tensors() -> ModuleType:
-    """``tensors.py`` beside this file, imported by its path: Triton imports this file as
+def _load_sibling(name: str) -> ModuleType:
+    """``<name>.py`` beside this file, imported by its path: Triton imports this file as
     ``<version>.model`` and tests import it by path, so neither a plain nor a relative
     import finds the sibling in both places."""
-    path = Path(__file__).resolve().with_name("tensors.py")
-    spec = importlib.util.spec_from_file_location("llmops_triton_tensors", path)
+    path = Path(__file__).resolve().with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"llmops_triton_{name}", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -63,7 +64,12 @@ def _load_tensors() -> ModuleType:
     return module
 
 
-tensors = _load_tensors()
+tensors = _load_sibling("tensors")
+inference_log = _load_sibling("inference_log")
+
+DRIFT_VOCABULARY_FILE = "drift_vocabulary.json"
+"""In the version directory: ``{"token_ids": [...]}``, the champion corpus's token ids, most
+frequent first (written by the repository builder); the log counts the first K of them."""
 
 # Files an exported model directory must hold for this backend to serve it.
 REQUIRED_HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -111,6 +117,9 @@ class GenerationResult:
     """True if a stop token ended the answer; False if it ran into max_tokens."""
     token_ids: list[int] = field(default_factory=list)
     """The generated ids, the stop token included."""
+    question_nll: float | None = None
+    """Negative log-likelihood of the question's tokens (nats, summed), from the prompt's
+    forward pass; None unless the generator measures prompts (``measure_prompts``)."""
 
 
 @dataclass
@@ -122,6 +131,47 @@ class _Prepared:
     temperature: float
     top_p: float
     seed: int | None
+    question: str = ""
+    """The user's text (kept in memory for the inference log's language; never written)."""
+    question_span: tuple[int, int] = (0, 0)
+    """``ids[start:end]`` are the question's tokens inside the templated prompt."""
+
+    @property
+    def question_ids(self) -> list[int]:
+        return self.ids[self.question_span[0]:self.question_span[1]]
+
+
+def _question_span(prompt: str, question: str, offsets: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The token range of ``question`` inside the templated ``prompt`` (by the tokenizer's
+    character offsets): what the inference log measures, without the template's tokens,
+    which are the same in every request. ``(0, 0)`` if the template changed the text."""
+    start = prompt.find(question)
+    if start < 0:
+        return (0, 0)
+    end = start + len(question)
+    inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
+    return (inside[0], inside[-1] + 1) if inside else (0, 0)
+
+
+def _question_nll(logits: torch.Tensor, input_ids: torch.Tensor, rows: Sequence[_Prepared]) -> list[float]:
+    """Each row's question NLL (nats) from the logits of a left-padded prompt batch.
+
+    Position ``p`` predicts token ``p + 1``; only the question's positions are turned into
+    log-probabilities, so the cost is a few rows of the vocabulary, not the whole prompt.
+    The first token of a prompt has no prediction and is skipped.
+    """
+    width = input_ids.shape[1]
+    nll = []
+    for i, row in enumerate(rows):
+        offset = width - len(row.ids)
+        start, end = max(row.question_span[0], 1), row.question_span[1]
+        if end <= start:
+            nll.append(0.0)
+            continue
+        predicted = logits[i, offset + start - 1:offset + end - 1].float().log_softmax(-1)
+        targets = input_ids[i, offset + start:offset + end]
+        nll.append(float(-predicted.gather(-1, targets[:, None]).sum()))
+    return nll
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -170,6 +220,8 @@ class TextGenerator:
         # RoPE models run past their trained length, but the answers are garbage: refuse instead.
         self.max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.device = next(model.parameters()).device
+        self.measure_prompts = False
+        """Also measure each question's likelihood from the prompt's logits (the inference log)."""
 
     @classmethod
     def from_pretrained(cls, hf_dir: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None,
@@ -231,7 +283,8 @@ class TextGenerator:
         prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                     add_generation_prompt=True, tokenize=False)
         # The template already holds every special token; adding a BOS would shift the prompt.
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        encoded = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+        ids = encoded["input_ids"]
         if len(ids) > self.max_prompt_tokens:
             raise RequestError(f"the prompt is {len(ids)} tokens after the chat template; the limit is "
                                f"{self.max_prompt_tokens}")
@@ -239,7 +292,8 @@ class TextGenerator:
             raise RequestError(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's "
                                f"context of {self.max_positions} tokens")
         return _Prepared(ids=list(ids), max_tokens=int(max_tokens), temperature=temperature, top_p=top_p,
-                         seed=None if seed is None else int(seed))
+                         seed=None if seed is None else int(seed), question=text,
+                         question_span=_question_span(prompt, text, encoded["offset_mapping"]))
 
     # -- generation -----------------------------------------------------------------
 
@@ -288,16 +342,7 @@ class TextGenerator:
     @torch.inference_mode()
     def _generate_batch(self, rows: Sequence[_Prepared]) -> list[GenerationResult]:
         n, device = len(rows), self.device
-        width = max(len(r.ids) for r in rows)
-        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row.ids):] = torch.tensor(row.ids, dtype=torch.long)
-            mask[i, width - len(row.ids):] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        # Positions count real tokens only, as generate() does: a left-padded row starts at
-        # position 0 like the same prompt alone, so padding changes no rotary angle.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, positions = self._left_padded(rows)
         # Per-row generators: a row's random stream depends on its seed alone, never on
         # how many sampled rows sit before it in the batch.
         generators: list[torch.Generator | None] = []
@@ -309,6 +354,7 @@ class TextGenerator:
                 generators.append(None)
 
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        nll = _question_nll(out.logits, input_ids, rows) if self.measure_prompts else [None] * n
         past, logits = out.past_key_values, out.logits[:, -1, :]
         next_position = positions[:, -1] + 1
         generated: list[list[int]] = [[] for _ in rows]
@@ -335,13 +381,51 @@ class TextGenerator:
             next_position = next_position + 1
 
         results = []
-        for row, ids in zip(rows, generated, strict=True):
+        for row, ids, row_nll in zip(rows, generated, nll, strict=True):
             stopped = ids[-1] in self.stop_ids
             answer = ids[:-1] if stopped else ids
             results.append(GenerationResult(
                 text=self.tokenizer.decode(answer, skip_special_tokens=True).strip(),
-                prompt_tokens=len(row.ids), completion_tokens=len(ids), stopped=stopped, token_ids=ids))
+                prompt_tokens=len(row.ids), completion_tokens=len(ids), stopped=stopped, token_ids=ids,
+                question_nll=row_nll))
         return results
+
+    @torch.inference_mode()
+    def score_questions(self, requests: Sequence[GenerationRequest], batch_size: int = 16
+                        ) -> list[tuple[_Prepared, float] | RequestError]:
+        """Each request's prepared prompt and question NLL (nats), from one forward pass
+        over the prompt and no generation: the same measurement the inference log takes of
+        served requests, for questions that are not traffic (the drift reference)."""
+        out: list[tuple[_Prepared, float] | RequestError] = []
+        for first in range(0, len(requests), batch_size):
+            prepared: list[_Prepared | RequestError] = []
+            for request in requests[first:first + batch_size]:
+                try:
+                    prepared.append(self.prepare(request))
+                except RequestError as exc:
+                    prepared.append(exc)
+            rows = [p for p in prepared if isinstance(p, _Prepared)]
+            scores = iter(self._score(rows) if rows else [])
+            out.extend(p if isinstance(p, RequestError) else (p, next(scores)) for p in prepared)
+        return out
+
+    def _left_padded(self, rows: Sequence[_Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask, position_ids)`` of the rows' prompts, padded on the left."""
+        width = max(len(r.ids) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row.ids):] = torch.tensor(row.ids, dtype=torch.long)
+            mask[i, width - len(row.ids):] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        # Positions count real tokens only, as generate() does: a left-padded row starts at
+        # position 0 like the same prompt alone, so padding changes no rotary angle.
+        return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def _score(self, rows: Sequence[_Prepared]) -> list[float]:
+        input_ids, mask, positions = self._left_padded(rows)
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+        return _question_nll(logits, input_ids, rows)
 
     @staticmethod
     def _next_tokens(logits: torch.Tensor, rows: Sequence[_Prepared],
@@ -442,8 +526,28 @@ class TritonPythonModel:
         limits = {k: int(params[k]) for k in ("default_max_tokens", "max_tokens_limit", "max_prompt_tokens")
                   if params.get(k)}
         self.generator = TextGenerator.from_pretrained(version_dir / "hf", device=device, **limits)
-        self._log("info", f"loaded {args.get('model_name')} version {args.get('model_version')} "
+        self.model_name = str(args.get("model_name", ""))
+        self.log_writer = self._open_inference_log(params, version_dir, args)
+        self.generator.measure_prompts = self.log_writer is not None
+        self._log("info", f"loaded {self.model_name} version {args.get('model_version')} "
                           f"(registered {self.model_version}) on {device}")
+
+    def _open_inference_log(self, params: dict[str, str], version_dir: Path, args: dict[str, str]) -> Any:
+        """The inference log's writer, or None when ``inference_log_dir`` is not set."""
+        directory = params.get("inference_log_dir", "")
+        if not directory:
+            return None
+        vocabulary_file = version_dir / DRIFT_VOCABULARY_FILE
+        top_k = int(params.get("drift_top_k", "256") or 256)
+        top_ids = json.loads(vocabulary_file.read_text())["token_ids"][:top_k] if vocabulary_file.exists() else []
+        if not top_ids:
+            self._log("warn", f"no {DRIFT_VOCABULARY_FILE} in {version_dir}: the inference log counts every "
+                              f"question token as 'other'")
+        instance = inference_log.instance_name(self.model_name, str(args.get("model_instance_name", "")))
+        return inference_log.InferenceLogWriter(
+            directory, model=self.model_name, instance=instance, top_token_ids=top_ids,
+            queue_size=int(params.get("inference_log_queue", "10000") or 10000),
+            retention_s=float(params.get("inference_log_retention_s", str(7 * 86400)) or 7 * 86400))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """One response per request, in order; a bad request gets its own error, the others are answered."""
@@ -464,7 +568,10 @@ class TritonPythonModel:
             prepared += [(k, row) for row in rows]
 
         # Every valid row of every request in this execute() call: one batch.
+        started = time.perf_counter()
         results = self.generator.generate_prepared([row for _, row in prepared]) if prepared else []
+        if self.log_writer is not None:
+            self._log_requests(len(requests), responses, prepared, results, time.perf_counter() - started)
         by_request: dict[int, list] = {}
         for (k, _), result in zip(prepared, results, strict=True):
             by_request.setdefault(k, []).append(result)
@@ -484,8 +591,31 @@ class TritonPythonModel:
                 for t in tensors.OUTPUTS])
         return responses
 
+    def _log_requests(self, count: int, responses: list[Any], prepared: list[tuple[int, Any]],
+                      results: list[Any], seconds: float) -> None:
+        """Hand one inference-log record per row (and per refused request) to the writer thread."""
+        log, now = inference_log, time.time()
+        base = {"time": now, "model": self.model_name, "version": self.model_version,
+                "instance": self.log_writer.instance, "compute_ms": seconds * 1000.0, "batch_size": len(prepared)}
+        for k in range(count):
+            if responses[k] is not None:  # refused before generation: nothing to measure
+                self.log_writer.submit(log.PendingRecord(log.InferenceRecord(finish_reason="refused", **base)))
+        for (_, row), result in zip(prepared, results, strict=True):
+            if isinstance(result, Exception):
+                self.log_writer.submit(log.PendingRecord(log.InferenceRecord(
+                    finish_reason="error", prompt_tokens=len(row.ids), **base)))
+                continue
+            record = log.measure_question(log.InferenceRecord(
+                finish_reason="stop" if result.stopped else "length", prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens, empty_answer=not result.text, **base),
+                row.question, len(row.question_ids), result.question_nll or 0.0)
+            self.log_writer.submit(log.PendingRecord(record, question=row.question, question_ids=row.question_ids))
+
     def finalize(self) -> None:
-        """Free the model (and the GPU memory it held) when Triton unloads this instance."""
+        """Write the queued inference-log records, then free the model (and the GPU memory it
+        held) when Triton unloads this instance."""
+        if getattr(self, "log_writer", None) is not None:
+            self.log_writer.close()
         self.generator = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

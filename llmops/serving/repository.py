@@ -3,6 +3,8 @@
     <repository>/<name>/config.pbtxt              rendered from ServingConfig (render_config)
     <repository>/<name>/<version>/model.py        include/triton/model.py (the python backend)
     <repository>/<name>/<version>/tensors.py      include/triton/tensors.py (its tensors, see below)
+    <repository>/<name>/<version>/inference_log.py include/triton/inference_log.py (its request log)
+    <repository>/<name>/<version>/drift_vocabulary.json  the training corpus's token ids, most frequent first
     <repository>/<name>/<version>/hf/             a copy of the exported Hugging Face directory
     <repository>/<name>/<version>/model_info.json ServedModelInfo: MLflow URI, version, data hash, gate
 
@@ -35,13 +37,15 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from llmops.config import REPO_ROOT, LlmopsConfig
+from llmops.monitoring import log as inference_log
 from llmops.records.serving import RegistryFacts, ServedModelInfo
 from llmops.serving import tensors
 
 BACKEND_SOURCE = REPO_ROOT / "include" / "triton" / "model.py"
 """The python-backend model copied into every version directory."""
-BACKEND_FILES = (BACKEND_SOURCE, tensors.SOURCE)
-"""Copied side by side into every version directory: the model and the tensor table it imports."""
+BACKEND_FILES = (BACKEND_SOURCE, tensors.SOURCE, inference_log.SOURCE)
+"""Copied side by side into every version directory: the model, the tensor table and the
+inference log it imports."""
 
 REQUIRED_HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                      "generation_config.json")
@@ -114,8 +118,14 @@ def model_config(cfg: LlmopsConfig, name: str, *, kind: Kind | None = None, dyna
         _dynamic_batching(mc.dynamic_batching, cfg, batch)
     mc.instance_group.add(count=s.instance_count, kind=pb.ModelInstanceGroup.Kind.Value(_KINDS[kind]))
     # Read by model.py's initialize (a model parameter is always a string).
-    for key, value in (("threads", s.threads_per_instance), ("default_max_tokens", s.default_max_tokens),
-                       ("max_tokens_limit", s.max_tokens_limit), ("max_prompt_tokens", s.max_prompt_tokens)):
+    m = cfg.monitor
+    parameters: list[tuple[str, object]] = [
+        ("threads", s.threads_per_instance), ("default_max_tokens", s.default_max_tokens),
+        ("max_tokens_limit", s.max_tokens_limit), ("max_prompt_tokens", s.max_prompt_tokens)]
+    if m.inference_log:
+        parameters += [("inference_log_dir", inference_log.log_dir(cfg)), ("drift_top_k", m.top_k),
+                       ("inference_log_queue", m.queue_size), ("inference_log_retention_s", m.retention_hours * 3600)]
+    for key, value in parameters:
         mc.parameters[key].string_value = str(value)
     return mc
 
@@ -215,6 +225,9 @@ def build_version(cfg: LlmopsConfig, *, hf_dir: str | Path, name: str, version: 
         for source in BACKEND_FILES:
             shutil.copy2(source, staging / source.name)
         shutil.copytree(hf_dir, staging / "hf")
+        vocabulary = inference_log.corpus_token_ids(hf_dir)
+        if vocabulary:  # what the inference log counts question tokens against
+            inference_log.write_vocabulary(staging, vocabulary)
         served.write(staging / ServedModelInfo.NAME)
         staging.chmod(0o755)  # mkdtemp makes it 0700; the server may run as another user
         os.rename(staging, target)  # atomic; fails if a concurrent build got there first

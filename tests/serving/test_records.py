@@ -99,9 +99,17 @@ CASES = json.loads((DATA / "config_pbtxt" / "cases.json").read_text())
 @pytest.mark.parametrize("case", sorted(CASES["cases"]))
 def test_rendered_config_equals_the_string_built_one_field_by_field(case: str, tmp_path: Path) -> None:
     """tests/serving/data/config_pbtxt/<case>.pbtxt is what the string-concatenating renderer
-    wrote for the shipped configurations (served, staging, compose's GPU, the benchmark's)."""
+    wrote for the shipped configurations (served, staging, compose's GPU, the benchmark's), which
+    predate the inference log: with the log on, its four parameters are the only difference."""
     spec = CASES["cases"][case]
-    cfg = load_config(environ={}, overrides={"home": str(tmp_path), "serving": {**CASES["base"], **spec["serving"]}})
+    serving = {**CASES["base"], **spec["serving"]}
+    with_log = load_config(environ={}, overrides={"home": str(tmp_path), "serving": serving})
+    logged = text_format.Parse(repository.render_config(with_log, spec["name"], **spec["kwargs"]),
+                               model_config_pb2.ModelConfig())
+    assert {"inference_log_dir", "drift_top_k", "inference_log_queue", "inference_log_retention_s"} <= set(
+        logged.parameters)
+    cfg = load_config(environ={}, overrides={"home": str(tmp_path), "serving": serving,
+                                             "monitor": {"inference_log": False}})
     rendered = text_format.Parse(repository.render_config(cfg, spec["name"], **spec["kwargs"]),
                                  model_config_pb2.ModelConfig())
     today = text_format.Parse((DATA / "config_pbtxt" / f"{case}.pbtxt").read_text(), model_config_pb2.ModelConfig())

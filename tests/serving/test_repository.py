@@ -64,8 +64,13 @@ def test_render_config_matches_serving_config(cfg: LlmopsConfig) -> None:
     assert [(g.count, g.kind) for g in mc.instance_group] == [(s.instance_count,
                                                                model_config_pb2.ModelInstanceGroup.KIND_CPU)]
     params = {k: v.string_value for k, v in mc.parameters.items()}
+    m = cfg.monitor
     assert params == {"threads": str(s.threads_per_instance), "default_max_tokens": str(s.default_max_tokens),
-                      "max_tokens_limit": str(s.max_tokens_limit), "max_prompt_tokens": str(s.max_prompt_tokens)}
+                      "max_tokens_limit": str(s.max_tokens_limit), "max_prompt_tokens": str(s.max_prompt_tokens),
+                      # the inference log: where the model writes it and what it counts against
+                      "inference_log_dir": str(cfg.layout.inference_log), "drift_top_k": str(m.top_k),
+                      "inference_log_queue": str(m.queue_size),
+                      "inference_log_retention_s": str(m.retention_hours * 3600)}
 
 
 def test_render_config_kinds_and_batching_switches(cfg: LlmopsConfig) -> None:
