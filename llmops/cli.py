@@ -299,6 +299,38 @@ def cmd_generate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     return 0
 
 
+def cmd_drift_check(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.monitoring.check import run_check
+
+    report = run_check(cfg, window=args.window, reference=args.reference, to_mlflow=not args.no_mlflow,
+                       progress=(lambda line: print(line, file=sys.stderr)))
+    if args.json:
+        print(json.dumps(report.dump(), indent=2))
+    else:
+        print(f"{report.model} version {report.version}: {report.message}")
+        for alert in report.service_alerts:
+            print(f"  service alert (not a reason to retrain): {alert}")
+        if report.calibration:
+            c = report.calibration
+            print(f"  calibration: {c.false_alarms} false alarms in {c.windows} windows of {c.window_requests} "
+                  f"requests resampled from the reference ({c.false_alarm_rate:.0%})")
+        print(f"  report: {report.report_dir}")
+    return 3 if report.verdict == "drift" else 0
+
+
+def cmd_drift_traffic(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.monitoring import traffic
+
+    make = traffic.reference_questions if args.topic == "reference" else traffic.shifted_questions
+    protocol = "grpc" if args.grpc else "http"
+    url = args.url or f"{cfg.serving.host}:{cfg.serving.grpc_port if args.grpc else cfg.serving.http_port}"
+    result = traffic.send(make(args.requests, seed=args.seed), url=url, protocol=protocol,
+                          model=cfg.serving.model_name, max_tokens=args.max_tokens, concurrency=args.concurrency)
+    print(f"{args.topic}: {result.answered} of {result.sent} questions answered by {url}"
+          + (f"; {result.failed} failed: {result.errors[0]}" if result.failed else ""))
+    return 0 if result.answered else 1
+
+
 def cmd_serve_start(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.serving.deploy import ensure_champion_in_repository
     from llmops.serving.server import TritonServer
@@ -632,6 +664,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1]")
     p.add_argument("--seed", type=int, help="seed for reproducible sampling")
     p.add_argument("--json", action="store_true", help="print the answer, version and token counts as JSON")
+
+    drift = sub.add_parser(
+        "drift", help="Monitoring: is the served model's traffic drifting from what it was trained for?",
+        description="Monitoring of the served model from its inference log (one record per request: counts and "
+        "measurements, never text; $LLMOPS_HOME/monitoring/inference or monitor.log_dir) and Triton's metrics.")
+    drift_sub = drift.add_subparsers(dest="drift_command", metavar="ACTION", required=True)
+    p = add("check", cmd_drift_check, "Compare the latest window of traffic (and the monitor.persistence - 1 "
+            "before it) with the reference: the served model's held-out questions plus the first window of "
+            "traffic after its deployment. Data signals (prompt length, token distribution over the corpus's "
+            "top-K ids, bytes per token, languages) and quality signals (bits per byte, empty and cut-off answers) "
+            "vote; drift needs monitor.vote signals in monitor.persistence windows in a row. Service (p95 latency, "
+            "failure rate) is reported, never a reason to retrain. Writes reports/llmops_monitor/<time>/ "
+            "(drift.json, drift.md/.html, plots) and an MLflow run with drift_* metrics and the drift_verdict tag. "
+            "Exit code 3 on drift, 0 on no drift or not enough data.", drift_sub)
+    config_flag(p, "--window", "monitor.window")
+    p.add_argument("--reference", type=Path, metavar="JSONL",
+                   help="questions (JSON lines with a 'question') to use as the held-out half of the reference "
+                        "(default: the served model's held-out Q&A pairs, from its data card)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the report but log no MLflow run")
+    p.add_argument("--json", action="store_true", help="print the DriftReport as JSON")
+    p = add("traffic", cmd_drift_traffic, "Send synthetic questions to the served model (the demo's users): "
+            "'reference' asks about the demo site's topics as the model was trained to answer; 'shifted' asks "
+            "about the Python standard library's modules, a topic shift the drift check should catch.", drift_sub)
+    p.add_argument("topic", choices=["reference", "shifted"])
+    p.add_argument("--requests", type=int, default=50, help="questions to send (default 50)")
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
+    p.add_argument("--max-tokens", type=int, default=8, help="new tokens per answer (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="which questions (default 0)")
+    p.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP")
+    p.add_argument("--url", help="host:port of the server (default serving.host with serving.http_port/grpc_port)")
 
     p = add("demo", cmd_demo, "Start the embedded stack (Airflow, Triton, the MLflow UI, the demo site), trigger "
             "llmops_data and follow the Asset chain through the scheduler: llmops_data -> llmops_train -> "

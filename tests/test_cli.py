@@ -13,7 +13,8 @@ SUBCOMMANDS = [["config"], ["demo-site", "serve"], ["demo-site", "ground-truth"]
                ["clean"], ["dedup"], ["redact"], ["qa"], ["tokenizer"], ["encode"], ["data", "run"], ["demo"],
                ["train", "pretrain"], ["train", "finetune"], ["train", "export"], ["evaluate"],
                ["serve", "start"], ["serve", "stop"], ["serve", "status"], ["deploy"], ["rollback"],
-               ["generate"], ["stack", "start"], ["stack", "stop"], ["stack", "status"]]
+               ["generate"], ["stack", "start"], ["stack", "stop"], ["stack", "status"], ["drift", "check"],
+               ["drift", "traffic"]]
 
 
 @pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)

@@ -20,3 +20,5 @@ TOKENS = llmops_asset("tokens")
 MODEL = llmops_asset("model")  # fine-tuned models (HF directories); extra: ModelEvent, the served variant + all
 CHALLENGER = llmops_asset("challenger")  # a registered version that passed the gate; extra: ChallengerEvent
 CHAMPION = llmops_asset("champion")  # the version Triton serves, after a verified swap; extra: ChampionEvent
+# The served model's traffic drifted (llmops_monitor); extra: DriftEvent (report, signals, champion version)
+DRIFT = llmops_asset("drift")

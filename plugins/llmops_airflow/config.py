@@ -79,3 +79,13 @@ def run_config(mapping: Mapping[str, str]) -> LlmopsConfig:
     from airflow.sdk import get_current_context
 
     return config_from_params(get_current_context()["params"], mapping)
+
+
+def monitor_timetable() -> Any:
+    """``llmops_monitor``'s schedule: ``monitor.schedule`` (read at parse time) as a cron
+    timetable that does not run at once when the DAG appears (``run_immediately=False``), so
+    starting a stack starts no monitor run; None (by hand only) when the schedule is null."""
+    from airflow.sdk import CronTriggerTimetable
+
+    cron = load_config().monitor.schedule
+    return CronTriggerTimetable(cron, timezone="UTC", run_immediately=False) if cron else None
