@@ -147,3 +147,18 @@ def test_compose_workers_reach_triton_with_the_same_key_and_repository():
     init = services["volumes-init"]
     assert init["user"] == "0:0" and env["LLMOPS_SERVING__REPOSITORY"] in init["command"][0]
     assert services["airflow-init"]["depends_on"]["volumes-init"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_shares_the_inference_log_between_triton_and_the_workers():
+    """The model writes its log where config.pbtxt says (the workers' monitor.log_dir default,
+    built from their LLMOPS_HOME); the drift check on the workers reads the same volume."""
+    from llmops.config import load_config
+
+    services = _compose_services()
+    home = services["airflow-worker"]["environment"]["LLMOPS_HOME"]
+    log_dir = str(load_config(environ={"LLMOPS_HOME": home}).layout.inference_log)
+    mounts = {service: [v for v in services[service]["volumes"] if v.split(":")[1] == log_dir]
+              for service in ("triton", "airflow-worker")}
+    assert mounts["triton"] and mounts["triton"][0].split(":")[0] == mounts["airflow-worker"][0].split(":")[0]
+    assert not mounts["triton"][0].endswith(":ro")  # Triton writes it
+    assert "py3langid==" in (REPO / "docker" / "triton" / "Dockerfile").read_text()  # the model imports it
