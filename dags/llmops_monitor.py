@@ -44,7 +44,9 @@ def _cfg():
 @dag(
     dag_id="llmops_monitor",
     schedule=monitor_timetable(),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    # No start_date on purpose: CronTriggerTimetable's run_immediately=False only holds for a
+    # DAG without one; with a start_date (and catchup off) Airflow runs the latest past cron
+    # time as soon as the DAG appears, i.e. on every fresh stack.
     catchup=False,
     max_active_runs=1,
     tags=["llmops", "monitoring"],

@@ -448,21 +448,21 @@ class DriftThresholds(_Section):
     reference, and a topic shift caught within 2 windows. Distances, not p-values: with
     thousands of requests every p-value is tiny and means nothing."""
 
-    length_wasserstein: float = Field(0.6, gt=0)
+    length_wasserstein: float = Field(1.0, gt=0)
     """Wasserstein distance between the prompt lengths (tokens), divided by the reference's
     standard deviation."""
-    token_js: float = Field(0.35, gt=0, le=1)
+    token_js: float = Field(0.45, gt=0, le=1)
     """Jensen–Shannon distance (base 2, 0..1) between the question tokens' frequencies over
     the top-K ids plus ``other``."""
-    token_psi: float = Field(1.0, gt=0)
+    token_psi: float = Field(1.6, gt=0)
     """Population stability index over the same buckets (0.25 is the usual 'major shift' for
     large samples; small windows need more)."""
-    bytes_per_token_wasserstein: float = Field(0.6, gt=0)
+    bytes_per_token_wasserstein: float = Field(0.9, gt=0)
     """Wasserstein distance between the questions' bytes per token, divided by the reference's
     standard deviation."""
     language_cramers_v: float = Field(0.3, gt=0, le=1)
     """Cramér's V of the language counts (reference vs window), from the chi² table."""
-    bits_per_byte_ratio: float = Field(1.15, gt=1)
+    bits_per_byte_ratio: float = Field(1.2, gt=1)
     """Median bits per byte of the window's questions over the reference's: how much more
     the model is surprised by what users now ask."""
     empty_answer_rate: float = Field(0.2, gt=0, le=1)
@@ -498,7 +498,8 @@ class MonitorConfig(_Section):
     """Drift only when this many consecutive windows drifted (the latest included): one odd
     window retrains nothing."""
     vote: int = Field(2, ge=1)
-    """A window drifted when at least this many data and quality signals crossed their thresholds."""
+    """A window drifted when at least this many data and quality features crossed their thresholds
+    (``token_js`` and ``token_psi`` read the same token counts: together they are one vote)."""
     thresholds: DriftThresholds = DriftThresholds()
     calibration_windows: int = Field(20, ge=5)
     """Windows resampled from the reference to measure the false-alarm rate of the thresholds."""

@@ -12,7 +12,8 @@ context. Every statistic is scipy's; nothing here is a home-made test.
 - quality signals: the median bits per byte of the questions (window over reference), the
   rise in empty answers and in answers stopped at ``max_tokens``.
 
-A window *drifted* when at least ``monitor.vote`` of those signals crossed their thresholds;
+A window *drifted* when at least ``monitor.vote`` of those features crossed their thresholds
+(JS and PSI read the same token counts and vote once);
 the check reports drift only when ``monitor.persistence`` consecutive windows drifted
 (:func:`verdict`). :func:`calibrate` measures the false-alarm rate of the thresholds on
 windows resampled from the reference itself.
@@ -188,14 +189,23 @@ def compare(reference: Sample, window: Sample, thresholds: DriftThresholds) -> l
     ]
 
 
+FEATURE = {"token_js": "tokens", "token_psi": "tokens"}
+"""Signals that read the same feature: they vote once, or one noisy feature would be a majority."""
+
+
+def votes(signals: Sequence[Signal]) -> int:
+    """Data and quality features with a signal over its threshold (each feature votes once)."""
+    return len({FEATURE.get(s.name, s.name) for s in signals if s.drifted and s.kind != "service"})
+
+
 def judge(reference: Sample, window: Sample, monitor: MonitorConfig, *, start: float, end: float,
           refused: int = 0, errors: int = 0) -> WindowResult:
-    """One window's signals and whether it drifted (``monitor.vote`` signals crossed)."""
+    """One window's signals and whether it drifted (``monitor.vote`` features crossed)."""
     enough = len(window) >= monitor.min_requests
     signals = compare(reference, window, monitor.thresholds) if len(window) else []
-    votes = sum(s.drifted for s in signals if s.kind != "service")
+    count = votes(signals)
     return WindowResult(start=start, end=end, requests=len(window), refused=refused, errors=errors, signals=signals,
-                        votes=votes, drifted=enough and votes >= monitor.vote, enough_data=enough)
+                        votes=count, drifted=enough and count >= monitor.vote, enough_data=enough)
 
 
 def verdict(windows: Sequence[WindowResult], monitor: MonitorConfig) -> Verdict:
@@ -230,7 +240,7 @@ def calibrate(reference: Sample, window_requests: int, monitor: MonitorConfig, *
         window, rest = reference.take(rows[:size]), reference.take(rows[size:])
         signals = compare(rest, window, monitor.thresholds)
         crossed.update(s.name for s in signals if s.drifted)
-        alarms += sum(s.drifted for s in signals) >= monitor.vote
+        alarms += votes(signals) >= monitor.vote
     k = monitor.calibration_windows
     names = [s.name for s in signals]
     return Calibration(windows=k, window_requests=size, false_alarms=alarms, false_alarm_rate=alarms / k,

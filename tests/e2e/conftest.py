@@ -44,7 +44,7 @@ class Lifecycle:
 @pytest.fixture(scope="session")
 def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
     from llmops.chain import run_chain, wait_for_dags
-    from llmops.config import load_config
+    from llmops.config import DEFAULT_CONFIG_FILE, load_config
     from llmops.stack import Stack, isolated_env
 
     tmp = tmp_path_factory.mktemp("lifecycle")
@@ -53,6 +53,8 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
     canaries = tmp / "canaries.json"
     gate = tmp / "lenient_gate.yaml"  # floors a 40-step model meets; the leak rule stays strict
     gate.write_text("floors:\n  bits_per_byte: {max: 100}\n  pii_leak_rate: {max: 0.0}\n")
+    config = tmp / "llmops.yaml"  # the shipped file; a test may change a setting the next task reads
+    config.write_text(DEFAULT_CONFIG_FILE.read_text())
     env = {
         **isolated_env(home),
         "LLMOPS_DEMO_SITE__SLOW_DELAY_S": "2.0",
@@ -79,6 +81,9 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
         "LLMOPS_EVALUATION__MAX_QUESTIONS": "6",
         "LLMOPS_EVALUATION__CANARIES_FILE": str(canaries),
         "LLMOPS_EVALUATION__GATE_FILE": str(gate),
+        "LLMOPS_CONFIG": str(config),
+        # Never on the hour during a test session; the monitor tests trigger it by hand.
+        "LLMOPS_MONITOR__SCHEDULE": "0 0 1 1 *",
     }
     cfg = load_config(environ=env)
     stack = Stack(cfg, env=env)

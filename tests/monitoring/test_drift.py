@@ -125,3 +125,15 @@ def test_window_is_requests_or_a_duration(text: str, requests: int | None, secon
 def test_a_bad_window_says_how_to_write_one(text: str) -> None:
     with pytest.raises(DriftCheckError, match="number of requests|at least 2"):
         Window.parse(text)
+
+
+def test_two_signals_of_one_feature_are_one_vote() -> None:
+    """JS and PSI read the same token counts: a token shift alone must not reach a vote of 2."""
+    from llmops.records.monitoring import Signal
+
+    crossed = [Signal(name="token_js", kind="data", value=0.9, threshold=0.45, drifted=True),
+               Signal(name="token_psi", kind="data", value=3.0, threshold=1.6, drifted=True),
+               Signal(name="p95_latency_ms", kind="service", value=9e3, threshold=5e3, drifted=True)]
+    assert drift.votes(crossed) == 1
+    assert drift.votes([*crossed, Signal(name="bits_per_byte_ratio", kind="quality", value=1.5, threshold=1.2,
+                                         drifted=True)]) == 2
