@@ -30,6 +30,10 @@ Where each hand-off is declared (module: records, and what they hold):
   XCom and ``deploy.json``), ``ServerStatus``, ``ServerPidFile``, ``Answer``.
 - ``events``: ``ModelEvent``, ``ChallengerEvent``, ``ChampionEvent`` (``llmops://model``,
   ``challenger``, ``champion``), ``StageOutput`` and ``ShardSpec`` (the data DAG's XComs).
+- ``monitoring``: ``DriftReport`` (``drift.json``: verdict, windows of ``Signal``s, service,
+  calibration, log stats), ``MetricSnapshot`` (Triton's counters between checks), ``DriftEvent``
+  (``llmops://drift``). The inference log's per-request record is declared in
+  ``include/triton/inference_log.py`` (the model runs where llmops is not installed).
 - ``stack``: ``ComponentPidFile`` (a stack component's pid file).
 
 Bump a record's ``schema_version`` default when a field is renamed, removed or changes

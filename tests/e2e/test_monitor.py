@@ -17,6 +17,7 @@ import time
 import pytest
 import yaml
 
+from llmops.monitoring import log as inference_log
 from llmops.monitoring import traffic
 from llmops.monitoring.check import run_check
 
@@ -26,21 +27,29 @@ MONITOR = "llmops_monitor"
 WINDOW = 20
 
 
+def answered(lifecycle) -> int:
+    records = inference_log.read_log(inference_log.log_dir(lifecycle.cfg), "llmops").records
+    return sum(r.finish_reason in inference_log.ANSWERED for r in records)
+
+
 def send(lifecycle, questions: list[str], *, max_tokens: int = 8, concurrency: int = 1) -> None:
+    """Ask the served model, then wait until the log holds every answer: a record is on disk
+    within 5 s of its request (the writer thread flushes whenever its queue is empty)."""
     s = lifecycle.cfg.serving
+    before = answered(lifecycle)
     result = traffic.send(questions, url=f"{s.host}:{s.grpc_port}", protocol="grpc", model=s.model_name,
                           max_tokens=max_tokens, concurrency=concurrency)
     assert result.answered == len(questions), result
+    deadline = time.monotonic() + 5
+    while answered(lifecycle) < before + len(questions):
+        assert time.monotonic() < deadline, f"{before + len(questions) - answered(lifecycle)} records missing after 5 s"
+        time.sleep(0.1)
 
 
 def fill_reference(lifecycle) -> None:
     """Top up the first window after the deployment (the live checks and earlier tests' requests count)."""
-    from llmops.monitoring import log as inference_log
-
-    served = [r for r in inference_log.read_log(inference_log.log_dir(lifecycle.cfg), "llmops").records
-              if r.finish_reason in inference_log.ANSWERED]
-    if len(served) < WINDOW:
-        send(lifecycle, traffic.reference_questions(WINDOW - len(served), seed=100))
+    if answered(lifecycle) < WINDOW:
+        send(lifecycle, traffic.reference_questions(WINDOW - answered(lifecycle), seed=100))
 
 
 def trigger_monitor(lifecycle, window: str = str(WINDOW)):
