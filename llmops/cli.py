@@ -320,9 +320,10 @@ def cmd_drift_check(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 
 def cmd_drift_traffic(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.monitoring import traffic
+    from llmops.serving.client import Protocol
 
     make = traffic.reference_questions if args.topic == "reference" else traffic.shifted_questions
-    protocol = "grpc" if args.grpc else "http"
+    protocol: Protocol = "grpc" if args.grpc else "http"
     url = args.url or f"{cfg.serving.host}:{cfg.serving.grpc_port if args.grpc else cfg.serving.http_port}"
     result = traffic.send(make(args.requests, seed=args.seed), url=url, protocol=protocol,
                           model=cfg.serving.model_name, max_tokens=args.max_tokens, concurrency=args.concurrency)

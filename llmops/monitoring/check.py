@@ -292,6 +292,9 @@ def run_check(cfg: LlmopsConfig, *, window: str | None = None, reference: Path |
     elif verdict == "drift":
         message = f"drift detected ({_describe([s for s in latest.signals if s.drifted])}" \
                   f" for {m.persistence} windows)" if latest else "drift detected"
+    elif latest is not None and latest.drifted:
+        message = (f"no drift: the latest window drifted ({_describe([s for s in latest.signals if s.drifted])}) "
+                   f"but drift needs {m.persistence} windows in a row")
     else:
         message = f"no drift ({_describe(latest.signals) if latest else ''})"
     report = DriftReport(

@@ -217,10 +217,13 @@ def _checks(report: DriftReport, history: Sequence[DriftReport]) -> list[DriftRe
 def _window_points(report: DriftReport, history: Sequence[DriftReport]) -> list[tuple[WindowResult, bool]]:
     """Every window the checks looked at, oldest first, once each, with whether the check whose
     latest window it was decided drift. Consecutive checks share windows (persistence looks
-    back), and a later check's reading of a window replaces an earlier one's."""
+    back), and a later check's reading of a window replaces an earlier one's. Windows too
+    small to judge (``not_enough_data``) are left out: their distances are noise."""
     points: dict[tuple[float, float], tuple[WindowResult, bool]] = {}
     for checked in _checks(report, history):
         for window in checked.windows:
+            if not window.enough_data:
+                continue
             key = (round(window.start, 3), round(window.end, 3))
             was_drift = points.get(key, (window, False))[1]
             points[key] = (window, was_drift or (window is checked.windows[-1] and checked.verdict == "drift"))

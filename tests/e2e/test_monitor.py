@@ -13,12 +13,12 @@ decide. Tests run in file order on one traffic history (windows of 20 requests):
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from llmops.monitoring import log as inference_log
-from llmops.monitoring import traffic
+from llmops.monitoring import log as inference_log, traffic
 from llmops.monitoring.check import run_check
 
 pytestmark = pytest.mark.slow
@@ -54,15 +54,15 @@ def fill_reference(lifecycle) -> None:
 
 def trigger_monitor(lifecycle, window: str = str(WINDOW)):
     client = lifecycle.client
-    run = client.trigger(MONITOR, {"window": window})
+    run_id = client.trigger(MONITOR, {"window": window})
     deadline = time.monotonic() + 180
-    while (state := client.dag_run(MONITOR, run.run_id).state) not in ("success", "failed"):
-        assert time.monotonic() < deadline, f"{MONITOR} run {run.run_id} still {state}"
+    while (state := client.dag_run(MONITOR, run_id).state) not in ("success", "failed"):
+        assert time.monotonic() < deadline, f"{MONITOR} run {run_id} still {state}"
         time.sleep(2)
-    tis = {t.task_id: t for t in client.task_instances(MONITOR, run.run_id)}
+    tis = {t.task_id: t for t in client.task_instances(MONITOR, run_id)}
     log = client.task_log(tis["check"])
     assert state == "success", log[-3000:]
-    return run, {k: t.state for k, t in tis.items()}, log
+    return run_id, {k: t.state for k, t in tis.items()}, log
 
 
 def test_starting_the_stack_started_no_monitor_run(lifecycle):
@@ -96,6 +96,7 @@ def test_one_odd_window_among_normal_ones_is_no_drift(lifecycle):
     previous, latest = report.windows
     assert latest.drifted and not previous.drifted, [s for s in latest.signals if s.drifted]
     assert report.verdict == "no_drift" and report.drifted_signals == {}
+    assert "drift needs 2 windows in a row" in report.message, report.message
 
 
 def test_a_latency_spike_alone_is_reported_and_announces_nothing(lifecycle):
@@ -103,13 +104,13 @@ def test_a_latency_spike_alone_is_reported_and_announces_nothing(lifecycle):
     (normal_p95,) = [s.value for s in before.windows[-1].signals if s.name == "p95_latency_ms"]
     # The threshold sits well above normal traffic's p95; the DAG's task reads it from the
     # configuration file when it runs.
-    config = yaml.safe_load(open(lifecycle.env["LLMOPS_CONFIG"])) or {}
+    config_file = Path(lifecycle.env["LLMOPS_CONFIG"])
+    config = yaml.safe_load(config_file.read_text()) or {}
     config.setdefault("monitor", {})["p95_latency_ms"] = round(3 * normal_p95, 1)
-    with open(lifecycle.env["LLMOPS_CONFIG"], "w") as fh:
-        yaml.safe_dump(config, fh)
+    config_file.write_text(yaml.safe_dump(config))
     # Normal questions, but eight at a time and with long answers: queueing and compute time jump.
     send(lifecycle, traffic.reference_questions(WINDOW, seed=4), max_tokens=96, concurrency=8)
-    run, tis, log = trigger_monitor(lifecycle)
+    _, tis, log = trigger_monitor(lifecycle)
     assert tis == {"check": "success", "announce_drift": "skipped"}, log[-2000:]
     assert "monitor: service alert (not a reason to retrain): p95_latency_ms=" in log, log[-2000:]
     assert "monitor: no drift (" in log
@@ -120,7 +121,7 @@ def test_a_topic_shift_is_detected_within_two_windows_and_announced(lifecycle):
     from llmops.records.monitoring import DriftEvent, DriftReport
 
     send(lifecycle, traffic.shifted_questions(2 * WINDOW, seed=5))
-    run, tis, log = trigger_monitor(lifecycle)
+    _, tis, log = trigger_monitor(lifecycle)
     assert tis == {"check": "success", "announce_drift": "success"}, log[-2000:]
     assert "monitor: drift detected (" in log
     (event,) = lifecycle.client.asset_events(uri="llmops://drift")
