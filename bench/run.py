@@ -14,6 +14,9 @@ measured in the same run (the ratio is the number to compare across machines):
   boilerplate snippets removed, planted duplicates removed with originals kept;
 - serving on the embedded Triton (``bench/serving.py``): req/s at concurrency 8 with the
   dynamic batcher vs without, gRPC vs HTTP latency, Triton vs the model called in-process;
+- monitoring (``bench/monitoring.py``): p50 latency with the inference log on vs off (A-B-B-A,
+  500 requests per mode), ``llmops drift check`` over 10 000 logged requests vs reading the log
+  alone, and the drift thresholds' false alarms and detection delay on the demo's model;
 - scheduler overhead (``bench/scheduler.py``): ``llmops_data`` under the embedded stack's
   scheduler vs its stage functions in one process, seconds per task instance, the scheduling
   latency between dependent tasks, and the scheduler settings that move it.
@@ -355,6 +358,13 @@ def main() -> int:
         from serving import bench_serving
 
         results |= bench_serving(work)
+        print("Monitoring: inference log on vs off (A-B-B-A), drift check per 10 000 requests, calibration ...",
+              flush=True)
+        from monitoring import bench_drift_calibration, bench_drift_check, bench_monitoring  # bench/monitoring.py
+
+        results |= bench_monitoring(work)
+        results |= bench_drift_check(work)
+        results |= bench_drift_calibration(work)
         print("Scheduler overhead: llmops_data under the scheduler vs in one process ...", flush=True)
         from scheduler import bench_scheduler  # bench/scheduler.py, beside this script
 

@@ -122,7 +122,7 @@ def complete(pending: PendingRecord, top_ids: set[int] | frozenset[int], detect_
 def hour_file(directory: Path, model: str, instance: str, when: float) -> Path:
     """The file of ``instance`` of ``model`` for the UTC hour of ``when``."""
     hour = datetime.fromtimestamp(when, tz=UTC).strftime("%Y-%m-%dT%H")
-    return directory / model / f"{hour}_{_safe(instance)}{SUFFIX}"
+    return directory / _safe(model) / f"{hour}_{_safe(instance)}{SUFFIX}"
 
 
 def _safe(name: str) -> str:
@@ -170,7 +170,7 @@ class InferenceLogWriter:
         self.written = 0
         self._queue: queue.Queue[PendingRecord | None] = queue.Queue(maxsize=queue_size)
         self._language = detect_language()
-        (self.directory / model).mkdir(parents=True, exist_ok=True)
+        (self.directory / _safe(model)).mkdir(parents=True, exist_ok=True)
         prune(self.directory, retention_s)
         self._thread = threading.Thread(target=self._run, name=f"inference-log-{instance}", daemon=True)
         self._thread.start()
@@ -213,6 +213,9 @@ class InferenceLogWriter:
                         break
                 for pending in batch:
                     if pending is None:
+                        if self.dropped:  # no later record will carry them: say so in the server log
+                            print(f"inference log: {self.dropped} records dropped at the end (queue full)",
+                                  flush=True)
                         return
                     record = self._complete(pending)
                     target = hour_file(self.directory, self.model, self.instance, record.time)

@@ -141,11 +141,13 @@ class _Prepared:
         return self.ids[self.question_span[0]:self.question_span[1]]
 
 
-def _question_span(prompt: str, question: str, offsets: Sequence[tuple[int, int]]) -> tuple[int, int]:
+def _question_span(prompt: str, question: str, offsets: Sequence[tuple[int, int]], at: int) -> tuple[int, int]:
     """The token range of ``question`` inside the templated ``prompt`` (by the tokenizer's
     character offsets): what the inference log measures, without the template's tokens,
-    which are the same in every request. ``(0, 0)`` if the template changed the text."""
-    start = prompt.find(question)
+    which are the same in every request. ``at`` is where the template puts the question
+    (a question like "user" also occurs inside the template). ``(0, 0)`` if the template
+    changed the text."""
+    start = at if at >= 0 and prompt.startswith(question, at) else prompt.find(question)
     if start < 0:
         return (0, 0)
     end = start + len(question)
@@ -222,6 +224,10 @@ class TextGenerator:
         self.device = next(model.parameters()).device
         self.measure_prompts = False
         """Also measure each question's likelihood from the prompt's logits (the inference log)."""
+        probe = tokenizer.apply_chat_template([{"role": "user", "content": "\x00"}], add_generation_prompt=True,
+                                              tokenize=False)
+        self._question_at = probe.find("\x00")
+        """Where the chat template puts the user's text (-1: it does not keep it verbatim)."""
 
     @classmethod
     def from_pretrained(cls, hf_dir: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None,
@@ -293,7 +299,7 @@ class TextGenerator:
                                f"context of {self.max_positions} tokens")
         return _Prepared(ids=list(ids), max_tokens=int(max_tokens), temperature=temperature, top_p=top_p,
                          seed=None if seed is None else int(seed), question=text,
-                         question_span=_question_span(prompt, text, encoded["offset_mapping"]))
+                         question_span=_question_span(prompt, text, encoded["offset_mapping"], self._question_at))
 
     # -- generation -----------------------------------------------------------------
 

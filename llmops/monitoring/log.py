@@ -21,7 +21,6 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from llmops.config import REPO_ROOT, LlmopsConfig
-from llmops.layout import safe_name
 from llmops.records.base import RecordError
 from llmops.records.data import DataCard
 from llmops.records.monitoring import LogStats
@@ -76,7 +75,7 @@ def read_log(directory: Path, model: str, *, since: float | None = None, until: 
     last hour reads one or two files however long the retention is.
     """
     out = LogRead()
-    model_dir = Path(directory) / safe_name(model)
+    model_dir = hour_file(Path(directory), model, "x", 0.0).parent
     first_hour = hour_file(Path(directory), model, "x", since).name[:13] if since is not None else ""
     paths = sorted(model_dir.glob(f"*{SUFFIX}")) if model_dir.is_dir() else []
     skipped: list[str] = []

@@ -109,7 +109,7 @@ MODULE_TEMPLATES = (
     "When should I import {module}?",
 )
 FUNCTIONS_PER_MODULE = 8
-"""Public functions taken from each module (alphabetical), so no module floods the pool."""
+"""Public functions and classes taken from each module (alphabetical), so no module floods the pool."""
 _IMPERATIVE = frozenset("""Return Compute Convert Create Make Parse Split Encode Decode Remove Copy Find Get
     Generate Build Escape Compile Count Calculate Open Read Write Delete Insert Merge Transform Push Pop
     Serialize Deserialize Wrap Fill Collapse Compress Decompress Register Check Format Join Apply""".split())

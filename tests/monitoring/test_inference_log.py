@@ -153,3 +153,10 @@ def test_a_config_without_the_log_writes_none(random_model: Path, tmp_path: Path
     assert f'"{inference_log.log_dir(on)}"' in render_config(on, "llmops")
     assert "inference_log_dir" not in render_config(off, "llmops")
     assert json.dumps(on.monitor.model_dump(mode="json"))
+
+
+def test_a_question_that_also_occurs_in_the_template_is_found_where_the_template_puts_it(gen: Any) -> None:  # noqa: F811
+    for question in ("user", "assistant", "a", "What is yield?"):
+        row = gen.prepare(backend.GenerationRequest(text=question))
+        assert row.question_ids, question
+        assert gen.tokenizer.decode(row.question_ids) == question
