@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/serving.py, when run as a script
 
-from serving import _demo_model, _random_model  # noqa: E402 - bench/ is not a package
+from serving import _demo_model, _model_stats, _random_model  # noqa: E402 - bench/ is not a package
 
 ON, OFF = "log_on", "log_off"
 MAX_TOKENS = 8
@@ -62,14 +62,9 @@ def _spread_pct(values: list[float]) -> float:
 
 
 def _compute_infer(server: Any, model: str) -> tuple[int, int]:
-    """Triton's cumulative (count, ns) of ``model``'s ``execute`` time (statistics need the admin key)."""
-    client = server.http_client()
-    try:
-        stats = client.get_inference_statistics(model, headers=server.admin_headers())["model_stats"][0]
-    finally:
-        client.close()
-    infer = stats["inference_stats"]["compute_infer"]
-    return int(infer["count"]), int(infer["ns"])
+    """Triton's cumulative (count, ns) of ``model``'s ``execute`` time."""
+    stats = _model_stats(server, model)
+    return stats["compute_infer_count"], stats["compute_infer_ns"]
 
 
 def bench_monitoring(work: Path, requests_per_block: int = 250, rounds: int = 1) -> dict:
@@ -290,8 +285,7 @@ def bench_drift_calibration(work: Path, *, references: int = 10) -> dict:
     import numpy as np
 
     from llmops.config import load_config
-    from llmops.monitoring import drift, traffic
-    from llmops.monitoring import log as inference_log
+    from llmops.monitoring import drift, log as inference_log, traffic
     from llmops.monitoring.check import _questions
     from llmops.registry.model_card import model_info
     from llmops.serving.repository import load_backend

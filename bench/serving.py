@@ -180,8 +180,10 @@ def _model_stats(server: Any, model: str) -> dict[str, int]:
     finally:
         client.close()
     queue = stats["inference_stats"]["queue"]
+    infer = stats["inference_stats"]["compute_infer"]
     return {"inferences": int(stats["inference_count"]), "executions": int(stats["execution_count"]),
-            "queue_ns": int(queue["ns"]), "queue_count": int(queue["count"])}
+            "queue_ns": int(queue["ns"]), "queue_count": int(queue["count"]),
+            "compute_infer_ns": int(infer["ns"]), "compute_infer_count": int(infer["count"])}
 
 
 class _Mode(TypedDict):

@@ -103,6 +103,8 @@ def _footer(stack: Any, failed: bool = False) -> str:
              f"  MLflow UI    {stack.mlflow_url}",
              f"  Triton       {stack.triton.http_url} (HTTP), {stack.triton.grpc_address} (gRPC): "
              'llmops generate "What is the for statement?" [--grpc]',
+             "  Monitoring   llmops drift traffic reference|shifted --requests 40, then "
+             "llmops drift check --window 20 (or trigger llmops_monitor with window 20)",
              f"  Artifacts    {stack.cfg.layout.artifacts}",
              "  Stop it      make stop  (llmops stack stop)"]
     return "\n".join(lines)

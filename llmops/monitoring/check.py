@@ -34,14 +34,7 @@ from llmops.config import LlmopsConfig
 from llmops.errors import PermanentError
 from llmops.monitoring import drift, log as inference_log
 from llmops.records.data import DataCard, QaPair
-from llmops.records.monitoring import (
-    DriftReport,
-    LogStats,
-    ReferenceSummary,
-    ServiceWindow,
-    Signal,
-    WindowResult,
-)
+from llmops.records.monitoring import DriftReport, ReferenceSummary, ServiceWindow, Signal, WindowResult
 from llmops.records.stages import LatestReport
 from llmops.registry.model_card import model_info
 from llmops.serving import repository
@@ -354,5 +347,3 @@ def _count(values: Sequence[str]) -> dict[str, int]:
         counts[v or "?"] = counts.get(v or "?", 0) + 1
     return counts
 
-
-__all__ = ["DriftCheckError", "LogStats", "NothingServed", "Window", "run_check", "served"]

@@ -20,7 +20,7 @@ from llmops.monitoring.metrics import COUNTERS, MetricsUnavailable, scrape, serv
 from llmops.records.monitoring import MetricSnapshot
 from llmops.serving.server import TritonServer
 from llmops.stack import free_ports
-from tests.serving.conftest import serving_config
+from tests.serving.conftest import serving_config, triton  # noqa: F401 - the shared real-server fixture
 
 MODEL = "llmops_chat"
 SHORT = {"success": "nv_inference_request_success", "failure": "nv_inference_request_failure",
@@ -201,18 +201,7 @@ def test_dry_run_writes_no_snapshot(endpoint: FakeEndpoint, state_dir: Path) -> 
     assert not snapshot_path(state_dir, MODEL).exists()
 
 
-@pytest.fixture(scope="module")
-def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """A real Triton server with an empty repository: its metrics endpoint still answers."""
-    server = TritonServer(serving_config(tmp_path_factory.mktemp("triton_home")))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(timeout=30)
-
-
-def test_real_triton_metrics_parse_and_an_unknown_model_counts_zero(triton: TritonServer) -> None:
+def test_real_triton_metrics_parse_and_an_unknown_model_counts_zero(triton: TritonServer) -> None:  # noqa: F811
     counters = scrape(triton.metrics_url, "nonexistent")
 
     assert counters == dict.fromkeys(COUNTERS, 0.0)
