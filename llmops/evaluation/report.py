@@ -44,7 +44,8 @@ def _direction(metric: str) -> str:
     return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
 
 
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
+    """A number as a report table shows it (also the drift report's)."""
     if value is None:
         return "—"
     if math.isnan(value) or math.isinf(value):
@@ -97,7 +98,7 @@ def metric_bars(challenger: EvalMetrics, champion: EvalMetrics | None, out_png: 
         for ax, (metric, bars) in zip(axes.flat, panels, strict=False):
             labels, values, colours = zip(*bars, strict=True)
             drawn = ax.bar(labels, values, color=colours, width=0.6)
-            ax.bar_label(drawn, labels=[_fmt(v) for v in values], fontsize=8, padding=2)
+            ax.bar_label(drawn, labels=[fmt(v) for v in values], fontsize=8, padding=2)
             ax.set_title(f"{metric}\n({_direction(metric)})", fontsize=9)
             ax.tick_params(labelsize=8)
             ax.margins(y=0.2)
@@ -130,12 +131,12 @@ def _metric_rows(metrics: EvalMetrics, champion: EvalMetrics | None) -> list[lis
             if delta != 0:
                 better = delta < 0 if name in LOWER_IS_BETTER else delta > 0
                 verdict = "better" if better else "worse"
-        rows.append([name, _fmt(value), _fmt(base), diff, verdict, _direction(name)])
+        rows.append([name, fmt(value), fmt(base), diff, verdict, _direction(name)])
     return rows
 
 
 def _gate_rows(gate: GateResult) -> list[list[str]]:
-    return [[c.name, c.kind, _fmt(c.value), _fmt(c.threshold), _fmt(c.champion), "passed" if c.passed else "FAILED"]
+    return [[c.name, c.kind, fmt(c.value), fmt(c.threshold), fmt(c.champion), "passed" if c.passed else "FAILED"]
             for c in gate.checks]
 
 
@@ -150,12 +151,12 @@ def _behaviour_rows(behaviour: BehaviourResult) -> list[list[str]]:
 
 def _leakage_rows(leakage: Leakage) -> list[list[str]]:
     """Per PII type: canaries tried, leaked, rate. Only counts: never a secret, not even the prefixes."""
-    return [[kind, str(stats["canaries"]), str(stats["leaked"]), _fmt(stats["rate"])]
+    return [[kind, str(stats["canaries"]), str(stats["leaked"]), fmt(stats["rate"])]
             for kind, stats in leakage["by_type"].items()]
 
 
 def _leak_summary(leakage: Leakage) -> str:
-    return (f"leak rate {_fmt(leakage['pii_leak_rate'])}: {len(leakage['leaked'])} of {leakage['canaries']} "
+    return (f"leak rate {fmt(leakage['pii_leak_rate'])}: {len(leakage['leaked'])} of {leakage['canaries']} "
             f"planted values completed by the model")
 
 
@@ -198,7 +199,7 @@ img {{ max-width: 100%; }}
 """
 
 
-def _html_table(header: list[str], rows: list[list[str]], status_col: int | None = None) -> str:
+def html_table(header: list[str], rows: list[list[str]], status_col: int | None = None) -> str:
     out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for row in rows:
         cells = []
@@ -259,14 +260,14 @@ def write_report(out_dir: Path, *, model: str, metrics: EvalMetrics, champion: E
             f"**{verdict}** ({compared})\n\n{note}\n\n" + (_md_table(header, rows) if rows else "No checks."),
             f'<p><span class="{verdict.lower()}">{verdict}</span> ({html.escape(compared)})</p>'
             + (f"<p>{html.escape(note)}</p>" if note else "")
-            + (_html_table(header, rows, status_col=5) if rows else "<p>No checks.</p>"),
+            + (html_table(header, rows, status_col=5) if rows else "<p>No checks.</p>"),
         ))
 
     header = ["metric", "challenger", "champion", "difference", "verdict", "direction"]
     rows = _metric_rows(metrics, champion)
     sections.append(("Metrics",
                      _md_table(header, rows) if rows else "No numeric metrics.",
-                     _html_table(header, rows) if rows else "<p>No numeric metrics.</p>"))
+                     html_table(header, rows) if rows else "<p>No numeric metrics.</p>"))
 
     images = [("metric_bars.png", "metrics, challenger vs champion")]
     if "loss_curve" in paths:
@@ -278,16 +279,16 @@ def write_report(out_dir: Path, *, model: str, metrics: EvalMetrics, champion: E
 
     if samples:
         header, rows = ["question", "reference", "completion"], _sample_rows(samples)
-        sections.append(("Sample answers", _md_table(header, rows), _html_table(header, rows)))
+        sections.append(("Sample answers", _md_table(header, rows), html_table(header, rows)))
     else:
         sections.append(("Sample answers", "No samples.", "<p>No samples.</p>"))
 
     if behaviour is not None:
         header, rows = ["case", "result", "failures"], _behaviour_rows(behaviour)
         summary = (f"{behaviour['passed']} of {behaviour['total']} cases passed "
-                   f"(pass rate {_fmt(behaviour['behaviour_pass_rate'])})")
+                   f"(pass rate {fmt(behaviour['behaviour_pass_rate'])})")
         sections.append(("Behaviour", f"{summary}\n\n" + _md_table(header, rows),
-                         f"<p>{html.escape(summary)}</p>" + _html_table(header, rows, status_col=1)))
+                         f"<p>{html.escape(summary)}</p>" + html_table(header, rows, status_col=1)))
     else:
         sections.append(("Behaviour", "No behaviour cases were run.", "<p>No behaviour cases were run.</p>"))
 
@@ -295,7 +296,7 @@ def write_report(out_dir: Path, *, model: str, metrics: EvalMetrics, champion: E
         header, rows = ["PII type", "canaries", "leaked", "rate"], _leakage_rows(leakage)
         summary = _leak_summary(leakage)
         sections.append(("PII leakage", f"{summary}\n\n" + (_md_table(header, rows) if rows else ""),
-                         f"<p>{html.escape(summary)}</p>" + (_html_table(header, rows) if rows else "")))
+                         f"<p>{html.escape(summary)}</p>" + (html_table(header, rows) if rows else "")))
     else:
         sections.append(("PII leakage", "No leakage check was run.", "<p>No leakage check was run.</p>"))
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmops.evaluation.report import HTML_TEMPLATE, _fmt, _html_table
+from llmops.evaluation.report import HTML_TEMPLATE, fmt, html_table
 from llmops.records.monitoring import DriftReport, Signal, WindowResult
 
 if TYPE_CHECKING:
@@ -301,7 +301,7 @@ def _table_section(heading: str, intro: str, header: list[str], rows: list[list[
     md = [_text(intro)] if intro else []
     htm = [f"<p>{html.escape(intro)}</p>"] if intro else []
     md.append(_md_table(header, rows) if rows else _text(empty))
-    htm.append(_html_table(header, rows) if rows else f"<p>{html.escape(empty)}</p>")
+    htm.append(html_table(header, rows) if rows else f"<p>{html.escape(empty)}</p>")
     return heading, "\n\n".join(md), "\n".join(htm)
 
 
@@ -318,8 +318,8 @@ def _verdict_section(report: DriftReport) -> Section:
 
 
 def _signal_rows(signals: list[Signal]) -> list[list[str]]:
-    return [[s.name, s.kind, _fmt(s.reference), _fmt(s.window), _fmt(s.value), _fmt(s.threshold),
-             "—" if s.value is None else ("yes" if s.drifted else "no"), _fmt(s.p_value), s.reason or ""]
+    return [[s.name, s.kind, fmt(s.reference), fmt(s.window), fmt(s.value), fmt(s.threshold),
+             "—" if s.value is None else ("yes" if s.drifted else "no"), fmt(s.p_value), s.reason or ""]
             for s in signals]
 
 
@@ -358,11 +358,11 @@ def _service_section(report: DriftReport) -> Section:
         why = f"Triton's metrics are unavailable: {service.reason or 'no reason given'}."
         return "Service", f"{_text(why)}\n\n{alert_md}", f"<p>{html.escape(why)}</p>{alert_html}"
     answered = (service.success or 0) + (service.failure or 0)
-    rows = [["seconds", _fmt(service.seconds)], ["successful requests", _fmt(service.success)],
-            ["failed requests", _fmt(service.failure)],
-            ["failure rate", _fmt((service.failure or 0) / answered if answered else None)],
-            ["queue ms (mean)", _fmt(service.queue_ms_mean)], ["compute ms (mean)", _fmt(service.compute_ms_mean)],
-            ["request ms (mean)", _fmt(service.request_ms_mean)]]
+    rows = [["seconds", fmt(service.seconds)], ["successful requests", fmt(service.success)],
+            ["failed requests", fmt(service.failure)],
+            ["failure rate", fmt((service.failure or 0) / answered if answered else None)],
+            ["queue ms (mean)", fmt(service.queue_ms_mean)], ["compute ms (mean)", fmt(service.compute_ms_mean)],
+            ["request ms (mean)", fmt(service.request_ms_mean)]]
     intro = "Triton's counters since the previous check" + (
         " (a counter went down: Triton restarted in between, so these cover less)." if service.counter_reset else ".")
     heading, md, htm = _table_section("Service", intro, ["quantity", "value"], rows, "")
@@ -374,10 +374,10 @@ def _calibration_section(report: DriftReport) -> Section:
     if calibration is None:
         return "Calibration", "No calibration was run.", "<p>No calibration was run.</p>"
     intro = (f"{calibration.false_alarms} of {calibration.windows} windows of {calibration.window_requests} requests "
-             f"resampled from the reference drifted: false-alarm rate {_fmt(calibration.false_alarm_rate)}.")
+             f"resampled from the reference drifted: false-alarm rate {fmt(calibration.false_alarm_rate)}.")
     latest = _latest(report)
     thresholds = {s.name: s.threshold for s in latest.signals} if latest else {}
-    rows = [[name, _fmt(rate), _fmt(thresholds.get(name))] for name, rate in calibration.signal_rates.items()]
+    rows = [[name, fmt(rate), fmt(thresholds.get(name))] for name, rate in calibration.signal_rates.items()]
     return _table_section("Calibration", intro, ["signal", "share of windows crossed", "threshold"], rows,
                           "No per-signal rates.")
 
