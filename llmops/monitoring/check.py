@@ -32,6 +32,7 @@ import numpy as np
 
 from llmops.config import LlmopsConfig
 from llmops.errors import PermanentError
+from llmops.layout import safe_name
 from llmops.monitoring import drift, log as inference_log
 from llmops.records.data import DataCard, QaPair
 from llmops.records.monitoring import DriftReport, ReferenceSummary, ServiceWindow, Signal, WindowResult
@@ -140,7 +141,7 @@ def heldout_records(cfg: LlmopsConfig, served_model: Served, vocabulary: Sequenc
                                         list(vocabulary)]).encode()).hexdigest()[:16]
     cache = cfg.layout.monitor_state / f"heldout-{served_model.name}-{served_model.version}-{digest}.jsonl"
     if cache.is_file():
-        read, _ = inference_log._read_file(cache)
+        read, _ = inference_log.read_file(cache)
         if len(read) == len(questions):
             return read
     backend = repository.load_backend()
@@ -160,11 +161,37 @@ def heldout_records(cfg: LlmopsConfig, served_model: Served, vocabulary: Sequenc
             row.question, len(row.question_ids), nll)
         records.append(inference_log.complete(
             inference_log.PendingRecord(record, question=row.question, question_ids=row.question_ids), top, language))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
-    tmp.replace(cache)
+    _write_records(cache, records)
     return records
+
+
+def _write_records(path: Path, records: Sequence[Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+    tmp.replace(path)
+
+
+def reference_traffic(cfg: LlmopsConfig, served_model: Served, spec: Window, now: float) -> tuple[list[Any], bool]:
+    """The first window of traffic after the deployment, and whether it is complete.
+
+    Until it is complete, the whole log of the version is read (it is young then); once it
+    is, it is kept in the state directory, so later checks read only their recent windows
+    however long the champion has served.
+    """
+    name = f"traffic-{served_model.name}-{served_model.version}-{safe_name(spec.text)}.jsonl"
+    cache = cfg.layout.monitor_state / name
+    if cache.is_file():
+        cached, _ = inference_log.read_file(cache)
+        if cached:
+            return cached, True
+    read = inference_log.read_log(inference_log.log_dir(cfg), served_model.name, version=served_model.version,
+                                  until=now)
+    answered = [r for r in read.records if r.finish_reason in inference_log.ANSWERED]
+    traffic, done = _reference_traffic(answered, spec, now)
+    if done:
+        _write_records(cache, traffic)
+    return traffic, done
 
 
 # ---- windows ------------------------------------------------------------------------------------
@@ -245,16 +272,20 @@ def run_check(cfg: LlmopsConfig, *, window: str | None = None, reference: Path |
     if reference and not Path(reference).is_file():
         raise DriftCheckError(f"--reference {reference} does not exist")
 
-    read = inference_log.read_log(inference_log.log_dir(cfg), served_model.name, version=served_model.version,
-                                  until=now)
-    answered = [r for r in read.records if r.finish_reason in inference_log.ANSWERED]
-    reference_traffic, reference_done = _reference_traffic(answered, reference_spec, now)
-    rest = answered[len(reference_traffic):]
+    traffic, reference_done = reference_traffic(cfg, served_model, reference_spec, now)
+    # Only what the windows need: the last persistence x window of the log.
+    read = inference_log.read_log(
+        inference_log.log_dir(cfg), served_model.name, version=served_model.version, until=now,
+        since=now - m.persistence * spec.seconds if spec.seconds else None,
+        newest_answered=m.persistence * spec.requests if spec.requests else None)
+    last = [r for r in traffic if traffic and r.time == traffic[-1].time]  # its batch may go on after it
+    rest = [r for r in read.records if r.finish_reason in inference_log.ANSWERED
+            and (not traffic or r.time > traffic[-1].time or (r.time == traffic[-1].time and r not in last))]
     windows = _windows(rest, spec, now, m.persistence)
     heldout = heldout_records(cfg, served_model, vocabulary, questions_file)
     progress(f"drift check of {served_model.name} version {served_model.version}: {len(heldout)} held-out questions "
-             f"+ {len(reference_traffic)} requests after the deployment as reference; {len(rest)} requests since")
-    reference_sample = drift.Sample.of(heldout + reference_traffic, vocabulary)
+             f"+ {len(traffic)} requests after the deployment as reference; {len(rest)} recent requests read")
+    reference_sample = drift.Sample.of(heldout + traffic, vocabulary)
 
     results: list[WindowResult] = []
     for start, end, chunk in windows:
@@ -278,8 +309,8 @@ def run_check(cfg: LlmopsConfig, *, window: str | None = None, reference: Path |
     if verdict == "not_enough_data":
         if not reference_done:
             need = f"{reference_spec.requests} requests" if reference_spec.requests else reference_spec.text
-            message = (f"not enough data (n={len(reference_traffic)}): the reference is still filling "
-                       f"({len(reference_traffic)} answered requests of the first {need} after the deployment)")
+            message = (f"not enough data (n={len(traffic)}): the reference is still filling "
+                       f"({len(traffic)} answered requests of the first {need} after the deployment)")
         else:
             message = f"not enough data (n={latest.requests if latest else 0} < {m.min_requests} answered requests)"
     elif verdict == "drift":
@@ -295,10 +326,8 @@ def run_check(cfg: LlmopsConfig, *, window: str | None = None, reference: Path |
         model_uri=served_model.model_uri, window=spec.text, persistence=m.persistence, vote=m.vote,
         reference=ReferenceSummary(
             heldout_questions=len(heldout), heldout_path=str(questions_file) if questions_file else None,
-            traffic_requests=len(reference_traffic),
-            traffic_start=reference_traffic[0].time if reference_traffic else None,
-            traffic_end=reference_traffic[-1].time if reference_traffic else None,
-            deployed_at=answered[0].time if answered else None),
+            traffic_requests=len(traffic), traffic_start=traffic[0].time if traffic else None,
+            traffic_end=traffic[-1].time if traffic else None, deployed_at=traffic[0].time if traffic else None),
         windows=results, drifted_signals=drifted if verdict == "drift" else {}, service=service,
         service_alerts=alerts, calibration=calibration, log=read.stats)
     return _write(cfg, report, reference_sample, drift.Sample.of(latest_chunk, vocabulary), to_mlflow, progress)

@@ -68,23 +68,31 @@ class LogRead:
 
 
 def read_log(directory: Path, model: str, *, since: float | None = None, until: float | None = None,
-             version: str | None = None) -> LogRead:
+             version: str | None = None, newest_answered: int | None = None) -> LogRead:
     """Every record of ``model`` (and ``version``, when given) with ``since <= time <= until``.
 
     Files are chosen by their hour in the name before any is opened, so a check over the
-    last hour reads one or two files however long the retention is.
+    last hour reads one or two files however long the retention is. ``newest_answered``
+    reads hour files newest first and stops after the hour in which that many answered
+    requests were reached (a window counted in requests needs no more).
     """
     out = LogRead()
     model_dir = hour_file(Path(directory), model, "x", 0.0).parent
     first_hour = hour_file(Path(directory), model, "x", since).name[:13] if since is not None else ""
     paths = sorted(model_dir.glob(f"*{SUFFIX}")) if model_dir.is_dir() else []
+    if newest_answered is not None:
+        paths.reverse()
     skipped: list[str] = []
+    answered, hour = 0, ""
     for path in paths:
         if path.name[:13] < first_hour:
             continue
+        if newest_answered is not None and answered >= newest_answered and path.name[:13] != hour:
+            break  # the hours read so far hold enough (every instance's file of the last hour included)
+        hour = path.name[:13]
         out.stats.files += 1
         try:
-            records, bad = _read_file(path)
+            records, bad = read_file(path)
         except (OSError, UnicodeDecodeError) as exc:
             log.warning("inference log: skipping %s: %s", path, exc)
             skipped.append(f"{path.name}: {exc.__class__.__name__}: {exc}")
@@ -97,13 +105,15 @@ def read_log(directory: Path, model: str, *, since: float | None = None, until: 
                 continue
             out.records.append(record)
             out.stats.dropped += record.dropped_before
+            answered += record.finish_reason in ANSWERED
     out.records.sort(key=lambda r: r.time)
     out.stats.records = len(out.records)
     out.stats.skipped_files = skipped
     return out
 
 
-def _read_file(path: Path) -> tuple[list[Any], int]:
+def read_file(path: Path) -> tuple[list[Any], int]:
+    """The records of one log file (or a cache of records), and how many lines were not records."""
     records, bad = [], 0
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):

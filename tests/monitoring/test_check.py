@@ -64,3 +64,14 @@ def test_with_triton_down_the_data_check_runs_and_the_service_part_says_why(serv
 def test_the_reference_window_must_fill_before_a_verdict(served_with_log) -> None:
     report = run_check(served_with_log, window="200", now=1_000_200.0, to_mlflow=False)
     assert report.verdict == "not_enough_data" and "reference is still filling" in report.message
+
+
+def test_the_reference_traffic_is_kept_once_complete_so_later_checks_read_only_recent_windows(served_with_log) -> None:
+    cfg = served_with_log
+    first = run_check(cfg, window="20", now=1_000_200.0, to_mlflow=False)
+    (log_file,) = (inference_log.log_dir(cfg) / "llmops").glob("*.jsonl")
+    lines = log_file.read_text().splitlines(keepends=True)
+    log_file.write_text("".join(lines[20:]))  # the deployment's first window has gone (retention)
+    again = run_check(cfg, window="20", now=1_000_200.0, to_mlflow=False)
+    assert again.reference == first.reference and again.verdict == first.verdict == "drift"
+    assert [w.requests for w in again.windows] == [20, 20]
