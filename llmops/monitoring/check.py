@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from llmops.config import LlmopsConfig
+from llmops.config import LlmopsConfig, MonitorConfig
 from llmops.errors import PermanentError
 from llmops.layout import safe_name
 from llmops.monitoring import drift, log as inference_log
@@ -256,6 +256,25 @@ def _describe(signals: Sequence[Signal]) -> str:
                      for s in signals if s.value is not None and s.kind != "service")
 
 
+def _message(verdict: str, latest: WindowResult | None, reference_requests: int, reference_done: bool,
+             reference_spec: Window, m: MonitorConfig) -> str:
+    """The verdict in one line, with the numbers behind it (what ``llmops_monitor`` prints)."""
+    if verdict == "not_enough_data":
+        if not reference_done:
+            need = f"{reference_spec.requests} requests" if reference_spec.requests else reference_spec.text
+            return (f"not enough data (n={reference_requests}): the reference is still filling "
+                    f"({reference_requests} answered requests of the first {need} after the deployment)")
+        return f"not enough data (n={latest.requests if latest else 0} < {m.min_requests} answered requests)"
+    if latest is None:
+        return verdict.replace("_", " ")
+    crossed = _describe([s for s in latest.signals if s.drifted])
+    if verdict == "drift":
+        return f"drift detected ({crossed} for {m.persistence} windows)"
+    if latest.drifted:
+        return f"no drift: the latest window drifted ({crossed}) but drift needs {m.persistence} windows in a row"
+    return f"no drift ({_describe(latest.signals)})"
+
+
 # ---- the check ----------------------------------------------------------------------------------
 
 
@@ -306,21 +325,7 @@ def run_check(cfg: LlmopsConfig, *, window: str | None = None, reference: Path |
 
     drifted = {s.name: float(s.value) for s in (latest.signals if latest else [])
                if s.drifted and s.kind != "service" and s.value is not None}
-    if verdict == "not_enough_data":
-        if not reference_done:
-            need = f"{reference_spec.requests} requests" if reference_spec.requests else reference_spec.text
-            message = (f"not enough data (n={len(traffic)}): the reference is still filling "
-                       f"({len(traffic)} answered requests of the first {need} after the deployment)")
-        else:
-            message = f"not enough data (n={latest.requests if latest else 0} < {m.min_requests} answered requests)"
-    elif verdict == "drift":
-        message = f"drift detected ({_describe([s for s in latest.signals if s.drifted])}" \
-                  f" for {m.persistence} windows)" if latest else "drift detected"
-    elif latest is not None and latest.drifted:
-        message = (f"no drift: the latest window drifted ({_describe([s for s in latest.signals if s.drifted])}) "
-                   f"but drift needs {m.persistence} windows in a row")
-    else:
-        message = f"no drift ({_describe(latest.signals) if latest else ''})"
+    message = _message(verdict, latest, len(traffic), reference_done, reference_spec, m)
     report = DriftReport(
         time=now, verdict=verdict, message=message, model=served_model.name, version=served_model.version,
         model_uri=served_model.model_uri, window=spec.text, persistence=m.persistence, vote=m.vote,
