@@ -1,11 +1,18 @@
 """Triton python-backend model: a Hugging Face causal LM that answers questions, batched.
 
 This file is copied into every version directory of the model repository
-(``<repo>/<name>/<version>/model.py``, its tensor table ``tensors.py`` next to it, the
-weights beside it in ``hf/`` and the registry facts in ``model_info.json``) and runs
-inside the python backend's stub process, also in a plain ``nvcr.io/nvidia/tritonserver``
-image where llmops is not installed. So it is self-contained: stdlib, numpy, torch,
-transformers, ``triton_python_backend_utils`` and its sibling ``tensors.py`` only.
+(``<repo>/<name>/<version>/model.py``, its tensor table ``tensors.py`` and its inference
+log ``inference_log.py`` next to it, the weights beside it in ``hf/``, the registry facts in
+``model_info.json`` and the corpus vocabulary in ``drift_vocabulary.json``) and runs inside
+the python backend's stub process, also in a plain ``nvcr.io/nvidia/tritonserver`` image
+where llmops is not installed. So it is self-contained: stdlib, numpy, torch, transformers,
+``triton_python_backend_utils`` and its siblings ``tensors.py`` and ``inference_log.py``
+(which uses py3langid) only.
+
+With ``inference_log_dir`` among the config parameters, every request leaves one record
+(counts and measurements, never text) for the drift check: ``execute`` hands it to the
+log's writer thread, and the question's likelihood comes from the logits of the prompt's
+forward pass that generation computes anyway (``TextGenerator.measure_prompts``).
 
 Two layers:
 
