@@ -120,19 +120,48 @@ def _phone_recognizer():
                              global_regex_flags=_FLAGS)
 
 
-def _address_recognizer():
-    """A US street-address line: number, street, optional unit, city, state, ZIP.
+US_STATE_NAMES = ("Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|District of Columbia|"
+                  "Florida|Georgia|Hawaii|Idaho|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|"
+                  "Massachusetts|Michigan|Minnesota|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|"
+                  "New Jersey|New Mexico|New York|North Carolina|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|"
+                  "Rhode Island|South Carolina|South Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|"
+                  "West Virginia|Wisconsin|Wyoming|Puerto Rico|Guam|American Samoa|Virgin Islands").split("|")
 
-    The ``, ST 12345`` tail anchors it, which keeps it quiet on prose and code.
+
+def _address_regex() -> str:
+    """A complete US postal address, one-line or over up to four lines (USPS Publication 28's
+    forms): a delivery line, an optional unit line, then ``City, ST 12345``. The state + ZIP
+    tail (or a military ``APO AE 09012``) anchors it, which keeps it quiet on prose and code.
+
+    Delivery lines: ``123 [N] Main St``, ``PO Box 12`` / ``P.O. Box`` / ``Post Office Box``,
+    ``Rural Route 3, Box 44`` / ``RR`` / ``HC``, and military ``Unit 5016 Box 8401``,
+    ``CMR 460 Box 4307``, ``PSC 8082, Box 3875``, ``USS Nimitz (CVN 68)``. Upper-cased labels
+    are common, so the keywords and state names ignore case; street words need a capital or a
+    digit first, so lower-case prose does not join a street.
     """
+    word = r"[A-Z0-9][\w'’.\-]*"
+    street = r"\d{1,6}[A-Z]?(?: " + word + r"){1,6}"
+    po_box = r"(?i:P\.? ?O\.? Box|Post Office Box|Box) \d{1,6}"
+    route = r"(?i:Rural Route|RR|HC|Highway Contract|Star Route) \d{1,4},? (?i:Box) \d{1,6}"
+    military = r"(?:(?i:Unit|CMR|PSC) \d{1,5},? (?i:Box) \d{1,6}|USN?S (?:[A-Z][\w'.\-]* ){1,3}\([A-Z]+(?:-[A-Z]+)? ?\d+\))"
+    unit = r"(?:(?i:Apt\.?|Apartment|Suite|Ste\.?|Unit|Rm\.?|Room|Fl\.?|Floor|Bldg\.?|Building|Lot|Trlr)\s?[\w\-]+|#\s?[\w\-]+)"
+    line_sep = r"(?:,? |,?\n)"
+    city = r"[A-Z][\w'’.\-]*(?: (?:[A-Za-z][\w'’.\-]*)){0,3}"
+    state = r"(?:" + "|".join(US_STATES) + r"|(?i:" + "|".join(US_STATE_NAMES) + r"))"
+    zip_code = r"\d{5}(?:-\d{4})?(?![\w\-])"
+    civil = (r"(?:" + street + "|" + po_box + "|" + route + r")(?:" + line_sep + unit + r")?"
+             + r"(?:,\s?|\n)" + city + r",? " + state + " " + zip_code)
+    armed = r"(?:" + military + r")(?:,\s?|\n)(?:APO|FPO|DPO) (?:AA|AE|AP) " + zip_code
+    return r"(?<![\w\-])(?:" + civil + "|" + armed + ")"
+
+
+def _address_recognizer():
+    """A complete US postal address (see ``_address_regex``)."""
     from presidio_analyzer import Pattern, PatternRecognizer
 
-    word = r"[A-Z0-9][\w'’.\-]*"
-    regex = (r"(?<![\w\-])\d{1,6}[A-Z]?(?: " + word + r"){1,5}"
-             r"(?:,? (?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Room|Fl\.?|#) ?[\w\-]+)?"
-             r", (?:[A-Z][\w'’.\-]* ?){1,4}, (?:" + "|".join(US_STATES) + r") \d{5}(?:-\d{4})?(?!\w)")
     return PatternRecognizer(supported_entity="LOCATION", name="UsAddressRecognizer",
-                             patterns=[Pattern("US street address", regex, 0.9)], global_regex_flags=_FLAGS)
+                             patterns=[Pattern("US postal address", _address_regex(), 0.9)],
+                             global_regex_flags=_FLAGS)
 
 
 # A personal name as written in bylines: optional title, 2-4 capitalised words or
@@ -411,7 +440,42 @@ def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list[RecognizerResul
     batch = BatchAnalyzerEngine(analyzer_engine=engine)
     found = batch.analyze_iterator(texts, language=LANGUAGE, batch_size=cfg.batch_size, entities=list(cfg.entities),
                                    score_threshold=cfg.score_threshold)
-    return [resolve_overlaps(results) for results in found]
+    return [resolve_overlaps(_names_within_lines(text, results)) for text, results in zip(texts, found, strict=True)]
+
+
+# One line's worth of a name: capitalised (or upper-case) words and initials, an optional title.
+_NAME_LINE = r"(?:\p{Lu}[\p{L}'’.\-]*\.?)(?:[ \t]+\p{Lu}[\p{L}'’.\-]*\.?){0,4}"
+
+
+@lru_cache(maxsize=1)
+def _name_line():
+    import regex
+
+    return regex.compile(_NAME_LINE)
+
+
+def _names_within_lines(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """spaCy's small model lets a PERSON run over line breaks on labels and in configs
+    ("Mark Luna\\nCMR 464 Box 2030\\n..."): a name never spans lines, so such a finding is cut
+    into its lines and only the lines that read as a name are kept (the first line even
+    when it is one word, since NER started the entity there)."""
+    from presidio_analyzer import RecognizerResult
+
+    out: list[RecognizerResult] = []
+    for r in results:
+        value = text[r.start:r.end]
+        if r.entity_type != "PERSON" or "\n" not in value:
+            out.append(r)
+            continue
+        pos = r.start
+        for i, line in enumerate(value.split("\n")):
+            stripped = line.strip()
+            if stripped and _name_line().fullmatch(stripped) and (i == 0 or " " in stripped):
+                start = pos + line.index(stripped)
+                out.append(RecognizerResult("PERSON", start, start + len(stripped), r.score,
+                                            r.analysis_explanation, r.recognition_metadata))
+            pos += len(line) + 1
+    return out
 
 
 def resolve_overlaps(results: list[RecognizerResult]) -> list[RecognizerResult]:
