@@ -194,7 +194,9 @@ def _name_context_recognizer():
 
 # Tokens with a vendor prefix are unambiguous; anything else must look random.
 _SECRET_PREFIXES = ("AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk_live_",
-                    "sk_test_", "rk_live_", "rk_test_", "xox", "eyJ")
+                    "sk_test_", "rk_live_", "rk_test_", "xox", "eyJ", "AIza", "sk-", "npm_", "pypi-", "django-insecure-")
+# An assigned value that is code, not a credential: a call or a subscript of a name.
+_CODE_VALUE = re.compile(r"[A-Za-z_][\w.]*[(\[]")
 
 
 def _secret_recognizer():
@@ -204,19 +206,33 @@ def _secret_recognizer():
     from presidio_analyzer import Pattern, PatternRecognizer
 
     tail = r"(?![A-Za-z0-9_\-])"
+    # A key that names a credential: password, passwd, pwd, secret, token, api_key, ...
+    key = (r"(?i:[A-Za-z0-9_.\-]*(?:secret|token|passw(?:or)?d|passwd|pwd|passphrase|api_?key|access_?key"
+           r"|private_?key|credential)[A-Za-z0-9_.\-]*)[\"']?")
+    # Not a checksum or a commit: those are long hex too, and say so just before.
+    not_a_digest = r"(?<!(?i:commit|sha\d*|md5|checksum|digest|hash|revision|rev|etag|build|blob|tree)[\s:=@]{1,3})"
     patterns = [
         Pattern("AWS access key id", r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])", 0.95),
         Pattern("GitHub token", r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{40,255})"
                 + tail, 0.95),
         Pattern("Stripe-style key", r"(?<![A-Za-z0-9_])[rs]k_(?:live|test)_[A-Za-z0-9]{16,}" + tail, 0.95),
         Pattern("Slack token", r"(?<![A-Za-z0-9_])xox[abposr]-[A-Za-z0-9\-]{10,}" + tail, 0.9),
+        Pattern("Google API key", r"(?<![A-Za-z0-9_\-])AIza[A-Za-z0-9_\-]{35}" + tail, 0.95),
+        Pattern("OpenAI-style key", r"(?<![A-Za-z0-9_\-])sk-(?:proj-)?[A-Za-z0-9_\-]{32,}" + tail, 0.9),
+        Pattern("npm token", r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}" + tail, 0.95),
+        Pattern("PyPI token", r"(?<![A-Za-z0-9_])pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{16,}" + tail, 0.95),
+        Pattern("Django secret key", r"(?<![\w\-])django-insecure-[^\s\"'`]{20,}", 0.95),
         Pattern("JWT", r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}" + tail,
                 0.95),
         Pattern("Bearer token", r"\bBearer\s+\K[A-Za-z0-9._~+/\-]{20,}=*", 0.85),
-        Pattern("long hex", r"(?<![A-Za-z0-9_])(?:[0-9a-f]{32,}|[0-9A-F]{32,})" + tail, 0.6),
-        Pattern("secret assignment",
-                r"(?i:[A-Za-z0-9_]*(?:secret|token|passw(?:or)?d|passwd|api_?key|access_?key|private_?key)"
-                r"[A-Za-z0-9_]*)[\"']?\s*[:=]\s*[\"']?\K[A-Za-z0-9/+_~\-]{16,}=*", 0.7),
+        Pattern("HTTP Basic credentials", r"\bBasic\s+\K[A-Za-z0-9+/]{12,}={0,2}(?![A-Za-z0-9+/=])", 0.85),
+        Pattern("password in a URL", r"\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:\K[^\s:/@]+(?=@)", 0.9),
+        Pattern("long hex", not_a_digest + r"(?<![A-Za-z0-9_])(?:[0-9a-f]{32,}|[0-9A-F]{32,})" + tail, 0.6),
+        Pattern("secret assignment", key + r"\s*[:=]\s*[\"']?\K[A-Za-z0-9/+_~\-]{16,}=*", 0.7),
+        Pattern("quoted secret assignment", key + r"[ \t]*[:=][ \t]*([\"'])\K[^\"'\n]{6,}(?=\1)", 0.75),
+        Pattern("unquoted secret assignment", key + r"[ \t]*[:=][ \t]*\K[^\s\"'`,;]{6,}", 0.7),
+        Pattern("password in prose", r"(?i:\b(?:password|passcode|passphrase)(?: (?:is|to|was|set to|reset to|"
+                r"changed to|now))?:?)[ \t]+\K[^\s\"']{6,}", 0.6),
     ]
 
     class SecretRecognizer(PatternRecognizer):
@@ -225,6 +241,8 @@ def _secret_recognizer():
             snake_case or a long number is not a credential)."""
             if pattern_text.startswith(_SECRET_PREFIXES) or pattern_text.count(".") == 2:
                 return False
+            if _CODE_VALUE.match(pattern_text):  # password = getpass.getpass(), token = env["X"]
+                return True
             has_digit = any(c.isdigit() for c in pattern_text)
             has_alpha = any(c.isalpha() for c in pattern_text)
             return not (has_digit and has_alpha)
