@@ -97,27 +97,61 @@ def _email_recognizer():
 
 
 def _phone_recognizer():
-    """US phone numbers in the usual written formats.
+    """Phone numbers: US formats, international ones with a country code, national ones
+    after a phone label.
 
     Replaces Presidio's ``PhoneRecognizer``: with its default regions a US number
     also parses as a UK/DE/IL one, and python-phonenumbers rejects fictional 555
-    numbers. Separators are required, so bare digit runs (ids, card numbers, SSNs
+    numbers (so it only checks an international number's length here). Without a
+    label, separators are required, so bare digit runs (ids, card numbers, SSNs
     without dashes) are left to their own recognizers.
     """
     from presidio_analyzer import Pattern, PatternRecognizer
 
     sep = r"[ .\-]"
+    end = r"(?![\w\-]|\.\d)"
     patterns = [
         # (415) 555-0100, +1 (415) 555 0100
         Pattern("US phone (parenthesised area code)",
-                r"(?<![\w+])(?:\+?1[ .\-]?)?\([2-9]\d\d\)\s?\d{3}" + sep + r"\d{4}(?![\w\-]|\.\d)", 0.7),
-        # 415-555-0100, 415.555.0100, 415 555 0100, +1 415 555 0100, +1-415-555-0100
+                r"(?<![\w+])(?:\+?1[ .\-]?)?\([2-9]\d\d\)\s?\d{3}" + sep + r"\d{4}" + end, 0.7),
+        # 415-555-0100, 415.555.0100, 415 555 0100, +1 415 555 0100, +1-415-555-0100, 1-415-555-0100
         Pattern("US phone (separated)",
-                r"(?<![\w+.\-])(?:\+1" + sep + r")?[2-9]\d\d(" + sep + r")\d{3}\1\d{4}(?![\w\-]|\.\d)", 0.6),
+                r"(?<![\w+.\-])(?:\+?1" + sep + r")?[2-9]\d\d(" + sep + r")\d{3}\1\d{4}" + end, 0.6),
+        # +44 20 7946 0958, +49 (0)89 1234567, +81 3-1234-5678, +91-80-1234-5678: the country
+        # code makes it a phone number; python-phonenumbers checks the length for that country.
+        Pattern("international phone",
+                r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .\-]?\(0\))?(?:[ .\-]?\(?\d{1,5}\)?){1,2}(?:[ .\-]\d{2,8}){1,4}" + end,
+                0.7),
+        # 020 7946 0958, 070-017 87 46: a national trunk prefix and separated groups
+        Pattern("national phone (trunk prefix)",
+                r"(?<![\w+.\-])(?<!\d[ \-])(?!0\d\d-\d\d-\d{4}(?!\d))0\d{1,4}[ \-]\d{2,4}(?:[ \-]\d{2,4}){1,3}(?![ \-]\d)"
+                + end, 0.5),
+        # 06-12345678, (21) 98765-4321, 4155550100: any other national number is only a
+        # phone number where a label on its line says so.
+        Pattern("labelled national phone",
+                r"(?i:(?<![A-Za-z])(?:phone|tel|telephone|mobile|cell|fax|whatsapp|callback number|contact number|"
+                r"direct line|reached at|call me at|number is)\b)(?:[^\n\d+(]|\((?!\d)){0,24}\K"
+                r"(?<![\w+])(?:\(\d{2,4}\) ?|0\d{1,4}[ .\-]?)?\d{2,5}(?:[ .\-]?\d{2,5}){0,3}" + end, 0.6),
     ]
-    return PatternRecognizer(supported_entity="PHONE_NUMBER", name="UsPhoneRecognizer", patterns=patterns,
-                             context=["phone", "tel", "call", "mobile", "cell", "number", "fax"],
-                             global_regex_flags=_FLAGS)
+
+    class PhoneRecognizer(PatternRecognizer):
+        def invalidate_result(self, pattern_text: str) -> bool:
+            """8 to 15 digits (ITU E.164); with a country code, a length that country uses."""
+            digits = sum(c.isdigit() for c in pattern_text)
+            if not 8 <= digits <= 15:
+                return True
+            if pattern_text.startswith("+") and not pattern_text.startswith("+1"):
+                import phonenumbers
+
+                try:
+                    return not phonenumbers.is_possible_number(phonenumbers.parse(pattern_text, None))
+                except phonenumbers.NumberParseException:
+                    return True
+            return False
+
+    return PhoneRecognizer(supported_entity="PHONE_NUMBER", name="PhoneRecognizer", patterns=patterns,
+                           context=["phone", "tel", "call", "mobile", "cell", "number", "fax"],
+                           global_regex_flags=_FLAGS)
 
 
 US_STATE_NAMES = ("Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|District of Columbia|"
@@ -256,14 +290,13 @@ def _recognizers(cfg: PiiConfig, spacy_entities: list[str]) -> list:
     from presidio_analyzer.predefined_recognizers import (
         DateRecognizer,
         SpacyRecognizer,
-        UsSsnRecognizer,
     )
 
     wanted = set(cfg.entities)
     candidates: list[tuple[str, Callable[[], Any]]] = [
         ("EMAIL_ADDRESS", _email_recognizer),
         ("PHONE_NUMBER", _phone_recognizer),
-        ("US_SSN", UsSsnRecognizer),
+        ("US_SSN", _ssn_recognizer),
         ("CREDIT_CARD", _credit_card_recognizer),
         ("IP_ADDRESS", _ip_recognizer),
         ("LOCATION", _address_recognizer),
@@ -271,10 +304,31 @@ def _recognizers(cfg: PiiConfig, spacy_entities: list[str]) -> list:
         ("SECRET", _secret_recognizer),
         ("DATE_TIME", DateRecognizer),
     ]
-    recognizers = [make() for entity, make in candidates if entity in wanted]
+    recognizers = []
+    for entity, make in candidates:
+        if entity in wanted:
+            made = make()
+            recognizers.extend(made if isinstance(made, list) else [made])
     if spacy_entities:
         recognizers.append(SpacyRecognizer(supported_entities=spacy_entities))
     return recognizers
+
+
+def _ssn_recognizer():
+    """Presidio's SSN recognizer, plus nine plain digits where an SSN was asked for or named
+    shortly before (Presidio's context window is five words, less than a chat turn)."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer.predefined_recognizers import UsSsnRecognizer
+
+    class ContextSsnRecognizer(PatternRecognizer):
+        def invalidate_result(self, pattern_text: str) -> bool:
+            return pattern_text.startswith(("000", "666", "9")) or pattern_text[3:5] == "00" or \
+                pattern_text[5:] == "0000"
+
+    plain = Pattern("SSN (nine digits after SSN context)",
+                    r"(?<=(?i:\bssn|social security)[^\n]{0,80}(?:\n[^\n]{0,60})?)(?<![\w\-])\d{9}(?![\w\-])", 0.6)
+    return [UsSsnRecognizer(), ContextSsnRecognizer(supported_entity="US_SSN", name="ContextSsnRecognizer",
+                                                    patterns=[plain], global_regex_flags=_FLAGS)]
 
 
 def _credit_card_recognizer():
@@ -458,7 +512,48 @@ def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list[RecognizerResul
     batch = BatchAnalyzerEngine(analyzer_engine=engine)
     found = batch.analyze_iterator(texts, language=LANGUAGE, batch_size=cfg.batch_size, entities=list(cfg.entities),
                                    score_threshold=cfg.score_threshold)
-    return [resolve_overlaps(_names_within_lines(text, results)) for text, results in zip(texts, found, strict=True)]
+    return [resolve_overlaps(_drop_lookalikes(text, _names_within_lines(text, results)))
+            for text, results in zip(texts, found, strict=True)]
+
+
+# A label that says the number after it is a part, a lot, a model or a version, not a
+# phone number, an SSN or an IP address ("part no. 300-842-1193", "lot 512-34-8821").
+_LOOKALIKE_LABEL = re.compile(r"\b(?:part|catalog|catalogue|model|lot|kit|serial|sku|item|batch|oid|version|ver|"
+                              r"build|firmware|release|revision|rev)\.?(?: no\.?| number| #)?:?[ \t]*$", re.I)
+_NUMBER_TYPES = ("PHONE_NUMBER", "US_SSN", "IP_ADDRESS", "CREDIT_CARD")
+
+
+def _drop_lookalikes(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Numbers a label calls something else, a dotted IPv4 inside a longer dotted number
+    (an SNMP OID ``1.3.6.1.4.1``), and PERSON findings holding digits or symbols ("Box 706",
+    "| 907.540.0901"): trimmed to their name words, or dropped."""
+    from presidio_analyzer import RecognizerResult
+
+    out: list[RecognizerResult] = []
+    for r in results:
+        if r.entity_type in _NUMBER_TYPES and _LOOKALIKE_LABEL.search(text, max(0, r.start - 30), r.start):
+            continue
+        if r.entity_type == "IP_ADDRESS" and (re.match(r"\.\d", text[r.end:r.end + 2])
+                                              or re.search(r"\d\.$", text[max(0, r.start - 2):r.start])):
+            continue
+        if r.entity_type == "PERSON":
+            words = [m for m in re.finditer(r"\S+", text[r.start:r.end])]
+            while words and not _name_word(words[0].group()):
+                words.pop(0)
+            while words and not _name_word(words[-1].group()):
+                words.pop()
+            if not words or not all(_name_word(w.group()) for w in words):
+                continue
+            start, end = r.start + words[0].start(), r.start + words[-1].end()
+            if (start, end) != (r.start, r.end):
+                r = RecognizerResult("PERSON", start, end, r.score, r.analysis_explanation, r.recognition_metadata)
+        out.append(r)
+    return out
+
+
+def _name_word(word: str) -> bool:
+    """A word of a name: letters, with apostrophes, hyphens, a dot or a trailing comma."""
+    return re.fullmatch(r"[^\W\d_][\w'’.\-]*,?", word) is not None and not re.search(r"[\d_]", word)
 
 
 # One line's worth of a name: capitalised (or upper-case) words and initials, an optional title.
