@@ -226,6 +226,136 @@ def _name_context_recognizer():
                              global_regex_flags=_FLAGS)
 
 
+# A run of capitalised (or upper-case) words on one line, with name particles ("van der")
+# and initials: the candidates a first-name gazetteer and context words decide on.
+_CAPITALISED_RUN = (r"(?<![\w@.\-/])(?:\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)"
+                    r"(?:[ \t]+(?:(?:van|von|der|den|de|da|di|du|del|della|dos|das|le|la|ter|ten|bin|ibn|al|el)[ \t]+)*"
+                    r"(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)){0,3}(?![\w@])")
+# Words before a name that say a person follows. Strong: titles and ranks, form and header
+# labels (with their ":" or "="), greetings and sign-offs; a single capitalised word after
+# one is a name. Weak ("for", "with", "by"): only with a known given name.
+_STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|rev|fr|capt|cpt|lt|sgt|cpl|pvt|pfc|maj|col|gen|adm|cmdr|po\d|"
+               r"agent|sir|dame)\.?[ \t]+"
+               r"|\b(?i:name|full name|first name|last name|surname|given name|cardholder(?: name)?|sender(?: name)?|"
+               r"recipient|to|from|cc|bcc|attendees|guests|panel|candidate|owner|contact|primary|secondary|assignee|"
+               r"reporter|opened by|requested by|approved by|signed|notes taken by|referred by|customer|patient|"
+               r"employee|member|service member|ship to|deliver to|visitor|speaker|host|author|"
+               r"[a-z_]*_?(?:name|contact|owner))[\"']?[ \t]*[:=][ \t]*[\"']?(?:\n[ \t]*)?"
+               r"|\b(?i:hi|hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|owned by|notes taken by|"
+               r"taken by|referred by|opened by)[ \t]*,?[ \t]*(?:\n[ \t]*)?)$")
+_WEAK_CUE = r"\b(?i:for|with|by|and|to|from|cc|ask for|worked with|reached|thanks|via)[ \t]*,?[ \t]*$"
+# Last words of an organisation or product named after a person or place ("Hilton Garden
+# Inn", "Wells Fargo Bank"): a run ending so is not a person.
+_ORGANISATION_WORDS = frozenset(
+    "inc corp corporation co company llc ltd gmbh plc group holdings bank clinic hospital inn hotel hotels resort "
+    "airlines airways brewing brewery studios studio foundation university college school institute academy street "
+    "avenue road journal times news press cloud server desktop suite pipeline reader notebook code linux stack "
+    "labs systems solutions technologies software services partners associates consulting capital ventures "
+    "pharmacy motors insurance records publishing media".split())
+
+
+@lru_cache(maxsize=1)
+def _first_names() -> frozenset[str]:
+    """Given names of many countries (gender-guesser's dictionary, lower-cased), less the
+    English words that are also names ("Will", "May", "The")."""
+    from gender_guesser.detector import Detector
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    months = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+              "november", "december", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
+    return frozenset(Detector(case_sensitive=False).names) - STOP_WORDS - months
+
+
+@dataclass(frozen=True)
+class _NameSignals:
+    """What speaks for a capitalised run being a person's name."""
+
+    known: bool
+    """Its first word is a known given name."""
+    words: int
+    strong_cue: bool
+    weak_cue: bool
+    speaks: bool
+    """It opens a chat line: ``Jane Doe: ...``, ``[12:40] Jane → Front desk``."""
+    organisation: bool
+    """Its last word names an organisation or product kind ("Inn", "Bank", "Studio")."""
+
+    @property
+    def is_name(self) -> bool:
+        if self.organisation:
+            return False
+        return (self.known and (self.words >= 2 or self.weak_cue or self.speaks)) or self.strong_cue
+
+
+@lru_cache(maxsize=1)
+def _capitalised_run():
+    import regex
+
+    return regex.compile(_CAPITALISED_RUN)
+
+
+@lru_cache(maxsize=1)
+def _cue_patterns():
+    import regex
+
+    return regex.compile(_STRONG_CUE), regex.compile(_WEAK_CUE), regex.compile(r"[ \t]*(?::|→|->)[ \t]")
+
+
+def _name_signals(text: str, start: int, end: int) -> _NameSignals:
+    strong, weak, speaker = _cue_patterns()
+    words = [w for w in text[start:end].split() if w[:1].isupper()]
+    first = words[0] if words else ""
+    line_start = text.rfind("\n", 0, start) + 1
+    before = text[max(0, start - 48):start]
+    same_line = text[max(line_start, start - 48):start]
+    at_line_start = not text[line_start:start].strip(" \t[]0-9:|\"'")
+    return _NameSignals(
+        known=first.split("-")[0].strip("'’.").lower() in _first_names(),
+        words=len(words),
+        strong_cue=strong.search(before) is not None,
+        weak_cue=weak.search(same_line) is not None,
+        speaks=at_line_start and speaker.match(text, end) is not None,
+        organisation=bool(words) and words[-1].lower().rstrip(".") in _ORGANISATION_WORDS)
+
+
+def gazetteer_names(text: str) -> list[RecognizerResult]:
+    """Names by combined signals (``_NameSignals``): a capitalised run whose first word is a
+    known given name, with a second word, a cue or a chat turn; or any capitalised run right
+    after a strong cue (a title, a form label, a greeting). A gazetteer hit alone on one word
+    ("Will", "Jack") is not enough, nor is a run ending in an organisation word.
+
+    Not a Presidio recognizer on purpose: Presidio drops a finding inside a longer one of the
+    same type, and spaCy's longer ones ("56616,Jane Doe") are cut back afterwards."""
+    from presidio_analyzer import RecognizerResult
+
+    spans: list[tuple[int, int, float]] = []
+    for m in _capitalised_run().finditer(text):
+        start, end = m.span()
+        # "Dr Marques", "Agent Osha", "Customer Jane Doe": the title is a cue, not the name
+        lead = _LEADING_TITLE.match(text, start, end)
+        if lead and lead.end() < end:
+            start = lead.end()
+        signals = _name_signals(text, start, end)
+        listed = bool(spans) and _LIST_JOINER.fullmatch(text, spans[-1][1], start) is not None
+        inverted = _INVERTED_NAME.match(text, start)  # "Doe, Jane" in a quoted CSV cell
+        if lead and lead.end() < m.end() or signals.is_name or (listed and signals.words >= 1):
+            spans.append((start, end, 0.7 if signals.known else 0.6))
+        elif inverted and inverted.group(2).split("-")[0].lower() in _first_names():
+            spans.append((start, inverted.end(), 0.6))
+    return [RecognizerResult("PERSON", start, end, score, recognition_metadata={"recognizer_name": "NameGazetteer"})
+            for start, end, score in spans]
+
+
+# A title or rank, or a role word, capitalised at the head of a run: the name follows it.
+_LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Rev|Fr|Capt|Cpt|Lt|Sgt|Cpl|Pvt|PFC|MAJ|Maj|Col|Gen|Adm|"
+                            r"Cmdr|PO\d|Agent|Sir|Dame|Customer|Candidate|Patient|Cardholder|Officer|Detective|"
+                            r"Judge|Senator|Nurse|Coach)\.?[ \t]+")
+# Between two names of one list: "Ann Lee, Bo Chen and Cy Diaz".
+_LIST_JOINER = re.compile(r",[ \t]*(?:and[ \t]+)?|[ \t]+(?:and|&)[ \t]+|[ \t]*;[ \t]*")
+# "Doe, Jane" (surname first, as a CSV cell quotes it), given name checked by the caller.
+_INVERTED_NAME = re.compile(r"([^\W\d_][\w'’\-]*), ([^\W\d_][\w'’\-]*)(?=\")")
+
+
 # Tokens with a vendor prefix are unambiguous; anything else must look random.
 _SECRET_PREFIXES = ("AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk_live_",
                     "sk_test_", "rk_live_", "rk_test_", "xox", "eyJ", "AIza", "sk-", "npm_", "pypi-", "django-insecure-")
@@ -512,7 +642,9 @@ def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list[RecognizerResul
     batch = BatchAnalyzerEngine(analyzer_engine=engine)
     found = batch.analyze_iterator(texts, language=LANGUAGE, batch_size=cfg.batch_size, entities=list(cfg.entities),
                                    score_threshold=cfg.score_threshold)
-    return [resolve_overlaps(_drop_lookalikes(text, _names_within_lines(text, results)))
+    names = "PERSON" in cfg.entities
+    return [resolve_overlaps(_drop_lookalikes(text, _names_within_lines(text, results)
+                                              + (gazetteer_names(text) if names else [])))
             for text, results in zip(texts, found, strict=True)]
 
 
@@ -537,23 +669,24 @@ def _drop_lookalikes(text: str, results: list[RecognizerResult]) -> list[Recogni
                                               or re.search(r"\d\.$", text[max(0, r.start - 2):r.start])):
             continue
         if r.entity_type == "PERSON":
-            words = [m for m in re.finditer(r"\S+", text[r.start:r.end])]
-            while words and not _name_word(words[0].group()):
-                words.pop(0)
-            while words and not _name_word(words[-1].group()):
-                words.pop()
-            if not words or not all(_name_word(w.group()) for w in words):
+            # The name words inside the finding: NER and overlap resolution can bring in a
+            # CSV cell's id ("56616,Jane Doe"), a title or a table bar.
+            runs = list(_capitalised_run().finditer(text, r.start, r.end))
+            if not runs:
                 continue
-            start, end = r.start + words[0].start(), r.start + words[-1].end()
+            if re.search(r"[\d_@|]", text[runs[0].start():runs[-1].end()]):
+                runs = [max(runs, key=lambda m: m.end() - m.start())]
+            start, end = runs[0].start(), runs[-1].end()
+            if (r.recognition_metadata or {}).get("recognizer_name") == "SpacyRecognizer":
+                signals = _name_signals(text, start, end)
+                if signals.organisation or not (signals.known or signals.strong_cue or signals.weak_cue
+                                                or signals.speaks):
+                    continue  # NER alone takes products for people ("Apache Kafka", "Docker Desktop")
             if (start, end) != (r.start, r.end):
                 r = RecognizerResult("PERSON", start, end, r.score, r.analysis_explanation, r.recognition_metadata)
         out.append(r)
     return out
 
-
-def _name_word(word: str) -> bool:
-    """A word of a name: letters, with apostrophes, hyphens, a dot or a trailing comma."""
-    return re.fullmatch(r"[^\W\d_][\w'’.\-]*,?", word) is not None and not re.search(r"[\d_]", word)
 
 
 # One line's worth of a name: capitalised (or upper-case) words and initials, an optional title.
