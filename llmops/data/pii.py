@@ -228,13 +228,13 @@ def _name_context_recognizer():
 
 # A run of capitalised (or upper-case) words on one line, with name particles ("van der")
 # and initials: the candidates a first-name gazetteer and context words decide on.
-_CAPITALISED_RUN = (r"(?<![\w@.\-/])(?:\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)"
+_CAPITALISED_RUN = (r"(?<![\w@.\-/])(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)"
                     r"(?:[ \t]+(?:(?:van|von|der|den|de|da|di|du|del|della|dos|das|le|la|ter|ten|bin|ibn|al|el)[ \t]+)*"
                     r"(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)){0,3}(?![\w@])")
 # Words before a name that say a person follows. Strong: titles and ranks, form and header
 # labels (with their ":" or "="), greetings and sign-offs; a single capitalised word after
 # one is a name. Weak ("for", "with", "by"): only with a known given name.
-_STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|rev|fr|capt|cpt|lt|sgt|cpl|pvt|pfc|maj|col|gen|adm|cmdr|po\d|"
+_STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|professor|rev|fr|capt|cpt|lt|sgt|cpl|pvt|pfc|maj|col|gen|adm|cmdr|po\d|"
                r"agent|sir|dame)\.?[ \t]+"
                r"|\b(?i:name|full name|first name|last name|surname|given name|cardholder(?: name)?|sender(?: name)?|"
                r"recipient|to|from|cc|bcc|attendees|guests|panel|candidate|owner|contact|primary|secondary|assignee|"
@@ -242,7 +242,9 @@ _STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|rev|fr|capt|cpt|lt|sgt|cpl|p
                r"employee|member|service member|ship to|deliver to|visitor|speaker|host|author|"
                r"[a-z_]*_?(?:name|contact|owner))[\"']?[ \t]*[:=][ \t]*[\"']?(?:\n[ \t]*)?"
                r"|\b(?i:hi|hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|owned by|notes taken by|"
-               r"taken by|referred by|opened by)[ \t]*,?[ \t]*(?:\n[ \t]*)?)$")
+               r"taken by|referred by|opened by|requested by|approved by|reported by|assigned to|written by|"
+               r"created by|signed by|cardholder|policyholder|husband|wife|partner|son|daughter|mother|father|"
+               r"colleague|manager|professor)[ \t]*,?[ \t]*(?:\n[ \t]*)?)$")
 _WEAK_CUE = r"\b(?i:for|with|by|and|to|from|cc|ask for|worked with|reached|thanks|via)[ \t]*,?[ \t]*$"
 # Last words of an organisation or product named after a person or place ("Hilton Garden
 # Inn", "Wells Fargo Bank"): a run ending so is not a person.
@@ -279,12 +281,19 @@ class _NameSignals:
     """It opens a chat line: ``Jane Doe: ...``, ``[12:40] Jane → Front desk``."""
     organisation: bool
     """Its last word names an organisation or product kind ("Inn", "Bank", "Studio")."""
+    opens_sentence: bool = False
+    """It opens a line or list item and a lower-case word or a comma follows ("- Ann to book",
+    "Ann, confirming ...")."""
 
     @property
     def is_name(self) -> bool:
         if self.organisation:
             return False
-        return (self.known and (self.words >= 2 or self.weak_cue or self.speaks)) or self.strong_cue
+        return ((self.known and (self.words >= 2 or self.weak_cue or self.speaks or self.opens_sentence))
+                or self.strong_cue or (self.speaks and self.words >= 2))
+
+
+_SENTENCE_GOES_ON = re.compile(r",[ \t]|[ \t]+(?:and[ \t]+\w+[ \t]+)?[a-z]")
 
 
 @lru_cache(maxsize=1)
@@ -315,7 +324,9 @@ def _name_signals(text: str, start: int, end: int) -> _NameSignals:
         strong_cue=strong.search(before) is not None,
         weak_cue=weak.search(same_line) is not None,
         speaks=at_line_start and speaker.match(text, end) is not None,
-        organisation=bool(words) and words[-1].lower().rstrip(".") in _ORGANISATION_WORDS)
+        organisation=bool(words) and words[-1].lower().rstrip(".") in _ORGANISATION_WORDS,
+        opens_sentence=(not text[line_start:start].strip(" \t-*•0123456789.)")
+                        and _SENTENCE_GOES_ON.match(text, end) is not None))
 
 
 def gazetteer_names(text: str) -> list[RecognizerResult]:
@@ -347,7 +358,7 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
 
 
 # A title or rank, or a role word, capitalised at the head of a run: the name follows it.
-_LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Rev|Fr|Capt|Cpt|Lt|Sgt|Cpl|Pvt|PFC|MAJ|Maj|Col|Gen|Adm|"
+_LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|Cpt|Lt|Sgt|Cpl|Pvt|PFC|MAJ|Maj|Col|Gen|Adm|"
                             r"Cmdr|PO\d|Agent|Sir|Dame|Customer|Candidate|Patient|Cardholder|Officer|Detective|"
                             r"Judge|Senator|Nurse|Coach)\.?[ \t]+")
 # Between two names of one list: "Ann Lee, Bo Chen and Cy Diaz".
