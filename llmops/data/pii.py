@@ -236,11 +236,12 @@ _CAPITALISED_RUN = (r"(?<![\w@.\-/])(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{
 # one is a name. Weak ("for", "with", "by"): only with a known given name.
 _STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|professor|rev|fr|capt|cpt|lt|sgt|cpl|pvt|pfc|maj|col|gen|adm|cmdr|po\d|"
                r"agent|sir|dame)\.?[ \t]+"
-               r"|\b(?i:name|full name|first name|last name|surname|given name|cardholder(?: name)?|sender(?: name)?|"
+               r"|\b(?i:full name|first name|last name|surname|given name|cardholder(?: name)?|sender(?: name)?|"
                r"recipient|to|from|cc|bcc|attendees|guests|panel|candidate|owner|contact|primary|secondary|assignee|"
                r"reporter|opened by|requested by|approved by|signed|notes taken by|referred by|customer|patient|"
                r"employee|member|service member|ship to|deliver to|visitor|speaker|host|author|"
-               r"[a-z_]*_?(?:name|contact|owner))[\"']?[ \t]*[:=][ \t]*[\"']?(?:\n[ \t]*)?"
+               r"[a-z_]*_(?:name|contact|owner))[\"']?(?:[ \t]*[:=]|[ \t]*\.{3,})[ \t]*[\"']?(?:\n[ \t]*)?"
+               r"|\b(?i:name)[\"']?(?:[ \t]*:|[ \t]*\.{3,})[ \t]*[\"']?"
                r"|\b(?i:hi|hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|owned by|notes taken by|"
                r"taken by|referred by|opened by|requested by|approved by|reported by|assigned to|written by|"
                r"created by|signed by|cardholder|policyholder|husband|wife|partner|son|daughter|mother|father|"
@@ -253,7 +254,8 @@ _ORGANISATION_WORDS = frozenset(
     "airlines airways brewing brewery studios studio foundation university college school institute academy street "
     "avenue road journal times news press cloud server desktop suite pipeline reader notebook code linux stack "
     "labs systems solutions technologies software services partners associates consulting capital ventures "
-    "pharmacy motors insurance records publishing media".split())
+    "pharmacy motors insurance records publishing media reservations support team desk office department service "
+    "pacific atlantic east west north south central region".split())
 
 
 @lru_cache(maxsize=1)
@@ -265,7 +267,8 @@ def _first_names() -> frozenset[str]:
 
     months = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
               "november", "december", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
-    return frozenset(Detector(case_sensitive=False).names) - STOP_WORDS - months
+    greetings = {"hi", "hello", "hey", "dear", "thanks", "cheers", "regards", "best"}
+    return frozenset(Detector(case_sensitive=False).names) - STOP_WORDS - months - greetings
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,9 @@ class _NameSignals:
     """It opens a chat line: ``Jane Doe: ...``, ``[12:40] Jane → Front desk``."""
     organisation: bool
     """Its last word names an organisation or product kind ("Inn", "Bank", "Studio")."""
+    speaks_prose: bool = False
+    """A chat turn whose text starts in lower case or after an arrow: a form label
+    ("Social Security Number: 123-...") is not a speaker."""
     opens_sentence: bool = False
     """It opens a line or list item and a lower-case word or a comma follows ("- Ann to book",
     "Ann, confirming ...")."""
@@ -290,10 +296,10 @@ class _NameSignals:
         if self.organisation:
             return False
         return ((self.known and (self.words >= 2 or self.weak_cue or self.speaks or self.opens_sentence))
-                or self.strong_cue or (self.speaks and self.words >= 2))
+                or self.strong_cue or (self.speaks_prose and self.words >= 2))
 
 
-_SENTENCE_GOES_ON = re.compile(r",[ \t]|[ \t]+(?:and[ \t]+\w+[ \t]+)?[a-z]")
+_SENTENCE_GOES_ON = re.compile(r",[ \t]|[ \t]+(?:and[ \t]+\w+[ \t]+)?(?!of\b)[a-z]")
 
 
 @lru_cache(maxsize=1)
@@ -318,12 +324,15 @@ def _name_signals(text: str, start: int, end: int) -> _NameSignals:
     before = text[max(0, start - 48):start]
     same_line = text[max(line_start, start - 48):start]
     at_line_start = not text[line_start:start].strip(" \t[]0-9:|\"'")
+    turn = speaker.match(text, end)
     return _NameSignals(
         known=first.split("-")[0].strip("'’.").lower() in _first_names(),
         words=len(words),
         strong_cue=strong.search(before) is not None,
         weak_cue=weak.search(same_line) is not None,
-        speaks=at_line_start and speaker.match(text, end) is not None,
+        speaks=at_line_start and turn is not None,
+        speaks_prose=at_line_start and turn is not None and (">" in turn.group() or "→" in turn.group()
+                                                             or text[turn.end():turn.end() + 1].islower()),
         organisation=bool(words) and words[-1].lower().rstrip(".") in _ORGANISATION_WORDS,
         opens_sentence=(not text[line_start:start].strip(" \t-*•0123456789.)")
                         and _SENTENCE_GOES_ON.match(text, end) is not None))
@@ -346,21 +355,31 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
         lead = _LEADING_TITLE.match(text, start, end)
         if lead and lead.end() < end:
             start = lead.end()
+        word = text[start:end]
+        if _NOT_A_NAME.fullmatch(word) or _VERSION_AFTER.match(text, end):
+            continue
         signals = _name_signals(text, start, end)
+        if signals.words == 1 and word.isupper() and not signals.strong_cue:
+            continue  # ORA-00942, SSN, HTTP
         listed = bool(spans) and _LIST_JOINER.fullmatch(text, spans[-1][1], start) is not None
         inverted = _INVERTED_NAME.match(text, start)  # "Doe, Jane" in a quoted CSV cell
         if lead and lead.end() < m.end() or signals.is_name or (listed and signals.words >= 1):
             spans.append((start, end, 0.7 if signals.known else 0.6))
         elif inverted and inverted.group(2).split("-")[0].lower() in _first_names():
-            spans.append((start, inverted.end(), 0.6))
+            spans += [(start, inverted.end(1), 0.6), (inverted.start(2), inverted.end(2), 0.6)]
     return [RecognizerResult("PERSON", start, end, score, recognition_metadata={"recognizer_name": "NameGazetteer"})
             for start, end, score in spans]
 
 
 # A title or rank, or a role word, capitalised at the head of a run: the name follows it.
-_LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|Cpt|Lt|Sgt|Cpl|Pvt|PFC|MAJ|Maj|Col|Gen|Adm|"
+_LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|CAPT|Cpt|CPT|Lt|LT|1LT|2LT|Sgt|SGT|SSgt|"
+                            r"TSgt|MSgt|SFC|SPC|Cpl|CPL|LCpl|Pvt|PVT|PFC|MAJ|Maj|Col|COL|Gen|Adm|ENS|LCDR|CDR|"
                             r"Cmdr|PO\d|Agent|Sir|Dame|Customer|Candidate|Patient|Cardholder|Officer|Detective|"
                             r"Judge|Senator|Nurse|Coach)\.?[ \t]+")
+# A title or greeting on its own, a pronoun or contraction ("I'm"): never a name by itself.
+_NOT_A_NAME = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|Lt|Sgt|Hi|Hello|Hey|Dear|Thanks|I|I['’]\w+)")
+# "Chrome 123.0", "Python 3.12": a product and its version.
+_VERSION_AFTER = re.compile(r"[ \t]+v?\d+\.\d")
 # Between two names of one list: "Ann Lee, Bo Chen and Cy Diaz".
 _LIST_JOINER = re.compile(r",[ \t]*(?:and[ \t]+)?|[ \t]+(?:and|&)[ \t]+|[ \t]*;[ \t]*")
 # "Doe, Jane" (surname first, as a CSV cell quotes it), given name checked by the caller.
@@ -688,6 +707,9 @@ def _drop_lookalikes(text: str, results: list[RecognizerResult]) -> list[Recogni
             if re.search(r"[\d_@|]", text[runs[0].start():runs[-1].end()]):
                 runs = [max(runs, key=lambda m: m.end() - m.start())]
             start, end = runs[0].start(), runs[-1].end()
+            lead = _LEADING_TITLE.match(text, start, end)
+            if lead and lead.end() < end:
+                start = lead.end()
             if (r.recognition_metadata or {}).get("recognizer_name") == "SpacyRecognizer":
                 signals = _name_signals(text, start, end)
                 if signals.organisation or not (signals.known or signals.strong_cue or signals.weak_cue
