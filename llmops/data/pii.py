@@ -230,7 +230,7 @@ def _name_context_recognizer():
 # and initials: the candidates a first-name gazetteer and context words decide on.
 _CAPITALISED_RUN = (r"(?<![\w@.\-/])(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)"
                     r"(?:[ \t]+(?:(?:van|von|der|den|de|da|di|du|del|della|dos|das|le|la|ter|ten|bin|ibn|al|el)[ \t]+)*"
-                    r"(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)){0,3}(?![\w@])")
+                    r"(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)){0,3}(?![\w@/])")
 # Words before a name that say a person follows. Strong: titles and ranks, form and header
 # labels (with their ":" or "="), greetings and sign-offs; a single capitalised word after
 # one is a name. Weak ("for", "with", "by"): only with a known given name.
@@ -245,7 +245,8 @@ _STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|professor|rev|fr|capt|cpt|lt
                r"|\b(?i:hi|hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|owned by|notes taken by|"
                r"taken by|referred by|opened by|requested by|approved by|reported by|assigned to|written by|"
                r"created by|signed by|cardholder|policyholder|husband|wife|partner|son|daughter|mother|father|"
-               r"colleague|manager|professor)[ \t]*,?[ \t]*(?:\n[ \t]*)?)$")
+               r"colleague|manager|professor)[ \t]*,?[ \t]*(?:\n[ \t]*)?"
+               r"|(?:→|->)[ \t]*)$")
 _WEAK_CUE = r"\b(?i:for|with|by|and|to|from|cc|ask for|worked with|reached|thanks|via)[ \t]*,?[ \t]*$"
 # Last words of an organisation or product named after a person or place ("Hilton Garden
 # Inn", "Wells Fargo Bank"): a run ending so is not a person.
@@ -256,6 +257,22 @@ _ORGANISATION_WORDS = frozenset(
     "labs systems solutions technologies software services partners associates consulting capital ventures "
     "pharmacy motors insurance records publishing media reservations support team desk office department service "
     "pacific atlantic east west north south central region".split())
+
+
+def _is_given_name(word: str) -> bool:
+    """``word`` is a known given name, with or without its accents ("Édouard", "Elżbieta")."""
+    import unicodedata
+
+    key = word.strip("'’.").lower()
+    names = _first_names()
+    if key in names:
+        return True
+    plain = "".join(c for c in unicodedata.normalize("NFKD", key) if not unicodedata.combining(c))
+    return plain.translate(_UNFOLDED) in names
+
+
+# Letters NFKD does not take apart.
+_UNFOLDED = str.maketrans({"ł": "l", "ı": "i", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe"})
 
 
 @lru_cache(maxsize=1)
@@ -288,6 +305,8 @@ class _NameSignals:
     """A chat turn whose text starts in lower case or after an arrow: a form label
     ("Social Security Number: 123-...") is not a speaker."""
     opens_sentence: bool = False
+    arrow: bool = False
+    """It speaks through an arrow ("Ann → Front desk: ..."), which no form label uses."""
     """It opens a line or list item and a lower-case word or a comma follows ("- Ann to book",
     "Ann, confirming ...")."""
 
@@ -296,7 +315,7 @@ class _NameSignals:
         if self.organisation:
             return False
         return ((self.known and (self.words >= 2 or self.weak_cue or self.speaks or self.opens_sentence))
-                or self.strong_cue or (self.speaks_prose and self.words >= 2))
+                or self.strong_cue or (self.speaks_prose and (self.words >= 2 or self.arrow)))
 
 
 _SENTENCE_GOES_ON = re.compile(r",[ \t]|[ \t]+(?:and[ \t]+\w+[ \t]+)?(?!of\b)[a-z]")
@@ -326,11 +345,12 @@ def _name_signals(text: str, start: int, end: int) -> _NameSignals:
     at_line_start = not text[line_start:start].strip(" \t[]0-9:|\"'")
     turn = speaker.match(text, end)
     return _NameSignals(
-        known=first.split("-")[0].strip("'’.").lower() in _first_names(),
+        known=_is_given_name(first.split("-")[0]),
         words=len(words),
         strong_cue=strong.search(before) is not None,
         weak_cue=weak.search(same_line) is not None,
         speaks=at_line_start and turn is not None,
+        arrow=at_line_start and turn is not None and ("→" in turn.group() or ">" in turn.group()),
         speaks_prose=at_line_start and turn is not None and (">" in turn.group() or "→" in turn.group()
                                                              or text[turn.end():turn.end() + 1].islower()),
         organisation=bool(words) and words[-1].lower().rstrip(".") in _ORGANISATION_WORDS,
@@ -353,8 +373,11 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
         start, end = m.span()
         # "Dr Marques", "Agent Osha", "Customer Jane Doe": the title is a cue, not the name
         lead = _LEADING_TITLE.match(text, start, end)
-        if lead and lead.end() < end:
+        while lead and lead.end() < end:
             start = lead.end()
+            lead = _LEADING_TITLE.match(text, start, end) or lead
+            if lead.end() <= start:
+                break
         word = text[start:end]
         if _NOT_A_NAME.fullmatch(word) or _VERSION_AFTER.match(text, end):
             continue
@@ -365,7 +388,7 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
         inverted = _INVERTED_NAME.match(text, start)  # "Doe, Jane" in a quoted CSV cell
         if lead and lead.end() < m.end() or signals.is_name or (listed and signals.words >= 1):
             spans.append((start, end, 0.7 if signals.known else 0.6))
-        elif inverted and inverted.group(2).split("-")[0].lower() in _first_names():
+        elif inverted and _is_given_name(inverted.group(2).split("-")[0]):
             spans += [(start, inverted.end(1), 0.6), (inverted.start(2), inverted.end(2), 0.6)]
     return [RecognizerResult("PERSON", start, end, score, recognition_metadata={"recognizer_name": "NameGazetteer"})
             for start, end, score in spans]
@@ -375,7 +398,7 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
 _LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|CAPT|Cpt|CPT|Lt|LT|1LT|2LT|Sgt|SGT|SSgt|"
                             r"TSgt|MSgt|SFC|SPC|Cpl|CPL|LCpl|Pvt|PVT|PFC|MAJ|Maj|Col|COL|Gen|Adm|ENS|LCDR|CDR|"
                             r"Cmdr|PO\d|Agent|Sir|Dame|Customer|Candidate|Patient|Cardholder|Officer|Detective|"
-                            r"Judge|Senator|Nurse|Coach)\.?[ \t]+")
+                            r"Judge|Senator|Nurse|Coach|Hi|Hello|Hey|Dear)\.?[ \t]+")
 # A title or greeting on its own, a pronoun or contraction ("I'm"): never a name by itself.
 _NOT_A_NAME = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|Lt|Sgt|Hi|Hello|Hey|Dear|Thanks|I|I['’]\w+)")
 # "Chrome 123.0", "Python 3.12": a product and its version.
@@ -695,6 +718,9 @@ def _drop_lookalikes(text: str, results: list[RecognizerResult]) -> list[Recogni
     for r in results:
         if r.entity_type in _NUMBER_TYPES and _LOOKALIKE_LABEL.search(text, max(0, r.start - 30), r.start):
             continue
+        if r.entity_type == "CREDIT_CARD" and (re.search(r"\d[ \-]$", text[max(0, r.start - 2):r.start])
+                                              or re.match(r"[ \-]\d", text[r.end:r.end + 2])):
+            continue  # four-digit groups inside a longer parcel or tracking number
         if r.entity_type == "IP_ADDRESS" and (re.match(r"\.\d", text[r.end:r.end + 2])
                                               or re.search(r"\d\.$", text[max(0, r.start - 2):r.start])):
             continue
