@@ -124,8 +124,8 @@ def _phone_recognizer():
                 0.7),
         # 020 7946 0958, 070-017 87 46: a national trunk prefix and separated groups
         Pattern("national phone (trunk prefix)",
-                r"(?<![\w+.\-])(?<!\d[ \-])(?!0\d\d-\d\d-\d{4}(?!\d))0\d{1,4}[ \-]\d{2,4}(?:[ \-]\d{2,4}){1,3}(?![ \-]\d)"
-                + end, 0.5),
+                r"(?<![\w+.\-])(?<!\d[ \-])(?!0\d\d-\d\d-\d{4}(?!\d))"
+                r"0\d{1,4}[ \-]\d{2,4}(?:[ \-]\d{2,4}){1,3}(?![ \-]\d)" + end, 0.5),
         # 06-12345678, (21) 98765-4321, 4155550100: any other national number is only a
         # phone number where a label on its line says so.
         Pattern("labelled national phone",
@@ -177,8 +177,10 @@ def _address_regex() -> str:
     street = r"\d{1,6}[A-Z]?(?: " + word + r"){1,6}"
     po_box = r"(?i:P\.? ?O\.? Box|Post Office Box|Box) \d{1,6}"
     route = r"(?i:Rural Route|RR|HC|Highway Contract|Star Route) \d{1,4},? (?i:Box) \d{1,6}"
-    military = r"(?:(?i:Unit|CMR|PSC) \d{1,5},? (?i:Box) \d{1,6}|USN?S (?:[A-Z][\w'.\-]* ){1,3}\([A-Z]+(?:-[A-Z]+)? ?\d+\))"
-    unit = r"(?:(?i:Apt\.?|Apartment|Suite|Ste\.?|Unit|Rm\.?|Room|Fl\.?|Floor|Bldg\.?|Building|Lot|Trlr)\s?[\w\-]+|#\s?[\w\-]+)"
+    military = (r"(?:(?i:Unit|CMR|PSC) \d{1,5},? (?i:Box) \d{1,6}"
+                r"|USN?S (?:[A-Z][\w'.\-]* ){1,3}\([A-Z]+(?:-[A-Z]+)? ?\d+\))")
+    unit = (r"(?:(?i:Apt\.?|Apartment|Suite|Ste\.?|Unit|Rm\.?|Room|Fl\.?|Floor|Bldg\.?|Building|Lot|Trlr)\s?[\w\-]+"
+            r"|#\s?[\w\-]+)")
     line_sep = r"(?:,? |,?\n)"
     city = r"[A-Z][\w'’.\-]*(?: (?:[A-Za-z][\w'’.\-]*)){0,3}"
     state = r"(?:" + "|".join(US_STATES) + r"|(?i:" + "|".join(US_STATE_NAMES) + r"))"
@@ -234,8 +236,8 @@ _CAPITALISED_RUN = (r"(?<![\w@.\-/])(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{
 # Words before a name that say a person follows. Strong: titles and ranks, form and header
 # labels (with their ":" or "="), greetings and sign-offs; a single capitalised word after
 # one is a name. Weak ("for", "with", "by"): only with a known given name.
-_STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|professor|rev|fr|capt|cpt|lt|sgt|cpl|pvt|pfc|maj|col|gen|adm|cmdr|po\d|"
-               r"agent|sir|dame)\.?[ \t]+"
+_STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|professor|rev|fr|capt|cpt|lt|sgt|cpl|pvt|pfc|maj|col|gen|adm|"
+               r"cmdr|po\d|agent|sir|dame)\.?[ \t]+"
                r"|\b(?i:full name|first name|last name|surname|given name|cardholder(?: name)?|sender(?: name)?|"
                r"recipient|to|from|cc|bcc|attendees|guests|panel|candidate|owner|contact|primary|secondary|assignee|"
                r"reporter|opened by|requested by|approved by|signed|notes taken by|referred by|customer|patient|"
@@ -318,7 +320,10 @@ class _NameSignals:
                 or self.strong_cue or (self.speaks_prose and (self.words >= 2 or self.arrow)))
 
 
-_SENTENCE_GOES_ON = re.compile(r",[ \t]|[ \t]+(?:and[ \t]+\w+[ \t]+)?(?!of\b)[a-z]")
+# What follows a name that opens a sentence: a comma, "and", or a verb ("to book", "walked",
+# "will", "says"); an imperative's object ("Tell me", "Note that") does not qualify.
+_SENTENCE_GOES_ON = re.compile(r",[ \t]|[ \t]+(?:and|to|will|would|can|could|should|must|has|had|have|is|was|"
+                               r"said|asked|[a-z]+ed|[a-z]+[^s]s)\b")
 
 
 @lru_cache(maxsize=1)
@@ -395,12 +400,13 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
 
 
 # A title or rank, or a role word, capitalised at the head of a run: the name follows it.
-_LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|CAPT|Cpt|CPT|Lt|LT|1LT|2LT|Sgt|SGT|SSgt|"
-                            r"TSgt|MSgt|SFC|SPC|Cpl|CPL|LCpl|Pvt|PVT|PFC|MAJ|Maj|Col|COL|Gen|Adm|ENS|LCDR|CDR|"
+_LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|CAPT|Cpt|CPT|Lt|LT|1LT|2LT|Sgt|"
+                            r"SGT|SSgt|TSgt|MSgt|SFC|SPC|Cpl|CPL|LCpl|Pvt|PVT|PFC|MAJ|Maj|Col|COL|Gen|Adm|ENS|LCDR|CDR|"
                             r"Cmdr|PO\d|Agent|Sir|Dame|Customer|Candidate|Patient|Cardholder|Officer|Detective|"
                             r"Judge|Senator|Nurse|Coach|Hi|Hello|Hey|Dear)\.?[ \t]+")
 # A title or greeting on its own, a pronoun or contraction ("I'm"): never a name by itself.
-_NOT_A_NAME = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|Lt|Sgt|Hi|Hello|Hey|Dear|Thanks|I|I['’]\w+)")
+_NOT_A_NAME = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|Lt|Sgt|Hi|Hello|Hey|Dear|Thanks|"
+                         r"I|I['’]\w+)")
 # "Chrome 123.0", "Python 3.12": a product and its version.
 _VERSION_AFTER = re.compile(r"[ \t]+v?\d+\.\d")
 # Between two names of one list: "Ann Lee, Bo Chen and Cy Diaz".
@@ -411,7 +417,8 @@ _INVERTED_NAME = re.compile(r"([^\W\d_][\w'’\-]*), ([^\W\d_][\w'’\-]*)(?=\")
 
 # Tokens with a vendor prefix are unambiguous; anything else must look random.
 _SECRET_PREFIXES = ("AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk_live_",
-                    "sk_test_", "rk_live_", "rk_test_", "xox", "eyJ", "AIza", "sk-", "npm_", "pypi-", "django-insecure-")
+                    "sk_test_", "rk_live_", "rk_test_", "xox", "eyJ", "AIza", "sk-", "npm_", "pypi-",
+                    "django-insecure-")
 # An assigned value that is code, not a credential: a call or a subscript of a name.
 _CODE_VALUE = re.compile(r"[A-Za-z_][\w.]*[(\[]")
 
