@@ -263,14 +263,8 @@ _ORGANISATION_WORDS = frozenset(
 
 def _is_given_name(word: str) -> bool:
     """``word`` is a known given name, with or without its accents ("Édouard", "Elżbieta")."""
-    import unicodedata
-
     key = word.strip("'’.").lower()
-    names = _first_names()
-    if key in names:
-        return True
-    plain = "".join(c for c in unicodedata.normalize("NFKD", key) if not unicodedata.combining(c))
-    return plain.translate(_UNFOLDED) in names
+    return key in _first_names() or _fold(key) in _first_names()
 
 
 # Letters NFKD does not take apart.
@@ -391,12 +385,37 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
             continue  # ORA-00942, SSN, HTTP
         listed = bool(spans) and _LIST_JOINER.fullmatch(text, spans[-1][1], start) is not None
         inverted = _INVERTED_NAME.match(text, start)  # "Doe, Jane" in a quoted CSV cell
-        if lead and lead.end() < m.end() or signals.is_name or (listed and signals.words >= 1):
+        if (lead and lead.end() < m.end() or signals.is_name or (listed and signals.words >= 1)
+                or _matches_an_email(text, start, end)):
             spans.append((start, end, 0.7 if signals.known else 0.6))
         elif inverted and _is_given_name(inverted.group(2).split("-")[0]):
             spans += [(start, inverted.end(1), 0.6), (inverted.start(2), inverted.end(2), 0.6)]
     return [RecognizerResult("PERSON", start, end, score, recognition_metadata={"recognizer_name": "NameGazetteer"})
             for start, end, score in spans]
+
+
+def _matches_an_email(text: str, start: int, end: int) -> bool:
+    """The run's words (three letters or more, accents aside) appear in the local part of an
+    email address on the same line: "| Devansh D. Batta | dbatta@example.com |"."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start:line_end if line_end >= 0 else len(text)]
+    if "@" not in line:
+        return False
+    locals_ = [_fold(m.group()) for m in _EMAIL_LOCAL.finditer(line)]
+    words = [_fold(w) for w in re.split(r"[\s\-.]+", text[start:end]) if len(w) >= 3]
+    return any(w in local for w in words for local in locals_)
+
+
+_EMAIL_LOCAL = re.compile(r"[\w.+\-]+(?=@[\w\-]+\.)")
+
+
+def _fold(word: str) -> str:
+    """Lower case without accents: "Céspedes" -> "cespedes"."""
+    import unicodedata
+
+    plain = "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
+    return plain.translate(_UNFOLDED)
 
 
 # A title or rank, or a role word, capitalised at the head of a run: the name follows it.
