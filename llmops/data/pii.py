@@ -247,8 +247,7 @@ _STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|professor|rev|fr|capt|cpt|lt
                r"|\b(?i:hi|hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|owned by|notes taken by|"
                r"taken by|referred by|opened by|requested by|approved by|reported by|assigned to|written by|"
                r"created by|signed by|cardholder|policyholder|husband|wife|partner|son|daughter|mother|father|"
-               r"colleague|manager|professor)[ \t]*,?[ \t]*(?:\n[ \t]*)?"
-               r"|(?:→|->)[ \t]*)$")
+               r"colleague|manager|professor)[ \t]*,?[ \t]*(?:\n[ \t]*)?)$")
 _WEAK_CUE = r"\b(?i:for|with|by|and|to|from|cc|ask for|worked with|reached|thanks|via)[ \t]*,?[ \t]*$"
 # Last words of an organisation or product named after a person or place ("Hilton Garden
 # Inn", "Wells Fargo Bank"): a run ending so is not a person.
@@ -306,9 +305,12 @@ class _NameSignals:
     """It opens a line or list item and a lower-case word or a comma follows ("- Ann to book",
     "Ann, confirming ...")."""
 
+    organisation_cue: bool = False
+    """An organisation label or preposition before it: "Employer:", "Welcome to", "at"."""
+
     @property
     def is_name(self) -> bool:
-        if self.organisation:
+        if self.organisation or self.organisation_cue:
             return False
         return ((self.known and (self.words >= 2 or self.weak_cue or self.speaks or self.opens_sentence))
                 or self.strong_cue or (self.speaks_prose and (self.words >= 2 or self.arrow)))
@@ -316,6 +318,11 @@ class _NameSignals:
 
 # What follows a name that opens a sentence: a comma, "and", or a verb ("to book", "walked",
 # "will", "says"); an imperative's object ("Tell me", "Note that") does not qualify.
+_ADDRESSED = re.compile(r"(?:→|->)[ \t]*$")
+# Labels and prepositions before an organisation's name, which may be a person's name too.
+_ORGANISATION_CUE = re.compile(r"\b(?i:affiliation|employer|company|organi[sz]ation|vendor|carrier|merchant|brand|"
+                               r"manufacturer|welcome to|years at|works at|worked at|working at|at)[ \t]*:?[ \t]*"
+                               r"(?:(?:Dr|Mr|Mrs|Ms|Captain|Capt|Sir)\.?[ \t]+)?$")
 _SENTENCE_GOES_ON = re.compile(r",[ \t]|[ \t]+(?:and|to|will|would|can|could|should|must|has|had|have|is|was|"
                                r"said|asked|[a-z]+ed|[a-z]+[^s]s)\b")
 
@@ -343,16 +350,19 @@ def _name_signals(text: str, start: int, end: int) -> _NameSignals:
     same_line = text[max(line_start, start - 48):start]
     at_line_start = not text[line_start:start].strip(" \t[]0-9:|\"'")
     turn = speaker.match(text, end)
+    addressed = _ADDRESSED.search(same_line) is not None and turn is not None  # "Ann → Bob: ..."
     return _NameSignals(
+        organisation_cue=_ORGANISATION_CUE.search(same_line) is not None,
         known=_is_given_name(first.split("-")[0]),
         words=len(words),
-        strong_cue=strong.search(before) is not None,
+        strong_cue=strong.search(before) is not None or addressed,
         weak_cue=weak.search(same_line) is not None,
         speaks=at_line_start and turn is not None,
         arrow=at_line_start and turn is not None and ("→" in turn.group() or ">" in turn.group()),
         speaks_prose=at_line_start and turn is not None and (">" in turn.group() or "→" in turn.group()
                                                              or text[turn.end():turn.end() + 1].islower()),
-        organisation=bool(words) and words[-1].lower().rstrip(".") in _ORGANISATION_WORDS,
+        organisation=(bool(words) and words[-1].lower().rstrip(".") in _ORGANISATION_WORDS)
+        or re.match(r"[ \t]*&[ \t]", text[end:end + 4]) is not None,  # "Tiffany & Co.", "Johnson & Johnson"
         opens_sentence=(not text[line_start:start].strip(" \t-*•0123456789.)")
                         and _SENTENCE_GOES_ON.match(text, end) is not None))
 
@@ -759,13 +769,14 @@ def _drop_lookalikes(text: str, results: list[RecognizerResult]) -> list[Recogni
             if re.search(r"[\d_@|]", text[runs[0].start():runs[-1].end()]):
                 runs = [max(runs, key=lambda m: m.end() - m.start())]
             start, end = runs[0].start(), runs[-1].end()
-            lead = _LEADING_TITLE.match(text, start, end)
-            if lead and lead.end() < end:
+            while (lead := _LEADING_TITLE.match(text, start, end)) and lead.end() < end:
                 start = lead.end()
+            if _NOT_A_NAME.fullmatch(text, start, end) or _VERSION_AFTER.match(text, end):
+                continue
             if (r.recognition_metadata or {}).get("recognizer_name") == "SpacyRecognizer":
                 signals = _name_signals(text, start, end)
-                if signals.organisation or not (signals.known or signals.strong_cue or signals.weak_cue
-                                                or signals.speaks):
+                if (signals.organisation or signals.organisation_cue
+                        or not (signals.known or signals.strong_cue or signals.weak_cue or signals.speaks_prose)):
                     continue  # NER alone takes products for people ("Apache Kafka", "Docker Desktop")
             if (start, end) != (r.start, r.end):
                 r = RecognizerResult("PERSON", start, end, r.score, r.analysis_explanation, r.recognition_metadata)
