@@ -9,14 +9,20 @@ here from parts:
 * spaCy with only ``tok2vec`` + ``ner`` (loaded from the installed package, never
   downloaded), run over batches with ``nlp.pipe``, for PERSON (and DATE_TIME);
 * Presidio's pattern recognizers that fit (email, SSN, credit card, IP), plus our own
-  for US phone formats, US street-address lines (LOCATION), names in bylines /
-  comment headers / contact lines (PERSON) and credentials (SECRET);
+  for phone numbers (US, international, labelled national), complete US postal
+  addresses of every USPS form (LOCATION), names in bylines / comment headers /
+  contact lines (PERSON) and credentials (SECRET);
+* names by combined signals (``gazetteer_names``): gender-guesser's given names over
+  capitalised runs, title / label / greeting cues, chat speakers, lists, and a name
+  agreeing with an email address on its line; spaCy's own PERSON findings are kept only
+  with such a signal, since NER alone takes products and projects for people;
 * no URL, country-specific or driver-licence recognizers: on code they mostly fire on
   identifiers and version numbers.
 
-Findings are resolved to non-overlapping spans (the longest, then the highest score
-wins; a partial overlap is widened to the union so no half-value leaks), then
-replaced by the configured operator. Logs and summaries carry counts only.
+Findings are cleaned (a PERSON never spans lines nor holds digits; a number that a label
+calls a part, lot or version is no phone, SSN or IP), resolved to non-overlapping spans
+(the longest, then the highest score wins; a partial overlap is widened to the union so
+no half-value leaks), then replaced by the configured operator. Logs and summaries carry counts only.
 """
 
 from __future__ import annotations
