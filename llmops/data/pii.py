@@ -738,7 +738,7 @@ def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list[RecognizerResul
     found = batch.analyze_iterator(texts, language=LANGUAGE, batch_size=cfg.batch_size, entities=list(cfg.entities),
                                    score_threshold=cfg.score_threshold)
     names = "PERSON" in cfg.entities
-    return [resolve_overlaps(_drop_lookalikes(text, _names_within_lines(text, results)
+    return [resolve_overlaps(_clean_findings(text, _names_within_lines(text, results)
                                               + (gazetteer_names(text) if names else [])))
             for text, results in zip(texts, found, strict=True)]
 
@@ -750,10 +750,11 @@ _LOOKALIKE_LABEL = re.compile(r"\b(?:part|catalog|catalogue|model|lot|kit|serial
 _NUMBER_TYPES = ("PHONE_NUMBER", "US_SSN", "IP_ADDRESS", "CREDIT_CARD")
 
 
-def _drop_lookalikes(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
-    """Numbers a label calls something else, a dotted IPv4 inside a longer dotted number
-    (an SNMP OID ``1.3.6.1.4.1``), and PERSON findings holding digits or symbols ("Box 706",
-    "| 907.540.0901"): trimmed to their name words, or dropped."""
+def _clean_findings(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Drops numbers a label calls something else, a dotted IPv4 inside a longer dotted number
+    (an SNMP OID ``1.3.6.1.4.1``), card-shaped groups inside a longer number, and spaCy PERSON
+    findings no name signal backs; cuts every PERSON finding to its name words ("56616,Jane
+    Doe", "Dr Doe", "| 907.540.0901" -> "Jane Doe", "Doe", nothing)."""
     from presidio_analyzer import RecognizerResult
 
     out: list[RecognizerResult] = []
