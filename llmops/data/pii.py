@@ -7,15 +7,16 @@ finds no API keys, and takes ``obj.attr`` for a URL. So the analyzer is assemble
 here from parts:
 
 * spaCy with only ``tok2vec`` + ``ner`` (loaded from the installed package, never
-  downloaded), run over batches with ``nlp.pipe``, for PERSON (and DATE_TIME);
+  downloaded), run over batches with ``nlp.pipe``, for DATE_TIME and, with
+  ``pii.person_ner``, PERSON; its tokenizer always gives recognizers their context words;
 * Presidio's pattern recognizers that fit (email, SSN, credit card, IP), plus our own
   for phone numbers (US, international, labelled national), complete US postal
   addresses of every USPS form (LOCATION), names in bylines / comment headers /
   contact lines (PERSON) and credentials (SECRET);
 * names by combined signals (``gazetteer_names``): gender-guesser's given names over
   capitalised runs, title / label / greeting cues, chat speakers, lists, and a name
-  agreeing with an email address on its line; spaCy's own PERSON findings are kept only
-  with such a signal, since NER alone takes products and projects for people;
+  agreeing with an email address on its line; spaCy's own PERSON findings (``person_ner``)
+  are kept only with such a signal, since NER alone takes products and projects for people;
 * no URL, country-specific or driver-licence recognizers: on code they mostly fire on
   identifiers and version numbers.
 
@@ -140,7 +141,7 @@ def _phone_recognizer():
                 r"(?<![\w+])(?:\(\d{2,4}\) ?|0\d{1,4}[ .\-]?)?\d{2,5}(?:[ .\-]?\d{2,5}){0,3}" + end, 0.6),
     ]
 
-    class PhoneRecognizer(PatternRecognizer):
+    class OwnPhoneRecognizer(PatternRecognizer):
         def invalidate_result(self, pattern_text: str) -> bool:
             """8 to 15 digits (ITU E.164); with a country code, a length that country uses."""
             digits = sum(c.isdigit() for c in pattern_text)
@@ -155,9 +156,9 @@ def _phone_recognizer():
                     return True
             return False
 
-    return PhoneRecognizer(supported_entity="PHONE_NUMBER", name="PhoneRecognizer", patterns=patterns,
-                           context=["phone", "tel", "call", "mobile", "cell", "number", "fax"],
-                           global_regex_flags=_FLAGS)
+    return OwnPhoneRecognizer(supported_entity="PHONE_NUMBER", name="OwnPhoneRecognizer", patterns=patterns,
+                              context=["phone", "tel", "call", "mobile", "cell", "number", "fax"],
+                              global_regex_flags=_FLAGS)
 
 
 US_STATE_NAMES = ("Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|District of Columbia|"
@@ -393,6 +394,7 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
             lead = _LEADING_TITLE.match(text, start, end) or lead
             if lead.end() <= start:
                 break
+        start = _from_given_name(text, start, end)
         word = text[start:end]
         if _NOT_A_NAME.fullmatch(word) or _VERSION_AFTER.match(text, end):
             continue
@@ -408,6 +410,18 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
             spans += [(start, inverted.end(1), 0.6), (inverted.start(2), inverted.end(2), 0.6)]
     return [RecognizerResult("PERSON", start, end, score, recognition_metadata={"recognizer_name": "NameGazetteer"})
             for start, end, score in spans]
+
+
+def _from_given_name(text: str, start: int, end: int) -> int:
+    """Where the name starts in a run that a capitalised ordinary word opens ("Ask John Smith",
+    "Today Jane Doe"): at its first known given name with a word after it."""
+    words = list(re.finditer(r"\S+", text[start:end]))
+    if len(words) < 3 or _is_given_name(words[0].group().split("-")[0]):
+        return start
+    for i, w in enumerate(words[1:-1], 1):
+        if _is_given_name(w.group().split("-")[0]):
+            return start + words[i].start()
+    return start
 
 
 def _matches_an_email(text: str, start: int, end: int) -> bool:
@@ -696,7 +710,8 @@ def _build_analyzer_uncached(cfg: PiiConfig) -> AnalyzerEngine:
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
     _quiet_presidio_debug()
-    spacy_entities = tuple(e for e in ("PERSON", "DATE_TIME") if e in cfg.entities)
+    spacy_entities = tuple(e for e in ("PERSON", "DATE_TIME")
+                           if e in cfg.entities and (e != "PERSON" or cfg.person_ner))
     nlp_engine = _spacy_engine(cfg, spacy_entities)
     nlp_engine.load()
     registry = RecognizerRegistry(recognizers=_recognizers(cfg, list(spacy_entities)),
@@ -706,9 +721,11 @@ def _build_analyzer_uncached(cfg: PiiConfig) -> AnalyzerEngine:
 
 
 @lru_cache(maxsize=4)
-def _cached_analyzer(entities: tuple[str, ...], spacy_model: str, score_threshold: float) -> AnalyzerEngine:
+def _cached_analyzer(entities: tuple[str, ...], spacy_model: str, score_threshold: float,
+                     person_ner: bool) -> AnalyzerEngine:
     t0 = time.perf_counter()
-    cfg = PiiConfig(entities=list(entities), spacy_model=spacy_model, score_threshold=score_threshold)
+    cfg = PiiConfig(entities=list(entities), spacy_model=spacy_model, score_threshold=score_threshold,
+                    person_ner=person_ner)
     engine = _build_analyzer_uncached(cfg)
     log.info("PII analyzer ready in %.1fs (pid %d, %d recognizers)", time.perf_counter() - t0, os.getpid(),
              len(list(engine.registry.recognizers)))
@@ -717,7 +734,7 @@ def _cached_analyzer(entities: tuple[str, ...], spacy_model: str, score_threshol
 
 def build_analyzer(cfg: PiiConfig) -> AnalyzerEngine:
     """The tuned analyzer, built once per process for the settings that shape it."""
-    return _cached_analyzer(tuple(cfg.entities), cfg.spacy_model, cfg.score_threshold)
+    return _cached_analyzer(tuple(cfg.entities), cfg.spacy_model, cfg.score_threshold, cfg.person_ner)
 
 
 @lru_cache(maxsize=1)
