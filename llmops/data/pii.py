@@ -124,10 +124,11 @@ def _phone_recognizer():
         # 415-555-0100, 415.555.0100, 415 555 0100, +1 415 555 0100, +1-415-555-0100, 1-415-555-0100
         Pattern("US phone (separated)",
                 r"(?<![\w+.\-])(?:\+?1" + sep + r")?[2-9]\d\d(" + sep + r")\d{3}\1\d{4}" + end, 0.6),
-        # +44 20 7946 0958, +49 (0)89 1234567, +81 3-1234-5678, +91-80-1234-5678: the country
+        # +44 20 7946 0958, +49 (0)89 1234567, (+81) 3-1234-5678, 0091-80-1234-5678: the country
         # code makes it a phone number; python-phonenumbers checks the length for that country.
         Pattern("international phone",
-                r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .\-]?\(0\))?(?:[ .\-]?\(?\d{1,5}\)?){1,2}(?:[ .\-]\d{2,8}){1,4}" + end,
+                r"(?<![\w+(])(?:\+|\(\+|00(?=[1-9]))[1-9]\d{0,2}\)?(?:[ .\-]?\(0\))?(?:[ .\-]?\(?\d{1,5}\)?){1,2}"
+                r"(?:[ .\-]\d{2,8}){1,4}" + end,
                 0.7),
         # 020 7946 0958, 070-017 87 46: a national trunk prefix and separated groups
         Pattern("national phone (trunk prefix)",
@@ -147,11 +148,12 @@ def _phone_recognizer():
             digits = sum(c.isdigit() for c in pattern_text)
             if not 8 <= digits <= 15:
                 return True
-            if pattern_text.startswith("+") and not pattern_text.startswith("+1"):
+            international = "+" + pattern_text.lstrip("(+")[2 if pattern_text.startswith("00") else 0:]
+            if pattern_text.startswith(("+", "(+", "00")) and not international.startswith("+1"):
                 import phonenumbers
 
                 try:
-                    return not phonenumbers.is_possible_number(phonenumbers.parse(pattern_text, None))
+                    return not phonenumbers.is_possible_number(phonenumbers.parse(international, None))
                 except phonenumbers.NumberParseException:
                     return True
             return False
@@ -754,10 +756,30 @@ def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list[RecognizerResul
     batch = BatchAnalyzerEngine(analyzer_engine=engine)
     found = batch.analyze_iterator(texts, language=LANGUAGE, batch_size=cfg.batch_size, entities=list(cfg.entities),
                                    score_threshold=cfg.score_threshold)
-    names = "PERSON" in cfg.entities
+    names, ssns = "PERSON" in cfg.entities, "US_SSN" in cfg.entities
     return [resolve_overlaps(_clean_findings(text, _names_within_lines(text, results)
-                                              + (gazetteer_names(text) if names else [])))
+                                              + (gazetteer_names(text) if names else [])
+                                              + (ssns_in_context(text) if ssns else [])))
             for text, results in zip(texts, found, strict=True)]
+
+
+_SSN_TOPIC = re.compile(r"\b(?:SSN|SSNs|[Ss]ocial [Ss]ecurity|SOCIAL SECURITY|[Tt]axpayer ID|TIN|ITIN)\b")
+_SSN_SHAPE = re.compile(r"(?<![\w\-.])(?!000|666|9\d\d)\d{3}([ .\-]?)(?!00)\d{2}\1(?!0000)\d{4}(?![\w\-]|\.\d)")
+
+
+def ssns_in_context(text: str) -> list[RecognizerResult]:
+    """SSN-shaped numbers (3-2-4 digits, any one separator or none) after the text has named
+    SSNs: Presidio's five-word context window misses "SSN of the policyholder ... it's
+    123456789" and a table whose header says SSN. Numbers a label calls something else are
+    dropped later (``_clean_findings``)."""
+    from presidio_analyzer import RecognizerResult
+
+    topic = _SSN_TOPIC.search(text)
+    if topic is None:
+        return []
+    return [RecognizerResult("US_SSN", m.start(), m.end(), 0.6,
+                             recognition_metadata={"recognizer_name": "SsnInContext"})
+            for m in _SSN_SHAPE.finditer(text, topic.start())]
 
 
 # A label that says the number after it is a part, a lot, a model or a version, not a

@@ -54,9 +54,16 @@ def test_a_us_postal_address_of_every_form_is_one_location(address):
 
 
 @pytest.mark.parametrize("phone", ["+44 20 7946 0958", "+49 (0)89 1234567", "+81 3-5873-9665", "+33 1 55 52 40 25",
-                                   "+91-80-0169-8959", "1-212-656-1780", "020 9410 4782"])
+                                   "+91-80-0169-8959", "1-212-656-1780", "020 9410 4782", "0044 20 7946 0958",
+                                   "(+44) 20 7946 0958"])
 def test_international_and_national_phone_numbers_are_found(phone):
     assert ("PHONE_NUMBER", phone) in _found(f"Call me on {phone} after five.")
+
+
+def test_an_ssn_shaped_number_after_the_text_names_ssns_is_an_ssn():
+    text = "We need the SSN of the policyholder.\nAgent: thanks\nCustomer: sure, it's 385 17 4309 (my husband's)."
+    assert ("US_SSN", "385 17 4309") in _found(text)
+    assert pii.ssns_in_context("Order 385174309 ships today.") == []
 
 
 @pytest.mark.parametrize("text", ["The part no. 300-842-1193 is back in stock.", "Use lot 512-34-8821 first.",
