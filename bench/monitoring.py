@@ -286,7 +286,7 @@ def bench_drift_calibration(work: Path, *, references: int = 10) -> dict:
 
     from llmops.config import load_config
     from llmops.monitoring import drift, log as inference_log, traffic
-    from llmops.monitoring.check import _questions
+    from llmops.monitoring.check import _questions, scored_records
     from llmops.registry.model_card import model_info
     from llmops.serving.repository import load_backend
 
@@ -299,20 +299,9 @@ def bench_drift_calibration(work: Path, *, references: int = 10) -> dict:
     vocabulary = (inference_log.corpus_token_ids(hf_dir) or [])[:cfg.monitor.top_k]
     backend = load_backend()
     generator = backend.TextGenerator.from_pretrained(hf_dir, max_prompt_tokens=cfg.serving.max_prompt_tokens)
-    language = inference_log.detect_language()
 
     def scored(questions: list[str]) -> list[Any]:
-        out = []
-        for item in generator.score_questions([backend.GenerationRequest(text=q) for q in questions]):
-            if isinstance(item, Exception):
-                continue
-            row, nll = item
-            record = inference_log.measure_question(inference_log.InferenceRecord(
-                time=0.0, model="llmops", version="bench", instance="bench", finish_reason="", compute_ms=0.0,
-                batch_size=0, prompt_tokens=len(row.ids)), row.question, len(row.question_ids), nll)
-            out.append(inference_log.complete(inference_log.PendingRecord(
-                record, question=row.question, question_ids=row.question_ids), frozenset(vocabulary), language))
-        return out
+        return scored_records(backend, generator, questions, vocabulary, model="llmops", version="bench")
 
     held = scored(_questions(heldout))
     normal = scored(traffic.reference_questions(600, seed=21))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from llmops.config import ConfigError, LlmopsConfig, field_description, field_schema, load_config
 
 if TYPE_CHECKING:
-    from llmops.records.serving import ServerStatus
+    from llmops.records.serving import Protocol, ServerStatus
 
 Handler = Callable[[argparse.Namespace, LlmopsConfig], int]
 
@@ -283,11 +283,21 @@ def cmd_rollback(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
-    from llmops.serving.client import Protocol, generate
-
+def _server_address(args: argparse.Namespace, cfg: LlmopsConfig) -> tuple[Protocol, str]:
+    """The protocol and ``host:port`` the ``--grpc`` / ``--url`` flags (``_server_flags``) ask for."""
     protocol: Protocol = "grpc" if args.grpc else "http"
-    url = args.url or f"{cfg.serving.host}:{cfg.serving.grpc_port if args.grpc else cfg.serving.http_port}"
+    return protocol, args.url or f"{cfg.serving.host}:{cfg.serving.grpc_port if args.grpc else cfg.serving.http_port}"
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP")
+    parser.add_argument("--url", help="host:port of the server (default serving.host with serving.http_port/grpc_port)")
+
+
+def cmd_generate(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.serving.client import generate
+
+    protocol, url = _server_address(args, cfg)
     answer = generate(args.question, url=url, protocol=protocol, model=args.model or cfg.serving.model_name,
                       max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     if args.json:
@@ -320,11 +330,9 @@ def cmd_drift_check(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 
 def cmd_drift_traffic(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.monitoring import traffic
-    from llmops.serving.client import Protocol
 
     make = traffic.reference_questions if args.topic == "reference" else traffic.shifted_questions
-    protocol: Protocol = "grpc" if args.grpc else "http"
-    url = args.url or f"{cfg.serving.host}:{cfg.serving.grpc_port if args.grpc else cfg.serving.http_port}"
+    protocol, url = _server_address(args, cfg)
     result = traffic.send(make(args.requests, seed=args.seed), url=url, protocol=protocol,
                           model=cfg.serving.model_name, max_tokens=args.max_tokens, concurrency=args.concurrency)
     print(f"{args.topic}: {result.answered} of {result.sent} questions answered by {url}"
@@ -657,8 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = add("generate", cmd_generate, "Ask the served model a question with tritonclient (HTTP by default).")
     p.add_argument("question", help="the question (the model applies its chat template)")
-    p.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP")
-    p.add_argument("--url", help="host:port of the server (default serving.host with serving.http_port/grpc_port)")
+    _server_flags(p)
     p.add_argument("--model", default=None, help="Triton model name (default serving.model_name)")
     p.add_argument("--max-tokens", type=int, help="new tokens to generate (server default serving.default_max_tokens)")
     p.add_argument("--temperature", type=float, help="0 = greedy (default); > 0 samples")
@@ -693,8 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
     p.add_argument("--max-tokens", type=int, default=8, help="new tokens per answer (default 8)")
     p.add_argument("--seed", type=int, default=0, help="which questions (default 0)")
-    p.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP")
-    p.add_argument("--url", help="host:port of the server (default serving.host with serving.http_port/grpc_port)")
+    _server_flags(p)
 
     p = add("demo", cmd_demo, "Start the embedded stack (Airflow, Triton, the MLflow UI, the demo site), trigger "
             "llmops_data and follow the Asset chain through the scheduler: llmops_data -> llmops_train -> "

@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,19 +150,28 @@ def heldout_records(cfg: LlmopsConfig, served_model: Served, vocabulary: Sequenc
     generator = backend.TextGenerator.from_pretrained(
         served_model.version_dir / "hf", default_max_tokens=s.default_max_tokens, max_tokens_limit=s.max_tokens_limit,
         max_prompt_tokens=s.max_prompt_tokens)
+    records = scored_records(backend, generator, questions, vocabulary, model=served_model.name,
+                             version=served_model.version)
+    _write_records(cache, records)
+    return records
+
+
+def scored_records(backend: Any, generator: Any, questions: Sequence[str], vocabulary: Sequence[int], *,
+                   model: str, version: str) -> list[Any]:
+    """``questions`` measured by ``generator`` (a ``TextGenerator`` of ``backend``, the served
+    ``model.py``) as the model measures live requests: ``InferenceRecord``s with no answer
+    (finish reason empty). A question the model refuses is left out: it is not traffic it sees."""
     language, top = inference_log.detect_language(), frozenset(int(t) for t in vocabulary)
     records = []
     for scored in generator.score_questions([backend.GenerationRequest(text=q) for q in questions]):
-        if isinstance(scored, Exception):  # a question the model refuses is not traffic it sees
+        if isinstance(scored, Exception):
             continue
         row, nll = scored
         record = inference_log.measure_question(inference_log.InferenceRecord(
-            time=0.0, model=served_model.name, version=served_model.version, instance="reference",
-            finish_reason="", compute_ms=0.0, batch_size=0, prompt_tokens=len(row.ids)),
-            row.question, len(row.question_ids), nll)
+            time=0.0, model=model, version=version, instance="reference", finish_reason="", compute_ms=0.0,
+            batch_size=0, prompt_tokens=len(row.ids)), row.question, len(row.question_ids), nll)
         records.append(inference_log.complete(
             inference_log.PendingRecord(record, question=row.question, question_ids=row.question_ids), top, language))
-    _write_records(cache, records)
     return records
 
 
@@ -364,7 +374,8 @@ def _write(cfg: LlmopsConfig, report: DriftReport, reference: drift.Sample, wind
         reference_bytes_per_token=list(reference.bytes_per_token[reference.bytes_per_token > 0]),
         window_bytes_per_token=list(window.bytes_per_token[window.bytes_per_token > 0]),
         reference_tokens=list(reference.token_shares()), window_tokens=list(window.token_shares()),
-        reference_languages=dict(_count(reference.languages)), window_languages=dict(_count(window.languages)))
+        reference_languages=dict(Counter(v or "?" for v in reference.languages)),
+        window_languages=dict(Counter(v or "?" for v in window.languages)))
     write_report(out, report, samples, history)
     report.write(out / DriftReport.NAME)
     if to_mlflow:
@@ -374,10 +385,4 @@ def _write(cfg: LlmopsConfig, report: DriftReport, reference: drift.Sample, wind
     progress(f"report {out / DriftReport.NAME}")
     return report
 
-
-def _count(values: Sequence[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for v in values:
-        counts[v or "?"] = counts.get(v or "?", 0) + 1
-    return counts
 

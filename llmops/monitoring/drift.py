@@ -87,14 +87,6 @@ class Sample:
                       [self.languages[i] for i in rows], self.generated[rows], self.empty[rows],
                       self.length_limited[rows], self.times[rows] if len(self.times) else self.times)
 
-    def concat(self, other: Sample) -> Sample:
-        return Sample(*(np.concatenate([a, b]) if isinstance(a, np.ndarray) else a + b
-                        for a, b in zip(self._columns(), other._columns(), strict=True)))
-
-    def _columns(self) -> tuple[Any, ...]:
-        return (self.lengths, self.bytes_per_token, self.bits_per_byte, self.tokens, self.languages,
-                self.generated, self.empty, self.length_limited, self.times)
-
     def token_shares(self) -> np.ndarray:
         total = self.tokens.sum(axis=0)
         return total / total.sum() if total.sum() else total

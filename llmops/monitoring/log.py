@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,3 @@ def read_vocabulary(version_dir: Path, top_k: int) -> list[int]:
         return []
     return [int(t) for t in json.loads(path.read_text())["token_ids"][:top_k]]
 
-
-def iter_answered(records: Sequence[Any]) -> Iterator[Any]:
-    return (r for r in records if r.finish_reason in ANSWERED)
