@@ -309,10 +309,10 @@ class _NameSignals:
     """A chat turn whose text starts in lower case or after an arrow: a form label
     ("Social Security Number: 123-...") is not a speaker."""
     opens_sentence: bool = False
-    """It opens a line or list item and a lower-case word or a comma follows ("- Ann to book",
-    "Ann, confirming ...")."""
     arrow: bool = False
     """It speaks through an arrow ("Ann → Front desk: ..."), which no form label uses."""
+    """It opens a line or list item and a lower-case word or a comma follows ("- Ann to book",
+    "Ann, confirming ...")."""
 
     organisation_cue: bool = False
     """An organisation label or preposition before it: "Employer:", "Welcome to", "at"."""
