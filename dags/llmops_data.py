@@ -18,7 +18,10 @@ settings, so a re-run on an unchanged site reuses every stage (`reused <stage> <
 A publishing task announces its Asset only when the content differs from the last event
 it published (for `llmops://tokens`: or when that last event never became a model, its
 training having failed); otherwise it ends *skipped* (`no new data since data card …`),
-the run still succeeds, and no training, evaluation or deployment starts.
+the run still succeeds, and no training, evaluation or deployment starts. Once a champion
+serves, `llmops://tokens` is announced only when the site holds documents or Q&A pairs that
+neither the champion nor the versions it was retrained from were trained on (`no new data
+since data card … (champion vN)`); retraining on new pages is `llmops_retrain`'s work.
 """
 
 from __future__ import annotations
@@ -268,8 +271,11 @@ def llmops_data():
         """Contamination check and the data card; then publishes the shards (``llmops://tokens``,
         ``TokensEvent``) when the shards, the Q&A pairs or the tokenizer differ from the last
         published ones."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from llmops.data.pipeline import data_card_stage, tokens_event_extra, write_report
         from llmops.records.data import DataCardSummary, DataReport
+        from llmops.retrain.lineage import nothing_new
 
         run_id = get_current_context()["run_id"]
         cfg = _cfg()
@@ -283,6 +289,12 @@ def llmops_data():
         card = DataCardSummary.load(result.summary, source=f"{result.path} summary")
         print(f"contamination: { {name: row.model_dump() for name, row in card.contamination.items()} }")
         extra = tokens_event_extra(stages["tokens"], stages["tokenizer"], stages["qa"], result)
+        # Judged against what the champion (and the versions it continued from) was trained on,
+        # not only the last event: after a retraining the last event is the increment's.
+        known = nothing_new(cfg, stages["redacted"].path / "corpus.parquet", stages["qa"].path)
+        if known:
+            print(f"{known}: every document and Q&A pair was trained on; nothing is published")
+            raise AirflowSkipException(known)
         _publish(TOKENS, extra, inlet_events, outlet_events, cfg=cfg)
         return str(result.path / "data_card.md")
 

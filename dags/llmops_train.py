@@ -18,6 +18,11 @@ under the DAG run's. Bad settings or inputs fail a task at once (permanent error
 anything else is retried with exponential backoff (`llmops_airflow.errors`). With the
 `base_model` Param set, pretraining is skipped and the variants are fine-tuned from that
 model (a directory or `models:/name/version`).
+
+A retraining (`llmops_retrain`: the event's `retrain` names the champion) continues
+pretraining from the champion's weights for `retrain.pretrain_steps` steps on the new
+documents and a replay sample, then fine-tunes the served variant only, on the old and
+new Q&A pairs.
 """
 
 from __future__ import annotations
@@ -90,16 +95,22 @@ def llmops_train():
 
         context = get_current_context()
         params, cfg = context["params"], _cfg()
-        card = params.get("data_card")
+        card, retrain = params.get("data_card"), None
         if not card and triggering_asset_events:
             for event in triggering_asset_events.get(TOKENS, []):
-                card = TokensEvent.load(event.extra, source="the triggering llmops://tokens event").data_card
+                tokens = TokensEvent.load(event.extra, source="the triggering llmops://tokens event")
+                card, retrain = tokens.data_card, tokens.retrain
         data = resolve_data_inputs(cfg, card)
         parent = dag_run_parent(cfg, context["dag"].dag_id, context["run_id"])
         card_path = data.data_card.path if data.data_card else None
         print(f"training on data card {card_path} (tokens {data.tokens}); MLflow run {parent}")
         base = params.get("base_model")
+        if retrain and not base:
+            print(f"retraining {retrain.model_uri} ({retrain.trigger}, llmops_retrain run {retrain.run_id}): "
+                  f"{cfg.retrain.pretrain_steps} steps of continued pretraining, then the served variant "
+                  f"{cfg.finetune.variants[0].name!r} only")
         return TrainingJobArgs(data_card=card_path, mlflow_parent=parent, base_model=base,
+                               init=retrain.model_uri if retrain and not base else None,
                                skip=f"base_model={base} given: fine-tuning only" if base else None).dump()
 
     inputs = resolve_inputs()
@@ -134,8 +145,11 @@ def llmops_train():
 
         args = TrainingJobArgs.load(inputs, source="resolve_inputs' XCom")
         base_dir = TrainedModel.load(base, source="export_pretrained's XCom").model
+        variants = _cfg().finetune.variants
+        if args.init:  # a retraining refreshes the model that serves, not every variant
+            variants = variants[:1]
         return [TrainingJobArgs(variant=v.name, base=base_dir, data_card=args.data_card,
-                                mlflow_parent=args.mlflow_parent).dump() for v in _cfg().finetune.variants]
+                                mlflow_parent=args.mlflow_parent).dump() for v in variants]
 
     base = export_pretrained(inputs)
     pretrain >> base

@@ -510,6 +510,35 @@ class MonitorConfig(_Section):
     """Service alert: share of failed requests (Triton's metrics) above this."""
 
 
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(s|m|h|d)?\s*$"
+"""A duration: seconds (``90``) or a number with a unit (``90s``, ``30m``, ``6h``, ``7d``)."""
+
+
+def duration_seconds(text: str) -> float:
+    """``"6h"`` -> 21600.0; a bare number is seconds (the config validates the form)."""
+    text = text.strip()
+    unit = text[-1] if text[-1] in "smhd" else "s"
+    number = text[:-1] if text[-1] in "smhd" else text
+    return float(number) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+class RetrainConfig(_Section):
+    schedule: str | None = "0 3 * * 1"
+    """Cron schedule of ``llmops_retrain`` besides ``llmops://drift`` (read when the DAG is parsed;
+    default weekly, Monday 03:00 UTC); null: on drift and by hand only."""
+    cooldown: str = Field("6h", pattern=DURATION_PATTERN)
+    """After a deployment, drift and scheduled retrainings wait this long (``0`` never waits):
+    the first traffic after a new champion is its reference, not a reason to retrain it."""
+    replay_fraction: float = Field(0.25, ge=0, le=1)
+    """Share of the champion's training documents replayed beside the new ones in continued
+    pretraining, against forgetting what it knew."""
+    pretrain_steps: int = Field(60, ge=1)
+    """Optimizer steps of continued pretraining from the champion's weights (the fine-tuning
+    that follows takes ``finetune.steps``)."""
+    seed: int = 1234
+    """Seed of the replay sample: the same champion and new documents give the same sample."""
+
+
 class AirflowConfig(_Section):
     host: str = "127.0.0.1"
     """Address the embedded Airflow API server (UI and REST API) binds to; loopback only by default."""
@@ -556,6 +585,7 @@ class LlmopsConfig(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     serving: ServingConfig = ServingConfig()
     monitor: MonitorConfig = MonitorConfig()
+    retrain: RetrainConfig = RetrainConfig()
     airflow: AirflowConfig = AirflowConfig()
 
     @model_validator(mode="after")

@@ -48,6 +48,7 @@ from llmops.records.data import (
     QaEvent,
     TokensEvent,
 )
+from llmops.records.retrain import IncrementSummary, RetrainBase
 from llmops.records.stages import StageInput
 
 
@@ -356,18 +357,25 @@ def encode_stage(cfg: LlmopsConfig, redacted: Path, tokenizer_dir: Path, *, prog
 
 
 def data_card_stage(cfg: LlmopsConfig, report: DataReport, redacted: StageResult, qa: StageResult,
-                    tokenizer: StageResult, tokens: StageResult, *, run_name: str = "llmops_data") -> StageResult:
-    """Contamination check + data card (JSON, Markdown; logged to MLflow when configured)."""
+                    tokenizer: StageResult, tokens: StageResult, *, run_name: str = "llmops_data",
+                    corpus: StageResult | None = None, retrain: RetrainBase | None = None,
+                    increment: IncrementSummary | None = None) -> StageResult:
+    """Contamination check + data card (JSON, Markdown; logged to MLflow when configured).
+
+    ``corpus`` is the corpus trained on when it is not the whole ``redacted`` one: a
+    retraining's new documents and replay sample (``llmops.retrain.incremental``), whose card
+    also records ``retrain`` (the champion it continues from) and ``increment``.
+    """
     from llmops.data.decontaminate import contamination_report
     from llmops.data.qa import FINETUNE_FILE, HELDOUT_FILE, read_pairs
     from llmops.data.store import read_docs
     from llmops.records.data import QaSummary, RedactSummary, TokenizerStats, TokenShardMeta
     from llmops.registry.data_card import build_data_card, log_data_card, write_data_card
 
-    stages = {"corpus": redacted, "qa": qa, "tokenizer": tokenizer, "tokens": tokens}
+    stages = {"corpus": corpus or redacted, "qa": qa, "tokenizer": tokenizer, "tokens": tokens}
 
     def build(tmp: Path) -> DataCardSummary:
-        docs = {d["id"]: d["text"] for d in read_docs(redacted.path / "corpus.parquet")}
+        docs = {d["id"]: d["text"] for d in read_docs(stages["corpus"].path / "corpus.parquet")}
         val_ids = set(json.loads((tokens.path / "validation_docs.json").read_text()))
         finetune = read_pairs(qa.path / FINETUNE_FILE)
         heldout = read_pairs(qa.path / HELDOUT_FILE)
@@ -384,7 +392,7 @@ def data_card_stage(cfg: LlmopsConfig, report: DataReport, redacted: StageResult
         card = build_data_card(
             report=report, pii=RedactSummary.load(redacted.summary), qa=QaSummary.load(qa.summary),
             tokenizer=TokenizerStats.load(tokenizer.summary), tokens=TokenShardMeta.load(tokens.summary),
-            contamination=contamination, outputs=outputs)
+            contamination=contamination, outputs=outputs, retrain=retrain, increment=increment)
         paths = write_data_card(card, tmp)
         return DataCardSummary(contamination=contamination, mlflow_run_id=log_data_card(paths, card, run_name, cfg=cfg))
 
@@ -392,7 +400,11 @@ def data_card_stage(cfg: LlmopsConfig, report: DataReport, redacted: StageResult
     # stage after it was reused.
     inputs: dict[str, StageInput] = {name: r.input_ref() for name, r in stages.items()}
     inputs["crawl"] = {"key": report.crawl.key, "path": report.crawl.path}
-    return build_stage(cfg.home, "data_card", inputs, cfg.qa.model_dump(mode="json"), build)
+    config = cfg.qa.model_dump(mode="json")
+    if retrain is not None:
+        inputs["redacted"] = redacted.input_ref()
+        config["retrain"] = retrain.model_dump(mode="json")
+    return build_stage(cfg.home, "data_card", inputs, config, build)
 
 
 # ---- what to publish: Asset event extras with content digests, and the decision ------

@@ -102,16 +102,24 @@ def read_pairs(path: Path) -> list[QaPair]:
     return read_lines(path, QA_PAIR)
 
 
-def run_qa(corpus_path: Path, out_dir: Path, heldout_fraction: float = 0.2, seed: int = 1234) -> QaSummary:
-    """Write ``finetune.jsonl`` and ``heldout.jsonl`` from a (redacted) corpus."""
-    docs = sorted(store.read_docs(corpus_path, RedactedDoc), key=lambda d: d["id"])
+def split_pairs(docs: list[RedactedDoc], seed: int, heldout_fraction: float
+                ) -> tuple[list[QaPair], list[QaPair], int]:
+    """``(fine-tuning pairs, held-out pairs, pages without a pair)`` of ``docs``, split by page:
+    a page's side depends only on its id and the seed, so it stays on its side in every set
+    it enters (a full run's or a retraining's)."""
     finetune: list[QaPair] = []
     heldout: list[QaPair] = []
     skipped = 0
-    for doc in docs:
+    for doc in sorted(docs, key=lambda d: d["id"]):
         pairs = make_pairs(doc)
         skipped += not pairs
         (heldout if _held_out(doc["id"], seed, heldout_fraction) else finetune).extend(pairs)
+    return finetune, heldout, skipped
+
+
+def write_qa(finetune: list[QaPair], heldout: list[QaPair], out_dir: Path, *, skipped: int,
+             heldout_fraction: float, seed: int) -> QaSummary:
+    """Write ``finetune.jsonl``, ``heldout.jsonl`` and the summary into ``out_dir``."""
     write_pairs(finetune, out_dir / FINETUNE_FILE)
     write_pairs(heldout, out_dir / HELDOUT_FILE)
     summary = QaSummary(
@@ -125,3 +133,9 @@ def run_qa(corpus_path: Path, out_dir: Path, heldout_fraction: float = 0.2, seed
     )
     summary.write(out_dir)
     return summary
+
+
+def run_qa(corpus_path: Path, out_dir: Path, heldout_fraction: float = 0.2, seed: int = 1234) -> QaSummary:
+    """Write ``finetune.jsonl`` and ``heldout.jsonl`` from a (redacted) corpus."""
+    finetune, heldout, skipped = split_pairs(store.read_docs(corpus_path, RedactedDoc), seed, heldout_fraction)
+    return write_qa(finetune, heldout, out_dir, skipped=skipped, heldout_fraction=heldout_fraction, seed=seed)

@@ -25,6 +25,7 @@ from llmops.errors import PermanentError
 from llmops.records.base import RecordError
 from llmops.records.common import InputRef
 from llmops.records.crawl import GroundTruth
+from llmops.records.data import DataCard
 from llmops.records.evaluation import (
     AlreadyRegistered,
     CandidateEvaluation,
@@ -248,7 +249,12 @@ def registered_as(cfg: LlmopsConfig, model_dir: Path, *, name: str | None = None
 
 def _lineage(info: ModelInfo | None, metrics: EvalMetrics, champion: str | None) -> ModelLineage:
     tokenizer = info.inputs.get("tokenizer") if info else None
-    return ModelLineage(data_card_hash=info.data_card.hash if info and info.data_card else None,
+    retrain = None
+    if info and info.data_card and (Path(info.data_card.path) / DataCard.NAME).exists():
+        retrain = DataCard.read(Path(info.data_card.path)).retrain  # an incremental card: a retraining
+    return ModelLineage(base_version=retrain.version if retrain else None,
+                        drift_report=retrain.drift_report if retrain else None,
+                        data_card_hash=info.data_card.hash if info and info.data_card else None,
                    tokenizer_hash=tokenizer.sha256 if tokenizer else None,
                    base_model=(info.model.base if info else None) or "from scratch",
                    training_run=info.mlflow_run_id if info else None,

@@ -34,6 +34,9 @@ Where each hand-off is declared (module: records, and what they hold):
   calibration, log stats), ``MetricSnapshot`` (Triton's counters between checks), ``DriftEvent``
   (``llmops://drift``). The inference log's per-request record is declared in
   ``include/triton/inference_log.py`` (the model runs where llmops is not installed).
+- ``retrain``: ``RetrainDecision`` (``retrain/decisions.jsonl``: what each ``llmops_retrain`` run
+  decided and why), ``RetrainBase`` (the champion a retraining continues from, in the incremental
+  data card and ``TokensEvent.retrain``), ``IncrementSummary`` (the new documents), ``RetrainPlan``.
 - ``stack``: ``ComponentPidFile`` (a stack component's pid file).
 
 Bump a record's ``schema_version`` default when a field is renamed, removed or changes

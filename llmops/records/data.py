@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, TypeAdapter
 
 from llmops.records.base import Record
 from llmops.records.common import OutputRef, Ref
+from llmops.records.retrain import IncrementSummary, RetrainBase
 from llmops.records.stages import LatestReport
 
 # ---- what each stage measured --------------------------------------------------------
@@ -321,6 +322,10 @@ class DataCard(Record):
     contamination: dict[str, ContaminationRow]
     outputs: dict[str, CardOutput]
     """``corpus``, ``qa``, ``tokenizer``, ``tokens``."""
+    retrain: RetrainBase | None = None
+    """An incremental card (``llmops_retrain``): the champion it continues from, and why."""
+    increment: IncrementSummary | None = None
+    """An incremental card: the new documents, the replay sample, the Q&A pairs kept and added."""
 
 
 # ---- Asset events: llmops://corpus, llmops://qa, llmops://tokens ------------------------
@@ -363,3 +368,5 @@ class TokensEvent(DataEvent):
     data_card: str
     data_card_hash: str
     """The data card's stage key: named for lineage, not content."""
+    retrain: RetrainBase | None = None
+    """Set by ``llmops_retrain``: continue from this champion's weights (``retrain.*`` recipe)."""

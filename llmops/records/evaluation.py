@@ -160,9 +160,18 @@ class ModelLineage(Ref):
     code_version: str | None = None
     eval_data_hash: str
     champion_compared: str
+    base_version: str | None = None
+    """A retrained model: the champion version it continued from (tag ``llmops.base_version``)."""
+    drift_report: str | None = None
+    """A retrained model: the ``drift.json`` that triggered it (tag ``llmops.drift_report``)."""
+
+    TAG_NAMES: ClassVar[dict[str, str]] = {"base_version": "llmops.base_version",
+                                           "drift_report": "llmops.drift_report"}
+    """Fields tagged under another name; unset ones are not tagged."""
 
     def tags(self) -> dict[str, str]:
-        return {name: str(getattr(self, name)) for name in type(self).model_fields}
+        return {self.TAG_NAMES.get(name, name): str(getattr(self, name)) for name in type(self).model_fields
+                if name not in self.TAG_NAMES or getattr(self, name) is not None}
 
 
 class CandidateEvaluation(Record):

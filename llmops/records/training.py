@@ -318,6 +318,10 @@ class TrainingJobArgs(Record):
     base: str | None = None
     """The model to fine-tune: a directory or a ``models:/`` URI."""
     base_model: str | None = None
+    init: str | None = None
+    """Continue pretraining from this model (a directory or ``models:/`` URI) for
+    ``retrain.pretrain_steps`` steps instead of starting from random weights: a retraining
+    starts from the champion."""
     mlflow_parent: str | None = None
     """The DAG run's MLflow run: the parent of the job's run."""
     skip: str | None = None

@@ -27,6 +27,7 @@ from llmops.records.data import (
     TokenizerStats,
     TokenShardMeta,
 )
+from llmops.records.retrain import IncrementSummary, RetrainBase
 
 if TYPE_CHECKING:
     from llmops.config import LlmopsConfig
@@ -34,8 +35,10 @@ if TYPE_CHECKING:
 
 def build_data_card(*, report: DataReport, pii: RedactSummary, qa: QaSummary, tokenizer: TokenizerStats,
                     tokens: TokenShardMeta, contamination: dict[str, ContaminationRow],
-                    outputs: dict[str, CardOutput]) -> DataCard:
-    """Assemble the card from the run report and each stage's summary."""
+                    outputs: dict[str, CardOutput], retrain: RetrainBase | None = None,
+                    increment: IncrementSummary | None = None) -> DataCard:
+    """Assemble the card from the run report and each stage's summary (and, for a
+    retraining's incremental card, the champion it continues from and the new documents)."""
     crawl, clean, dedup = report.crawl, report.clean, report.dedup
     return DataCard(
         sources=[DataSource(seed_url=crawl.seed_url, pages_fetched=crawl.pages_ok, pages_failed=crawl.pages_failed,
@@ -51,6 +54,7 @@ def build_data_card(*, report: DataReport, pii: RedactSummary, qa: QaSummary, to
             duplicate_rate=dedup.duplicate_rate,
         ),
         pii=pii, qa=qa, tokenizer=tokenizer, tokens=tokens, contamination=contamination, outputs=outputs,
+        retrain=retrain, increment=increment,
     )
 
 
@@ -68,6 +72,11 @@ def _table(section: BaseModel, skip: str = "") -> list[str]:
 
 def render_markdown(card: DataCard) -> str:
     lines = ["# Data card", ""]
+    if card.retrain and card.increment:
+        r, inc = card.retrain, card.increment
+        lines += [f"Incremental: continues {r.model_uri} ({r.trigger}"
+                  + (f", drift report `{r.drift_report}`" if r.drift_report else "") + f"; run {r.run_id}).", "",
+                  "## Increment", "", *_table(inc, skip="new_pages"), ""]
     for source in card.sources:
         lines += [f"## Source: {source.seed_url}", "", *_table(source, skip="seed_url"), ""]
     sections: dict[str, BaseModel] = {"Documents": card.documents, "PII": card.pii, "Qa": card.qa,

@@ -27,12 +27,19 @@ from pathlib import Path
 from llmops.artifacts import file_sha256
 from llmops.config import LlmopsConfig
 from llmops.errors import PermanentError
+from llmops.records.evaluation import ModelLineage
 from llmops.registry import tracking
 
 SERVED_MODEL = "llmops"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION_TAG = "llmops.previous_champion"
+DATA_CARD_TAG = "data_card_hash"
+"""The stage key of the data card a version was trained on (``artifacts/data_card/<key>/``)."""
+BASE_VERSION_TAG = ModelLineage.TAG_NAMES["base_version"]
+"""On a retrained version: the champion it continued from."""
+DRIFT_REPORT_TAG = ModelLineage.TAG_NAMES["drift_report"]
+"""On a retrained version: the ``drift.json`` that triggered the retraining."""
 MODEL_ARTIFACT_PATH = "model"
 CONTENT_TAG = "content_sha256"
 # The files of an HF directory that decide what the model answers (besides *.safetensors).
@@ -164,6 +171,11 @@ def rollback_champion(cfg: LlmopsConfig, *, name: str = SERVED_MODEL) -> tuple[s
         raise RegistryError(f"{name} version {current} is the first champion: there is no earlier one")
     client.set_registered_model_alias(name, CHAMPION, previous)
     return current, previous
+
+
+def version_tags(cfg: LlmopsConfig, version: str, *, name: str = SERVED_MODEL) -> dict[str, str]:
+    """The tags of registered version ``version`` of ``name``."""
+    return dict(_client(cfg).get_model_version(name, str(version)).tags)
 
 
 def download(cfg: LlmopsConfig, model_uri: str, dst: Path | None = None) -> Path:

@@ -14,6 +14,7 @@ bumps ``STAGE_VERSIONS["pretrain"]`` / ``["finetune"]`` in ``llmops.artifacts``.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -60,7 +61,7 @@ from llmops.records.training import (
 from llmops.training.checkpoint import CHECKPOINTS
 from llmops.training.deepspeed_config import build_deepspeed_config, resolve_precision
 from llmops.training.export import model_digest, tokenizer_digest
-from llmops.training.model import load_preset
+from llmops.training.model import INIT_INPUT, load_preset
 
 if TYPE_CHECKING:
     from llmops.training.process import JobSpec
@@ -429,10 +430,27 @@ def _mlflow_run(cfg: LlmopsConfig, kind: Kind, name: str, key: str, run_dir: Pat
 
 
 def prepare_pretrain(cfg: LlmopsConfig, *, data_card: str | Path | None = None, tokens: str | Path | None = None,
-                     mlflow_parent: str | None = None, track: bool = True) -> TrainingJob:
-    """A pretraining job on the data pipeline's token shards."""
+                     mlflow_parent: str | None = None, track: bool = True,
+                     init: str | Path | None = None) -> TrainingJob:
+    """A pretraining job on the data pipeline's token shards.
+
+    With ``init`` (a model directory or ``models:/`` URI) it continues from those weights for
+    ``retrain.pretrain_steps`` steps: a retraining's continued pretraining from the champion,
+    on the champion's tokenizer (checked: the shards must use the model's vocabulary).
+    """
     data = resolve_data_inputs(cfg, data_card, tokens)
     meta = check_token_shards(data.tokens, data.tokenizer)
+    init_ref = None
+    if init is not None:
+        init_dir = resolve_base_model(cfg, init)
+        vocab = json.loads((init_dir / "config.json").read_text()).get("vocab_size")
+        if vocab != meta.vocab_size:
+            raise PreflightError(f"{init} has a {vocab}-token vocabulary but the shards in {data.tokens} were encoded "
+                                 f"with {meta.vocab_size}: continued pretraining needs the model's own tokenizer")
+        init_ref = InputRef(path=str(init_dir), hash=_base_digest(init_dir))
+        steps = cfg.retrain.pretrain_steps
+        cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
+            update={"steps": steps, "warmup_steps": min(cfg.pretrain.warmup_steps, steps // 10)})})
     try:
         preset = load_preset(cfg.pretrain.preset)
     except ValueError as exc:
@@ -451,11 +469,14 @@ def prepare_pretrain(cfg: LlmopsConfig, *, data_card: str | Path | None = None, 
     inputs = {"tokens": input_ref(data.tokens),
               "tokenizer": InputRef(path=str(data.tokenizer), hash=tokenizer_digest(data.tokenizer),
                                     sha256=meta.tokenizer_sha256)}
+    if init_ref is not None:
+        inputs[INIT_INPUT] = init_ref
     model = PretrainModelSpec(preset_name=cfg.pretrain.preset, preset=preset, vocab_size=meta.vocab_size,
                               eos_id=meta.eos_id, pad_id=meta.pad_id)
     return prepare_job(cfg, "pretrain", name=cfg.pretrain.preset, inputs=inputs, model=model,
                        data=PretrainDataSpec(tokens=str(data.tokens), context_length=context),
-                       tokenizer=data.tokenizer, lineage=Lineage(data_card=data.data_card),
+                       tokenizer=data.tokenizer,
+                       lineage=Lineage(data_card=data.data_card, base_source=str(init) if init is not None else None),
                        mlflow_parent=mlflow_parent, track=track)
 
 

@@ -26,6 +26,8 @@ from llmops.records.training import (
 )
 
 PRESETS_DIR = REPO_ROOT / "include" / "models"
+INIT_INPUT = "init"
+"""The input of a pretraining job that continues from saved weights (``prepare_pretrain(init=…)``)."""
 
 
 class PresetError(PermanentError, ValueError):
@@ -72,8 +74,9 @@ def llama_config(preset: ModelPreset | Mapping[str, Any], *, vocab_size: int, eo
 
 
 def build_model(job: TrainingJobSpec, *, training: bool):
-    """The job's ``LlamaForCausalLM``: from its preset (pretraining) or its base model
-    (fine-tuning), wrapped with LoRA adapters when the job fine-tunes with LoRA.
+    """The job's ``LlamaForCausalLM``: from its preset (pretraining), its ``init`` input
+    (continued pretraining) or its base model (fine-tuning), wrapped with LoRA adapters
+    when the job fine-tunes with LoRA.
 
     The rank trains this module and export loads the consolidated checkpoint into it, so
     both must build the same tree (the adapters' names are in the checkpoint).
@@ -83,11 +86,15 @@ def build_model(job: TrainingJobSpec, *, training: bool):
     from transformers import LlamaForCausalLM
 
     spec = job.model
-    if isinstance(spec, PretrainModelSpec):
+    init = job.inputs.get(INIT_INPUT)
+    if isinstance(spec, PretrainModelSpec) and init is None:
         model = LlamaForCausalLM(llama_config(spec.preset, vocab_size=spec.vocab_size, eos_id=spec.eos_id,
                                               pad_id=spec.pad_id))
     else:
-        model = LlamaForCausalLM.from_pretrained(spec.base, dtype=torch.float32)
+        # Fine-tuning, or continued pretraining from a champion's weights (a retraining): the
+        # architecture is the saved model's.
+        source = init.path if init is not None else spec.base if isinstance(spec, FinetuneModelSpec) else None
+        model = LlamaForCausalLM.from_pretrained(source, dtype=torch.float32)
         model.config.use_cache = False
     checkpointing = training and job.launch.activation_checkpointing
     if checkpointing:

@@ -89,3 +89,17 @@ def monitor_timetable() -> Any:
 
     cron = load_config().monitor.schedule
     return CronTriggerTimetable(cron, timezone="UTC", run_immediately=False) if cron else None
+
+
+def retrain_schedule(drift: Any) -> Any:
+    """``llmops_retrain``'s schedule: on ``drift`` (the ``llmops://drift`` Asset) or on
+    ``retrain.schedule`` (read at parse time), whichever comes first. The cron part does not
+    run at once when the DAG appears (``run_immediately=False``), so starting a stack starts no
+    retraining; with the schedule null, drift alone (and people) start it."""
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    cron = load_config().retrain.schedule
+    if not cron:
+        return [drift]
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC", run_immediately=False),
+                               assets=[drift])

@@ -39,7 +39,10 @@ def test_every_events_record_has_an_example():
 def test_record_round_trips_as_json(record):
     value = record.load(EXAMPLES[record])  # as published before records: version 0
     dumped = value.dump()
-    assert dumped == {**EXAMPLES[record], "schema_version": record.current_version()}
+    # Fields added since with a null default (TokensEvent.retrain) are dumped as null.
+    added = {k for k, v in dumped.items() if v is None and k not in EXAMPLES[record]}
+    assert {k: v for k, v in dumped.items() if k not in added} == {**EXAMPLES[record],
+                                                                    "schema_version": record.current_version()}
     assert record.load(dumped) == value
 
 

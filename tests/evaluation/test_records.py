@@ -100,7 +100,11 @@ def test_the_evaluate_tasks_xcom_is_either_kind():
 
 def test_lineage_tags_say_none_where_a_value_is_missing():
     assert LINEAGE.tags()["tokenizer_hash"] == "None"  # as the version tags have always read
-    assert set(LINEAGE.tags()) == set(ModelLineage.model_fields)
+    # A retraining's base version and drift report are tagged only on a retrained model.
+    assert set(LINEAGE.tags()) == set(ModelLineage.model_fields) - set(ModelLineage.TAG_NAMES)
+    retrained = LINEAGE.model_copy(update={"base_version": "1", "drift_report": "/h/drift.json"})
+    assert retrained.tags()["llmops.base_version"] == "1"
+    assert retrained.tags()["llmops.drift_report"] == "/h/drift.json"
     assert GATE.tags()["gate.floor.bleu.min"] == "failed: bleu missing (floor: >= 1)"
 
 

@@ -30,8 +30,9 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
 
     :param kind: ``pretrain`` or ``finetune``.
     :param job_args: templated, read as a ``TrainingJobArgs`` record: for pretrain ``{"data_card": path}``
-        (or ``{"tokens": path}``), for finetune ``{"variant": name, "base": model dir or models:/ URI,
-        "data_card": path}``; both take ``"mlflow_parent"`` (the DAG run's MLflow run id).
+        (or ``{"tokens": path}``; ``"init"``: continue from a model's weights), for finetune
+        ``{"variant": name, "base": model dir or models:/ URI, "data_card": path}``; both take
+        ``"mlflow_parent"`` (the DAG run's MLflow run id).
         ``"skip": reason`` skips. The task's XCom is a ``TrainedJob``.
     :param param_to_config: DAG Param name -> dotted llmops config key.
     """
@@ -58,7 +59,7 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
         cfg = config_from_params(context["params"], self.param_to_config)
         if self.kind == "pretrain":
             return prepare_pretrain(cfg, data_card=args.data_card, tokens=args.tokens,
-                                    mlflow_parent=args.mlflow_parent)
+                                    mlflow_parent=args.mlflow_parent, init=args.init)
         return prepare_finetune(cfg, variant=args.variant, base=args.base, data_card=args.data_card,
                                 mlflow_parent=args.mlflow_parent)
 

@@ -1,0 +1,140 @@
+"""When a retraining must not start, and the record of every decision.
+
+``llmops_retrain`` asks these before and after its data run: is there a champion, is its
+cooldown over, did a retraining on the same data already fail the gate. Every run's
+outcome, started or skipped, is one line of ``retrain/decisions.jsonl`` with its reason,
+so "why did nothing retrain?" has an answer without reading task logs. (Whether another
+retraining is in flight is Airflow's knowledge: the DAG asks it.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from llmops.config import LlmopsConfig, duration_seconds
+from llmops.records.retrain import RetrainBase, RetrainDecision, RetrainPlan, RetrainTrigger
+from llmops.records.serving import DeployResult
+
+
+def record(cfg: LlmopsConfig, decision: RetrainDecision) -> RetrainDecision:
+    """Append ``decision`` to ``retrain/decisions.jsonl`` (one JSON line, under a lock)."""
+    path = cfg.layout.retrain_decisions
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(decision.model_dump_json() + "\n")
+    return decision
+
+
+def decisions(cfg: LlmopsConfig) -> list[RetrainDecision]:
+    """Every recorded decision, oldest first (a line that does not parse is skipped)."""
+    from llmops.records.base import RecordError
+
+    path = cfg.layout.retrain_decisions
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(RetrainDecision.model_validate_json(line))
+        except (ValueError, RecordError):
+            continue  # a line cut short by a crash: the others still count
+    return out
+
+
+def cooldown_left(cfg: LlmopsConfig, champion_version: str, now: dt.datetime) -> tuple[float, dt.datetime] | None:
+    """``(seconds left, deployed at)`` while the champion's deployment is younger than
+    ``retrain.cooldown``; None when the cooldown is over (or zero, or the deployment unknown).
+
+    The deployment time is when ``reports/llmops_deploy/latest.json`` was written for that
+    version (a deployment or a rollback to it).
+    """
+    cooldown = duration_seconds(cfg.retrain.cooldown)
+    latest = cfg.layout.latest_report("llmops_deploy")
+    if cooldown <= 0 or not latest.exists():
+        return None
+    if str(DeployResult.read(latest).version) != str(champion_version):
+        return None
+    deployed = dt.datetime.fromtimestamp(latest.stat().st_mtime, tz=dt.UTC)
+    left = cooldown - (now - deployed).total_seconds()
+    return (left, deployed) if left > 0 else None
+
+
+GateOutcome = Literal["passed", "failed"]
+
+
+def gate_outcome(cfg: LlmopsConfig, data_card_key: str) -> tuple[GateOutcome, str] | None:
+    """``(outcome, MLflow run id)`` of the newest evaluation of a model trained on data card
+    ``data_card_key``; None when no such model was evaluated (yet)."""
+    from llmops.registry import tracking
+    from llmops.registry.model_registry import DATA_CARD_TAG
+
+    if not all(c.isalnum() for c in data_card_key):  # it goes into a filter string
+        raise ValueError(f"not a stage key: {data_card_key!r}")
+    client = tracking.connect(tracking.tracking_uri(cfg))
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id],
+                              f"tags.{DATA_CARD_TAG} = '{data_card_key}' and tags.gate_result != ''",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    outcome = runs[0].data.tags["gate_result"]
+    return ("passed" if outcome == "passed" else "failed"), runs[0].info.run_id
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    decision: RetrainDecision
+    """The retraining that published the same data."""
+    evaluation_run: str
+    """The MLflow run of the evaluation that failed the gate."""
+
+    @property
+    def reason(self) -> str:
+        return (f"already failed the gate (run {self.decision.run_id}, evaluation {self.evaluation_run}; data card "
+                f"{self.decision.data_card}): the champion keeps serving; new data or the clear_failed_gate Param "
+                f"retries")
+
+
+def failed_attempt(cfg: LlmopsConfig, content: dict[str, str]) -> FailedAttempt | None:
+    """The newest retraining that published exactly ``content`` (the incremental data's
+    digests), when its model failed the gate; None when there was none or it passed."""
+    started = [d for d in decisions(cfg) if d.outcome == "started" and d.content == content and d.data_card]
+    if not started:
+        return None
+    last = started[-1]
+    assert last.data_card is not None
+    outcome = gate_outcome(cfg, Path(last.data_card).name)
+    if outcome is None or outcome[0] == "passed":
+        return None
+    return FailedAttempt(last, outcome[1])
+
+
+def plan(cfg: LlmopsConfig, *, trigger: RetrainTrigger, run_id: str, now: dt.datetime,
+         active_runs: dict[str, int], drift_report: str | None = None,
+         clear_failed_gate: bool = False) -> RetrainPlan | str:
+    """The guards before any data is touched: the plan (the champion to continue from), or
+    why nothing starts. ``active_runs`` counts the queued or running runs of the DAGs a
+    retraining hands over to, and of ``llmops_retrain`` other than this run."""
+    from llmops.retrain.lineage import serving_champion
+
+    champion = serving_champion(cfg)
+    if champion is None:
+        return "no champion yet: trigger llmops_data"
+    busy = {dag: n for dag, n in active_runs.items() if n}
+    if busy:
+        return (f"retrain in progress ({', '.join(f'{dag}: {n} active' for dag, n in busy.items())}): this "
+                f"{trigger} event starts nothing")
+    if trigger != "manual" and (left := cooldown_left(cfg, champion.version, now)):
+        seconds, deployed = left
+        return (f"cooldown: champion v{champion.version} was deployed at {deployed:%Y-%m-%d %H:%M:%S} UTC; "
+                f"retrain.cooldown {cfg.retrain.cooldown} leaves {seconds / 60:.0f} min")
+    base = RetrainBase(version=champion.version, model_uri=champion.model_uri, data_card=str(champion.data_card),
+                       drift_report=drift_report, trigger=trigger, run_id=run_id)
+    return RetrainPlan(champion=base, clear_failed_gate=clear_failed_gate)
