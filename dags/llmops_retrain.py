@@ -93,7 +93,9 @@ def llmops_retrain():
         trigger = {"asset_triggered": "drift", "scheduled": "schedule"}.get(run_type, "manual")
         drift_report = None
         for event in (triggering_asset_events or {}).get(DRIFT, []):
-            drift_report = DriftEvent.load(event.extra, source="the triggering llmops://drift event").report
+            # An event posted through the REST API (a person reporting drift) carries from_rest_api.
+            extra = {k: v for k, v in event.extra.items() if k != "from_rest_api"}
+            drift_report = DriftEvent.load(extra, source="the triggering llmops://drift event").report
         states = ["queued", "running"]
         active = {dag_id: ti.get_dr_count(dag_id=dag_id, states=states) for dag_id in HANDS_OVER_TO}
         active[DAG_ID] = ti.get_dr_count(dag_id=DAG_ID, states=states) - 1  # this run is one of them

@@ -415,6 +415,16 @@ class AirflowClient:
             events += self._paged("/api/v2/assets/events", "asset_events", AssetEvent, {**params, "asset_id": asset_id})
         return sorted(events, key=lambda e: (e.timestamp, e.id))
 
+    def create_asset_event(self, uri: str, extra: dict[str, Any]) -> AssetEvent:
+        """Emit an event on asset ``uri`` by hand (``POST /api/v2/assets/events``), as a person or
+        another system reports something: the DAGs scheduled on it start. Airflow adds
+        ``from_rest_api: true`` to the extra."""
+        ids = self._asset_ids(uri)
+        if not ids:
+            raise AirflowApiError(f"no asset {uri}: is a DAG that uses it parsed?")
+        return AssetEvent.model_validate(self._send("POST", "/api/v2/assets/events",
+                                                    json={"asset_id": ids[0], "extra": extra}))
+
     def _asset_ids(self, uri: str) -> list[int]:
         # Airflow stores "llmops://tokens" as "llmops://tokens/"; uri_pattern is a substring match.
         want = uri.rstrip("/")

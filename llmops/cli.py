@@ -44,7 +44,23 @@ def cmd_config(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 def cmd_demo_site_serve(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.demo_site import serve_forever
 
-    serve_forever(cfg.demo_site, port=args.port, access_log=args.access_log, ground_truth_out=args.ground_truth)
+    serve_forever(cfg.demo_site, port=args.port, access_log=args.access_log, ground_truth_out=args.ground_truth,
+                  published=args.published or cfg.layout.demo_site_published)
+    return 0
+
+
+def cmd_demo_site_publish(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
+    from llmops.demo_site import publish_section, section_paths
+
+    path = args.published or cfg.layout.demo_site_published
+    entry, newly = publish_section(path, args.section)
+    pages = len(section_paths(args.section))
+    if not newly:
+        print(f"{args.section}: already published on {entry.published_at.isoformat(timespec='seconds')} "
+              f"({pages} pages, {path})")
+        return 0
+    print(f"published {args.section}: {pages} pages under /{args.section}/, recorded in {path}; "
+          f"a demo site serving from that file serves them from its next request")
     return 0
 
 
@@ -472,12 +488,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_site = sub.add_parser("demo-site", help="The local demo website the demo crawls.",
                                description="A realistic local website generated from CPython's "
-                               "pydoc_data.topics, with planted PII, duplicates and faults.")
+                               "pydoc_data.topics, with planted PII, duplicates and faults; sections "
+                               "published on demand (library) add pages while it runs.")
     demo_sub = demo_site.add_subparsers(dest="demo_site_command", metavar="ACTION", required=True)
     p = add("serve", cmd_demo_site_serve, "Serve the demo site on 127.0.0.1 until Ctrl-C.", demo_sub)
     config_flag(p, "--port", "demo_site.port")
     p.add_argument("--access-log", type=Path, help="append one JSON line per request to this file")
-    p.add_argument("--ground-truth", type=Path, help="also write the ground-truth JSON here")
+    p.add_argument("--ground-truth", type=Path, help="also write the ground-truth JSON here (again whenever "
+                   "the published sections change)")
+    p.add_argument("--published", type=Path, help="serve the sections this published.json lists, following it "
+                   "while serving (default: $LLMOPS_HOME/demo_site/published.json; no file: none)")
+    p = add("publish", cmd_demo_site_publish, "Publish a section of the demo site (library).", demo_sub)
+    p.description = (
+        "Publish a section of the demo site on top of its /docs/ articles: record it in "
+        "$LLMOPS_HOME/demo_site/published.json, which a running `llmops demo-site serve` follows, so the "
+        "section's pages are served, linked from / and listed in sitemap.xml from its next request on, and "
+        "by a restarted site too. Sections: library, one article per standard-library module the drift "
+        "demo's shifted users ask about (/library/json.html ...). Publishing a section twice changes nothing.")
+    p.add_argument("section", metavar="SECTION", help="the section to publish: library")
+    p.add_argument("--published", type=Path, help="the published.json to update "
+                   "(default: $LLMOPS_HOME/demo_site/published.json)")
     p = add("ground-truth", cmd_demo_site_ground_truth,
             "Write the ground truth (planted PII, duplicates, faults, boilerplate) as JSON.", demo_sub)
     p.add_argument("--out", type=Path, required=True, help="output JSON file")

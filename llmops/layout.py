@@ -107,6 +107,12 @@ class Layout:
         """``demo_site/``: the demo site's ground truth and access log."""
         return self.home / "demo_site"
 
+    @property
+    def demo_site_published(self) -> Path:
+        """``demo_site/published.json``: the demo site's published sections (``llmops demo-site
+        publish``), which ``llmops demo-site serve`` follows while it runs and starts from."""
+        return self.demo_site / "published.json"
+
     # ---- monitoring -------------------------------------------------------------------
 
     @property
@@ -118,6 +124,11 @@ class Layout:
     def monitor_state(self) -> Path:
         """``monitoring/state/``: Triton metric snapshots between checks, cached reference features."""
         return self.home / "monitoring" / "state"
+
+    @property
+    def retrain_decisions(self) -> Path:
+        """``retrain/decisions.jsonl``: what every ``llmops_retrain`` run decided, and why."""
+        return self.home / "retrain" / "decisions.jsonl"
 
     # ---- logs -------------------------------------------------------------------------
 

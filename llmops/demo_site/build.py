@@ -1,6 +1,7 @@
 """Generating the demo site: every page's bytes and the ground truth they plant.
 
-Deterministic for ``DemoSiteConfig.seed``; :mod:`llmops.demo_site.server` serves the result.
+Deterministic for ``DemoSiteConfig.seed`` and the sections asked for (:data:`SECTIONS`);
+:mod:`llmops.demo_site.server` serves the result.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ import string
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from pydoc_data.topics import topics as PYDOC_TOPICS
+from typing import get_args
 
 from faker import Faker
 
 from llmops.config import DedupConfig, DemoSiteConfig
 from llmops.data.dedup import jaccard
+from llmops.demo_site.library import ModulePage, library_pages
 from llmops.records.crawl import (
+    DemoSiteSection,
     ExpectedFault,
     GroundTruth,
     GroundTruthPage,
@@ -35,6 +40,15 @@ from llmops.records.crawl import (
 )
 
 # --------------------------------------------------------------------------- constants
+
+#: Sections a site can publish on top of its base of ``/docs/`` articles (``llmops demo-site
+#: publish``): ``library``, one article per standard-library module (:mod:`.library`).
+SECTIONS: tuple[str, ...] = get_args(DemoSiteSection)
+#: The ``<meta name="description">`` tail of an article, by section.
+SECTION_DESCRIPTIONS = {"docs": "Python language reference", "library": "Python standard library"}
+#: Who the library articles are by: their text is CPython's docstrings. No byline, and no
+#: maintainer or comments either, so the section plants no personal data.
+LIBRARY_AUTHOR = "The CPython developers"
 
 MIRROR_COUNT = 12
 PRINT_COUNT = 10
@@ -152,6 +166,8 @@ class Page:
 class Site:
     pages: dict[str, Page]
     ground_truth: GroundTruth
+    sections: tuple[str, ...] = ()
+    """The published sections it was built with, in :data:`SECTIONS` order."""
 
 
 @dataclass
@@ -178,6 +194,11 @@ class Article:
     pii: list[tuple[str, str]]  # (type, value) planted in the body
     comments: list[tuple[str, str, dt.date]]  # (author, text, date)
     comment_pii: list[tuple[str, str]]  # (type, value) planted in the comments
+    section: str = "docs"  # the path's first segment: docs, or a published section
+
+    @property
+    def path(self) -> str:
+        return f"/{self.section}/{self.slug}.html"
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -504,18 +525,19 @@ def _head(title: str, extra: str = "", charset: str = "utf-8") -> str:
 
 def _article_head(b: _Builder, a: Article, canonical: bool) -> str:
     extra = (f'<meta name="author" content="{esc(a.author)}">\n'
-             f'<meta name="description" content="{esc(a.title)}: Python language reference.">\n'
+             f'<meta name="description" content="{esc(a.title)}: {SECTION_DESCRIPTIONS[a.section]}.">\n'
              f'<meta property="og:title" content="{esc(a.title)}">\n'
              f'<meta property="og:type" content="article">\n'
              f'<meta property="article:published_time" content="{a.date.isoformat()}">\n')
     if canonical:
-        extra += f'<link rel="canonical" href="/docs/{a.slug}.html">\n'
+        extra += f'<link rel="canonical" href="{a.path}">\n'
     return _head(f"{a.title} — {b.brand}", extra)
 
 
-def _nav(b: _Builder, labels: tuple[str, ...], topic_links: list[tuple[str, str]]) -> str:
+def _nav(b: _Builder, labels: tuple[str, ...], topic_links: list[tuple[str, str]], section: str = "docs") -> str:
+    """The header: the brand, the main navigation, and ``topic_links`` (slug, title) of ``section``."""
     items = "".join(f'<li><a href="/#{anchor(label)}">{b.bp(label)}</a></li>' for label in labels)
-    topics = "".join(f'<li><a href="/docs/{s}.html">{esc(t)}</a></li>' for s, t in topic_links)
+    topics = "".join(f'<li><a href="/{section}/{s}.html">{esc(t)}</a></li>' for s, t in topic_links)
     return (f'<header class="site-header">\n<a class="brand" href="/">{esc(b.brand)}</a>\n'
             f'<nav class="main-nav"><ul>{items}</ul>\n'
             f'<ul class="topics-menu">{topics}</ul></nav>\n</header>\n')
@@ -544,8 +566,8 @@ def _footer(b: _Builder) -> str:
             f"</footer>\n")
 
 
-def _sidebar(b: _Builder, links: list[tuple[str, str]]) -> str:
-    items = "".join(f'<li><a href="/docs/{s}.html">{esc(t)}</a></li>' for s, t in links)
+def _sidebar(b: _Builder, links: list[tuple[str, str]], section: str = "docs") -> str:
+    items = "".join(f'<li><a href="/{section}/{s}.html">{esc(t)}</a></li>' for s, t in links)
     return (f'<aside class="sidebar related"><h3>{b.bp(SIDEBAR_HEADING)}</h3><ul>{items}</ul>'
             f'<div class="newsletter"><p>{b.bp(NEWSLETTER_TEXT)}</p>'
             f'<input type="email" placeholder="you@example.com"><button>{b.bp(NEWSLETTER_BUTTON)}'
@@ -581,6 +603,18 @@ def render_article_page(b: _Builder, a: Article, others: list[tuple[str, str]],
             + f'<div class="page-tools">{tool_links}</div>\n' + _ad(b, ads[0], 1)
             + _article_element(a) + _comments_html(b, a.comments) + _ad(b, ads[1], 2)
             + "</main>\n" + _sidebar(b, b.rng.sample(others, 6)) + _footer(b)
+            + "</body>\n</html>\n")
+
+
+def render_library_page(b: _Builder, a: Article, others: list[tuple[str, str]]) -> str:
+    """A library article: the articles' chrome (banner, navigation, ads, sidebar, footer), so
+    extract and clean meet the same boilerplate, without page tools or comments."""
+    ads = b.rng.sample(ADS, 2)
+    nav_topics = b.rng.sample(others, min(15, len(others)))
+    return (_article_head(b, a, canonical=True) + "<body>\n" + _cookie_banner(b)
+            + _nav(b, NAV_LABELS, nav_topics, a.section) + "<main>\n" + _ad(b, ads[0], 1)
+            + _article_element(a) + _ad(b, ads[1], 2) + "</main>\n"
+            + _sidebar(b, b.rng.sample(others, min(6, len(others))), a.section) + _footer(b)
             + "</body>\n</html>\n")
 
 
@@ -816,7 +850,9 @@ def build_robots_only(b: _Builder, articles: list[Article],
 
 
 def render_index(b: _Builder, articles: list[Article], mirrors: list[str],
-                 prints: list[str]) -> str:
+                 prints: list[str], library: list[Article] | None = None) -> str:
+    """The home page: every article, duplicate, feed, fault and private page, and the
+    library's articles when that section is published (``library``)."""
     def ul(links: list[tuple[str, str]]) -> str:
         return "<ul>" + "".join(f'<li><a href="{h}">{esc(t)}</a></li>' for h, t in links) + "</ul>\n"
 
@@ -826,6 +862,7 @@ def render_index(b: _Builder, articles: list[Article], mirrors: list[str],
             + f"<main>\n<h1>{esc(b.brand)}</h1>\n"
             + f"<p>{b.bp(INDEX_INTRO)}</p>\n"
             + "<h2>Articles</h2>\n" + ul([(f"/docs/{a.slug}.html", a.title) for a in articles])
+            + ("<h2>Library modules</h2>\n" + ul([(a.path, a.title) for a in library]) if library else "")
             + "<h2>Mirrors and print editions</h2>\n"
             + ul([(f"/mirror/docs/{s}.html", f"{by_slug[s].title} (mirror)") for s in mirrors]
                  + [(f"/print/{s}.html", f"{by_slug[s].title} (print)") for s in prints])
@@ -839,6 +876,7 @@ def render_index(b: _Builder, articles: list[Article], mirrors: list[str],
 # --------------------------------------------------------------------------- build_site
 
 def _gt_entry(path: str, kind: PageKind, a: Article, blocks: list[Block]) -> GroundTruthPage:
+    """An article's entry (or its mirror's or print version's); ``topic`` is its slug."""
     return GroundTruthPage(path=path, kind=kind, topic=a.slug, title=a.title, author=a.author,
                            date_published=a.date.isoformat(), article_text=article_text(blocks),
                            article_sentences=article_sentences(blocks))
@@ -862,8 +900,57 @@ def modified_at(d: dt.date) -> dt.datetime:
     return dt.datetime(d.year, d.month, d.day, 9, 30, tzinfo=dt.UTC)
 
 
-def build_site(cfg: DemoSiteConfig) -> Site:
-    """Generate every page and the ground truth; deterministic for ``cfg.seed``."""
+# --------------------------------------------------------------------------- published sections
+
+def known_sections(sections: Iterable[str]) -> tuple[str, ...]:
+    """``sections`` once each, in :data:`SECTIONS` order; an unknown name is an error that
+    lists the known ones."""
+    asked = set(sections)
+    if unknown := sorted(asked - set(SECTIONS)):
+        raise ValueError(f"unknown demo-site section {', '.join(map(repr, unknown))}: "
+                         f"the known sections are {', '.join(SECTIONS)}")
+    return tuple(s for s in SECTIONS if s in asked)
+
+
+def section_paths(section: str) -> list[str]:
+    """The pages publishing ``section`` adds to the site (``library`` is the only section)."""
+    known_sections([section])
+    return [f"/{section}/{p.module}.html" for p in library_pages()]
+
+
+def library_articles(published: dt.date) -> list[Article]:
+    """One article per standard-library module page, all published on ``published``."""
+    return [_library_article(p, published) for p in library_pages()]
+
+
+def _library_article(page: ModulePage, published: dt.date) -> Article:
+    blocks = [Block(d.kind, d.text) for d in page.blocks]
+    return Article(slug=page.module, title=page.title, author=LIBRARY_AUTHOR, date=published, blocks=blocks,
+                   pii=[], comments=[], comment_pii=[], section="library")
+
+
+def build_library(b: _Builder, articles: list[Article]) -> tuple[dict[str, Page], list[GroundTruthPage]]:
+    """The library section's pages and their ground-truth entries (articles, no PII)."""
+    titles = [(a.slug, a.title) for a in articles]
+    pages: dict[str, Page] = {}
+    entries: list[GroundTruthPage] = []
+    for a in articles:
+        others = [t for t in titles if t[0] != a.slug]
+        pages[a.path] = Page(render_library_page(b, a, others).encode(), last_modified=modified_at(a.date))
+        entries.append(_gt_entry(a.path, "article", a, a.blocks))
+    return pages, entries
+
+
+def build_site(cfg: DemoSiteConfig, sections: Iterable[str] = ()) -> Site:
+    """Generate every page and the ground truth; deterministic for ``cfg.seed`` and ``sections``.
+
+    Without ``sections`` the site is its base: the ``/docs/`` articles, their duplicates, the
+    feeds, faults and private pages. Each published section (:data:`SECTIONS`) adds its pages,
+    its links on the index and its sitemap entries, dated the day after the newest article
+    (so a re-crawl sees them as new). The base is built first, drawing from the seeded
+    generators exactly as it does alone, so publishing never changes a base page but the index.
+    """
+    published = known_sections(sections)
     b = _Builder(cfg)
     slugs = sorted(PYDOC_TOPICS)
     articles = [b.article(slug, i) for i, slug in enumerate(slugs)]
@@ -912,11 +999,14 @@ def build_site(cfg: DemoSiteConfig) -> Site:
     fault_pages, fault_entries = build_faults(b, site_modified)
     private_pages, private_entries, private_pii = build_private(b, site_modified)
     robots_pages, robots_entries = build_robots_only(b, articles, site_modified)
-    index = render_index(b, articles, mirrors, prints)
-    pages = {"/": Page(index.encode(), last_modified=site_modified), **pages,
-             **fault_pages, **private_pages, **robots_pages}
+    library = library_articles(site_modified.date() + dt.timedelta(days=1)) if "library" in published else []
+    index = render_index(b, articles, mirrors, prints, library)
+    library_pages_, library_entries = build_library(b, library)
+    index_modified = modified_at(library[0].date) if library else site_modified
+    pages = {"/": Page(index.encode(), last_modified=index_modified), **pages,
+             **fault_pages, **private_pages, **robots_pages, **library_pages_}
     gt_pages = [_plain_entry("/", "index", b.brand, []), *gt_pages, *fault_entries, *private_entries,
-                *robots_entries]
+                *robots_entries, *library_entries]
 
     ground_truth = GroundTruth(
         seed=cfg.seed,
@@ -929,9 +1019,9 @@ def build_site(cfg: DemoSiteConfig) -> Site:
         disallowed=sorted([*PRIVATE_PAGES, *ROBOTS_ONLY_PAGES]),
         robots_disallow_prefixes=["/private/"],  # sections disallowed whole, no exception
         robots_rules=list(ROBOTS_RULES),
-        sitemap=[f"/docs/{s}.html" for s in slugs],
+        sitemap=[f"/docs/{s}.html" for s in slugs] + [a.path for a in library],
     )
-    return Site(pages, ground_truth)
+    return Site(pages, ground_truth, published)
 
 
 def _distinctive(snippets: list[str], gt_pages: list[GroundTruthPage]) -> list[str]:

@@ -4,6 +4,11 @@ A stdlib ``ThreadingHTTPServer`` on a background thread, so tests and the demo s
 process; ``llmops demo-site serve`` runs :func:`serve_forever`. Only ``robots.txt`` and
 ``sitemap.xml`` are made per request (their URLs are absolute, built from the ``Host``
 header); every other answer is a page :func:`llmops.demo_site.build.build_site` made.
+
+Sections are published while the site runs: ``llmops demo-site publish`` records them in
+``published.json`` (:func:`publish_section`), and a server given that file
+(``published=``) notices the change on its next request, by one ``stat``, and rebuilds
+(:meth:`DemoSiteServer.refresh`). A restarted server starts from the same file.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+import logging
+import os
 import signal
 import threading
 import time
@@ -20,8 +27,26 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from llmops.config import DemoSiteConfig
-from llmops.demo_site.build import ROBOTS_RULES, Page, Site, build_site, esc, modified_at, write_ground_truth
-from llmops.records.crawl import ACCESS_LOG_ENTRY, AccessLogEntry, read_lines
+from llmops.demo_site.build import (
+    ROBOTS_RULES,
+    Page,
+    Site,
+    build_site,
+    esc,
+    known_sections,
+    modified_at,
+    write_ground_truth,
+)
+from llmops.records.base import RecordError
+from llmops.records.crawl import (
+    ACCESS_LOG_ENTRY,
+    AccessLogEntry,
+    PublishedSection,
+    PublishedSections,
+    read_lines,
+)
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- dynamic resources
 
@@ -63,6 +88,45 @@ def not_modified(page: Page, headers: Any) -> bool:
     return False
 
 
+# --------------------------------------------------------------------------- published sections
+
+#: What :func:`_stamp` says of ``published.json``: inode, mtime and size (a publish replaces
+#: the file, so the inode alone changes even within one mtime tick), or None when absent.
+Stamp = tuple[int, int, int] | None
+_NEVER_READ: Stamp = (-1, -1, -1)
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def published_sections(path: Path) -> tuple[str, ...]:
+    """The sections ``published.json`` at ``path`` lists (in :data:`~llmops.demo_site.build.SECTIONS`
+    order, as ``Site.sections`` holds them); none without a file."""
+    if not Path(path).exists():
+        return ()
+    return known_sections(PublishedSections.read(path).names)
+
+
+def publish_section(path: Path, section: str, now: dt.datetime | None = None) -> tuple[PublishedSection, bool]:
+    """Add ``section`` to ``published.json`` at ``path`` (parents created): its entry, and
+    whether this call published it (False: it already was, and the file is left alone)."""
+    path = Path(path)
+    known_sections([section])  # the error lists the known sections
+    state = PublishedSections.read(path) if path.exists() else PublishedSections()
+    for entry in state.sections:
+        if entry.name == section:
+            return entry, False
+    entry = PublishedSection.model_validate({"name": section, "published_at": now or dt.datetime.now(dt.UTC)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PublishedSections(sections=[*state.sections, entry]).write(path)
+    return entry, True
+
+
 # --------------------------------------------------------------------------- the server
 
 class _Handler(BaseHTTPRequestHandler):
@@ -89,15 +153,24 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class DemoSiteServer:
-    """A running demo site. Use as a context manager or call ``stop()``."""
+    """A running demo site. Use as a context manager or call ``stop()``.
+
+    With ``published`` (a ``published.json`` path, which need not exist yet) it serves the
+    sections that file lists, following it while it runs (:meth:`refresh`).
+    """
 
     def __init__(self, cfg: DemoSiteConfig, site: Site, port: int,
-                 access_log: Path | None = None) -> None:
+                 access_log: Path | None = None, published: Path | None = None) -> None:
         self.cfg = cfg
         self.site = site
         self.ground_truth = site.ground_truth
         self._pages = dict(site.pages)
         self._lock = threading.Lock()
+        self._edited: set[str] = set()  # paths update_page changed: a rebuild keeps them
+        self._published = Path(published) if published else None
+        self._published_stamp = _NEVER_READ
+        self._rebuild_lock = threading.Lock()  # one rebuild at a time; requests wait for it
+        self.refresh()
         self._requested: list[str] = []
         self._hits: dict[str, int] = {}
         self._stopping = threading.Event()
@@ -112,6 +185,40 @@ class DemoSiteServer:
         self._thread.start()
 
     # --- public API
+    def refresh(self) -> bool:
+        """Serve the sections ``published.json`` lists, if the file changed since the last look
+        (one ``stat`` when it did not); returns whether the pages were rebuilt.
+
+        A rebuild replaces every page with the new build's, except those :meth:`update_page`
+        edited, which keep their edit while the server runs, and drops the pages of a section
+        no longer published (they answer 404 like any missing page). A file that does not
+        validate is logged and ignored: the site goes on serving what it served.
+        """
+        if self._published is None:
+            return False
+        stamp = _stamp(self._published)
+        if stamp == self._published_stamp:
+            return False
+        with self._rebuild_lock:
+            if stamp == self._published_stamp:  # another request's refresh got here first
+                return False
+            self._published_stamp = stamp  # taken before reading: a later write is seen next time
+            try:
+                sections = published_sections(self._published)
+            except (RecordError, ValueError) as exc:
+                log.warning("demo site: ignoring %s (%s); still serving sections %s", self._published, exc,
+                            list(self.site.sections))
+                return False
+            if sections == self.site.sections:
+                return False
+            site = build_site(self.cfg, sections)
+            with self._lock:
+                for path in self._pages.keys() - site.pages.keys() - self._edited:
+                    del self._pages[path]
+                self._pages.update({path: page for path, page in site.pages.items() if path not in self._edited})
+                self.site, self.ground_truth = site, site.ground_truth
+            return True
+
     def requested_paths(self) -> list[str]:
         with self._lock:
             return list(self._requested)
@@ -122,6 +229,7 @@ class DemoSiteServer:
             old = self._pages.get(path)
             base = old.last_modified if old and old.last_modified else modified_at(dt.date(2025, 1, 1))
             self._pages[path] = Page(html.encode(), last_modified=base + dt.timedelta(days=1))
+            self._edited.add(path)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -139,6 +247,7 @@ class DemoSiteServer:
     def _handle(self, req: _Handler, head: bool) -> None:
         with self._lock:
             self._requested.append(req.path)
+        self.refresh()
         path = unquote(urlsplit(req.path).path) or "/"
         try:
             self._respond(req, path, head)
@@ -202,10 +311,13 @@ def read_access_log(path: Path) -> list[AccessLogEntry]:
     return read_lines(path, ACCESS_LOG_ENTRY)
 
 
-def start_demo_site(cfg: DemoSiteConfig, port: int | None = None,
-                    access_log: Path | None = None) -> DemoSiteServer:
-    """Build the site and serve it from a background thread (port 0 picks a free one)."""
-    return DemoSiteServer(cfg, build_site(cfg), cfg.port if port is None else port, access_log)
+def start_demo_site(cfg: DemoSiteConfig, port: int | None = None, access_log: Path | None = None,
+                    published: Path | None = None) -> DemoSiteServer:
+    """Build the site and serve it from a background thread (port 0 picks a free one); with
+    ``published``, the sections that file lists, following it (:meth:`DemoSiteServer.refresh`).
+    A ``published.json`` that does not validate is an error here, before anything is served."""
+    site = build_site(cfg, published_sections(published) if published else ())
+    return DemoSiteServer(cfg, site, cfg.port if port is None else port, access_log, published)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -213,17 +325,26 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 def serve_forever(cfg: DemoSiteConfig, port: int | None = None, access_log: Path | None = None,
-                  ground_truth_out: Path | None = None) -> None:
+                  ground_truth_out: Path | None = None, published: Path | None = None) -> None:
     """Blocking entry point for ``llmops demo-site serve``; Ctrl-C (or SIGTERM, as sent
-    by process managers) stops cleanly."""
+    by process managers) stops cleanly.
+
+    With ``published`` the site follows that ``published.json``; the ground truth at
+    ``ground_truth_out`` is written at start and again within half a second of a change
+    to the published sections, whether or not a request came in meanwhile."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    server = start_demo_site(cfg, port=port, access_log=access_log)
+    server = start_demo_site(cfg, port=port, access_log=access_log, published=published)
+    written = server.site
     if ground_truth_out:
-        write_ground_truth(server.site, Path(ground_truth_out))
+        write_ground_truth(written, Path(ground_truth_out))
     print(f"demo site serving at {server.url} (Ctrl-C to stop)", flush=True)
     try:
         while server._thread.is_alive():
+            server.refresh()
+            if ground_truth_out and (site := server.site) is not written:
+                write_ground_truth(site, Path(ground_truth_out))
+                written = site
             server._thread.join(0.5)
     except KeyboardInterrupt:
         pass

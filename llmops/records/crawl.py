@@ -1,6 +1,6 @@
 """What the crawl, extract and the demo site hand on: ``index.jsonl`` lines, the crawl and
 extract summaries, the ``dropped.jsonl`` lines every data stage writes, and the demo
-site's ground truth and access log.
+site's ground truth, access log and published sections.
 
 Lines of a JSONL file (an index entry, a dropped record, an access-log line) and the
 objects inside ``ground_truth.json`` are version-less :class:`Entry` models: a line has no
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from llmops.data.store import CleanDoc
 from llmops.records.base import Record, RecordError
@@ -180,7 +180,8 @@ class GroundTruthPage(Entry):
     path: str
     kind: PageKind
     topic: str | None
-    """The pydoc topic an article (or its mirror or print version) is made from."""
+    """The pydoc topic an article (or its mirror or print version) is made from; for an
+    article of the ``library`` section, its module (``json``)."""
     title: str
     author: str | None
     date_published: str | None
@@ -233,6 +234,33 @@ class GroundTruth(Record):
     """Sections disallowed whole, with no ``Allow`` exception."""
     robots_rules: list[str]
     sitemap: list[str]
+
+
+DemoSiteSection = Literal["library"]
+"""A section the demo site publishes on demand, on top of its ``/docs/`` articles:
+``library``, one article per standard-library module the shifted traffic asks about."""
+
+
+class PublishedSection(Entry):
+    name: DemoSiteSection
+    published_at: AwareDatetime
+    """When ``llmops demo-site publish`` added it."""
+
+
+class PublishedSections(Record):
+    """``published.json``: the sections the demo site serves, in ``Layout.demo_site_published``.
+
+    Written by ``llmops demo-site publish``; read by ``llmops demo-site serve``, which starts
+    with these sections and re-reads the file whenever it changes. No file: none published.
+    """
+
+    NAME: ClassVar[str] = "published.json"
+
+    sections: list[PublishedSection] = []
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sections)
 
 
 class AccessLogEntry(Entry):

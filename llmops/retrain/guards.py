@@ -135,6 +135,11 @@ def plan(cfg: LlmopsConfig, *, trigger: RetrainTrigger, run_id: str, now: dt.dat
         seconds, deployed = left
         return (f"cooldown: champion v{champion.version} was deployed at {deployed:%Y-%m-%d %H:%M:%S} UTC; "
                 f"retrain.cooldown {cfg.retrain.cooldown} leaves {seconds / 60:.0f} min")
+    if drift_report is None and trigger == "manual":
+        # A person retraining after a drift (clearing a failed attempt, say): the lineage names
+        # the newest drift reported on this champion.
+        drift_report = next((d.drift_report for d in reversed(decisions(cfg))
+                             if d.drift_report and d.champion_version == champion.version), None)
     base = RetrainBase(version=champion.version, model_uri=champion.model_uri, data_card=str(champion.data_card),
                        drift_report=drift_report, trigger=trigger, run_id=run_id)
     return RetrainPlan(champion=base, clear_failed_gate=clear_failed_gate)
