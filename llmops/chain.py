@@ -41,7 +41,10 @@ FAILED = {"failed", "upstream_failed"}
 # Training progress worth showing while a job runs (the task log has every line).
 _TRAIN_PROGRESS = re.compile(r"\[llmops\] ((?:pretrain|finetune) \S+: .*?|step \d+/\d+ val_loss .*?|finished .*?)"
                              r"(?:\s+\[airflow\.task\..*)?$")
-_REUSED = re.compile(r"(reused \S+ \S+|no new data since .*|already registered as models:/\S+?/\d+)")
+# Lines worth showing when a task ends: what it reused, why it published nothing, the
+# monitor's verdict and the retraining's decisions.
+_REUSED = re.compile(r"(reused \S+ \S+|no new data since .*|already registered as models:/\S+?/\d+|monitor: .*"
+                     r"|retrain: .*|increment: .*)")
 
 
 class ChainTimeout(TransientError, RuntimeError):

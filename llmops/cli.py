@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -445,9 +446,14 @@ def cmd_stack_status(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
-    from llmops.demo import run_demo
+    from llmops.demo import DEMO_ENV, run_demo
 
-    return run_demo(cfg, use_airflow=not args.no_airflow, stack=None if args.no_airflow else _stack(args, cfg))
+    if args.no_airflow:
+        return run_demo(cfg, use_airflow=False)
+    stack = _stack(args, cfg)
+    # The demo retrains right after its first deployment: no cooldown, unless set.
+    stack.extra_env.update({k: v for k, v in DEMO_ENV.items() if k not in os.environ})
+    return run_demo(cfg, stack=stack)
 
 
 # ---- parser ---------------------------------------------------------------------------

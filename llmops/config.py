@@ -526,7 +526,7 @@ class RetrainConfig(_Section):
     schedule: str | None = "0 3 * * 1"
     """Cron schedule of ``llmops_retrain`` besides ``llmops://drift`` (read when the DAG is parsed;
     default weekly, Monday 03:00 UTC); null: on drift and by hand only."""
-    cooldown: str = Field("6h", pattern=DURATION_PATTERN)
+    cooldown: str = Field("6h", pattern=DURATION_PATTERN, coerce_numbers_to_str=True)
     """After a deployment, drift and scheduled retrainings wait this long (``0`` never waits):
     the first traffic after a new champion is its reference, not a reason to retrain it."""
     replay_fraction: float = Field(0.25, ge=0, le=1)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from llmops.chain import CHAIN
 from llmops.config import REPO_ROOT, LlmopsConfig
 from llmops.records.stages import LatestReport
 from llmops.registry.model_registry import SERVED_MODEL
@@ -43,45 +45,241 @@ def airflow_env(cfg: LlmopsConfig) -> dict[str, str]:
 
 def run_demo(cfg: LlmopsConfig, use_airflow: bool = True, stack: Any = None) -> int:
     """Start the stack (``stack``, default ``Stack(cfg)``), trigger ``llmops_data`` once and
-    follow the Asset chain to a served champion."""
+    follow the Asset chain to a served champion; then close the loop (:func:`_closed_loop`)."""
     if not use_airflow:
         return _run_in_process(cfg)
     from llmops.chain import ChainTimeout, run_chain, wait_for_dags
     from llmops.stack import Stack
 
+    if ran := _loop_ran(cfg):
+        print(f"already ran: champion v{ran}; make clean to start over")
+        return 0
     stack = stack or Stack(cfg)
+    phases = _Phases()
     print(f"==> starting the embedded stack under {cfg.home} (logs: {stack.stack_dir})", flush=True)
     stack.start(progress=_say)
     client = stack.client()
+    phases.done("start the stack")
     try:
         print("==> waiting for the dag-processor to parse the DAGs", flush=True)
-        wait_for_dags(client, _say)
+        wait_for_dags(client, _say, dag_ids=(*CHAIN, RETRAIN, MONITOR))
         result = run_chain(client, {}, _say)
     except ChainTimeout as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         print(_footer(stack, failed=True))
         return 1
     if result.outcome == "failed":
-        if result.log_tail:
-            print(f"--- last lines of {result.failed_task.label if result.failed_task else 'the task'}'s log ---",
-                  file=sys.stderr)
-            print(result.log_tail, file=sys.stderr)
-        print(f"demo failed: {result.message}", file=sys.stderr)
+        _print_failure(result.message, result.failed_task, result.log_tail)
         print(_footer(stack, failed=True))
         return 1
     champion = _champion(cfg)
+    phases.done("first lifecycle (llmops_data → train → evaluate → deploy)")
     if result.outcome in ("no_new_data", "already_registered"):
         serving = f"models:/{SERVED_MODEL}/{champion} keeps serving" if champion else "nothing is serving yet"
         short = "no new data" if result.outcome == "no_new_data" else "nothing new to deploy"
         print(f"{result.message}")
         print(f"{short}: {serving}")
-        print(_footer(stack))
-        return 0
-    print((_latest_report(cfg, "llmops_data") / "summary.txt").read_text())
-    print((_latest_report(cfg, "llmops_train") / "summary.txt").read_text())
-    print(_registered_summary(cfg, champion))
-    print(_ask(cfg, stack, champion))
-    print(_footer(stack))
+    else:
+        print((_latest_report(cfg, "llmops_data") / "summary.txt").read_text())
+        print((_latest_report(cfg, "llmops_train") / "summary.txt").read_text())
+        print(_registered_summary(cfg, champion))
+        print(_ask(cfg, stack, champion))
+    if champion is None:
+        print("demo failed: the first lifecycle deployed nothing", file=sys.stderr)
+        print(_footer(stack, failed=True))
+        return 1
+    try:
+        code = _closed_loop(cfg, stack, client, champion, phases)
+    except ChainTimeout as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        code = 1
+    print(phases.table())
+    print(_footer(stack, failed=code != 0))
+    return code
+
+# ---- the closed loop: users, the monitor, drift, the retraining --------------------------
+
+RETRAIN, MONITOR = "llmops_retrain", "llmops_monitor"
+DEMO_ENV = {"LLMOPS_RETRAIN__COOLDOWN": "0"}
+"""Settings the demo's stack runs with (an environment variable already set wins)."""
+WINDOW = 20
+"""Requests per monitoring window in the demo (the monitor's ``window`` Param)."""
+LOOP_TRAFFIC_PER_S = 1.0
+"""Synthetic users while the retraining trains: at most this many requests a second."""
+
+
+class _Phases:
+    """Wall time of each phase of the demo, for the closing table."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.monotonic()
+        self.rows: list[tuple[str, float]] = []
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.rows.append((name, now - self.last))
+        self.last = now
+
+    def table(self) -> str:
+        lines = ["", "demo phases", *(f"  {_minutes(seconds):>7}  {name}" for name, seconds in self.rows),
+                 f"  {_minutes(time.monotonic() - self.started):>7}  in all"]
+        return "\n".join(lines)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+
+def _loop_ran(cfg: LlmopsConfig) -> str | None:
+    """The champion's version when it came from a retraining (the loop ran on this home)."""
+    from llmops.registry.model_registry import BASE_VERSION_TAG, version_tags
+
+    if not cfg.layout.mlflow_db.exists():
+        return None
+    champion = _champion(cfg)
+    if champion and version_tags(cfg, champion).get(BASE_VERSION_TAG):
+        return champion
+    return None
+
+
+def _print_failure(message: str, task: Any, log_tail: str) -> None:
+    if log_tail:
+        print(f"--- last lines of {task.label if task else 'the task'}'s log ---", file=sys.stderr)
+        print(log_tail, file=sys.stderr)
+    print(f"demo failed: {message}", file=sys.stderr)
+
+
+def _users(cfg: LlmopsConfig, stack: Any, questions: list[str], what: str) -> None:
+    """Synthetic users ask ``questions`` through tritonclient (gRPC); wait until the inference
+    log holds their answers (its writer flushes within seconds)."""
+    from llmops.monitoring import traffic
+
+    result = traffic.send(questions, url=stack.triton.grpc_address, protocol="grpc", model=cfg.serving.model_name,
+                          concurrency=2)
+    print(f"    users asked {result.sent} questions about {what}: {result.answered} answered, {result.failed} "
+          f"failed (p50 {result.p50_ms or 0:.0f} ms)", flush=True)
+    time.sleep(3)
+
+
+def _monitor(client: Any) -> str:
+    """Trigger ``llmops_monitor`` (instead of waiting for the hour) and follow it; its verdict."""
+    from llmops.chain import follow_run
+
+    run_id = client.trigger(MONITOR, {"window": str(WINDOW)})
+    print(f"==> triggered {MONITOR} run {run_id} (window {WINDOW} requests)", flush=True)
+    run, tis = follow_run(client, MONITOR, run_id, _say, timeout_s=600)
+    states = {t.task_id: t.state for t in tis}
+    if run.state != "success":
+        raise RuntimeError(f"{MONITOR} run {run_id} failed: {states}")
+    return "drift" if states.get("announce_drift") == "success" else "no drift"
+
+
+class _BackgroundUsers:
+    """Users who keep asking while the retraining runs (at most ``LOOP_TRAFFIC_PER_S``), so
+    the deployment of the new version happens under traffic; every failure is counted."""
+
+    def __init__(self, cfg: LlmopsConfig, stack: Any) -> None:
+        import threading
+
+        from llmops.monitoring import traffic
+
+        self.questions = traffic.shifted_questions(400, seed=11) + traffic.reference_questions(400, seed=12)
+        self.url, self.model = stack.triton.grpc_address, cfg.serving.model_name
+        self.sent = self.failed = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-users", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from llmops.monitoring import traffic
+
+        while not self._stop.is_set():
+            began = time.monotonic()
+            question = self.questions[self.sent % len(self.questions)]
+            result = traffic.send([question], url=self.url, protocol="grpc", model=self.model)
+            self.sent += 1
+            self.failed += result.failed
+            self.errors += result.errors[: max(0, 3 - len(self.errors))]
+            self._stop.wait(max(0.0, 1 / LOOP_TRAFFIC_PER_S - (time.monotonic() - began)))
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return (f"    users during the retraining: {self.sent} requests, {self.failed} failed"
+                + (f" ({'; '.join(self.errors)})" if self.errors else ""))
+
+
+def _closed_loop(cfg: LlmopsConfig, stack: Any, client: Any, champion: str, phases: _Phases) -> int:
+    """Users ask about the first section (no drift) → the site publishes a new section and users
+    ask about it → the monitor finds drift → ``llmops_retrain`` → train → gate → deploy under
+    traffic, all started by the scheduler → v1 and v2 on the new pages."""
+    from llmops.chain import DEPLOY, EVALUATE, follow_run, log_tail, wait_for_asset_run
+    from llmops.demo_site.server import publish_section
+    from llmops.monitoring import traffic
+
+    print("\n==> users ask about the first section (the language reference)", flush=True)
+    _users(cfg, stack, traffic.reference_questions(3 * WINDOW, seed=1), "the language reference")
+    verdict = _monitor(client)
+    print(f"    the monitor: {verdict}", flush=True)
+    phases.done("users on the first section, monitor")
+
+    print("\n==> the site publishes its library section; users ask about the standard library", flush=True)
+    entry, new = publish_section(cfg.layout.demo_site_published, "library")
+    print(f"    {'published' if new else 'already published'}: library ({entry.published_at:%H:%M:%S})", flush=True)
+    known = {dag_id: {r.run_id for r in client.dag_runs(dag_id)} for dag_id in (RETRAIN, *CHAIN[1:])}
+    _users(cfg, stack, traffic.shifted_questions(2 * WINDOW, seed=5), "the standard library")
+    verdict = _monitor(client)
+    print(f"    the monitor: {verdict}", flush=True)
+    phases.done("new section published, users on it, monitor")
+    if verdict != "drift":
+        print("demo failed: the monitor found no drift after the topic shift", file=sys.stderr)
+        return 1
+
+    users = _BackgroundUsers(cfg, stack)
+    try:
+        for dag_id in (RETRAIN, *CHAIN[1:]):
+            run = wait_for_asset_run(client, dag_id, known[dag_id], _say, timeout_s=300)
+            finished, tis = follow_run(client, dag_id, run.run_id, _say)
+            by_task = {t.task_id: t for t in tis if t.map_index < 0}
+            failed = next((t for t in tis if t.state in ("failed", "upstream_failed")), None)
+            if finished.state != "success" or failed is not None:
+                why = "the retrained model failed the gate" if dag_id == EVALUATE else f"{dag_id} failed"
+                _print_failure(f"{why}: the champion v{champion} keeps serving", failed,
+                               log_tail(client, failed) if failed else "")
+                return 1
+            if dag_id == RETRAIN and by_task["publish"].state != "success":
+                from llmops.retrain.guards import decisions
+
+                why = next((d.reason for d in reversed(decisions(cfg)) if d.run_id == run.run_id), "see its log")
+                print(f"demo failed: {RETRAIN} started no retraining: {why}", file=sys.stderr)
+                return 1
+            phases.done(f"{dag_id}")
+            if dag_id == DEPLOY:
+                break
+    finally:
+        print(users.stop(), flush=True)
+    if users.failed:
+        print("demo failed: requests failed while the new version was deployed", file=sys.stderr)
+        return 1
+    return _before_after(cfg, champion)
+
+
+def _before_after(cfg: LlmopsConfig, old: str) -> int:
+    """v1 and v2 on the new pages' held-out questions."""
+    from llmops.registry.model_registry import DATA_CARD_TAG, version_tags
+    from llmops.retrain.compare import compare_versions, new_page_pairs
+
+    new = _champion(cfg)
+    if new is None or new == old:
+        print(f"demo failed: the champion is still v{old} after the retraining", file=sys.stderr)
+        return 1
+    card = cfg.layout.stage_output("data_card", version_tags(cfg, new)[DATA_CARD_TAG])
+    pairs = new_page_pairs(card)
+    print(f"\nbefore and after, on the {len(pairs)} held-out questions of the new pages", flush=True)
+    for row in compare_versions(cfg, [old, new], pairs):
+        print(f"  v{row.version}: bits per byte {row.bits_per_byte:.3f}, ROUGE-L {row.rouge_l:.3f}")
+        print(f"       {row.question!r} -> {row.answer!r}")
     return 0
 
 
@@ -96,17 +294,26 @@ def _champion(cfg: LlmopsConfig) -> str | None:
 
 
 def _footer(stack: Any, failed: bool = False) -> str:
-    """How to look at what the demo did, and how to stop the stack."""
+    """Where every report is, how to look at what the demo did, and how to stop the stack."""
+    layout = stack.cfg.layout
     lines = ["",
              "The stack " + ("stays up for inspection:" if failed else "keeps running:"),
              f"  Airflow UI   {stack.api_url}  (user admin, password in {stack.password_file})",
-             f"  MLflow UI    {stack.mlflow_url}",
+             f"  MLflow UI    {stack.mlflow_url}  (experiment llmops; model llmops, aliases champion/challenger)",
              f"  Triton       {stack.triton.http_url} (HTTP), {stack.triton.grpc_address} (gRPC): "
              'llmops generate "What is the for statement?" [--grpc]',
              "  Monitoring   llmops drift traffic reference|shifted --requests 40, then "
              "llmops drift check --window 20 (or trigger llmops_monitor with window 20)",
-             f"  Artifacts    {stack.cfg.layout.artifacts}",
-             "  Stop it      make stop  (llmops stack stop)"]
+             "Reports:",
+             f"  data runs    {layout.reports('llmops_data')}/<run>/ (summary.txt, funnel.png; data cards under "
+             f"{layout.stage_dir('data_card')})",
+             f"  training     {layout.reports('llmops_train')}/<run>/ (loss curves under {layout.home / 'runs'})",
+             f"  evaluations  {layout.reports('evaluation')}/<key>/ (report.md, plots, model card)",
+             f"  deployments  {layout.reports('llmops_deploy')}/ (latest.json)",
+             f"  drift        {layout.reports('llmops_monitor')}/<time>-v<version>/ (drift.md, signals.png)",
+             f"  retraining   {layout.retrain_decisions} (every decision and why)",
+             f"  Artifacts    {layout.artifacts}",
+             "  Stop it      make stop  (llmops stack stop); start over: make clean"]
     return "\n".join(lines)
 
 

@@ -9,8 +9,9 @@ import pytest
 
 from llmops.cli import build_parser, main
 
-SUBCOMMANDS = [["config"], ["demo-site", "serve"], ["demo-site", "ground-truth"], ["scrape"], ["extract"],
-               ["clean"], ["dedup"], ["redact"], ["qa"], ["tokenizer"], ["encode"], ["data", "run"], ["demo"],
+SUBCOMMANDS = [["config"], ["demo-site", "serve"], ["demo-site", "ground-truth"], ["demo-site", "publish"],
+               ["scrape"], ["extract"], ["clean"], ["dedup"], ["redact"], ["qa"], ["tokenizer"], ["encode"],
+               ["data", "run"], ["demo"],
                ["train", "pretrain"], ["train", "finetune"], ["train", "export"], ["evaluate"],
                ["serve", "start"], ["serve", "stop"], ["serve", "status"], ["deploy"], ["rollback"],
                ["generate"], ["stack", "start"], ["stack", "stop"], ["stack", "status"], ["drift", "check"],

@@ -130,3 +130,21 @@ def test_deploy_dag_shape(dagbag):
     assert dag.get_task("wait_for_server").mode == "reschedule"  # no worker slot held while Triton starts
     assert {o.uri for o in dag.get_task("deploy").outlets} == {"llmops://champion/"}
     assert {"model_version", "server_wait_s"} <= set(dag.params)
+
+
+def test_retrain_dag_shape(dagbag):
+    """On llmops://drift or the weekly cron, whichever comes first; the cron does not run when
+    the DAG appears (no start_date, run_immediately off), so a fresh stack starts no retraining."""
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    dag = dagbag.dags["llmops_retrain"]
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert "llmops://drift/" in repr(dag.timetable.asset_condition)
+    cron = dag.timetable.timetable
+    assert isinstance(cron, CronTriggerTimetable) and cron.run_immediately is False
+    assert cron.expression == "0 3 * * 1" and dag.start_date is None and dag.max_active_runs == 1
+    assert dag.get_task("scrape").upstream_task_ids == {"guards"}
+    assert dag.get_task("incremental_data").upstream_task_ids == {"guards", "scrape"}
+    assert dag.get_task("publish").upstream_task_ids == {"guards", "incremental_data"}
+    assert {o.uri for o in dag.get_task("publish").outlets} == {"llmops://tokens/"}
+    assert {"clear_failed_gate", "replay_fraction", "cooldown"} == set(dag.params)

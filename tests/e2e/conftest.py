@@ -84,6 +84,9 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
         "LLMOPS_CONFIG": str(config),
         # Never on the hour during a test session; the monitor tests trigger it by hand.
         "LLMOPS_MONITOR__SCHEDULE": "0 0 1 1 *",
+        # The retraining tests send drift right after the deployment; a short continued pretraining.
+        "LLMOPS_RETRAIN__COOLDOWN": "0",
+        "LLMOPS_RETRAIN__PRETRAIN_STEPS": "10",
     }
     cfg = load_config(environ=env)
     stack = Stack(cfg, env=env)
