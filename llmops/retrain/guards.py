@@ -24,8 +24,15 @@ def record(cfg: LlmopsConfig, decision: RetrainDecision) -> RetrainDecision:
     """Append ``decision`` to ``retrain/decisions.jsonl`` (one JSON line, under a lock)."""
     path = cfg.layout.retrain_decisions
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
+    with open(path, "a+", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0, 2)
+        if fh.tell():  # a line cut short by a crash must not swallow this one
+            fh.seek(fh.tell() - 1)
+            ends_with_newline = fh.read(1) == "\n"
+            fh.seek(0, 2)
+            if not ends_with_newline:
+                fh.write("\n")
         fh.write(decision.model_dump_json() + "\n")
     return decision
 
@@ -46,20 +53,29 @@ def decisions(cfg: LlmopsConfig) -> list[RetrainDecision]:
     return out
 
 
+def deployed_at(cfg: LlmopsConfig, version: str) -> dt.datetime | None:
+    """When ``version`` was last deployed (or rolled back to): the newest deploy report that put
+    it in service (``reports/llmops_deploy/<key>/``, its manifest's ``created_at``). A re-run
+    that found it already serving is not a deployment. None when no report says so."""
+    from llmops.artifacts import MANIFEST, read_manifest
+
+    times = []
+    for report in cfg.layout.reports("llmops_deploy").glob(f"*/{DeployResult.NAME}"):
+        result = DeployResult.read(report)
+        if str(result.version) == str(version) and result.status != "already serving" \
+                and (report.parent / MANIFEST).exists():
+            times.append(dt.datetime.fromisoformat(read_manifest(report.parent).created_at))
+    newest = max(times, default=None)
+    return newest.replace(tzinfo=newest.tzinfo or dt.UTC) if newest else None
+
+
 def cooldown_left(cfg: LlmopsConfig, champion_version: str, now: dt.datetime) -> tuple[float, dt.datetime] | None:
     """``(seconds left, deployed at)`` while the champion's deployment is younger than
-    ``retrain.cooldown``; None when the cooldown is over (or zero, or the deployment unknown).
-
-    The deployment time is when ``reports/llmops_deploy/latest.json`` was written for that
-    version (a deployment or a rollback to it).
-    """
+    ``retrain.cooldown``; None when the cooldown is over (or zero, or the deployment unknown)."""
     cooldown = duration_seconds(cfg.retrain.cooldown)
-    latest = cfg.layout.latest_report("llmops_deploy")
-    if cooldown <= 0 or not latest.exists():
+    deployed = deployed_at(cfg, champion_version) if cooldown > 0 else None
+    if deployed is None:
         return None
-    if str(DeployResult.read(latest).version) != str(champion_version):
-        return None
-    deployed = dt.datetime.fromtimestamp(latest.stat().st_mtime, tz=dt.UTC)
     left = cooldown - (now - deployed).total_seconds()
     return (left, deployed) if left > 0 else None
 

@@ -56,10 +56,18 @@ def pair_hash(pair: QaPair) -> str:
 
 def registered_version(cfg: LlmopsConfig, version: str, *, name: str | None = None) -> Champion:
     """Version ``version`` of the served model, with its data card (tag ``data_card_hash``)."""
+    from mlflow.exceptions import MlflowException
+
     from llmops.registry import model_registry as reg
 
     name = name or reg.SERVED_MODEL
-    tags = reg.version_tags(cfg, version, name=name)
+    try:
+        tags = reg.version_tags(cfg, version, name=name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise LineageError(f"models:/{name}/{version} is not in the registry (deleted?): the versions it was "
+                           f"retrained from cannot be followed") from None
     key = tags.get(reg.DATA_CARD_TAG)
     if not key or key == "None":
         raise LineageError(f"models:/{name}/{version} names no data card (tag {reg.DATA_CARD_TAG}): what it was "
