@@ -22,7 +22,7 @@ model (a directory or `models:/name/version`).
 A retraining (`llmops_retrain`: the event's `retrain` names the champion) continues
 pretraining from the champion's weights for `retrain.pretrain_steps` steps on the new
 documents and a replay sample, then fine-tunes the served variant only, on the old and
-new Q&A pairs.
+new Q&A pairs, for `retrain.finetune_steps` steps.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def llmops_train():
         base = params.get("base_model")
         if retrain and not base:
             print(f"retraining {retrain.model_uri} ({retrain.trigger}, llmops_retrain run {retrain.run_id}): "
-                  f"{cfg.retrain.pretrain_steps} steps of continued pretraining, then the served variant "
-                  f"{cfg.finetune.variants[0].name!r} only")
+                  f"{cfg.retrain.pretrain_steps} steps of continued pretraining, then {cfg.retrain.finetune_steps} "
+                  f"of the served variant {cfg.finetune.variants[0].name!r} only")
         return TrainingJobArgs(data_card=card_path, mlflow_parent=parent, base_model=base,
                                init=retrain.model_uri if retrain and not base else None,
                                skip=f"base_model={base} given: fine-tuning only" if base else None).dump()
@@ -148,7 +148,7 @@ def llmops_train():
         variants = _cfg().finetune.variants
         if args.init:  # a retraining refreshes the model that serves, not every variant
             variants = variants[:1]
-        return [TrainingJobArgs(variant=v.name, base=base_dir, data_card=args.data_card,
+        return [TrainingJobArgs(variant=v.name, base=base_dir, data_card=args.data_card, retraining=bool(args.init),
                                 mlflow_parent=args.mlflow_parent).dump() for v in variants]
 
     base = export_pretrained(inputs)

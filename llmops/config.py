@@ -533,8 +533,9 @@ class RetrainConfig(_Section):
     """Share of the champion's training documents replayed beside the new ones in continued
     pretraining, against forgetting what it knew."""
     pretrain_steps: int = Field(60, ge=1)
-    """Optimizer steps of continued pretraining from the champion's weights (the fine-tuning
-    that follows takes ``finetune.steps``)."""
+    """Optimizer steps of continued pretraining from the champion's weights."""
+    finetune_steps: int = Field(40, ge=1)
+    """Optimizer steps of the served variant's fine-tuning that follows (on the old and new Q&A pairs)."""
     seed: int = 1234
     """Seed of the replay sample: the same champion and new documents give the same sample."""
 

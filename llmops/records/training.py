@@ -322,6 +322,8 @@ class TrainingJobArgs(Record):
     """Continue pretraining from this model (a directory or ``models:/`` URI) for
     ``retrain.pretrain_steps`` steps instead of starting from random weights: a retraining
     starts from the champion."""
+    retraining: bool = False
+    """A retraining's fine-tuning: ``retrain.finetune_steps`` steps."""
     mlflow_parent: str | None = None
     """The DAG run's MLflow run: the parent of the job's run."""
     skip: str | None = None

@@ -511,8 +511,13 @@ def resolve_base_model(cfg: LlmopsConfig, base: str | Path | None) -> Path:
 
 def prepare_finetune(cfg: LlmopsConfig, *, variant: str | None = None, base: str | Path | None = None,
                      data: str | Path | None = None, data_card: str | Path | None = None,
-                     mlflow_parent: str | None = None, track: bool = True) -> TrainingJob:
-    """A supervised fine-tuning job of one variant (default: the first configured)."""
+                     mlflow_parent: str | None = None, track: bool = True, retraining: bool = False) -> TrainingJob:
+    """A supervised fine-tuning job of one variant (default: the first configured); a
+    retraining's runs ``retrain.finetune_steps`` steps."""
+    if retraining:
+        steps = cfg.retrain.finetune_steps
+        cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(
+            update={"steps": steps, "warmup_steps": min(cfg.finetune.warmup_steps, steps // 10)})})
     variants = {v.name: v for v in cfg.finetune.variants}
     name = variant or cfg.finetune.variants[0].name
     if name not in variants and data is None:

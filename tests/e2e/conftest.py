@@ -87,6 +87,7 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
         # The retraining tests send drift right after the deployment; a short continued pretraining.
         "LLMOPS_RETRAIN__COOLDOWN": "0",
         "LLMOPS_RETRAIN__PRETRAIN_STEPS": "10",
+        "LLMOPS_RETRAIN__FINETUNE_STEPS": "6",
     }
     cfg = load_config(environ=env)
     stack = Stack(cfg, env=env)

@@ -61,7 +61,7 @@ class DeepSpeedTrainingOperator(ProcessGroupOperator):
             return prepare_pretrain(cfg, data_card=args.data_card, tokens=args.tokens,
                                     mlflow_parent=args.mlflow_parent, init=args.init)
         return prepare_finetune(cfg, variant=args.variant, base=args.base, data_card=args.data_card,
-                                mlflow_parent=args.mlflow_parent)
+                                mlflow_parent=args.mlflow_parent, retraining=args.retraining)
 
     def _args(self) -> TrainingJobArgs:
         return TrainingJobArgs.load(self.job_args, source=f"{self.task_id}'s job_args")
