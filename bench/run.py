@@ -371,6 +371,11 @@ def main() -> int:
         sched = bench_scheduler(work)
         per_task = sched.pop("_sched_per_task_s")
         results |= sched
+        print("Closed loop: an incremental retraining vs the first full lifecycle (the demo, on free ports) ...",
+              flush=True)
+        from retrain import bench_retrain  # bench/retrain.py, beside this script
+
+        results |= bench_retrain(work)
     results_file.write_text(json.dumps(results | {"sched_per_task_s": per_task}, indent=2))
     print("\n| metric | value |\n|---|---|")
     for key, value in results.items():

@@ -43,9 +43,11 @@ def airflow_env(cfg: LlmopsConfig) -> dict[str, str]:
     return env
 
 
-def run_demo(cfg: LlmopsConfig, use_airflow: bool = True, stack: Any = None) -> int:
+def run_demo(cfg: LlmopsConfig, use_airflow: bool = True, stack: Any = None,
+             phases: DemoPhases | None = None) -> int:
     """Start the stack (``stack``, default ``Stack(cfg)``), trigger ``llmops_data`` once and
-    follow the Asset chain to a served champion; then close the loop (:func:`_closed_loop`)."""
+    follow the Asset chain to a served champion; then close the loop (:func:`_closed_loop`).
+    ``phases`` collects each phase's wall time (``make bench`` reads them)."""
     if not use_airflow:
         return _run_in_process(cfg)
     from llmops.chain import ChainTimeout, run_chain, wait_for_dags
@@ -55,7 +57,7 @@ def run_demo(cfg: LlmopsConfig, use_airflow: bool = True, stack: Any = None) -> 
         print(f"already ran: champion v{ran}; make clean to start over")
         return 0
     stack = stack or Stack(cfg)
-    phases = _Phases()
+    phases = phases or DemoPhases()
     print(f"==> starting the embedded stack under {cfg.home} (logs: {stack.stack_dir})", flush=True)
     stack.start(progress=_say)
     client = stack.client()
@@ -73,7 +75,7 @@ def run_demo(cfg: LlmopsConfig, use_airflow: bool = True, stack: Any = None) -> 
         print(_footer(stack, failed=True))
         return 1
     champion = _champion(cfg)
-    phases.done("first lifecycle (llmops_data → train → evaluate → deploy)")
+    phases.done(FIRST_LIFECYCLE)
     if result.outcome in ("no_new_data", "already_registered"):
         serving = f"models:/{SERVED_MODEL}/{champion} keeps serving" if champion else "nothing is serving yet"
         short = "no new data" if result.outcome == "no_new_data" else "nothing new to deploy"
@@ -104,11 +106,12 @@ DEMO_ENV = {"LLMOPS_RETRAIN__COOLDOWN": "0"}
 """Settings the demo's stack runs with (an environment variable already set wins)."""
 WINDOW = 20
 """Requests per monitoring window in the demo (the monitor's ``window`` Param)."""
+FIRST_LIFECYCLE = "first lifecycle (llmops_data → train → evaluate → deploy)"
 LOOP_TRAFFIC_PER_S = 1.0
 """Synthetic users while the retraining trains: at most this many requests a second."""
 
 
-class _Phases:
+class DemoPhases:
     """Wall time of each phase of the demo, for the closing table."""
 
     def __init__(self) -> None:
@@ -210,7 +213,7 @@ class _BackgroundUsers:
                 + (f" ({'; '.join(self.errors)})" if self.errors else ""))
 
 
-def _closed_loop(cfg: LlmopsConfig, stack: Any, client: Any, champion: str, phases: _Phases) -> int:
+def _closed_loop(cfg: LlmopsConfig, stack: Any, client: Any, champion: str, phases: DemoPhases) -> int:
     """Users ask about the first section (no drift) → the site publishes a new section and users
     ask about it → the monitor finds drift → ``llmops_retrain`` → train → gate → deploy under
     traffic, all started by the scheduler → v1 and v2 on the new pages."""
@@ -254,7 +257,7 @@ def _closed_loop(cfg: LlmopsConfig, stack: Any, client: Any, champion: str, phas
                 why = next((d.reason for d in reversed(decisions(cfg)) if d.run_id == run.run_id), "see its log")
                 print(f"demo failed: {RETRAIN} started no retraining: {why}", file=sys.stderr)
                 return 1
-            phases.done(f"{dag_id}")
+            phases.done(dag_id)
             if dag_id == DEPLOY:
                 break
     finally:
