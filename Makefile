@@ -26,11 +26,12 @@ export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags
 
 help:
 	@echo "make demo    - set up, start the embedded stack and follow the whole Asset chain through the"
-	@echo "               scheduler: llmops_data -> llmops_train -> llmops_evaluate -> llmops_deploy"
+	@echo "               scheduler: llmops_data -> llmops_train -> llmops_evaluate -> llmops_deploy; then"
+	@echo "               users, the monitor, a new site section, drift -> llmops_retrain -> v2 deployed"
 	@echo "make lint    - ruff (the whole repository) and mypy (llmops/, plugins/), as set in pyproject.toml"
 	@echo "make test    - set up, lint, and run the whole test suite (slow end-to-end tests included)"
 	@echo "make test-fast - lint, then the tests not marked slow"
-	@echo "make bench   - crawl / extract+clean throughput, DAG parse time, extraction quality"
+	@echo "make bench   - throughput, quality and overhead of every stage; a retraining's cost vs a full lifecycle"
 	@echo "make airflow - start the embedded stack in the background: Airflow (UI and REST API on"
 	@echo "               http://127.0.0.1:8080), Triton, the MLflow UI, the demo site (llmops stack start)"
 	@echo "make stop    - stop the stack; running tasks get 60 s, then resume at the next start (llmops stack stop)"
