@@ -1,15 +1,24 @@
-"""``llmops demo`` (what ``make demo`` runs): the whole lifecycle, the way users run it.
+"""``llmops demo`` (what ``make demo`` runs): the whole lifecycle with its closed loop, the way
+users run it.
 
 Starts the embedded stack (``llmops stack start``: Airflow's scheduler, dag-processor,
 triggerer and API server, Triton, the MLflow UI and the demo site), waits until the DAGs
 are parsed and unpaused, triggers ``llmops_data`` once through the REST API and follows
 the runs the scheduler starts through the Assets (``llmops_train`` → ``llmops_evaluate``
-→ ``llmops_deploy``), printing each task as it ends and the training progress. It ends
-with the summaries and one question answered by the served champion over HTTP and gRPC,
-and leaves the stack running (``make stop`` ends it). On a home whose champion is serving
-and whose site did not change, the chain stops after ``llmops_data``: nothing is redone.
-A failed task ends the demo with its log tail and a non-zero exit; the stack stays up for
-inspection. Airflow runs in its own processes: this module never imports airflow.
+→ ``llmops_deploy``), printing each task as it ends and the training progress, then the
+summaries and one question answered by the served champion over HTTP and gRPC.
+
+Then the loop: synthetic users ask about the site through tritonclient and the demo triggers
+``llmops_monitor`` (instead of waiting for the hour): no drift; the site publishes its
+library section and the users ask about it; the monitor finds drift and announces it, and
+the scheduler does the rest: ``llmops_retrain`` → ``llmops_train`` → ``llmops_evaluate`` →
+``llmops_deploy``, v2 deployed while users keep asking (one request a second; a failed
+request fails the demo). It ends with v1 and v2 on the new pages' held-out questions, each
+phase's time, and where every report is; the stack keeps running (``make stop`` ends it).
+On a home where the loop already ran it says so and exits 0. A failed task (the retrained
+model failing the gate included) ends the demo with its log tail and a non-zero exit; the
+stack stays up for inspection. Airflow runs in its own processes: this module never
+imports airflow.
 """
 
 from __future__ import annotations
