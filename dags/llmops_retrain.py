@@ -98,7 +98,8 @@ def llmops_retrain():
             drift_report = DriftEvent.load(extra, source="the triggering llmops://drift event").report
         states = ["queued", "running"]
         active = {dag_id: ti.get_dr_count(dag_id=dag_id, states=states) for dag_id in HANDS_OVER_TO}
-        active[DAG_ID] = ti.get_dr_count(dag_id=DAG_ID, states=states) - 1  # this run is one of them
+        # Running ones only: this run is one of them, and a queued one starts after it.
+        active[DAG_ID] = ti.get_dr_count(dag_id=DAG_ID, states=["running"]) - 1
         print(f"retrain: {trigger} run; drift report {drift_report}; active runs {active}")
         decided = plan(cfg, trigger=trigger, run_id=context["run_id"], now=dag_run.run_after, active_runs=active,
                        drift_report=drift_report, clear_failed_gate=bool(context["params"]["clear_failed_gate"]))
