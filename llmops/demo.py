@@ -364,10 +364,14 @@ def _ask(cfg: LlmopsConfig, stack: Any, version: str | None) -> str:
 
 
 def _latest_report(cfg: LlmopsConfig, dag_id: str) -> Path:
+    from llmops.records.data import LatestDataReport
+
     latest = cfg.layout.latest_report(dag_id)
     if not latest.exists():
         raise RuntimeError(f"{dag_id} finished but wrote no report ({latest} is missing)")
-    return Path(LatestReport.read(latest).path)
+    # llmops_data's names its data card too: read with its own record (extra fields are refused).
+    record = LatestDataReport if dag_id == "llmops_data" else LatestReport
+    return Path(record.read(latest).path)
 
 
 def _registered_summary(cfg: LlmopsConfig, version: str | None) -> str:
