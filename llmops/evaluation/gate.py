@@ -80,19 +80,30 @@ def run_gate(challenger: EvalMetrics, champion: EvalMetrics | None, thresholds: 
     """Decide ``challenger`` against the floors and, if given, the champion.
 
     A metric a threshold names but the metrics lack fails its check: a gate that cannot
-    measure something must not wave it through.
+    measure something must not wave it through. A floor the champion fails too on the same
+    data is waived when the metric has a regression check (which then decides); the check
+    says so.
     """
     checks: list[GateCheck] = []
     for metric, floor in sorted(thresholds.floors.items()):
         value = challenger.number(metric)
-        if floor.min is not None:
-            checks.append(GateCheck(name=f"floor.{metric}.min", metric=metric, kind="floor",
-                                    passed=value is not None and value >= floor.min, value=value,
-                                    threshold=floor.min))
-        if floor.max is not None:
-            checks.append(GateCheck(name=f"floor.{metric}.max", metric=metric, kind="floor",
-                                    passed=value is not None and value <= floor.max, value=value,
-                                    threshold=floor.max))
+        base = champion.number(metric) if champion is not None else None
+        for bound, within in (("min", lambda v, t: v >= t), ("max", lambda v, t: v <= t)):
+            threshold = getattr(floor, bound)
+            if threshold is None:
+                continue
+            ok = value is not None and within(value, threshold)
+            # A floor is calibrated on some data. When the champion, re-evaluated on this data,
+            # is outside it too, the data is harder, not the challenger worse (a retraining on
+            # new pages): the metric's regression check decides, if there is one.
+            waived = None
+            if not ok and value is not None and base is not None and not within(base, threshold) \
+                    and metric in thresholds.regression:
+                waived = (f"the champion is outside it too on this data ({base:.4g}): "
+                          f"regression.{metric} decides")
+            checks.append(GateCheck(name=f"floor.{metric}.{bound}", metric=metric, kind="floor",
+                                    passed=ok or waived is not None, value=value, threshold=threshold,
+                                    champion=base if waived else None, waived=waived))
     compared = False
     if champion is not None:
         if challenger.eval_data_hash != champion.eval_data_hash:

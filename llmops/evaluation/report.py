@@ -136,7 +136,8 @@ def _metric_rows(metrics: EvalMetrics, champion: EvalMetrics | None) -> list[lis
 
 
 def _gate_rows(gate: GateResult) -> list[list[str]]:
-    return [[c.name, c.kind, fmt(c.value), fmt(c.threshold), fmt(c.champion), "passed" if c.passed else "FAILED"]
+    return [[c.name, c.kind, fmt(c.value), fmt(c.threshold), fmt(c.champion),
+             "waived" if c.waived else "passed" if c.passed else "FAILED"]
             for c in gate.checks]
 
 

@@ -80,12 +80,16 @@ class GateCheck(Ref):
     """None: the metric was not measured (the check fails)."""
     threshold: float
     champion: float | None = None
+    waived: str | None = None
+    """A floor the champion, re-evaluated on the same data, is outside of too: why it does not
+    decide (the metric's regression check does)."""
 
     def describe(self) -> str:
         value = "missing" if self.value is None else f"{self.value:.4g}"
         if self.kind == "floor":
             op = "<=" if self.metric in LOWER_IS_BETTER else ">="
-            return f"{self.metric} {value} (floor: {op} {self.threshold:.4g})"
+            return f"{self.metric} {value} (floor: {op} {self.threshold:.4g}" + (
+                f"; waived: {self.waived})" if self.waived else ")")
         direction = "+" if self.metric in LOWER_IS_BETTER else "-"
         return (f"{self.metric} {value} vs champion {self.champion:.4g} "
                 f"(allowed: {direction}{self.threshold:.4g})")

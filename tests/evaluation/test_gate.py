@@ -66,3 +66,23 @@ def test_shipped_thresholds_load_and_bad_files_fail(tmp_path):
         load_thresholds(bad)
     with pytest.raises(GateConfigError, match="do not exist"):
         load_thresholds(tmp_path / "missing.yaml")
+
+
+def test_a_floor_the_champion_fails_too_on_the_same_data_is_waived_and_regression_decides():
+    """New pages are harder text: both models are past the bits-per-byte floor there. The floor
+    does not decide; the regression check on the same data does (and still can fail)."""
+    champion = good(bits_per_byte=3.03, rougeL=0.11)
+    better = good(bits_per_byte=2.91, rougeL=0.12)
+    result = run_gate(better, champion, THRESHOLDS)
+    assert result.passed
+    (floor,) = [c for c in result.checks if c.name == "floor.bits_per_byte.max"]
+    assert floor.waived and floor.champion == 3.03 and "waived: the champion is outside it too" in floor.describe()
+    worse = run_gate(good(bits_per_byte=3.10, rougeL=0.12), champion, THRESHOLDS)
+    assert [c.name for c in worse.failed] == ["regression.bits_per_byte"]
+    # no champion, or a champion within the floor: the floor decides
+    assert [c.name for c in run_gate(better, None, THRESHOLDS).failed] == ["floor.bits_per_byte.max"]
+    assert "floor.bits_per_byte.max" in [c.name for c in run_gate(better, good(bits_per_byte=1.9),
+                                                                   THRESHOLDS).failed]
+    # a floor without a regression rule is never waived
+    assert [c.name for c in run_gate(good(behaviour_pass_rate=0.75), good(behaviour_pass_rate=0.5),
+                                     THRESHOLDS).failed] == ["floor.behaviour_pass_rate.min"]
