@@ -534,6 +534,10 @@ class RetrainConfig(_Section):
     pretraining, against forgetting what it knew."""
     pretrain_steps: int = Field(60, ge=1)
     """Optimizer steps of continued pretraining from the champion's weights."""
+    lr: float = Field(3e-4, gt=0)
+    """Peak learning rate of that continued pretraining: trained weights want a gentler one than
+    a model from scratch (at ``pretrain.lr`` the demo's retrained model lost its chat manners and
+    failed the gate; at a tenth of it, it passed)."""
     finetune_steps: int = Field(40, ge=1)
     """Optimizer steps of the served variant's fine-tuning that follows (on the old and new Q&A pairs)."""
     seed: int = 1234

@@ -435,8 +435,8 @@ def prepare_pretrain(cfg: LlmopsConfig, *, data_card: str | Path | None = None, 
     """A pretraining job on the data pipeline's token shards.
 
     With ``init`` (a model directory or ``models:/`` URI) it continues from those weights for
-    ``retrain.pretrain_steps`` steps: a retraining's continued pretraining from the champion,
-    on the champion's tokenizer (checked: the shards must use the model's vocabulary).
+    ``retrain.pretrain_steps`` steps at ``retrain.lr``: a retraining's continued pretraining from
+    the champion, on the champion's tokenizer (checked: the shards must use the model's vocabulary).
     """
     data = resolve_data_inputs(cfg, data_card, tokens)
     meta = check_token_shards(data.tokens, data.tokenizer)
@@ -450,7 +450,8 @@ def prepare_pretrain(cfg: LlmopsConfig, *, data_card: str | Path | None = None, 
         init_ref = InputRef(path=str(init_dir), hash=_base_digest(init_dir))
         steps = cfg.retrain.pretrain_steps
         cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
-            update={"steps": steps, "warmup_steps": min(cfg.pretrain.warmup_steps, steps // 10)})})
+            update={"steps": steps, "lr": cfg.retrain.lr,
+                    "warmup_steps": min(cfg.pretrain.warmup_steps, steps // 10)})})
     try:
         preset = load_preset(cfg.pretrain.preset)
     except ValueError as exc:
