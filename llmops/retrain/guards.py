@@ -83,31 +83,33 @@ def cooldown_left(cfg: LlmopsConfig, champion_version: str, now: dt.datetime) ->
 GateOutcome = Literal["passed", "failed"]
 
 
-def gate_outcome(cfg: LlmopsConfig, data_card_key: str) -> tuple[GateOutcome, str] | None:
-    """``(outcome, MLflow run id)`` of the newest evaluation of a model trained on data card
-    ``data_card_key``; None when no such model was evaluated (yet)."""
+def gate_outcome(cfg: LlmopsConfig, data_card_keys: list[str]) -> tuple[GateOutcome, str] | None:
+    """``(outcome, MLflow run id)`` of the newest evaluation of a model trained on one of the data
+    cards ``data_card_keys``; None when no such model was evaluated (yet)."""
     from llmops.registry import tracking
     from llmops.registry.model_registry import DATA_CARD_TAG
 
-    if not all(c.isalnum() for c in data_card_key):  # it goes into a filter string
-        raise ValueError(f"not a stage key: {data_card_key!r}")
     client = tracking.connect(tracking.tracking_uri(cfg))
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
     if experiment is None:
         return None
-    runs = client.search_runs([experiment.experiment_id],
-                              f"tags.{DATA_CARD_TAG} = '{data_card_key}' and tags.gate_result != ''",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = []
+    for key in data_card_keys:
+        if not key.isalnum():  # it goes into a filter string
+            raise ValueError(f"not a stage key: {key!r}")
+        runs += client.search_runs([experiment.experiment_id],
+                                   f"tags.{DATA_CARD_TAG} = '{key}' and tags.gate_result != ''",
+                                   order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return None
-    outcome = runs[0].data.tags["gate_result"]
-    return ("passed" if outcome == "passed" else "failed"), runs[0].info.run_id
+    newest = max(runs, key=lambda run: run.info.start_time)
+    return ("passed" if newest.data.tags["gate_result"] == "passed" else "failed"), newest.info.run_id
 
 
 @dataclass(frozen=True)
 class FailedAttempt:
     decision: RetrainDecision
-    """The retraining that published the same data."""
+    """The newest retraining that published the same data."""
     evaluation_run: str
     """The MLflow run of the evaluation that failed the gate."""
 
@@ -119,17 +121,17 @@ class FailedAttempt:
 
 
 def failed_attempt(cfg: LlmopsConfig, content: dict[str, str]) -> FailedAttempt | None:
-    """The newest retraining that published exactly ``content`` (the incremental data's
-    digests), when its model failed the gate; None when there was none or it passed."""
+    """The newest retraining that published exactly ``content`` (the incremental data's digests),
+    when the newest evaluation of a model trained on that data failed the gate; None when there
+    was none or it passed. Every such retraining's card counts: a retraining cleared by hand
+    trains nothing new (its jobs are reused), so its model names the first attempt's card."""
     started = [d for d in decisions(cfg) if d.outcome == "started" and d.content == content and d.data_card]
     if not started:
         return None
-    last = started[-1]
-    assert last.data_card is not None
-    outcome = gate_outcome(cfg, Path(last.data_card).name)
+    outcome = gate_outcome(cfg, sorted({Path(d.data_card).name for d in started if d.data_card}))
     if outcome is None or outcome[0] == "passed":
         return None
-    return FailedAttempt(last, outcome[1])
+    return FailedAttempt(started[-1], outcome[1])
 
 
 def plan(cfg: LlmopsConfig, *, trigger: RetrainTrigger, run_id: str, now: dt.datetime,

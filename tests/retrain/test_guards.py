@@ -182,10 +182,17 @@ def test_a_newer_evaluation_that_passed_clears_the_failure(cfg):
     assert guards.failed_attempt(cfg, CONTENT) is None
 
 
-def test_only_the_newest_retraining_on_the_same_data_counts(cfg):
+def test_every_retraining_on_the_same_data_counts_and_the_newest_evaluation_decides(cfg):
     _started(cfg, 1, key=KEY)
     _evaluation(cfg, KEY, "failed", minute=2)
     guards.record(cfg, _decision(3, champion_version="1", content=CONTENT, data_card="/elsewhere"))  # skipped
     assert guards.failed_attempt(cfg, CONTENT) is not None
-    _started(cfg, 4, key="0123456789abcdef")  # the same data published again (cleared by hand), not evaluated yet
+    # Cleared by hand: the same data published again under a new card; its training is reused,
+    # so the model it evaluates names the first card. Until then the failure stands.
+    cleared = _started(cfg, 4, key="0123456789abcdef")
+    found = guards.failed_attempt(cfg, CONTENT)
+    assert found is not None and found.decision == cleared
+    _evaluation(cfg, KEY, "failed", minute=5)  # the reused model failed again
+    assert guards.failed_attempt(cfg, CONTENT) is not None
+    _evaluation(cfg, KEY, "passed", minute=6)
     assert guards.failed_attempt(cfg, CONTENT) is None
