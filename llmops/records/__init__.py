@@ -15,7 +15,7 @@ Where each hand-off is declared (module: records, and what they hold):
   ``LatestReport`` (``reports/<kind>/latest.json``).
 - ``crawl``: ``IndexEntry`` (an ``index.jsonl`` line), ``CrawlSummary``, ``ExtractSummary``,
   ``DroppedRecord`` (``dropped.jsonl`` lines: ``ExtractDropped``, ``CleanDropped``,
-  ``DedupDropped``), ``GroundTruth`` and ``AccessLogEntry`` (the demo site).
+  ``DedupDropped``), ``GroundTruth``, ``AccessLogEntry`` and ``PublishedSections`` (the demo site).
 - ``data``: the stage summaries (``CleanSummary`` … ``QaSummary``), ``TokenizerStats``,
   ``TokenShardMeta`` (``meta.json``), ``QaPair`` (Q&A lines), ``DataCard``
   (``data_card.json``), ``DataReport`` and ``LatestDataReport`` (the data run's report),
