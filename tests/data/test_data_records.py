@@ -58,7 +58,9 @@ def test_a_file_written_before_records_reads_and_writes_back_the_same_keys(recor
     stored = _stored(STORED[record])
     read = record.read(V0 / STORED[record])
     assert read.schema_version == record.current_version()
-    assert _without_version(read.dump()) == stored
+    # Fields added since with a null default (DataCard.retrain, .increment) are written as null.
+    added = {k for k, v in read.dump().items() if v is None and k not in stored}
+    assert {k: v for k, v in _without_version(read.dump()).items() if k not in added} == stored
     again = record.read(read.write(tmp_path / "again.json"))
     assert again == read
 
