@@ -282,6 +282,7 @@ def _before_after(cfg: LlmopsConfig, old: str) -> int:
     from llmops.registry.model_registry import DATA_CARD_TAG, version_tags
     from llmops.retrain.compare import compare_versions, new_page_pairs
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the downloads below: no bars
     new = _champion(cfg)
     if new is None or new == old:
         print(f"demo failed: the champion is still v{old} after the retraining", file=sys.stderr)
