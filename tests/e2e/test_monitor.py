@@ -77,7 +77,9 @@ def test_traffic_like_the_reference_is_no_drift(lifecycle):
     assert report.reference.traffic_requests == WINDOW and report.reference.heldout_questions > 0
     assert [w.requests for w in report.windows] == [WINDOW, WINDOW]
     assert not any(w.drifted for w in report.windows), [w.signals for w in report.windows]
-    assert report.log.records >= 3 * WINDOW and report.log.skipped_files == []
+    # The check reads hour files newest first until it holds its two windows: across an hour
+    # boundary the reference window's requests may sit in an older file it does not open.
+    assert report.log.records >= 2 * WINDOW and report.log.skipped_files == []
     assert report.calibration is not None and report.calibration.false_alarm_rate <= 0.05
     assert report.mlflow_run_id and report.message.startswith("no drift (")
 
