@@ -514,12 +514,16 @@ DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(s|m|h|d)?\s*$"
 """A duration: seconds (``90``) or a number with a unit (``90s``, ``30m``, ``6h``, ``7d``)."""
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+"""Seconds per unit of a duration (``retrain.cooldown``, ``monitor.window``)."""
+
+
 def duration_seconds(text: str) -> float:
     """``"6h"`` -> 21600.0; a bare number is seconds (the config validates the form)."""
     text = text.strip()
-    unit = text[-1] if text[-1] in "smhd" else "s"
-    number = text[:-1] if text[-1] in "smhd" else text
-    return float(number) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    unit = text[-1] if text[-1] in DURATION_UNITS else "s"
+    number = text[:-1] if text[-1] in DURATION_UNITS else text
+    return float(number) * DURATION_UNITS[unit]
 
 
 class RetrainConfig(_Section):

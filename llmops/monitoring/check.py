@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from llmops.config import LlmopsConfig, MonitorConfig
+from llmops.config import LlmopsConfig, MonitorConfig, duration_seconds
 from llmops.errors import PermanentError
 from llmops.layout import safe_name
 from llmops.monitoring import drift, log as inference_log
@@ -47,7 +47,6 @@ REPORT_KIND = "llmops_monitor"
 HISTORY = 48
 """Earlier reports the signals-over-time plot shows."""
 _WINDOW = re.compile(r"^\s*(?:(?P<requests>\d+)|(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd]))\s*$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Progress = Callable[[str], None]
 
@@ -77,7 +76,7 @@ class Window:
             if int(match["requests"]) < 2:
                 raise DriftCheckError(f"window {text!r}: a window holds at least 2 requests")
             return cls(str(text).strip(), requests=int(match["requests"]))
-        return cls(str(text).strip(), seconds=float(match["amount"]) * _SECONDS[match["unit"]])
+        return cls(str(text).strip(), seconds=duration_seconds(match["amount"] + match["unit"]))
 
 
 @dataclass
