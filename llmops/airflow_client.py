@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -34,6 +35,8 @@ from llmops.errors import PermanentError, TransientError
 
 # The API refuses larger pages ([api] maximum_page_limit defaults to 100).
 _PAGE = 100
+ASSET_EVENTS_WAIT_S = 180
+"""How long ``asset_events`` waits out Airflow's HTTP 500 for a created, not yet started run."""
 
 
 class AirflowApiError(PermanentError, RuntimeError):
@@ -409,11 +412,29 @@ class AirflowClient:
         if since is not None:
             params["timestamp_gte"] = str(_when(since))
         if uri is None:
-            return list(self._paged("/api/v2/assets/events", "asset_events", AssetEvent, params))
+            return self._asset_event_pages(params)
         events: list[AssetEvent] = []
         for asset_id in self._asset_ids(uri):
-            events += self._paged("/api/v2/assets/events", "asset_events", AssetEvent, {**params, "asset_id": asset_id})
+            events += self._asset_event_pages({**params, "asset_id": asset_id})
         return sorted(events, key=lambda e: (e.timestamp, e.id))
+
+    def _asset_event_pages(self, params: QueryParams) -> list[AssetEvent]:
+        """``GET /api/v2/assets/events``, waiting out Airflow 3.3's HTTP 500 for an event whose
+        DAG run is created but not started yet.
+
+        The response lists the runs each event created, with a ``start_date`` Airflow declares
+        required, so a queued run (start_date null) fails the whole page with a validation error
+        (apache/airflow#71360, fixed after 3.3.2). The run starts within seconds unless another
+        run of its DAG holds ``max_active_runs``; past ``ASSET_EVENTS_WAIT_S`` the 500 is raised.
+        """
+        deadline = time.monotonic() + ASSET_EVENTS_WAIT_S
+        while True:
+            try:
+                return list(self._paged("/api/v2/assets/events", "asset_events", AssetEvent, params))
+            except AirflowUnavailable as exc:
+                if exc.status_code != 500 or time.monotonic() > deadline:
+                    raise
+            time.sleep(2)
 
     def create_asset_event(self, uri: str, extra: dict[str, Any]) -> AssetEvent:
         """Emit an event on asset ``uri`` by hand (``POST /api/v2/assets/events``), as a person or

@@ -6,8 +6,8 @@
    is not ``passed`` (a model that failed the gate never reaches users).
 2. **Stage**: download exactly the registered artifacts, build them as version N of
    ``serving.staging_model_name``, load that, and smoke-test it through tritonclient
-   over HTTP *and* gRPC (real generations: non-empty, well-formed, answering as version
-   N). Staging is unloaded and removed afterwards, pass or fail.
+   over HTTP *and* gRPC (real generations: well-formed, answering as version
+   N, not every answer empty). Staging is unloaded and removed afterwards, pass or fail.
 3. **Swap**: add version N to the served model, point its ``version_policy`` at N and
    reload. Triton's explicit model control loads N while the old version keeps serving,
    then moves traffic and unloads the old one when its in-flight requests are done, so
@@ -102,7 +102,13 @@ def model_info(model_uri: str, mv: Any) -> RegistryFacts:
 
 def smoke_test(server: Any, name: str, version: int, *, questions: tuple[str, ...] = SMOKE_QUESTIONS
                ) -> list[SmokeAnswer]:
-    """Real generations over HTTP and gRPC; raises ``DeployFailed`` on any malformed answer."""
+    """Real generations over HTTP and gRPC; raises ``DeployFailed`` on any malformed answer, or
+    when no answer has any text.
+
+    The smoke test proves the serving path (the version loads, both protocols answer, as
+    version N, with generated tokens); how good the answers are is the gate's verdict. A model
+    that ends one answer at once (end of sequence first: an empty text) is serving; a model
+    whose every answer is empty is not, and is refused."""
     rows = []
     endpoints: tuple[tuple[Protocol, str], ...] = (("http", server.http_address), ("grpc", server.grpc_address))
     for protocol, url in endpoints:
@@ -119,6 +125,9 @@ def smoke_test(server: Any, name: str, version: int, *, questions: tuple[str, ..
                 raise DeployFailed(f"smoke test over {protocol}: {question!r}: {'; '.join(problems)} "
                                    f"(answer {answer.text!r:.120})")
             rows.append(SmokeAnswer(protocol=protocol, question=question, **answer.model_dump()))
+    if not any(row.text.strip() for row in rows):
+        raise DeployFailed(f"smoke test: every answer was empty ({len(rows)} over HTTP and gRPC): the model "
+                           f"generates no text")
     return rows
 
 
@@ -133,8 +142,6 @@ def _unanswered(exc: Exception) -> bool:
 
 def _answer_problems(answer: Answer, version: int) -> list[str]:
     problems = []
-    if not answer.text.strip():
-        problems.append("empty answer")
     if answer.model_version != str(version):
         problems.append(f"answered as version {answer.model_version!r}, expected {version}")
     if answer.completion_tokens < 1 or answer.prompt_tokens < 1:
