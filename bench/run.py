@@ -347,6 +347,11 @@ def main() -> int:
         results |= dedup_quality([o.doc for o in cleaned if o.reason is None], site.ground_truth, site.url)
         print("PII redaction vs plain Presidio ...", flush=True)
         results |= bench_pii()
+        print("PII redaction on the evaluation set of its own (dev and test halves) vs plain Presidio ...",
+              flush=True)
+        from pii_eval import bench_redaction  # bench/pii_eval.py, beside this script
+
+        results |= bench_redaction()
         print("encode vs raw encode_batch ...", flush=True)
         results |= bench_encode(work)
         print("DAG parse ...", flush=True)

@@ -7,16 +7,23 @@ finds no API keys, and takes ``obj.attr`` for a URL. So the analyzer is assemble
 here from parts:
 
 * spaCy with only ``tok2vec`` + ``ner`` (loaded from the installed package, never
-  downloaded), run over batches with ``nlp.pipe``, for PERSON (and DATE_TIME);
+  downloaded), run over batches with ``nlp.pipe``, for DATE_TIME and, with
+  ``pii.person_ner``, PERSON; its tokenizer always gives recognizers their context words;
 * Presidio's pattern recognizers that fit (email, SSN, credit card, IP), plus our own
-  for US phone formats, US street-address lines (LOCATION), names in bylines /
-  comment headers / contact lines (PERSON) and credentials (SECRET);
+  for phone numbers (US, international, labelled national), complete US postal
+  addresses of every USPS form (LOCATION), names in bylines / comment headers /
+  contact lines (PERSON) and credentials (SECRET);
+* names by combined signals (``gazetteer_names``): gender-guesser's given names over
+  capitalised runs, title / label / greeting cues, chat speakers, lists, and a name
+  agreeing with an email address on its line; spaCy's own PERSON findings (``person_ner``)
+  are kept only with such a signal, since NER alone takes products and projects for people;
 * no URL, country-specific or driver-licence recognizers: on code they mostly fire on
   identifiers and version numbers.
 
-Findings are resolved to non-overlapping spans (the longest, then the highest score
-wins; a partial overlap is widened to the union so no half-value leaks), then
-replaced by the configured operator. Logs and summaries carry counts only.
+Findings are cleaned (a PERSON never spans lines nor holds digits; a number that a label
+calls a part, lot or version is no phone, SSN or IP), resolved to non-overlapping spans
+(the longest, then the highest score wins; a partial overlap is widened to the union so
+no half-value leaks), then replaced by the configured operator. Logs and summaries carry counts only.
 """
 
 from __future__ import annotations
@@ -97,42 +104,109 @@ def _email_recognizer():
 
 
 def _phone_recognizer():
-    """US phone numbers in the usual written formats.
+    """Phone numbers: US formats, international ones with a country code, national ones
+    after a phone label.
 
     Replaces Presidio's ``PhoneRecognizer``: with its default regions a US number
     also parses as a UK/DE/IL one, and python-phonenumbers rejects fictional 555
-    numbers. Separators are required, so bare digit runs (ids, card numbers, SSNs
+    numbers (so it only checks an international number's length here). Without a
+    label, separators are required, so bare digit runs (ids, card numbers, SSNs
     without dashes) are left to their own recognizers.
     """
     from presidio_analyzer import Pattern, PatternRecognizer
 
     sep = r"[ .\-]"
+    end = r"(?![\w\-]|\.\d)"
     patterns = [
         # (415) 555-0100, +1 (415) 555 0100
         Pattern("US phone (parenthesised area code)",
-                r"(?<![\w+])(?:\+?1[ .\-]?)?\([2-9]\d\d\)\s?\d{3}" + sep + r"\d{4}(?![\w\-]|\.\d)", 0.7),
-        # 415-555-0100, 415.555.0100, 415 555 0100, +1 415 555 0100, +1-415-555-0100
+                r"(?<![\w+])(?:\+?1[ .\-]?)?\([2-9]\d\d\)\s?\d{3}" + sep + r"\d{4}" + end, 0.7),
+        # 415-555-0100, 415.555.0100, 415 555 0100, +1 415 555 0100, +1-415-555-0100, 1-415-555-0100
         Pattern("US phone (separated)",
-                r"(?<![\w+.\-])(?:\+1" + sep + r")?[2-9]\d\d(" + sep + r")\d{3}\1\d{4}(?![\w\-]|\.\d)", 0.6),
+                r"(?<![\w+.\-])(?:\+?1" + sep + r")?[2-9]\d\d(" + sep + r")\d{3}\1\d{4}" + end, 0.6),
+        # +44 20 7946 0958, +49 (0)89 1234567, (+81) 3-1234-5678, 0091-80-1234-5678: the country
+        # code makes it a phone number; python-phonenumbers checks the length for that country.
+        Pattern("international phone",
+                r"(?<![\w+(])(?:\+|\(\+|00(?=[1-9]))[1-9]\d{0,2}\)?(?:[ .\-]?\(0\))?(?:[ .\-]?\(?\d{1,5}\)?){1,2}"
+                r"(?:[ .\-]\d{2,8}){1,4}" + end,
+                0.7),
+        # 020 7946 0958, 070-017 87 46: a national trunk prefix and separated groups
+        Pattern("national phone (trunk prefix)",
+                r"(?<![\w+.\-])(?<!\d[ \-])(?!0\d\d-\d\d-\d{4}(?!\d))"
+                r"0\d{1,4}[ \-]\d{2,4}(?:[ \-]\d{2,4}){1,3}(?![ \-]\d)" + end, 0.5),
+        # 06-12345678, (21) 98765-4321, 4155550100: any other national number is only a
+        # phone number where a label on its line says so.
+        Pattern("labelled national phone",
+                r"(?i:(?<![A-Za-z])(?:phone|tel|telephone|mobile|cell|fax|whatsapp|callback number|contact number|"
+                r"direct line|reached at|call me at|number is)\b)(?:[^\n\d+(]|\((?!\d)){0,24}\K"
+                r"(?<![\w+])(?:\(\d{2,4}\) ?|0\d{1,4}[ .\-]?)?\d{2,5}(?:[ .\-]?\d{2,5}){0,3}" + end, 0.6),
     ]
-    return PatternRecognizer(supported_entity="PHONE_NUMBER", name="UsPhoneRecognizer", patterns=patterns,
-                             context=["phone", "tel", "call", "mobile", "cell", "number", "fax"],
-                             global_regex_flags=_FLAGS)
+
+    class OwnPhoneRecognizer(PatternRecognizer):
+        def invalidate_result(self, pattern_text: str) -> bool:
+            """8 to 15 digits (ITU E.164); with a country code, a length that country uses."""
+            digits = sum(c.isdigit() for c in pattern_text)
+            if not 8 <= digits <= 15:
+                return True
+            international = "+" + pattern_text.lstrip("(+")[2 if pattern_text.startswith("00") else 0:]
+            if pattern_text.startswith(("+", "(+", "00")) and not international.startswith("+1"):
+                import phonenumbers
+
+                try:
+                    return not phonenumbers.is_possible_number(phonenumbers.parse(international, None))
+                except phonenumbers.NumberParseException:
+                    return True
+            return False
+
+    return OwnPhoneRecognizer(supported_entity="PHONE_NUMBER", name="OwnPhoneRecognizer", patterns=patterns,
+                              context=["phone", "tel", "call", "mobile", "cell", "number", "fax"],
+                              global_regex_flags=_FLAGS)
+
+
+US_STATE_NAMES = ("Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|District of Columbia|"
+                  "Florida|Georgia|Hawaii|Idaho|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|"
+                  "Massachusetts|Michigan|Minnesota|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|"
+                  "New Jersey|New Mexico|New York|North Carolina|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|"
+                  "Rhode Island|South Carolina|South Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|"
+                  "West Virginia|Wisconsin|Wyoming|Puerto Rico|Guam|American Samoa|Virgin Islands").split("|")
+
+
+def _address_regex() -> str:
+    """A complete US postal address, one-line or over up to four lines (USPS Publication 28's
+    forms): a delivery line, an optional unit line, then ``City, ST 12345``. The state + ZIP
+    tail (or a military ``APO AE 09012``) anchors it, which keeps it quiet on prose and code.
+
+    Delivery lines: ``123 [N] Main St``, ``PO Box 12`` / ``P.O. Box`` / ``Post Office Box``,
+    ``Rural Route 3, Box 44`` / ``RR`` / ``HC``, and military ``Unit 5016 Box 8401``,
+    ``CMR 460 Box 4307``, ``PSC 8082, Box 3875``, ``USS Nimitz (CVN 68)``. Upper-cased labels
+    are common, so the keywords and state names ignore case; street words need a capital or a
+    digit first, so lower-case prose does not join a street.
+    """
+    word = r"[A-Z0-9][\w'’.\-]*"
+    street = r"\d{1,6}[A-Z]?(?: " + word + r"){1,6}"
+    po_box = r"(?i:P\.? ?O\.? Box|Post Office Box|Box) \d{1,6}"
+    route = r"(?i:Rural Route|RR|HC|Highway Contract|Star Route) \d{1,4},? (?i:Box) \d{1,6}"
+    military = (r"(?:(?i:Unit|CMR|PSC) \d{1,5},? (?i:Box) \d{1,6}"
+                r"|USN?S (?:[A-Z][\w'.\-]* ){1,3}\([A-Z]+(?:-[A-Z]+)? ?\d+\))")
+    unit = (r"(?:(?i:Apt\.?|Apartment|Suite|Ste\.?|Unit|Rm\.?|Room|Fl\.?|Floor|Bldg\.?|Building|Lot|Trlr)\s?[\w\-]+"
+            r"|#\s?[\w\-]+)")
+    line_sep = r"(?:,? |,?\n)"
+    city = r"[A-Z][\w'’.\-]*(?: (?:[A-Za-z][\w'’.\-]*)){0,3}"
+    state = r"(?:" + "|".join(US_STATES) + r"|(?i:" + "|".join(US_STATE_NAMES) + r"))"
+    zip_code = r"\d{5}(?:-\d{4})?(?![\w\-])"
+    civil = (r"(?:" + street + "|" + po_box + "|" + route + r")(?:" + line_sep + unit + r")?"
+             + r"(?:,\s?|\n)" + city + r",? " + state + " " + zip_code)
+    armed = r"(?:" + military + r")(?:,\s?|\n)(?:APO|FPO|DPO) (?:AA|AE|AP) " + zip_code
+    return r"(?<![\w\-])(?:" + civil + "|" + armed + ")"
 
 
 def _address_recognizer():
-    """A US street-address line: number, street, optional unit, city, state, ZIP.
-
-    The ``, ST 12345`` tail anchors it, which keeps it quiet on prose and code.
-    """
+    """A complete US postal address (see ``_address_regex``)."""
     from presidio_analyzer import Pattern, PatternRecognizer
 
-    word = r"[A-Z0-9][\w'’.\-]*"
-    regex = (r"(?<![\w\-])\d{1,6}[A-Z]?(?: " + word + r"){1,5}"
-             r"(?:,? (?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Room|Fl\.?|#) ?[\w\-]+)?"
-             r", (?:[A-Z][\w'’.\-]* ?){1,4}, (?:" + "|".join(US_STATES) + r") \d{5}(?:-\d{4})?(?!\w)")
     return PatternRecognizer(supported_entity="LOCATION", name="UsAddressRecognizer",
-                             patterns=[Pattern("US street address", regex, 0.9)], global_regex_flags=_FLAGS)
+                             patterns=[Pattern("US postal address", _address_regex(), 0.9)],
+                             global_regex_flags=_FLAGS)
 
 
 # A personal name as written in bylines: optional title, 2-4 capitalised words or
@@ -163,9 +237,241 @@ def _name_context_recognizer():
                              global_regex_flags=_FLAGS)
 
 
+# A run of capitalised (or upper-case) words on one line, with name particles ("van der")
+# and initials: the candidates a first-name gazetteer and context words decide on.
+_CAPITALISED_RUN = (r"(?<![\w@.\-/])(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)"
+                    r"(?:[ \t]+(?:(?:van|von|der|den|de|da|di|du|del|della|dos|das|le|la|ter|ten|bin|ibn|al|el)[ \t]+)*"
+                    r"(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)){0,3}(?![\w@/])")
+# Words before a name that say a person follows. Strong: titles and ranks, form and header
+# labels (with their ":" or "="), greetings and sign-offs; a single capitalised word after
+# one is a name. Weak ("for", "with", "by"): only with a known given name.
+_STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|professor|rev|fr|capt|cpt|lt|sgt|cpl|pvt|pfc|maj|col|gen|adm|"
+               r"cmdr|po\d|agent|sir|dame)\.?[ \t]+"
+               r"|\b(?i:full name|first name|last name|surname|given name|cardholder(?: name)?|sender(?: name)?|"
+               r"recipient|to|from|cc|bcc|attendees|guests|panel|candidate|owner|contact|primary|secondary|assignee|"
+               r"reporter|opened by|requested by|approved by|signed|notes taken by|referred by|customer|patient|"
+               r"employee|member|service member|ship to|deliver to|visitor|speaker|host|author|"
+               r"[a-z_]*_(?:name|contact|owner))[\"']?(?:[ \t]*[:=]|[ \t]*\.{3,})[ \t]*[\"']?(?:\n[ \t]*)?"
+               r"|\b(?i:name)[\"']?(?:[ \t]*:|[ \t]*\.{3,})[ \t]*[\"']?"
+               r"|\b(?i:hi|hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|owned by|notes taken by|"
+               r"taken by|referred by|opened by|requested by|approved by|reported by|assigned to|written by|"
+               r"created by|signed by|cardholder|policyholder|husband|wife|partner|son|daughter|mother|father|"
+               r"colleague|manager|professor)[ \t]*,?[ \t]*(?:\n[ \t]*)?)$")
+_WEAK_CUE = r"\b(?i:for|with|by|and|to|from|cc|ask for|worked with|reached|thanks|via)[ \t]*,?[ \t]*$"
+# Last words of an organisation or product named after a person or place ("Hilton Garden
+# Inn", "Wells Fargo Bank"): a run ending so is not a person.
+_ORGANISATION_WORDS = frozenset(
+    "inc corp corporation co company llc ltd gmbh plc group holdings bank clinic hospital inn hotel hotels resort "
+    "airlines airways brewing brewery studios studio foundation university college school institute academy street "
+    "avenue road journal times news press cloud server desktop suite pipeline reader notebook code linux stack "
+    "labs systems solutions technologies software services partners associates consulting capital ventures "
+    "pharmacy motors insurance records publishing media reservations support team desk office department service "
+    "pacific atlantic east west north south central region".split())
+
+
+def _is_given_name(word: str) -> bool:
+    """``word`` is a known given name, with or without its accents ("Édouard", "Elżbieta")."""
+    key = word.strip("'’.").lower()
+    return key in _first_names() or _fold(key) in _first_names()
+
+
+# Letters NFKD does not take apart.
+_UNFOLDED = str.maketrans({"ł": "l", "ı": "i", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe"})
+
+
+@lru_cache(maxsize=1)
+def _first_names() -> frozenset[str]:
+    """Given names of many countries (gender-guesser's dictionary, lower-cased), less the
+    English words that are also names ("Will", "May", "The")."""
+    from gender_guesser.detector import Detector
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    months = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+              "november", "december", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
+    greetings = {"hi", "hello", "hey", "dear", "thanks", "cheers", "regards", "best"}
+    return frozenset(Detector(case_sensitive=False).names) - STOP_WORDS - months - greetings
+
+
+@dataclass(frozen=True)
+class _NameSignals:
+    """What speaks for a capitalised run being a person's name."""
+
+    known: bool
+    """Its first word is a known given name."""
+    words: int
+    strong_cue: bool
+    weak_cue: bool
+    speaks: bool
+    """It opens a chat line: ``Jane Doe: ...``, ``[12:40] Jane → Front desk``."""
+    organisation: bool
+    """Its last word names an organisation or product kind ("Inn", "Bank", "Studio")."""
+    speaks_prose: bool = False
+    """A chat turn whose text starts in lower case or after an arrow: a form label
+    ("Social Security Number: 123-...") is not a speaker."""
+    opens_sentence: bool = False
+    arrow: bool = False
+    """It speaks through an arrow ("Ann → Front desk: ..."), which no form label uses."""
+    """It opens a line or list item and a lower-case word or a comma follows ("- Ann to book",
+    "Ann, confirming ...")."""
+
+    organisation_cue: bool = False
+    """An organisation label or preposition before it: "Employer:", "Welcome to", "at"."""
+
+    @property
+    def is_name(self) -> bool:
+        if self.organisation or self.organisation_cue:
+            return False
+        return ((self.known and (self.words >= 2 or self.weak_cue or self.speaks or self.opens_sentence))
+                or self.strong_cue or (self.speaks_prose and (self.words >= 2 or self.arrow)))
+
+
+# What follows a name that opens a sentence: a comma, "and", or a verb ("to book", "walked",
+# "will", "says"); an imperative's object ("Tell me", "Note that") does not qualify.
+_ADDRESSED = re.compile(r"(?:→|->)[ \t]*$")
+# Labels and prepositions before an organisation's name, which may be a person's name too.
+_ORGANISATION_CUE = re.compile(r"\b(?i:affiliation|employer|company|organi[sz]ation|vendor|carrier|merchant|brand|"
+                               r"manufacturer|welcome to|years at|works at|worked at|working at|at)[ \t]*:?[ \t]*"
+                               r"(?:(?:Dr|Mr|Mrs|Ms|Captain|Capt|Sir)\.?[ \t]+)?$")
+_SENTENCE_GOES_ON = re.compile(r",[ \t]|[ \t]+(?:and|to|will|would|can|could|should|must|has|had|have|is|was|"
+                               r"said|asked|[a-z]+ed|[a-z]+[^s]s)\b")
+
+
+@lru_cache(maxsize=1)
+def _capitalised_run():
+    import regex
+
+    return regex.compile(_CAPITALISED_RUN)
+
+
+@lru_cache(maxsize=1)
+def _cue_patterns():
+    import regex
+
+    return regex.compile(_STRONG_CUE), regex.compile(_WEAK_CUE), regex.compile(r"[ \t]*(?::|→|->)[ \t]")
+
+
+def _name_signals(text: str, start: int, end: int) -> _NameSignals:
+    strong, weak, speaker = _cue_patterns()
+    words = [w for w in text[start:end].split() if w[:1].isupper()]
+    first = words[0] if words else ""
+    line_start = text.rfind("\n", 0, start) + 1
+    before = text[max(0, start - 48):start]
+    same_line = text[max(line_start, start - 48):start]
+    at_line_start = not text[line_start:start].strip(" \t[]0-9:|\"'")
+    turn = speaker.match(text, end)
+    addressed = _ADDRESSED.search(same_line) is not None and turn is not None  # "Ann → Bob: ..."
+    return _NameSignals(
+        organisation_cue=_ORGANISATION_CUE.search(same_line) is not None,
+        known=_is_given_name(first.split("-")[0]),
+        words=len(words),
+        strong_cue=strong.search(before) is not None or addressed,
+        weak_cue=weak.search(same_line) is not None,
+        speaks=at_line_start and turn is not None,
+        arrow=at_line_start and turn is not None and ("→" in turn.group() or ">" in turn.group()),
+        speaks_prose=at_line_start and turn is not None and (">" in turn.group() or "→" in turn.group()
+                                                             or text[turn.end():turn.end() + 1].islower()),
+        organisation=(bool(words) and words[-1].lower().rstrip(".") in _ORGANISATION_WORDS)
+        or re.match(r"[ \t]*&[ \t]", text[end:end + 4]) is not None,  # "Tiffany & Co.", "Johnson & Johnson"
+        opens_sentence=(not text[line_start:start].strip(" \t-*•0123456789.)")
+                        and _SENTENCE_GOES_ON.match(text, end) is not None))
+
+
+def gazetteer_names(text: str) -> list[RecognizerResult]:
+    """Names by combined signals (``_NameSignals``): a capitalised run whose first word is a
+    known given name, with a second word, a cue or a chat turn; or any capitalised run right
+    after a strong cue (a title, a form label, a greeting). A gazetteer hit alone on one word
+    ("Will", "Jack") is not enough, nor is a run ending in an organisation word.
+
+    Not a Presidio recognizer on purpose: Presidio drops a finding inside a longer one of the
+    same type, and spaCy's longer ones ("56616,Jane Doe") are cut back afterwards."""
+    from presidio_analyzer import RecognizerResult
+
+    spans: list[tuple[int, int, float]] = []
+    for m in _capitalised_run().finditer(text):
+        start, end = m.span()
+        # "Dr Marques", "Agent Osha", "Customer Jane Doe": the title is a cue, not the name
+        lead = _LEADING_TITLE.match(text, start, end)
+        while lead and lead.end() < end:
+            start = lead.end()
+            lead = _LEADING_TITLE.match(text, start, end) or lead
+            if lead.end() <= start:
+                break
+        start = _from_given_name(text, start, end)
+        word = text[start:end]
+        if _NOT_A_NAME.fullmatch(word) or _VERSION_AFTER.match(text, end):
+            continue
+        signals = _name_signals(text, start, end)
+        if signals.words == 1 and word.isupper() and not signals.strong_cue:
+            continue  # ORA-00942, SSN, HTTP
+        listed = bool(spans) and _LIST_JOINER.fullmatch(text, spans[-1][1], start) is not None
+        inverted = _INVERTED_NAME.match(text, start)  # "Doe, Jane" in a quoted CSV cell
+        if (lead and lead.end() < m.end() or signals.is_name or (listed and signals.words >= 1)
+                or _matches_an_email(text, start, end)):
+            spans.append((start, end, 0.7 if signals.known else 0.6))
+        elif inverted and _is_given_name(inverted.group(2).split("-")[0]):
+            spans += [(start, inverted.end(1), 0.6), (inverted.start(2), inverted.end(2), 0.6)]
+    return [RecognizerResult("PERSON", start, end, score, recognition_metadata={"recognizer_name": "NameGazetteer"})
+            for start, end, score in spans]
+
+
+def _from_given_name(text: str, start: int, end: int) -> int:
+    """Where the name starts in a run that a capitalised ordinary word opens ("Ask John Smith",
+    "Today Jane Doe"): at its first known given name with a word after it."""
+    words = list(re.finditer(r"\S+", text[start:end]))
+    if len(words) < 3 or _is_given_name(words[0].group().split("-")[0]):
+        return start
+    for i, w in enumerate(words[1:-1], 1):
+        if _is_given_name(w.group().split("-")[0]):
+            return start + words[i].start()
+    return start
+
+
+def _matches_an_email(text: str, start: int, end: int) -> bool:
+    """The run's words (three letters or more, accents aside) appear in the local part of an
+    email address on the same line: "| Devansh D. Batta | dbatta@example.com |"."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start:line_end if line_end >= 0 else len(text)]
+    if "@" not in line:
+        return False
+    locals_ = [_fold(m.group()) for m in _EMAIL_LOCAL.finditer(line)]
+    words = [_fold(w) for w in re.split(r"[\s\-.]+", text[start:end]) if len(w) >= 3]
+    return any(w in local for w in words for local in locals_)
+
+
+_EMAIL_LOCAL = re.compile(r"[\w.+\-]+(?=@[\w\-]+\.)")
+
+
+def _fold(word: str) -> str:
+    """Lower case without accents: "Céspedes" -> "cespedes"."""
+    import unicodedata
+
+    plain = "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
+    return plain.translate(_UNFOLDED)
+
+
+# A title or rank, or a role word, capitalised at the head of a run: the name follows it.
+_LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|CAPT|Cpt|CPT|Lt|LT|1LT|2LT|Sgt|"
+                            r"SGT|SSgt|TSgt|MSgt|SFC|SPC|Cpl|CPL|LCpl|Pvt|PVT|PFC|MAJ|Maj|Col|COL|Gen|Adm|ENS|LCDR|CDR|"
+                            r"Cmdr|PO\d|Agent|Sir|Dame|Customer|Candidate|Patient|Cardholder|Officer|Detective|"
+                            r"Judge|Senator|Nurse|Coach|Hi|Hello|Hey|Dear)\.?[ \t]+")
+# A title or greeting on its own, a pronoun or contraction ("I'm"): never a name by itself.
+_NOT_A_NAME = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|Lt|Sgt|Hi|Hello|Hey|Dear|Thanks|"
+                         r"I|I['’]\w+)")
+# "Chrome 123.0", "Python 3.12": a product and its version.
+_VERSION_AFTER = re.compile(r"[ \t]+v?\d+\.\d")
+# Between two names of one list: "Ann Lee, Bo Chen and Cy Diaz".
+_LIST_JOINER = re.compile(r",[ \t]*(?:and[ \t]+)?|[ \t]+(?:and|&)[ \t]+|[ \t]*;[ \t]*")
+# "Doe, Jane" (surname first, as a CSV cell quotes it), given name checked by the caller.
+_INVERTED_NAME = re.compile(r"([^\W\d_][\w'’\-]*), ([^\W\d_][\w'’\-]*)(?=\")")
+
+
 # Tokens with a vendor prefix are unambiguous; anything else must look random.
 _SECRET_PREFIXES = ("AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk_live_",
-                    "sk_test_", "rk_live_", "rk_test_", "xox", "eyJ")
+                    "sk_test_", "rk_live_", "rk_test_", "xox", "eyJ", "AIza", "sk-", "npm_", "pypi-",
+                    "django-insecure-")
+# An assigned value that is code, not a credential: a call or a subscript of a name.
+_CODE_VALUE = re.compile(r"[A-Za-z_][\w.]*[(\[]")
 
 
 def _secret_recognizer():
@@ -175,19 +481,33 @@ def _secret_recognizer():
     from presidio_analyzer import Pattern, PatternRecognizer
 
     tail = r"(?![A-Za-z0-9_\-])"
+    # A key that names a credential: password, passwd, pwd, secret, token, api_key, ...
+    key = (r"(?i:[A-Za-z0-9_.\-]*(?:secret|token|passw(?:or)?d|passwd|pwd|passphrase|api_?key|access_?key"
+           r"|private_?key|credential)[A-Za-z0-9_.\-]*)[\"']?")
+    # Not a checksum or a commit: those are long hex too, and say so just before.
+    not_a_digest = r"(?<!(?i:commit|sha\d*|md5|checksum|digest|hash|revision|rev|etag|build|blob|tree)[\s:=@]{1,3})"
     patterns = [
         Pattern("AWS access key id", r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])", 0.95),
         Pattern("GitHub token", r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{40,255})"
                 + tail, 0.95),
         Pattern("Stripe-style key", r"(?<![A-Za-z0-9_])[rs]k_(?:live|test)_[A-Za-z0-9]{16,}" + tail, 0.95),
         Pattern("Slack token", r"(?<![A-Za-z0-9_])xox[abposr]-[A-Za-z0-9\-]{10,}" + tail, 0.9),
+        Pattern("Google API key", r"(?<![A-Za-z0-9_\-])AIza[A-Za-z0-9_\-]{35}" + tail, 0.95),
+        Pattern("OpenAI-style key", r"(?<![A-Za-z0-9_\-])sk-(?:proj-)?[A-Za-z0-9_\-]{32,}" + tail, 0.9),
+        Pattern("npm token", r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}" + tail, 0.95),
+        Pattern("PyPI token", r"(?<![A-Za-z0-9_])pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{16,}" + tail, 0.95),
+        Pattern("Django secret key", r"(?<![\w\-])django-insecure-[^\s\"'`]{20,}", 0.95),
         Pattern("JWT", r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}" + tail,
                 0.95),
         Pattern("Bearer token", r"\bBearer\s+\K[A-Za-z0-9._~+/\-]{20,}=*", 0.85),
-        Pattern("long hex", r"(?<![A-Za-z0-9_])(?:[0-9a-f]{32,}|[0-9A-F]{32,})" + tail, 0.6),
-        Pattern("secret assignment",
-                r"(?i:[A-Za-z0-9_]*(?:secret|token|passw(?:or)?d|passwd|api_?key|access_?key|private_?key)"
-                r"[A-Za-z0-9_]*)[\"']?\s*[:=]\s*[\"']?\K[A-Za-z0-9/+_~\-]{16,}=*", 0.7),
+        Pattern("HTTP Basic credentials", r"\bBasic\s+\K[A-Za-z0-9+/]{12,}={0,2}(?![A-Za-z0-9+/=])", 0.85),
+        Pattern("password in a URL", r"\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:\K[^\s:/@]+(?=@)", 0.9),
+        Pattern("long hex", not_a_digest + r"(?<![A-Za-z0-9_])(?:[0-9a-f]{32,}|[0-9A-F]{32,})" + tail, 0.6),
+        Pattern("secret assignment", key + r"\s*[:=]\s*[\"']?\K[A-Za-z0-9/+_~\-]{16,}=*", 0.7),
+        Pattern("quoted secret assignment", key + r"[ \t]*[:=][ \t]*([\"'])\K[^\"'\n]{6,}(?=\1)", 0.75),
+        Pattern("unquoted secret assignment", key + r"[ \t]*[:=][ \t]*\K[^\s\"'`,;]{6,}", 0.7),
+        Pattern("password in prose", r"(?i:\b(?:password|passcode|passphrase)(?: (?:is|to|was|set to|reset to|"
+                r"changed to|now))?:?)[ \t]+\K[^\s\"']{6,}", 0.6),
     ]
 
     class SecretRecognizer(PatternRecognizer):
@@ -196,6 +516,8 @@ def _secret_recognizer():
             snake_case or a long number is not a credential)."""
             if pattern_text.startswith(_SECRET_PREFIXES) or pattern_text.count(".") == 2:
                 return False
+            if _CODE_VALUE.match(pattern_text):  # password = getpass.getpass(), token = env["X"]
+                return True
             has_digit = any(c.isdigit() for c in pattern_text)
             has_alpha = any(c.isalpha() for c in pattern_text)
             return not (has_digit and has_alpha)
@@ -209,14 +531,13 @@ def _recognizers(cfg: PiiConfig, spacy_entities: list[str]) -> list:
     from presidio_analyzer.predefined_recognizers import (
         DateRecognizer,
         SpacyRecognizer,
-        UsSsnRecognizer,
     )
 
     wanted = set(cfg.entities)
     candidates: list[tuple[str, Callable[[], Any]]] = [
         ("EMAIL_ADDRESS", _email_recognizer),
         ("PHONE_NUMBER", _phone_recognizer),
-        ("US_SSN", UsSsnRecognizer),
+        ("US_SSN", _ssn_recognizer),
         ("CREDIT_CARD", _credit_card_recognizer),
         ("IP_ADDRESS", _ip_recognizer),
         ("LOCATION", _address_recognizer),
@@ -224,10 +545,31 @@ def _recognizers(cfg: PiiConfig, spacy_entities: list[str]) -> list:
         ("SECRET", _secret_recognizer),
         ("DATE_TIME", DateRecognizer),
     ]
-    recognizers = [make() for entity, make in candidates if entity in wanted]
+    recognizers = []
+    for entity, make in candidates:
+        if entity in wanted:
+            made = make()
+            recognizers.extend(made if isinstance(made, list) else [made])
     if spacy_entities:
         recognizers.append(SpacyRecognizer(supported_entities=spacy_entities))
     return recognizers
+
+
+def _ssn_recognizer():
+    """Presidio's SSN recognizer, plus nine plain digits where an SSN was asked for or named
+    shortly before (Presidio's context window is five words, less than a chat turn)."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer.predefined_recognizers import UsSsnRecognizer
+
+    class ContextSsnRecognizer(PatternRecognizer):
+        def invalidate_result(self, pattern_text: str) -> bool:
+            return pattern_text.startswith(("000", "666", "9")) or pattern_text[3:5] == "00" or \
+                pattern_text[5:] == "0000"
+
+    plain = Pattern("SSN (nine digits after SSN context)",
+                    r"(?<=(?i:\bssn|social security)[^\n]{0,80}(?:\n[^\n]{0,60})?)(?<![\w\-])\d{9}(?![\w\-])", 0.6)
+    return [UsSsnRecognizer(), ContextSsnRecognizer(supported_entity="US_SSN", name="ContextSsnRecognizer",
+                                                    patterns=[plain], global_regex_flags=_FLAGS)]
 
 
 def _credit_card_recognizer():
@@ -370,7 +712,8 @@ def _build_analyzer_uncached(cfg: PiiConfig) -> AnalyzerEngine:
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
     _quiet_presidio_debug()
-    spacy_entities = tuple(e for e in ("PERSON", "DATE_TIME") if e in cfg.entities)
+    spacy_entities = tuple(e for e in ("PERSON", "DATE_TIME")
+                           if e in cfg.entities and (e != "PERSON" or cfg.person_ner))
     nlp_engine = _spacy_engine(cfg, spacy_entities)
     nlp_engine.load()
     registry = RecognizerRegistry(recognizers=_recognizers(cfg, list(spacy_entities)),
@@ -380,9 +723,11 @@ def _build_analyzer_uncached(cfg: PiiConfig) -> AnalyzerEngine:
 
 
 @lru_cache(maxsize=4)
-def _cached_analyzer(entities: tuple[str, ...], spacy_model: str, score_threshold: float) -> AnalyzerEngine:
+def _cached_analyzer(entities: tuple[str, ...], spacy_model: str, score_threshold: float,
+                     person_ner: bool) -> AnalyzerEngine:
     t0 = time.perf_counter()
-    cfg = PiiConfig(entities=list(entities), spacy_model=spacy_model, score_threshold=score_threshold)
+    cfg = PiiConfig(entities=list(entities), spacy_model=spacy_model, score_threshold=score_threshold,
+                    person_ner=person_ner)
     engine = _build_analyzer_uncached(cfg)
     log.info("PII analyzer ready in %.1fs (pid %d, %d recognizers)", time.perf_counter() - t0, os.getpid(),
              len(list(engine.registry.recognizers)))
@@ -391,7 +736,7 @@ def _cached_analyzer(entities: tuple[str, ...], spacy_model: str, score_threshol
 
 def build_analyzer(cfg: PiiConfig) -> AnalyzerEngine:
     """The tuned analyzer, built once per process for the settings that shape it."""
-    return _cached_analyzer(tuple(cfg.entities), cfg.spacy_model, cfg.score_threshold)
+    return _cached_analyzer(tuple(cfg.entities), cfg.spacy_model, cfg.score_threshold, cfg.person_ner)
 
 
 @lru_cache(maxsize=1)
@@ -411,7 +756,114 @@ def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list[RecognizerResul
     batch = BatchAnalyzerEngine(analyzer_engine=engine)
     found = batch.analyze_iterator(texts, language=LANGUAGE, batch_size=cfg.batch_size, entities=list(cfg.entities),
                                    score_threshold=cfg.score_threshold)
-    return [resolve_overlaps(results) for results in found]
+    names, ssns = "PERSON" in cfg.entities, "US_SSN" in cfg.entities
+    return [resolve_overlaps(_clean_findings(text, _names_within_lines(text, results)
+                                              + (gazetteer_names(text) if names else [])
+                                              + (ssns_in_context(text) if ssns else [])))
+            for text, results in zip(texts, found, strict=True)]
+
+
+_SSN_TOPIC = re.compile(r"\b(?:SSN|SSNs|[Ss]ocial [Ss]ecurity|SOCIAL SECURITY|[Tt]axpayer ID|TIN|ITIN)\b")
+_SSN_SHAPE = re.compile(r"(?<![\w\-.])(?!000|666|9\d\d)\d{3}([ .\-]?)(?!00)\d{2}\1(?!0000)\d{4}(?![\w\-]|\.\d)")
+
+
+def ssns_in_context(text: str) -> list[RecognizerResult]:
+    """SSN-shaped numbers (3-2-4 digits, any one separator or none) after the text has named
+    SSNs: Presidio's five-word context window misses "SSN of the policyholder ... it's
+    123456789" and a table whose header says SSN. Numbers a label calls something else are
+    dropped later (``_clean_findings``)."""
+    from presidio_analyzer import RecognizerResult
+
+    topic = _SSN_TOPIC.search(text)
+    if topic is None:
+        return []
+    return [RecognizerResult("US_SSN", m.start(), m.end(), 0.6,
+                             recognition_metadata={"recognizer_name": "SsnInContext"})
+            for m in _SSN_SHAPE.finditer(text, topic.start())]
+
+
+# A label that says the number after it is a part, a lot, a model or a version, not a
+# phone number, an SSN or an IP address ("part no. 300-842-1193", "lot 512-34-8821").
+_LOOKALIKE_LABEL = re.compile(r"\b(?:part|catalog|catalogue|model|lot|kit|serial|sku|item|batch|oid|version|ver|"
+                              r"build|firmware|release|revision|rev)\.?(?: no\.?| number| #)?:?[ \t]*$", re.I)
+_NUMBER_TYPES = ("PHONE_NUMBER", "US_SSN", "IP_ADDRESS", "CREDIT_CARD")
+
+
+def _clean_findings(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Drops numbers a label calls something else, a dotted IPv4 inside a longer dotted number
+    (an SNMP OID ``1.3.6.1.4.1``), card-shaped groups inside a longer number, and spaCy PERSON
+    findings no name signal backs; cuts every PERSON finding to its name words ("56616,Jane
+    Doe", "Dr Doe", "| 907.540.0901" -> "Jane Doe", "Doe", nothing)."""
+    from presidio_analyzer import RecognizerResult
+
+    out: list[RecognizerResult] = []
+    for r in results:
+        if r.entity_type in _NUMBER_TYPES and _LOOKALIKE_LABEL.search(text, max(0, r.start - 30), r.start):
+            continue
+        if r.entity_type == "CREDIT_CARD" and (re.search(r"\d[ \-]$", text[max(0, r.start - 2):r.start])
+                                              or re.match(r"[ \-]\d", text[r.end:r.end + 2])):
+            continue  # four-digit groups inside a longer parcel or tracking number
+        if r.entity_type == "IP_ADDRESS" and (re.match(r"\.\d", text[r.end:r.end + 2])
+                                              or re.search(r"\d\.$", text[max(0, r.start - 2):r.start])):
+            continue
+        if r.entity_type == "PERSON":
+            # The name words inside the finding: NER and overlap resolution can bring in a
+            # CSV cell's id ("56616,Jane Doe"), a title or a table bar.
+            runs = list(_capitalised_run().finditer(text, r.start, r.end))
+            if not runs:
+                continue
+            if re.search(r"[\d_@|]", text[runs[0].start():runs[-1].end()]):
+                runs = [max(runs, key=lambda m: m.end() - m.start())]
+            start, end = runs[0].start(), runs[-1].end()
+            while (lead := _LEADING_TITLE.match(text, start, end)) and lead.end() < end:
+                start = lead.end()
+            if _NOT_A_NAME.fullmatch(text, start, end) or _VERSION_AFTER.match(text, end):
+                continue
+            if (r.recognition_metadata or {}).get("recognizer_name") == "SpacyRecognizer":
+                signals = _name_signals(text, start, end)
+                if (signals.organisation or signals.organisation_cue
+                        or not (signals.known or signals.strong_cue or signals.weak_cue or signals.speaks_prose)):
+                    continue  # NER alone takes products for people ("Apache Kafka", "Docker Desktop")
+            if (start, end) != (r.start, r.end):
+                r = RecognizerResult("PERSON", start, end, r.score, r.analysis_explanation, r.recognition_metadata)
+        out.append(r)
+    return out
+
+
+
+# One line's worth of a name: capitalised (or upper-case) words and initials, an optional title.
+_NAME_LINE = r"(?:\p{Lu}[\p{L}'’.\-]*\.?)(?:[ \t]+\p{Lu}[\p{L}'’.\-]*\.?){0,4}"
+
+
+@lru_cache(maxsize=1)
+def _name_line():
+    import regex
+
+    return regex.compile(_NAME_LINE)
+
+
+def _names_within_lines(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """spaCy's small model lets a PERSON run over line breaks on labels and in configs
+    ("Mark Luna\\nCMR 464 Box 2030\\n..."): a name never spans lines, so such a finding is cut
+    into its lines and only the lines that read as a name are kept (the first line even
+    when it is one word, since NER started the entity there)."""
+    from presidio_analyzer import RecognizerResult
+
+    out: list[RecognizerResult] = []
+    for r in results:
+        value = text[r.start:r.end]
+        if r.entity_type != "PERSON" or "\n" not in value:
+            out.append(r)
+            continue
+        pos = r.start
+        for i, line in enumerate(value.split("\n")):
+            stripped = line.strip()
+            if stripped and _name_line().fullmatch(stripped) and (i == 0 or " " in stripped):
+                start = pos + line.index(stripped)
+                out.append(RecognizerResult("PERSON", start, start + len(stripped), r.score,
+                                            r.analysis_explanation, r.recognition_metadata))
+            pos += len(line) + 1
+    return out
 
 
 def resolve_overlaps(results: list[RecognizerResult]) -> list[RecognizerResult]:
