@@ -22,7 +22,7 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags
 
-.PHONY: venv demo lint test test-fast bench airflow stop mlflow clean help
+.PHONY: venv browser demo lint test test-fast bench airflow stop mlflow clean help
 
 help:
 	@echo "make demo    - set up, start the embedded stack and follow the whole Asset chain through the"
@@ -30,6 +30,7 @@ help:
 	@echo "               users, the monitor, a new site section, drift -> llmops_retrain -> v2 deployed"
 	@echo "make lint    - ruff (the whole repository) and mypy (llmops/, plugins/), as set in pyproject.toml"
 	@echo "make test    - set up, lint, and run the whole test suite (slow end-to-end tests included)"
+	@echo "make browser - Debian's chromium for the UI tests (Playwright drives it; skipped when installed)"
 	@echo "make test-fast - lint, then the tests not marked slow"
 	@echo "make bench   - throughput, quality and overhead of every stage; a retraining's cost vs a full lifecycle"
 	@echo "make airflow - start the embedded stack in the background: Airflow (UI and REST API on"
@@ -49,6 +50,15 @@ $(STAMP): requirements.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# The UI tests drive Debian's chromium with Playwright (its own browser download is never
+# used: no internet here, and one browser the OS keeps patched). Skipped when it is there.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@test -x $(CHROMIUM) || { echo "installing chromium (Debian) for the UI tests"; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null; }; }
+
 demo: venv
 	$(VENV)/bin/llmops demo
 
@@ -57,7 +67,7 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy llmops plugins
 
-test: venv lint
+test: venv browser lint
 	$(PY) -m pytest tests
 
 test-fast: venv lint

@@ -38,6 +38,8 @@ from llmops_airflow.errors import RETRIES
 DAG_ID = "llmops_retrain"
 HANDS_OVER_TO = ("llmops_train", "llmops_evaluate", "llmops_deploy")
 """The DAGs a retraining runs through: while one of them is busy, a drift event starts nothing."""
+SERVING_CHANGES = (*HANDS_OVER_TO, "llmops_rollback")
+"""Busy with these, a retraining waits too: a rollback under way changes the champion it would start from."""
 
 PARAM_TO_CONFIG = {"replay_fraction": "retrain.replay_fraction", "cooldown": "retrain.cooldown"}
 PARAMS = {
@@ -97,7 +99,7 @@ def llmops_retrain():
             extra = {k: v for k, v in event.extra.items() if k != "from_rest_api"}
             drift_report = DriftEvent.load(extra, source="the triggering llmops://drift event").report
         states = ["queued", "running"]
-        active = {dag_id: ti.get_dr_count(dag_id=dag_id, states=states) for dag_id in HANDS_OVER_TO}
+        active = {dag_id: ti.get_dr_count(dag_id=dag_id, states=states) for dag_id in SERVING_CHANGES}
         # Running ones only: this run is one of them, and a queued one starts after it.
         active[DAG_ID] = ti.get_dr_count(dag_id=DAG_ID, states=["running"]) - 1
         print(f"retrain: {trigger} run; drift report {drift_report}; active runs {active}")

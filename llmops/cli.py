@@ -291,7 +291,7 @@ def cmd_deploy(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
 def cmd_rollback(args: argparse.Namespace, cfg: LlmopsConfig) -> int:
     from llmops.serving.deploy import rollback
 
-    result = rollback(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    result = rollback(cfg, to_version=args.to_version, progress=lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps(result.dump(), indent=2))
     else:
@@ -638,15 +638,17 @@ def build_parser() -> argparse.ArgumentParser:
         "default http://127.0.0.1:8080), scheduler (LocalExecutor, airflow.parallelism tasks at once, default the "
         "core count), dag-processor and triggerer on SQLite ($LLMOPS_HOME/airflow/airflow.db); Triton "
         "(serving.http_port/grpc_port/metrics_port) serving the MLflow champion; the MLflow UI (mlflow.ui_port) on "
-        "the embedded store; and the demo site (demo_site.port) when data.seed_url points at it. Log in as admin "
-        "with the password in $LLMOPS_HOME/airflow/simple_auth_manager_passwords.json.generated.")
+        "the embedded store; and the demo site (demo_site.port) when data.seed_url points at it. Three users, "
+        "admin, op and viewer (the SimpleAuthManager roles of the same names), log in with their passwords in "
+        "$LLMOPS_HOME/airflow/simple_auth_manager_passwords.json.generated.")
     stack_sub = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
     p = add("start", cmd_stack_start, "Start every component that is not running and return once all are "
             "healthy (the API's /api/v2/monitor/health, Triton ready, the MLflow UI and demo site answering), "
             "within airflow.startup_timeout_s. A running stack is reported, not started twice; a stale pid file "
             "from a crash is recognised. A port in use is refused before anything starts, naming the port, the "
             "process holding it and the setting to change (e.g. LLMOPS_AIRFLOW__API_PORT). Runs `airflow db "
-            "migrate` first; generates the admin password and the secret the Airflow components share once.",
+            "migrate` first; generates the passwords of admin, op and viewer and the secret the Airflow components "
+            "share once.",
             stack_sub)
     p.add_argument("--json", action="store_true", help="print the status as JSON (progress goes to stderr)")
     p = add("stop", cmd_stack_stop, "Stop the stack: the scheduler, triggerer and dag-processor first (no new "
@@ -657,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds running tasks get to finish before they are interrupted (default 60)")
     p.add_argument("--json", action="store_true", help="print what was interrupted as JSON")
-    p = add("status", cmd_stack_status, "Show each component's process and health, the URLs, the user and "
+    p = add("status", cmd_stack_status, "Show each component's process and health, the URLs, the users and "
             "password file, DAGs (paused ones, import errors) and the stack's resident memory. Exit code 3 unless "
             "every component is healthy.", stack_sub)
     p.add_argument("--json", action="store_true", help="JSON instead of text")
@@ -696,8 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="model_opt", metavar="MODEL_URI", help="same as the positional argument")
     p.add_argument("--start-server", action="store_true", help="start the embedded server first if it is down")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p = add("rollback", cmd_rollback, "Serve the version the current champion replaced (verified like a "
-            "deployment) and point the MLflow alias champion back at it.")
+    p = add("rollback", cmd_rollback, "Serve the version the current champion replaced, or --to-version, "
+            "verified like a deployment, and point the MLflow alias champion at it. Refused (nothing changes) "
+            "without a champion, or for the champion itself, a version not registered or one that did not pass "
+            "the gate. Rolling back again goes one more step back; after --to-version, back to the champion it "
+            "replaced. The DAG llmops_rollback does the same as an audited run.")
+    p.add_argument("--to-version", metavar="N", help="the registered version to serve (default: the version the "
+                   "champion replaced)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = add("generate", cmd_generate, "Ask the served model a question with tritonclient (HTTP by default).")
     p.add_argument("question", help="the question (the model applies its chat template)")

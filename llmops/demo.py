@@ -308,10 +308,12 @@ def _champion(cfg: LlmopsConfig) -> str | None:
 
 def _footer(stack: Any, failed: bool = False) -> str:
     """Where every report is, how to look at what the demo did, and how to stop the stack."""
+    from llmops.stack import login_hint
+
     layout = stack.cfg.layout
     lines = ["",
              "The stack " + ("stays up for inspection:" if failed else "keeps running:"),
-             f"  Airflow UI   {stack.api_url}  (user admin, password in {stack.password_file})",
+             f"  Airflow UI   {stack.api_url}  ({login_hint(stack.password_file)})",
              f"  MLflow UI    {stack.mlflow_url}  (experiment llmops; model llmops, aliases champion/challenger)",
              f"  Triton       {stack.triton.http_url} (HTTP), {stack.triton.grpc_address} (gRPC): "
              'llmops generate "What is the for statement?" [--grpc]',

@@ -31,9 +31,12 @@ and handed to the Airflow components as ``AIRFLOW__API_AUTH__JWT_SECRET`` and
 ``AIRFLOW__API__SECRET_KEY`` (environment variables, as Airflow's docs advise over the
 config file). ``[core] fernet_key`` (encrypts connections and variables) stays in the
 ``airflow.cfg`` that ``airflow db migrate`` writes before any component starts.
-Users come from SimpleAuthManager (``admin``); the password is generated here, once,
-into ``simple_auth_manager_passwords.json.generated`` (mode 0600), which the API server
-then only reads.
+Users come from SimpleAuthManager: ``USERS``, ``admin``, ``op`` and ``viewer``, each with
+the SimpleAuthManager role of its name (viewer < user < op < admin: a viewer reads, an op
+also triggers DAGs and acts). Their passwords are generated here, once, into
+``simple_auth_manager_passwords.json.generated`` (mode 0600) before the API server starts,
+so the API server only reads them and prints none; a home whose file predates a user gains
+that user's password and keeps the others.
 
 How ``stop`` ends running tasks, and why that way: on SIGTERM the scheduler leaves its
 loop (no task instance is queued any more) and the LocalExecutor's ``end()`` waits for
@@ -94,6 +97,9 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 ADMIN_USER = "admin"
+USERS: tuple[tuple[str, str], ...] = ((ADMIN_USER, "admin"), ("op", "op"), ("viewer", "viewer"))
+"""``(user, SimpleAuthManager role)`` of every user of the stack; the stack's own client is ``admin``.
+(In production, FAB's roles Admin, Op and Viewer take their place: see the README.)"""
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 SECRETS_FILE = "stack_secrets.json"
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -160,11 +166,14 @@ class StackStatus:
     components: list[ComponentStatus]
     api_url: str
     user: str
+    """The user the stack's own client logs in as (``admin``)."""
     password_file: str
     triton_http_url: str
     triton_grpc_url: str
     mlflow_url: str | None = None
     demo_site_url: str | None = None
+    users: list[str] = field(default_factory=list)
+    """Every user of the UI and REST API (``USERS``), each with its password in ``password_file``."""
     dags: list[str] = field(default_factory=list)
     paused_dags: list[str] = field(default_factory=list)
     import_errors: list[dict[str, str]] = field(default_factory=list)
@@ -530,7 +539,7 @@ class Stack:
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__CORE__AUTH_MANAGER":
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{user}:{role}" for user, role in USERS),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.password_file),
             # Tasks reach the API server here; the default assumes port 8080.
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
@@ -557,12 +566,17 @@ class Stack:
         return _private_json(self.secrets_file, make, ("jwt_secret", "api_secret_key"))
 
     def _ensure_password(self) -> None:
-        """The admin password, generated here once (mode 0600) so it never passes through a log."""
-        _private_json(self.password_file, lambda: {ADMIN_USER: secrets.token_urlsafe(16)}, (ADMIN_USER,))
+        """Every user's password, generated here once (mode 0600) so none passes through a log.
 
-    def client(self, timeout: float = 30.0) -> AirflowClient:
-        """A REST client of this stack's API server, logged in as ``admin``."""
-        return AirflowClient.from_password_file(self.api_url, self.password_file, ADMIN_USER, timeout=timeout)
+        Before the API server starts: SimpleAuthManager generates a missing user's password
+        itself and prints it to the API server's log. A user missing from an older file is
+        added; the passwords already there are kept."""
+        users = tuple(user for user, _ in USERS)
+        _private_json(self.password_file, lambda: {user: secrets.token_urlsafe(16) for user in users}, users)
+
+    def client(self, timeout: float = 30.0, *, user: str = ADMIN_USER) -> AirflowClient:
+        """A REST client of this stack's API server, logged in as ``user`` (one of ``USERS``)."""
+        return AirflowClient.from_password_file(self.api_url, self.password_file, user, timeout=timeout)
 
     # ---- pid files -----------------------------------------------------------------------
 
@@ -698,7 +712,7 @@ class Stack:
                 self._abort(started, triton_needed)
                 raise
         progress(f"==> the stack is up ({time.monotonic() - t0:.0f} s): UI and REST API {self.api_url} "
-                 f"(user {ADMIN_USER}, password in {self.password_file})")
+                 f"({login_hint(self.password_file)})")
         return self.status()
 
     def _launch(self, to_start: list[_Spec], triton_needed: bool, started: dict[str, subprocess.Popen[bytes]],
@@ -1044,6 +1058,7 @@ class Stack:
         st = StackStatus(home=str(self.home), running=all(c.running for c in comps),
                          healthy=all(c.healthy for c in comps), components=comps, api_url=self.api_url,
                          user=ADMIN_USER, password_file=str(self.password_file),
+                         users=[user for user, _ in USERS],
                          triton_http_url=self.triton.http_url, triton_grpc_url=self.triton.grpc_url,
                          mlflow_url=self.mlflow_url if any(s.name == "mlflow" for s in specs) else None,
                          demo_site_url=self.demo_site_url, rss_bytes=rss, pss_bytes=pss)
@@ -1086,6 +1101,13 @@ def _tree_memory(procs: list[psutil.Process]) -> tuple[int, int | None]:
     return rss, (pss if pss_ok else None)
 
 
+def login_hint(password_file: str | Path, users: list[str] | None = None) -> str:
+    """``users admin, op, viewer; passwords in <file>``: who can log in (default ``USERS``) and
+    where their passwords are, never a password."""
+    names = users if users is not None else [user for user, _ in USERS]
+    return f"users {', '.join(names)}; passwords in {password_file}"
+
+
 def format_status(st: StackStatus) -> str:
     """``llmops stack status`` for people."""
     state = "healthy" if st.healthy else "running, NOT healthy" if st.running else \
@@ -1095,7 +1117,7 @@ def format_status(st: StackStatus) -> str:
         where = f"pid {c.pid}, {c.rss_bytes / 2**20:.0f} MiB: {c.detail}" if c.running else "not running"
         url = f"  {c.url}" if c.url else ""
         lines.append(f"  {c.name:<14} {('ok' if c.healthy else '--'):<3} {where}{url}")
-    lines += [f"UI and REST API: {st.api_url}  (user {st.user}, password in {st.password_file})",
+    lines += [f"UI and REST API: {st.api_url}  ({login_hint(st.password_file, st.users)})",
               f"Triton:          {st.triton_http_url} (HTTP), {st.triton_grpc_url} (gRPC)"]
     if st.mlflow_url:
         lines.append(f"MLflow UI:       {st.mlflow_url}")

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -158,15 +159,80 @@ def test_shared_airflow_secrets_are_generated_once_and_private(tmp_path: Path) -
     assert first["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == f"{stack.api_url}/execution/"
 
 
+def test_three_users_get_private_generated_passwords_and_an_older_home_keeps_admins(tmp_path: Path) -> None:
+    stack = make_stack(tmp_path / "home")
+    env = stack.airflow_environment()
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,op:op,viewer:viewer"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(stack.password_file)
+    stack._ensure_password()
+    assert _mode(stack.password_file) == 0o600
+    first = json.loads(stack.password_file.read_text())
+    assert set(first) == {"admin", "op", "viewer"}
+    assert len(set(first.values())) == 3 and all(len(pw) >= 16 for pw in first.values())
+    make_stack(tmp_path / "home")._ensure_password()
+    assert json.loads(stack.password_file.read_text()) == first  # generated once
+
+    # A home from before op and viewer: admin keeps its password, the file is restricted again.
+    older = make_stack(tmp_path / "older")
+    older.password_file.parent.mkdir(parents=True)
+    older.password_file.write_text(json.dumps({"admin": "admins-old-password"}) + "\n")
+    older.password_file.chmod(0o644)
+    older._ensure_password()
+    grown = json.loads(older.password_file.read_text())
+    assert grown["admin"] == "admins-old-password" and set(grown) == {"admin", "op", "viewer"}
+    assert _mode(older.password_file) == 0o600
+
+    for user in ("admin", "op", "viewer"):
+        client = older.client(user=user)
+        assert client.username == user and grown[user] not in repr(client)
+    with pytest.raises(AirflowApiError, match="no password for user 'nobody'"):
+        older.client(user="nobody")
+
+
+def test_airflow_reads_the_three_users_prints_no_password_and_refuses_the_viewer_a_dag_run(tmp_path: Path) -> None:
+    """Airflow's own SimpleAuthManager, configured as the stack configures the API server: it
+    finds every password in the file (so it generates and prints none), and its roles let admin
+    and op trigger a DAG run while viewer only reads."""
+    stack = make_stack(tmp_path / "home")
+    env = stack.airflow_environment()
+    stack._ensure_password()
+    before = stack.password_file.read_bytes()
+    probe = (
+        "import json\n"
+        "from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails\n"
+        "from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager\n"
+        "manager = SimpleAuthManager()\n"
+        "manager.init()\n"
+        "dag = DagDetails(id='llmops_rollback')\n"
+        "print(json.dumps({u.username: [u.role, sorted(manager.get_passwords()),\n"
+        "    manager.is_authorized_dag(method='POST', access_entity=DagAccessEntity.RUN, details=dag, user=u),\n"
+        "    manager.is_authorized_dag(method='GET', access_entity=DagAccessEntity.RUN, details=dag, user=u)]\n"
+        "    for u in manager.get_users()}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=180,
+                         check=True)
+    users = json.loads(out.stdout.strip().splitlines()[-1])
+    every = ["admin", "op", "viewer"]
+    assert users == {"admin": ["admin", every, True, True], "op": ["op", every, True, True],
+                     "viewer": ["viewer", every, False, True]}
+    assert stack.password_file.read_bytes() == before  # Airflow generated nothing
+    for password in json.loads(before).values():
+        assert password not in out.stdout + out.stderr
+    assert "Password for user" not in out.stdout + out.stderr
+
+
 def test_stack_status_cli_on_a_stopped_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     for key, value in stack_env(tmp_path / "home").items():
         monkeypatch.setenv(key, value)
     assert main(["stack", "status", "--json"]) == 3
     doc = json.loads(capsys.readouterr().out)
-    assert doc["running"] is False and doc["user"] == "admin"
+    assert doc["running"] is False and doc["user"] == "admin" and doc["users"] == ["admin", "op", "viewer"]
     assert {c["name"] for c in doc["components"]} == {"api-server", "scheduler", "dag-processor", "triggerer",
                                                       "mlflow", "demo-site", "triton"}
+    assert main(["stack", "status"]) == 3
+    password_file = tmp_path / "home" / "airflow" / "simple_auth_manager_passwords.json.generated"
+    assert f"(users admin, op, viewer; passwords in {password_file})" in capsys.readouterr().out
     assert main(["stack", "stop"]) == 0
     assert "the stack is not running" in capsys.readouterr().out
 

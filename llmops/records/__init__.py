@@ -38,6 +38,9 @@ Where each hand-off is declared (module: records, and what they hold):
   decided and why), ``RetrainBase`` (the champion a retraining continues from, in the incremental
   data card and ``TokensEvent.retrain``), ``IncrementSummary`` (the new documents), ``RetrainPlan``.
 - ``stack``: ``ComponentPidFile`` (a stack component's pid file).
+- ``ui``: ``Summary`` (the LLMOps view's ``/llmops/api/summary``: a section per stage, each ``ok``,
+  ``empty`` or ``error`` with its reason), ``RetrainRequest`` / ``RollbackRequest`` / ``ActionResult``
+  (its actions).
 
 Bump a record's ``schema_version`` default when a field is renamed, removed or changes
 meaning, and teach its ``upgrade`` classmethod the step from the previous version.

@@ -9,7 +9,8 @@ reads HF directories reads it as it is.
 Aliases, not the deprecated stages: ``challenger`` (passed the gate) and ``champion``
 (served, set after a verified deployment). Promoting records the previous champion on
 the new one (tag ``llmops.previous_champion``), so a rollback is reassigning
-``champion`` to that version.
+``champion`` to that version (``rollback_champion``; a rollback to a chosen version is
+recorded like a promotion, so the next rollback returns from it).
 
 One model, one version: every version carries a ``content_sha256`` tag, a digest of what
 makes the model behave as it does (weights, configs, tokenizer, chat template) but not of
@@ -160,17 +161,42 @@ def promote_champion(cfg: LlmopsConfig, version: str, *, name: str = SERVED_MODE
     return previous
 
 
-def rollback_champion(cfg: LlmopsConfig, *, name: str = SERVED_MODEL) -> tuple[str, str]:
-    """Reassign ``champion`` to the version it replaced; returns ``(from_version, to_version)``."""
+def rollback_champion(cfg: LlmopsConfig, *, name: str = SERVED_MODEL, to_version: str | None = None
+                      ) -> tuple[str, str]:
+    """Reassign ``champion`` to an earlier version; returns ``(from_version, to_version)``.
+
+    By default (or when ``to_version`` is the version the champion replaced) the alias moves
+    to the champion's ``llmops.previous_champion`` and no tag changes, so rolling back again
+    goes one further step back along the deployments (v3 -> v2 -> v1). Any other
+    ``to_version`` is a jump, recorded like a promotion: the target's
+    ``llmops.previous_champion`` becomes the champion it replaces, so the next rollback
+    returns there (its earlier tag, if any, is overwritten: the registry keeps one
+    predecessor per version, and the deploy reports keep the whole history). Whether the
+    target may serve (its gate) is the deployment's check, not the registry's.
+    """
+    from mlflow.exceptions import MlflowException
+
     client = _client(cfg)
     current = version_for(cfg, name, CHAMPION)
     if current is None:
         raise RegistryError(f"{name} has no champion to roll back")
-    previous = client.get_model_version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
-    if not previous:
+    recorded = client.get_model_version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
+    target = str(to_version) if to_version is not None else recorded
+    if not target:
         raise RegistryError(f"{name} version {current} is the first champion: there is no earlier one")
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    return current, previous
+    if target == current:
+        raise RegistryError(f"{name} version {current} is already the champion")
+    if target != recorded:
+        try:
+            client.get_model_version(name, target)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise  # an unreachable registry is not a missing version
+            raise RegistryError(f"{name} has no version {target} ({str(exc).splitlines()[0]})") from None
+        promote_champion(cfg, target, name=name)
+    else:
+        client.set_registered_model_alias(name, CHAMPION, target)
+    return current, target
 
 
 def version_tags(cfg: LlmopsConfig, version: str, *, name: str = SERVED_MODEL) -> dict[str, str]:

@@ -17,7 +17,8 @@
 
 If staging or the swap fails, the old version keeps serving, the new directory is
 removed, ``champion`` is unchanged, and ``DeployFailed`` says why. ``rollback`` serves
-the champion's predecessor (through the same verified path) and moves ``champion`` back.
+the champion's predecessor, or a chosen earlier version that passed the gate, through the
+same verified path and moves ``champion`` to it.
 
 A broken model, a failed smoke test or a version that did not pass the gate is permanent
 (``DeployFailed``): a retry cannot mend it. Triton not ready (``ServerUnavailable``), the
@@ -344,26 +345,67 @@ def _deploy(cfg: LlmopsConfig, model_uri: str, *, server: Any, progress: Progres
                         smoke=smoke, live=live)
 
 
-def rollback(cfg: LlmopsConfig, *, server: Any = None, progress: Progress = log.info) -> DeployResult:
-    """Serve the version the champion replaced (verified like a deployment), then move ``champion`` back.
+def _version_number(name: str, value: int | str | None) -> int | None:
+    """``to_version`` as a version number; None (or an empty string: a form left blank) is None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise DeployFailed(f"to_version {value!r} is not a version number: give a registered version of {name} "
+                           f"(e.g. 3), or nothing for the version the champion replaced")
+    return int(text)
 
-    Holds the deployment lock throughout, so no deployment can slip in between serving the
-    earlier version and moving the alias to it."""
+
+def plan_rollback(cfg: LlmopsConfig, to_version: int | str | None = None) -> tuple[int, int]:
+    """``(champion, target)`` of a rollback, or ``DeployFailed`` saying why there is none.
+
+    ``to_version`` None (or empty) means the version the champion replaced (its
+    ``llmops.previous_champion`` tag). Refused: no champion; a first champion with nothing
+    before it; a ``to_version`` that is not a number, is the champion itself, is not
+    registered, or did not pass the gate. Reads the registry only (no Triton, no lock), so
+    a refusal is cheap and certain; ``rollback`` plans again under the deployment lock.
+    """
+    name = cfg.serving.model_name
+    wanted = _version_number(name, to_version)
+    current = registry.version_for(cfg, name, registry.CHAMPION)
+    if current is None:
+        raise DeployFailed(f"{name} has no champion: nothing to roll back")
+    if wanted is None:
+        _, _, champion = resolve(cfg, f"models:/{name}/{current}")
+        previous = (champion.tags or {}).get(registry.PREVIOUS_CHAMPION_TAG)
+        if not previous:
+            raise DeployFailed(f"{name} version {current} is the first champion: there is no earlier one to serve "
+                               f"(name a version with to_version)")
+        wanted = int(previous)
+    if wanted == int(current):
+        raise DeployFailed(f"{name} version {wanted} is already the champion: nothing to roll back to")
+    _, _, mv = resolve(cfg, f"models:/{name}/{wanted}")  # not registered: DeployFailed
+    gate = (mv.tags or {}).get("gate_result")
+    if gate != "passed":
+        raise DeployFailed(f"{name} version {wanted} has gate_result={gate!r}: only versions that passed the "
+                           f"evaluation gate are served")
+    return int(current), wanted
+
+
+def rollback(cfg: LlmopsConfig, *, to_version: int | str | None = None, server: Any = None,
+             progress: Progress = log.info) -> DeployResult:
+    """Serve an earlier version (verified like a deployment), then move ``champion`` to it.
+
+    ``to_version`` (default: the version the champion replaced) is checked by
+    :func:`plan_rollback`. The alias moves as ``registry.rollback_champion`` says: back
+    along the deployments by default, recorded like a promotion for a chosen version, so a
+    second rollback returns from it. Holds the deployment lock throughout, so no deployment
+    can slip in between serving the earlier version and moving the alias to it. The result's
+    status is ``rolled back`` and its ``previous`` the champion it replaced."""
     name = cfg.serving.model_name
     with _deploy_lock(cfg):
-        current = registry.version_for(cfg, name, registry.CHAMPION)
-        if current is None:
-            raise DeployFailed(f"{name} has no champion: nothing to roll back")
-        client = registry.tracking.connect(registry.tracking.tracking_uri(cfg))
-        previous = client.get_model_version(name, current).tags.get(registry.PREVIOUS_CHAMPION_TAG)
-        if not previous:
-            raise DeployFailed(f"{name} version {current} is the first champion: there is no earlier one to serve")
-        # The earlier champion passed the gate when it was deployed; serve it, then move the alias.
-        result = _deploy(cfg, f"models:/{name}/{previous}", server=server, progress=progress, promote=False,
+        current, target = plan_rollback(cfg, to_version)
+        progress(f"rolling back: {name} version {current} -> {target}")
+        result = _deploy(cfg, f"models:/{name}/{target}", server=server, progress=progress, promote=False,
                          require_gate=True)
-        registry.rollback_champion(cfg, name=name)
-        progress(f"champion -> {name} version {previous} (was {current})")
-    return result.model_copy(update={"previous": int(current), "status": "rolled back"})
+        registry.rollback_champion(cfg, name=name, to_version=str(target))
+        progress(f"champion -> {name} version {target} (was {current})")
+    return result.model_copy(update={"previous": current, "status": "rolled back"})
 
 
 def ensure_champion_in_repository(cfg: LlmopsConfig, progress: Progress = log.info) -> int | None:
@@ -408,5 +450,5 @@ def write_deploy_report(cfg: LlmopsConfig, result: DeployResult) -> artifacts.St
     return report
 
 
-__all__ = ["DeployBlocked", "DeployFailed", "DeployResult", "deploy", "rollback", "ensure_champion_in_repository",
-           "smoke_test", "resolve", "served_version", "write_deploy_report"]
+__all__ = ["DeployBlocked", "DeployFailed", "DeployResult", "deploy", "plan_rollback", "rollback",
+           "ensure_champion_in_repository", "smoke_test", "resolve", "served_version", "write_deploy_report"]

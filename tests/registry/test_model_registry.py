@@ -50,6 +50,25 @@ def test_promotion_records_the_previous_champion_and_rollback_restores_it(cfg, t
         reg.rollback_champion(cfg)
 
 
+def test_rollback_walks_back_and_a_chosen_version_is_recorded_so_the_next_rollback_returns(cfg, tmp_path):
+    v1, v2, v3 = (_register(cfg, tmp_path, m) for m in ("v1", "v2", "v3"))
+    for version in (v1, v2, v3):
+        reg.promote_champion(cfg, version)
+    assert reg.rollback_champion(cfg) == (v3, v2)
+    assert reg.rollback_champion(cfg, to_version=v1) == (v2, v1)  # the recorded one: a step back, no tag moves
+    assert reg.version_tags(cfg, v1).get(reg.PREVIOUS_CHAMPION_TAG) is None
+    # A jump to a chosen version is recorded like a promotion: the next rollback returns from it.
+    assert reg.rollback_champion(cfg, to_version=v3) == (v1, v3)
+    assert reg.version_tags(cfg, v3)[reg.PREVIOUS_CHAMPION_TAG] == v1
+    assert reg.rollback_champion(cfg) == (v3, v1)
+    assert reg.version_for(cfg, "llmops", "champion") == v1
+    with pytest.raises(reg.RegistryError, match="already the champion"):
+        reg.rollback_champion(cfg, to_version=v1)
+    with pytest.raises(reg.RegistryError, match="has no version 9"):
+        reg.rollback_champion(cfg, to_version="9")
+    assert reg.version_for(cfg, "llmops", "champion") == v1  # refusals move nothing
+
+
 def test_variants_register_under_their_own_name_and_bad_dirs_fail(cfg, tmp_path):
     assert reg.registered_name("qa", served_variant="qa") == "llmops"
     assert reg.registered_name("qa-full", served_variant="qa") == "llmops-qa-full"

@@ -190,6 +190,23 @@ def test_rollback_serves_the_previous_champion_and_restart_serves_the_champion(s
     assert generate("What is x?", url=server.http_address, max_tokens=4).model_version == v["v1"]
 
 
+def _dag_env(stack) -> dict[str, str]:
+    """The environment of ``airflow dags test`` against this module's server and registry (migrated)."""
+    import subprocess
+    import sys
+
+    from tests.dags.conftest import airflow_env
+
+    cfg, server = stack["cfg"], stack["server"]
+    s = cfg.serving
+    env = airflow_env(Path(cfg.home)) | {
+        "LLMOPS_SERVING__HTTP_PORT": str(s.http_port), "LLMOPS_SERVING__GRPC_PORT": str(s.grpc_port),
+        "LLMOPS_SERVING__METRICS_PORT": str(s.metrics_port), "LLMOPS_SERVING__ADMIN_KEY": server.admin_key}
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    return env
+
+
 def test_llmops_deploy_dag_deploys_through_airflow_and_fails_cleanly(stack, tmp_path):
     """`airflow dags test llmops_deploy`: the sensor finds the server, the deploy task swaps
     the version in and announces llmops://champion; a broken version fails the task with
@@ -199,15 +216,9 @@ def test_llmops_deploy_dag_deploys_through_airflow_and_fails_cleanly(stack, tmp_
     import subprocess
     import sys
 
-    from tests.dags.conftest import airflow_env
-
     cfg, server, v = stack["cfg"], stack["server"], stack["versions"]
-    s = cfg.serving
-    env = airflow_env(Path(cfg.home)) | {
-        "LLMOPS_SERVING__HTTP_PORT": str(s.http_port), "LLMOPS_SERVING__GRPC_PORT": str(s.grpc_port),
-        "LLMOPS_SERVING__METRICS_PORT": str(s.metrics_port), "LLMOPS_SERVING__ADMIN_KEY": server.admin_key}
+    env = _dag_env(stack)
     airflow = str(Path(sys.executable).parent / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     champion = registry.version_for(cfg, "llmops", registry.CHAMPION)
     target = v["v2"] if champion != v["v2"] else v["v1"]
     runs = []
@@ -235,3 +246,55 @@ def test_llmops_deploy_dag_deploys_through_airflow_and_fails_cleanly(stack, tmp_
     assert registry.version_for(cfg, "llmops", registry.CHAMPION) == target
     assert generate("What is x?", url=server.http_address, max_tokens=4).model_version == target
     assert server.admin_key not in "".join(runs)
+
+
+def test_llmops_rollback_dag_swaps_back_through_airflow_and_refuses_with_the_reason(stack, tmp_path):
+    """`airflow dags test llmops_rollback`: a refusal (the champion itself) fails ``plan`` with
+    the reason and touches nothing; the default run serves the version the champion replaced,
+    moves ``champion``, writes a ``rolled back`` deploy report (the retraining cooldown sees it)
+    and announces llmops://champion, and starts no llmops_deploy run."""
+    import datetime as dt
+    import json
+    import sqlite3
+    import subprocess
+    import sys
+
+    from llmops.records.serving import DeployResult
+    from llmops.retrain.guards import deployed_at
+
+    cfg, server = stack["cfg"], stack["server"]
+    env = _dag_env(stack)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    champion = registry.version_for(cfg, "llmops", registry.CHAMPION)
+    previous = registry.version_tags(cfg, champion)[registry.PREVIOUS_CHAMPION_TAG]
+    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
+    deploy_runs = db.execute("select count(*) from dag_run where dag_id = 'llmops_deploy'").fetchone()[0]
+    started = dt.datetime.now(dt.UTC)
+    logs = []
+    for conf in ({"to_version": champion}, {}):
+        log = tmp_path / f"rollback-{len(logs)}.log"
+        with open(log, "w") as fh:
+            subprocess.run([airflow, "dags", "test", "llmops_rollback", "-c", json.dumps(conf)],
+                           env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=600)
+        logs.append(log.read_text())
+    rows = db.execute("select r.run_id, t.task_id, t.state from task_instance t join dag_run r on t.run_id = "
+                      "r.run_id and t.dag_id = r.dag_id where t.dag_id = 'llmops_rollback' order by r.id").fetchall()
+    by_run: dict[str, dict[str, str]] = {}
+    for run_id, task, state in rows:
+        by_run.setdefault(run_id, {})[task] = state
+    refused, done = list(by_run.values())[-2:]
+    assert refused == {"plan": "failed", "rollback": "upstream_failed"}, logs[0][-3000:]
+    assert f"version {champion} is already the champion" in logs[0]
+    assert done == {"plan": "success", "rollback": "success"}, logs[1][-3000:]
+    assert f"rollback: llmops version {champion} -> {previous} (the version the champion replaced)" in logs[1]
+
+    assert registry.version_for(cfg, "llmops", registry.CHAMPION) == previous
+    assert generate("What is x?", url=server.http_address, max_tokens=4).model_version == previous
+    latest = DeployResult.read(cfg.layout.latest_report("llmops_deploy"))
+    assert (latest.status, latest.version, latest.previous) == ("rolled back", int(previous), int(champion))
+    assert (when := deployed_at(cfg, previous)) is not None and when >= started - dt.timedelta(seconds=1)
+    event = json.loads(db.execute("select e.extra from asset_event e join asset a on a.id = e.asset_id where "
+                                  "a.uri = 'llmops://champion/' order by e.id desc").fetchone()[0])
+    assert (event["version"], event["previous"]) == (int(previous), int(champion))
+    assert db.execute("select count(*) from dag_run where dag_id = 'llmops_deploy'").fetchone()[0] == deploy_runs
+    assert server.admin_key not in "".join(logs)
