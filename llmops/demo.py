@@ -314,6 +314,8 @@ def _footer(stack: Any, failed: bool = False) -> str:
     lines = ["",
              "The stack " + ("stays up for inspection:" if failed else "keeps running:"),
              f"  Airflow UI   {stack.api_url}  ({login_hint(stack.password_file)})",
+             f"  LLMOps view  {stack.api_url}/plugin/llmops  (in the UI's navigation: data, training, registry, "
+             "deployment, drift; retrain and rollback for op and admin)",
              f"  MLflow UI    {stack.mlflow_url}  (experiment llmops; model llmops, aliases champion/challenger)",
              f"  Triton       {stack.triton.http_url} (HTTP), {stack.triton.grpc_address} (gRPC): "
              'llmops generate "What is the for statement?" [--grpc]',

@@ -12,7 +12,8 @@ import yaml
 from llmops.config import ConfigError, LlmopsConfig, load_config
 from tests.dags.conftest import DAGS, REPO
 
-DAG_IDS = ("llmops_data", "llmops_train", "llmops_evaluate", "llmops_deploy", "llmops_monitor", "llmops_retrain")
+DAG_IDS = ("llmops_data", "llmops_train", "llmops_evaluate", "llmops_deploy", "llmops_monitor", "llmops_retrain",
+           "llmops_rollback")
 BOUNDS = {annotated_types.Ge: ("minimum", "ge"), annotated_types.Le: ("maximum", "le"),
           annotated_types.Gt: ("exclusiveMinimum", "gt"), annotated_types.Lt: ("exclusiveMaximum", "lt")}
 

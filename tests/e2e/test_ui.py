@@ -70,16 +70,17 @@ def test_a_cookie_without_the_sites_own_origin_is_refused(lifecycle):
 
 def test_op_triggers_a_retraining_from_the_view_as_an_audited_run(lifecycle):
     wait_idle(lifecycle)
-    answer = call(lifecycle, "POST", "/llmops/api/actions/retrain", user="op", json={"cooldown": "1000h"})
+    answer = call(lifecycle, "POST", "/llmops/api/actions/retrain", user="op", json={})
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["dag_id"] == RETRAIN and body["triggered_by"] == "op"
     run = lifecycle.client.dag_run(RETRAIN, body["run_id"])
-    assert run.run_type == "manual" and run.conf == {"cooldown": "1000h"}
+    assert run.run_type == "manual" and run.conf == {}
     state, tis = finish(lifecycle, RETRAIN, body["run_id"])
-    # The stack deployed a moment ago: this run's cooldown keeps the champion, and says so.
+    # The site has not changed since the champion's data: the run says so and starts nothing.
     assert state == "success" and tis["publish"] == "skipped", tis
-    assert decision(lifecycle, body["run_id"]).reason.startswith("cooldown"), decision(lifecycle, body["run_id"])
+    reason = decision(lifecycle, body["run_id"]).reason
+    assert reason.startswith("no new data since data card"), reason
 
 
 def _two_versions(lifecycle) -> tuple[str, str]:
