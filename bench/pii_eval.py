@@ -2,19 +2,26 @@
 
 ``llmops redact`` was tuned on the demo site's pages, so its recall there says little about
 other text. This set is written from templates that share nothing with the demo site (which
-is built from ``pydoc_data.topics``), in two halves:
+is built from ``pydoc_data.topics``), in three parts ("halves"):
 
 - ``dev``: tune on it;
 - ``test``: judge on it. Its templates live in their own section below, written before any
   tuning, and share no template function, no phrasing and no seed with ``dev``; each non-PII
-  vocabulary below is split between the halves too (alternate items).
+  vocabulary below is split between ``dev`` and ``test`` (alternate items);
+- ``dev2``: a second half to tune on, written after tuning on ``dev`` had fitted its phrasing,
+  without looking at what the redactor misses on ``test``: word lists of its own (brands and
+  products named after people, events, landmarks, organisation numbers, cloud resources), 35
+  locales, value formats the first two lack (E.164 and more countries' phones, 12- to 19-digit
+  cards, addresses without commas or ZIP code, street lines alone, vendor keys, passphrases,
+  PEM key bodies) and kinds of text they lack (SMS, call transcripts, HTML, commit logs,
+  calendar entries and vCards, invoices, contracts).
 
-Each half holds 280 records with planted PII (about 1 600 values, at least 60 of every type)
+Each half holds 280 records with planted PII (about 1 600 values, at least 45 of every type)
 and 60 records with no personal data. A record (:class:`EvalRecord`) is ``{id, half, kind,
 template, text, spans: [{start, end, type, value}], non_pii: [{start, end, text, kind}]}``,
 offsets into ``text``; ``template`` names the function that wrote it.
-``python bench/pii_eval.py --out DIR`` writes ``dev.jsonl`` and ``test.jsonl`` and prints the
-counts; :func:`generate` returns one half; :func:`score` measures a redactor's findings
+``python bench/pii_eval.py --out DIR`` writes ``dev.jsonl``, ``dev2.jsonl`` and ``test.jsonl`` and
+prints the counts; :func:`generate` returns one half; :func:`score` measures a redactor's findings
 against it. The same seeds and the Faker pinned
 in ``requirements.txt`` give byte-identical files.
 
@@ -80,6 +87,12 @@ likely to mistake them for personal data; a phrase is intact when no finding ove
   ``timestamp`` (ISO 8601, syslog, access-log, epoch milliseconds), ``hex_colour``,
   ``mac_address`` (colon, dash and Cisco forms: IPv6-like), ``file_path``, ``http_status``,
   ``error_code`` (ORA-00942, 0x80070005, SQLSTATE 23505, ...) and ``cve``.
+- only in ``dev2``: ``event`` (named storms, holidays, conferences: "Hurricane Ida", "Martin
+  Luther King Jr. Day"), ``landmark`` (places named after people: "John F. Kennedy
+  International Airport"), ``cloud_resource`` (ARNs, image references, instance ids) and
+  ``company_number`` (EIN, DUNS, ABA routing, NDC, conference and meeting ids shaped like
+  phones and SSNs); its ``brand`` and ``product`` lists lean on names of people ("Ralph
+  Lauren", "John Deere", "Hugo Extended").
 
 **Scoring** (:func:`score`): findings are character spans of the original text with a type
 (``Finding``; :meth:`Finding.of` reads a Presidio ``RecognizerResult``), or are recovered from
@@ -123,19 +136,23 @@ PiiType = Literal["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_C
                   "SECRET"]
 PII_TYPES: tuple[PiiType, ...] = get_args(PiiType)
 
-Half = Literal["dev", "test"]
+Half = Literal["dev", "dev2", "test"]
 HALVES: tuple[Half, ...] = get_args(Half)
 
 TextKind = Literal["support_ticket", "email", "chat", "web_form", "code_comment", "markdown_table", "csv", "log",
-                   "config", "meeting_notes", "shipping_label", "prose", "release_notes", "faq"]
+                   "config", "meeting_notes", "shipping_label", "prose", "release_notes", "faq",
+                   # only in dev2: kinds of text the first two halves do not have
+                   "sms", "call_transcript", "html", "vcs_log", "calendar", "invoice", "contract"]
 
 NonPiiKind = Literal["term", "product", "project", "brand", "eponym", "heading", "cloud_region", "version",
                      "reference_number", "lookalike_number", "isbn", "uuid", "git_sha", "checksum", "timestamp",
-                     "hex_colour", "mac_address", "file_path", "http_status", "error_code", "cve"]
+                     "hex_colour", "mac_address", "file_path", "http_status", "error_code", "cve",
+                     # only in dev2
+                     "event", "landmark", "cloud_resource", "company_number"]
 NON_PII_KINDS: tuple[NonPiiKind, ...] = get_args(NonPiiKind)
 
-SEEDS: dict[Half, int] = {"dev": 160_001, "test": 160_937}
-"""One per half: the test half's values are drawn independently of the dev half's."""
+SEEDS: dict[Half, int] = {"dev": 160_001, "dev2": 171_313, "test": 160_937}
+"""One per half: each half's values are drawn independently of the others'."""
 PII_RECORDS = 280
 CLEAN_RECORDS = 60
 T = TypeVar("T")
@@ -372,12 +389,98 @@ US_PHONES = ("(AAA) EEE-NNNN", "AAA-EEE-NNNN", "AAA.EEE.NNNN", "AAA EEE NNNN", "
              "+1 (AAA) EEE-NNNN", "1-AAA-EEE-NNNN", "+1.AAA.EEE.NNNN")
 AREA_CODES = (202, 206, 212, 214, 303, 305, 312, 319, 402, 404, 412, 503, 505, 515, 602, 608, 612, 617, 702, 717,
               720, 801, 808, 816, 907, 913, 919, 971)
+# --------------------------------------------------------------------------- dev2 vocabularies
+# A second tuning half, written after the redactor had been tuned on ``dev`` (whose phrasing
+# it had learnt): new word lists, locales, value formats, templates and kinds of text. The
+# test half was not looked at to write it.
+
+DEV2_LOCALES = LOCALES + ("en_AU", "en_CA", "en_IE", "es_MX", "pt_PT", "fi_FI", "da_DK", "cs_CZ", "hu_HU", "ro_RO",
+                          "vi_VN", "id_ID", "yo_NG", "zu_ZA", "tw_GH", "et_EE", "lt_LT", "hr_HR", "no_NO", "az_AZ")
+DEV2_LOCALE_WEIGHTS = (10, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1) + (1,) * 20
+DEV2_TERMS = ("Incident Review Board|Customer Advisory Council|Service Delivery Manager|Capacity Planning Review|"
+              "Accounts Payable|Data Retention Policy|Information Security Officer|Operational Readiness Review|"
+              "Employee Stock Purchase Plan|Board of Directors|Chief Technology Officer|Regional Sales Director|"
+              "Internal Audit Committee|Quality Assurance Lead|Enterprise Architecture Forum|Procurement Steering "
+              "Group|Net Revenue Retention|Mean Time Between Failures|Site Reliability Engineering|Change Freeze "
+              "Window|Tier Two Support|Legal Hold Notice|Performance Improvement Plan|Open Enrollment Period|"
+              "Travel and Expense Policy|Code of Conduct|Works Council|Data Protection Officer").split("|")
+DEV2_PRODUCTS = ("Apache Cassandra|Apache Camel|Amazon Aurora|Google Gemini|Microsoft Dynamics|Oracle Fusion|"
+                 "IBM Watson|"
+                 "Apache Beam|Django Admin|Sage Intacct|Xero Payroll|Adobe Premiere Pro|Autodesk Maya|Grafana Tempo|"
+                 "Mozilla Thunderbird|Apple Keynote|Amazon Alexa|Samsung Galaxy Tab|Jenkins Blue Ocean|Tableau Desktop|"
+                 "Atlassian Jira|Hugo Extended|Julia Computing|Ruby Gems|Rust Analyzer|Ada Compiler|Victoria Metrics|"
+                 "Wagtail CMS|Ansible Tower|Jasper Reports").split("|")
+DEV2_PROJECTS = ("Project Orion|Operation Sandstorm|Project Beatrice|Project Gemini|Project Marigold|Project Sterling|"
+                 "Project Aurora|Project Florence|Project Winston|Operation Lighthouse|Project Jasmine|Project Kepler|"
+                 "Project Austin|Project Clara|Project Redwood|Initiative Halcyon").split("|")
+DEV2_BRANDS = ("Ralph Lauren|Calvin Klein|Tommy Hilfiger|Estée Lauder|Ernst & Young|Procter & Gamble|Goldman Sachs|"
+               "Merrill Lynch|Harley-Davidson|Rolls-Royce|Marks & Spencer|Hugo Boss|Louis Vuitton|John Deere|"
+               "Charles River Laboratories|Trader Joe's|Kaiser Permanente|Edward Jones|Ally Bank|Sherwin-Williams|"
+               "Jackson Hewitt|Lockheed Martin|Baker McKenzie|Fisher-Price|Kellogg's|Johnson Controls|"
+               "Martin Guitar|Wendy's|Dick's Sporting Goods|Portland General Electric").split("|")
+DEV2_EPONYMS = ("Alzheimer's disease|Parkinson's disease|Hodgkin lymphoma|Heimlich maneuver|Doppler radar|"
+                "Richter scale|Morse code|Braille display|Petri dish|Bunsen burner|Geiger counter|Pascal's triangle|"
+                "Occam's razor|Gantt chart|Venn diagram|Pearson correlation|Kaplan-Meier estimator|Monte Carlo "
+                "simulation|Caesar cipher|Diffie-Hellman key exchange|Bellman-Ford algorithm|Kruskal's algorithm|"
+                "Nobel Prize|Turing Award|Fields Medal|Pulitzer Prize").split("|")
+DEV2_HEADINGS = ("How Do I Reset Two-Step Verification?|Where Is My Refund?|Why Was My Order Cancelled?|"
+                 "Troubleshooting Slow Queries|What Happens After I Submit a Claim?|Can I Change My Delivery Address?|"
+                 "Understanding Your First Bill|Who Can See My Profile?|Planning a Zero-Downtime Migration|"
+                 "Lessons From the Apollo Program|A Weekend in Santa Fe|Hiking Mount Rainier|Exploring St. Augustine|"
+                 "Meet the Team Behind Project Aurora|Ask Me Anything: Platform Edition|Notes From KubeCon Europe|"
+                 "Year in Review|Welcome to the Engineering Handbook").split("|")
+DEV2_EVENTS = ("Hurricane Ida|Tropical Storm Debby|Winter Storm Elliott|Hurricane Helene|Typhoon Mawar|"
+               "Martin Luther King Jr. Day|Presidents' Day|Black Friday|Grace Hopper Celebration|Dreamforce|"
+               "AWS re:Invent|Cyber Monday|Mardi Gras|St. Patrick's Day|Juneteenth|Super Bowl LVIII|"
+               "Wimbledon Championships|Boston Marathon|Tour de France|Mother's Day").split("|")
+DEV2_LANDMARKS = ("Lincoln Center|Madison Square Garden|John F. Kennedy International Airport|Ronald Reagan Washington "
+                  "National Airport|George Bush Intercontinental Airport|Hoover Dam|Golden Gate Bridge|Grand Central "
+                  "Terminal|Rockefeller Center|Carnegie Hall|Walter Reed National Military Medical Center|"
+                  "Johns Hopkins "
+                  "Hospital|Mount Sinai Hospital|Cedars-Sinai Medical Center|St. Jude Children's Research Hospital|"
+                  "Mayo Clinic|Penn Station|Logan International Airport|Fenway Park|Wrigley Field").split("|")
+DEV2_CLOUD_REGIONS = ("asia-northeast1|eu-west-2|West Europe|Central India|UK South|Australia East|us-central1|"
+                      "Japan East|Brazil South|Norway East|Switzerland North|South Africa North").split("|")
+DEV2_ERROR_CODES = ("ETIMEDOUT|EACCES|ERR_NAME_NOT_RESOLVED|ORA-01017|PG::UniqueViolation|"
+                    "System.IO.FileNotFoundException|HRESULT 0x8007000E|SQLSTATE 40001|errno 111|EPIPE|"
+                    "Segmentation fault (core dumped)|ImagePullBackOff|TypeError: Cannot read properties of undefined|"
+                    "panic: runtime error: index out of range|NSURLErrorDomain -1009|ERROR 1045 (28000)|"
+                    "x509: certificate has expired|STATUS_ACCESS_VIOLATION").split("|")
+DEV2_HTTP_STATUSES = ("HTTP/1.1 200 OK|201 Created|HTTP/2 304 Not Modified|418 I'm a teapot|"
+                      "HTTP/1.1 507 Insufficient Storage|451 Unavailable For Legal Reasons|"
+                      "HTTP/1.1 408 Request Timeout|"
+                      "307 Temporary Redirect|HTTP/2 413 Payload Too Large|HTTP/1.1 505 HTTP Version Not Supported"
+                      ).split("|")
+DEV2_PATHS = ("/var/lib/postgresql/16/main/pg_wal|C:\\Users\\Public\\Documents|app/models/invoice.rb|"
+              "/etc/nginx/sites-enabled/default|~/Library/Application Support/Code|"
+              "/usr/share/zoneinfo/America/New_York|"
+              "charts/api/values.yaml|/opt/homebrew/bin/python3|src/main/java/com/acme/billing/InvoiceService.java|"
+              "/run/secrets/db_password|config/credentials.yml.enc|~/.aws/credentials|tests/fixtures/customers.json|"
+              "/etc/pki/tls/private/server.key").split("|")
+DEV2_REFERENCE_SHAPES = ("SO-######|DEL-########|CLM-###-######|RES-@@@###|BKG-******|ASN-#########|GRN-######|"
+                         "MR !####|SRQ-#######|JOB-########|AWB ###-########|QT-####-@@").split("|")
+DEV2_TICKET_SHAPES = "SEC-####|INFRA-####|DATA-#####|WEB-###|ENG-#####|INC-######".split("|")
+DEV2_WORDS = ("marigold|pelican|thunder|blueberry|cascade|juniper|velvet|copper|harbor|lantern|walrus|nebula|"
+              "meadow|sparrow|glacier|biscuit").split("|")
+DEV2_JOB_TITLES = ("Senior Accountant|Office Manager|Staff Engineer|Head of People|Account Executive|"
+                   "Practice Manager|Director of Operations|Registered Nurse|Paralegal|Facilities Coordinator"
+                   ).split("|")
+DEV2_ITEMS = ("standing desk", "espresso machine", "hiking boots", "ceramic vase", "baby stroller", "drone")
+DEV2_INTL_PHONES = ("+61 2 #### ####", "+61 4## ### ###", "04## ### ###", "+52 55 #### ####", "+27 ## ### ####",
+                    "+82 10-####-####", "+65 #### ####", "+64 21 ### ####", "+41 44 ### ## ##", "+32 2 ### ## ##",
+                    "+351 2## ### ###", "+54 9 11 ####-####", "+353 (0)1 ### ####", "+44 (0)1### ######",
+                    "+49 151 ########", "+33 7 ## ## ## ##", "+91 22 #### ####", "+234 803 ### ####")
+DEV2_US_PHONES = ("(AAA)EEE-NNNN", "AAA EEE-NNNN", "+1 AAA EEE NNNN", "+1 AAA-EEE-NNNN", "1 (AAA) EEE-NNNN",
+                  "+1AAAEEENNNN",
+                  "1.AAA.EEE.NNNN", "(AAA) EEE-NNNN", "AAA-EEE-NNNN", "AAA.EEE.NNNN", "+1 (AAA) EEE NNNN")
+
 _FOLD = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "ß": "ss", "æ": "ae", "Æ": "AE", "đ": "d", "ı": "i",
                        "œ": "oe"})
 
 
 def _share(items: Sequence[str], half: Half) -> tuple[str, ...]:
-    """This half's part of a vocabulary: alternate items, so the halves share none."""
+    """This half's part of a vocabulary: alternate items, so the halves share none (``dev2``
+    has word lists of its own, below)."""
     return tuple(items[0::2] if half == "dev" else items[1::2])
 
 
@@ -458,17 +561,27 @@ class Values:
         self.half = half
         self.rng = random.Random(seed)
         self.fakers: dict[str, Faker] = {}
-        for i, locale in enumerate(LOCALES):
+        self.locales, self.locale_weights = (DEV2_LOCALES, DEV2_LOCALE_WEIGHTS) if half == "dev2" else \
+            (LOCALES, LOCALE_WEIGHTS)
+        for i, locale in enumerate(self.locales):
             fake = Faker(locale)
             fake.seed_instance(seed * 100 + i)
             self.fakers[locale] = fake
         self.us = self.fakers["en_US"]
         self.clock = dt.datetime(2023, 1, 2, 8, 0, 0, tzinfo=dt.UTC)
-        self.terms, self.products, self.projects = _share(TERMS, half), _share(PRODUCTS, half), _share(PROJECTS, half)
-        self.brands, self.eponyms, self.headings = _share(BRANDS, half), _share(EPONYMS, half), _share(HEADINGS, half)
-        self.regions, self.errors = _share(CLOUD_REGIONS, half), _share(ERROR_CODES, half)
-        self.statuses, self.paths = _share(HTTP_STATUSES, half), _share(PATHS, half)
-        self.reference_shapes, self.ticket_shapes = _share(REFERENCE_SHAPES, half), _share(TICKET_SHAPES, half)
+        if half == "dev2":  # word lists of its own, written after the first two halves
+            self.terms, self.products, self.projects = DEV2_TERMS, DEV2_PRODUCTS, DEV2_PROJECTS
+            self.brands, self.eponyms, self.headings = DEV2_BRANDS, DEV2_EPONYMS, DEV2_HEADINGS
+            self.regions, self.errors, self.statuses, self.paths = (DEV2_CLOUD_REGIONS, DEV2_ERROR_CODES,
+                                                                    DEV2_HTTP_STATUSES, DEV2_PATHS)
+            self.reference_shapes, self.ticket_shapes = DEV2_REFERENCE_SHAPES, DEV2_TICKET_SHAPES
+        else:
+            self.terms, self.products = _share(TERMS, half), _share(PRODUCTS, half)
+            self.projects, self.brands = _share(PROJECTS, half), _share(BRANDS, half)
+            self.eponyms, self.headings = _share(EPONYMS, half), _share(HEADINGS, half)
+            self.regions, self.errors = _share(CLOUD_REGIONS, half), _share(ERROR_CODES, half)
+            self.statuses, self.paths = _share(HTTP_STATUSES, half), _share(PATHS, half)
+            self.reference_shapes, self.ticket_shapes = _share(REFERENCE_SHAPES, half), _share(TICKET_SHAPES, half)
 
     # --- basics
     def pick(self, items: Sequence[T]) -> T:
@@ -490,7 +603,7 @@ class Values:
 
     # --- PII
     def locale(self) -> str:
-        return self.rng.choices(LOCALES, LOCALE_WEIGHTS)[0]
+        return self.rng.choices(self.locales, self.locale_weights)[0]
 
     def name(self, locale: str | None = None) -> Name:
         locale = locale or self.locale()
@@ -811,7 +924,7 @@ class Template:
     make: Callable[[Values], Doc]
 
 
-TEMPLATES: dict[Half, list[Template]] = {"dev": [], "test": []}
+TEMPLATES: dict[Half, list[Template]] = {"dev": [], "dev2": [], "test": []}
 
 
 def template(half: Half, kind: TextKind, has_pii: bool = True) -> Callable[[Callable[[Values], Doc]],
@@ -1984,6 +2097,850 @@ def test_clean_status_feed(v: Values) -> Doc:
         ts=v.timestamp())
 
 
+# =========================================================================== dev2 half
+# A second tuning half, written after tuning on ``dev`` and without looking at what the test
+# half misses: the value helpers below draw formats the first two halves do not (more
+# countries, E.164 phones, 14- and 19-digit cards, addresses without commas or ZIP, street
+# lines alone, vendor keys and passphrases of other kinds), and the templates are new.
+
+
+def d2_name(v: Values) -> Name:
+    """A name from dev2's locales; now and then with a spelled-out middle name."""
+    n = v.name()
+    n = Name(n.first.strip(), n.last.strip(), n.middle)  # some locales' lists carry a stray space
+    if not n.middle and v.chance(0.1) and v.locale() in ("en_US", "en_GB", "en_AU", "en_CA", "en_IE"):
+        return Name(n.first, n.last, v.us.first_name())
+    return n
+
+
+def d2_phone(v: Values, international: bool | None = None) -> Pii:
+    international = v.chance(0.3) if international is None else international
+    if international:
+        return Pii("PHONE_NUMBER", v.shape(v.pick(DEV2_INTL_PHONES)))
+    area = v.rng.choice([n for n in range(201, 990) if n % 100 != 11 and n // 10 % 10 != 9])
+    exchange = v.rng.choice([n for n in range(201, 1000) if n % 100 != 11])
+    number = (v.pick(DEV2_US_PHONES).replace("AAA", str(area)).replace("EEE", str(exchange))
+              .replace("NNNN", f"{v.rng.randrange(10000):04d}"))
+    return Pii("PHONE_NUMBER", number)
+
+
+def d2_card(v: Values) -> Pii:
+    brand = v.pick(("visa16", "mastercard", "amex", "discover", "diners", "jcb16", "visa13", "visa19", "maestro",
+                    "mastercard", "visa16"))
+    digits = v.us.credit_card_number(card_type=brand)
+    sep = v.rng.choices(("", " ", "-"), (4, 4, 2))[0]
+    groups = {15: (4, 6, 5), 14: (4, 6, 4)}.get(len(digits)) or tuple([4] * (len(digits) // 4) + (
+        [len(digits) % 4] if len(digits) % 4 else []))
+    parts, i = [], 0
+    for g in groups:
+        parts.append(digits[i:i + g])
+        i += g
+    return Pii("CREDIT_CARD", sep.join(parts))
+
+
+def d2_address(v: Values, form: AddressForm | None = None, multi_line: bool = False, zip_code: bool = True) -> Pii:
+    """Layouts the first two halves do not write: no commas at all, a comma before the ZIP, the
+    city line without its comma, and (``zip_code=False``) no ZIP code."""
+    a = v.address_parts(form)
+    unit = f" {a.unit}" if a.unit else ""
+    if a.military:
+        return Pii("LOCATION", f"{a.street}{' ' if v.chance(0.5) else chr(10)}{a.city} {a.state} {a.zip}")
+    if not zip_code:
+        return Pii("LOCATION", f"{a.street}{unit}, {a.city}, {a.state}")
+    if multi_line:
+        return Pii("LOCATION", v.pick((f"{a.street}{unit}\n{a.city} {a.state} {a.zip}",
+                                       f"{a.street}\n{a.unit or 'Attn: Receiving'}\n{a.city}, {a.state}  {a.zip}"
+                                       if a.unit else f"{a.street}\n{a.city}, {a.state}  {a.zip}")))
+    return Pii("LOCATION", v.pick((f"{a.street}{unit} {a.city} {a.state} {a.zip}",
+                                   f"{a.street}{unit}, {a.city}, {a.state}, {a.zip}",
+                                   f"{a.street}{unit}, {a.city} {a.state} {a.zip}",
+                                   f"{a.street},{unit} {a.city}, {a.state} {a.zip}" if unit else
+                                   f"{a.street}, {a.city}, {a.state} {a.zip}")))
+
+
+def d2_street(v: Values) -> Pii:
+    """A street line alone, as a form with separate city / state / ZIP fields holds it."""
+    a = v.address_parts(v.pick(("street", "apartment", "suite")))
+    return Pii("LOCATION", f"{a.street} {a.unit}".strip())
+
+
+def d2_password(v: Values) -> str:
+    roll = v.rng.random()
+    words = [v.pick(DEV2_WORDS) for _ in range(4)]
+    if roll < 0.25:
+        return v.us.password(length=v.rng.randint(8, 14), special_chars=v.chance(0.5))
+    if roll < 0.45:
+        return f"{words[0].capitalize()}{words[1].capitalize()}{v.rng.randint(10, 99)}"
+    if roll < 0.6:  # a passphrase: letters only
+        return "-".join(words[:v.rng.randint(3, 4)])
+    if roll < 0.8:
+        return f"{words[0]}{v.pick('!@#')}{v.rng.randint(1990, 2026)}"
+    return f"{words[0].capitalize()}_{v.rng.randint(100, 9999)}"
+
+
+D2SecretKind = Literal["gitlab", "sendgrid", "twilio", "huggingface", "anthropic", "shopify", "digitalocean",
+                       "mailgun", "azure_key", "private_key", "password", "aws_key_id", "aws_secret", "jwt", "github"]
+
+
+def d2_secret(v: Values, kind: D2SecretKind | None = None) -> Pii:
+    alnum, hexdigits = string.ascii_letters + string.digits, "0123456789abcdef"
+    chosen = kind or v.pick(get_args(D2SecretKind))
+    if chosen in ("aws_key_id", "aws_secret", "jwt", "github"):
+        return v.secret(chosen)
+    makers: dict[str, Callable[[], str]] = {
+        "gitlab": lambda: "glpat-" + v.chars(alnum + "_-", 20),
+        "sendgrid": lambda: "SG." + v.chars(alnum + "_-", 22) + "." + v.chars(alnum + "_-", 43),
+        "twilio": lambda: "SK" + v.chars(hexdigits, 32),
+        "huggingface": lambda: "hf_" + v.chars(string.ascii_letters, 34),
+        "anthropic": lambda: "sk-ant-api03-" + v.chars(alnum + "_-", 93) + "AA",
+        "shopify": lambda: "shpat_" + v.chars(hexdigits, 32),
+        "digitalocean": lambda: "dop_v1_" + v.chars(hexdigits, 64),
+        "mailgun": lambda: "key-" + v.chars(hexdigits, 32),
+        "azure_key": lambda: base64.b64encode(v.rng.randbytes(64)).decode(),
+        "private_key": lambda: "\n".join(base64.b64encode(v.rng.randbytes(48)).decode() for _ in range(4)),
+        "password": lambda: d2_password(v),
+    }
+    return Pii("SECRET", makers[chosen]())
+
+
+def d2_any_secret(v: Values) -> Pii:
+    """Any credential of either list (the first halves' kinds and dev2's own), in turn, so
+    every kind is drawn although few templates ask for an arbitrary one."""
+    kinds = SECRET_KINDS + tuple(k for k in get_args(D2SecretKind)
+                                 if k not in SECRET_KINDS and k != "private_key")  # a key body needs its PEM lines
+    turn = getattr(v, "d2_secret_turn", 0)
+    v.d2_secret_turn = turn + 1  # type: ignore[attr-defined]
+    kind = kinds[turn % len(kinds)]
+    return v.secret(kind) if kind in SECRET_KINDS else d2_secret(v, kind)  # type: ignore[arg-type]
+
+
+def d2_ssn(v: Values) -> Pii:
+    return v.ssn(v.rng.choices(("dashed", "spaced", "plain"), (7, 1, 2))[0])  # type: ignore[arg-type]
+
+
+def d2_event(v: Values) -> Safe:
+    return Safe("event", v.pick(DEV2_EVENTS))
+
+
+def d2_landmark(v: Values) -> Safe:
+    return Safe("landmark", v.pick(DEV2_LANDMARKS))
+
+
+def d2_resource(v: Values) -> Safe:
+    hexdigits = "0123456789abcdef"
+    return Safe("cloud_resource", v.pick((
+        f"arn:aws:iam::{v.shape('############')}:role/{v.pick(SERVICES)}",
+        f"arn:aws:s3:::{v.pick(DEV2_WORDS)}-exports-{v.number(1, 99)}",
+        f"ghcr.io/acme/{v.pick(SERVICES)}:{v.rng.randint(1, 9)}.{v.rng.randint(0, 30)}.{v.rng.randint(0, 9)}",
+        f"{v.shape('############')}.dkr.ecr.us-east-1.amazonaws.com/{v.pick(SERVICES)}:latest",
+        f"i-{v.chars(hexdigits, 17)}", f"vpc-{v.chars(hexdigits, 8)}", f"sg-{v.chars(hexdigits, 17)}",
+        f"/subscriptions/{uuid.UUID(int=v.rng.getrandbits(128), version=4)}/resourceGroups/rg-{v.pick(DEV2_WORDS)}")))
+
+
+def d2_company_number(v: Values) -> Safe:
+    """Numbers of organisations and things, shaped like a phone, an SSN or a card, named by a label."""
+    return Safe("company_number", v.pick((
+        f"EIN {v.shape('##-#######')}", f"DUNS {v.shape('##-###-####')}", f"ABA routing {v.shape('0########')}",
+        f"NDC {v.shape('####-####-##')}", f"CAS {v.shape('####-##-#')}", f"conference ID {v.shape('### ### ####')}",
+        f"meeting ID {v.shape('### #### ####')}", f"VAT GB{v.shape('### #### ##')}",
+        f"UPC {v.shape('# ##### ##### #')}", f"IMO {v.shape('#######')}",
+        f"patent US {v.shape('##,###,###')} B2", f"HS code {v.shape('####.##.####')}")))
+
+
+def d2_version(v: Values) -> Safe:
+    return Safe("version", v.pick((
+        f"kernel 5.15.0.{v.rng.randint(1000, 1100)}", f"build 17.9.{v.number(30000, 39999)}.{v.number(1, 300)}",
+        f"Firefox {v.rng.randint(115, 140)}.0.{v.rng.randint(1, 3)}",
+        f"iOS {v.rng.randint(15, 18)}.{v.rng.randint(0, 6)}.1",
+        f"node v{v.rng.randint(16, 22)}.{v.rng.randint(0, 20)}.{v.rng.randint(0, 9)}",
+        f"firmware {v.rng.randint(1, 4)}.{v.rng.randint(0, 9)}.{v.rng.randint(10, 40)}.{v.rng.randint(1, 9)}",
+        f"Edge {v.rng.randint(110, 130)}.0.{v.rng.randint(2000, 2999)}.{v.rng.randint(10, 99)}",
+        f"release 2024.{v.rng.randint(1, 12)}.{v.rng.randint(1, 28)}")))
+
+
+def d2_job(v: Values) -> Safe:
+    return Safe("term", v.pick(DEV2_JOB_TITLES))
+
+
+@template("dev2", "support_ticket")
+def dev2_ticket_callback_notes(v: Values) -> Doc:
+    n, neighbour = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        Requester: {name} ({email})
+        Channel: voice · Queue: {term}
+        ---
+        Spoke with {first} again this morning; she got a second letter addressed to {neighbour}, who lives \
+        next door at {street} — she'd like a call back on {phone} before noon. Reference {ref}."""),
+        name=person(n.full), email=v.email(n), term=v.term(), first=person(n.first), neighbour=person(neighbour.full),
+        street=d2_street(v), phone=d2_phone(v), ref=v.reference())
+
+
+@template("dev2", "support_ticket")
+def dev2_ticket_new_hire_setup(v: Values) -> Doc:
+    hire, manager = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        {ticket} · New hire equipment + payroll setup
+        {hire} starts on {date} as {job}. Manager is {manager_first} {manager_last}.
+        I-9 copy attached; SSN {ssn}. Ship the laptop to the home address, {address}.
+        Personal cell for the courier: {phone}. Loaner in {landmark} lobby if the parcel is late."""),
+        ticket=v.ticket(), hire=person(hire.full), date=v.date(), job=d2_job(v), manager_first=person(manager.first),
+        manager_last=person(manager.last), ssn=d2_ssn(v), address=d2_address(v), phone=d2_phone(v, False),
+        landmark=d2_landmark(v))
+
+
+@template("dev2", "support_ticket")
+def dev2_ticket_helpdesk_reset(v: Values) -> Doc:
+    n = d2_name(v)
+    return Doc().write(block(r"""\
+        IT Service Desk — {ticket}
+        Affected user: {last}, {first}
+        Summary: cannot sign in to {product} after the {event} change freeze.
+        Temporary password issued over the phone: {pw}
+        Sign-in attempts logged from {ip1} and {ip2}; {error} on the VPN client."""),
+        ticket=v.ticket(), last=person(n.last), first=person(n.first), product=v.product(), event=d2_event(v),
+        pw=d2_secret(v, "password"), ip1=v.ip(4), ip2=v.ip(), error=v.error_code())
+
+
+@template("dev2", "email")
+def dev2_email_invoice_dispute(v: Values) -> Doc:
+    n, to = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        Reply-To: {email}
+        To: Accounts Receivable
+        Subject: Disputed charge on {ref}
+
+        Good afternoon,
+
+        The card we used ({card}) was billed twice for the {product} renewal. {to_name} from your side said a \
+        credit would follow, but nothing has arrived.
+
+        Kind regards,
+        {name}
+        {job}, {brand}
+        Direct: {phone} | Mobile: {mobile}"""),
+        email=v.email(n, company=True), ref=v.reference(), card=d2_card(v),
+        product=v.product(), to_name=person(to.full), name=person(n.full), job=d2_job(v), brand=v.brand(),
+        phone=d2_phone(v), mobile=d2_phone(v, True))
+
+
+@template("dev2", "email")
+def dev2_email_recruiter_intro(v: Values) -> Doc:
+    cand, ref = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        Subject: Quick intro — {job} opening
+
+        {first},
+
+        {referrer} suggested I reach out; you two overlapped at {brand}. We're hiring for the {term} team \
+        and I think you'd be a great fit. Would you have 20 minutes on Thursday? I can call you at {phone}, \
+        or book something at {link_email}.
+
+        — {sender_first}"""),
+        job=d2_job(v), first=person(cand.first), referrer=person(ref.full), brand=v.brand(), term=v.term(),
+        phone=d2_phone(v), link_email=v.email(company=True), sender_first=person(d2_name(v).first))
+
+
+@template("dev2", "email")
+def dev2_email_quoted_reply(v: Values) -> Doc:
+    a, b = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        Works for me. I'll bring the signed forms.
+
+        -----Original Message-----
+        From: {a} [mailto:{a_email}]
+        Sent: {date}
+        > Hi {b_first}, can you drop the originals at our office ({address})?
+        > If nobody answers, ring {phone}.
+        > Cheers, {a_first}"""),
+        a=person(a.full), a_email=v.email(a), date=v.date(), b_first=person(b.first), address=d2_address(v),
+        phone=d2_phone(v), a_first=person(a.first))
+
+
+@template("dev2", "sms")
+def dev2_sms_family_thread(v: Values) -> Doc:
+    kid, friend = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        Mom: did you send {kid} the wifi password?
+        Me: yes it's {pw}
+        Mom: ok. {friend}'s mom asked for our address for the party invite
+        Me: {address}
+        Mom: and her number is {phone} in case you need it"""),
+        kid=person(kid.first), pw=d2_secret(v, "password"), friend=person(friend.first),
+        address=d2_address(v, zip_code=v.chance(0.5)), phone=d2_phone(v, False))
+
+
+@template("dev2", "sms")
+def dev2_sms_delivery_driver(v: Values) -> Doc:
+    n = d2_name(v)
+    return Doc().write(block(r"""\
+        [{t1}] {sender}: Hi this is {driver} with your {brand} delivery, I'm outside {street}
+        [{t2}] You: gate code doesnt work, call me {phone}
+        [{t3}] {sender2}: ok. Leaving it with {neighbour} at the front desk"""),
+        t1=v.tick(60).strftime("%H:%M"), sender=(sender := d2_phone(v, False)), driver=person(n.first), brand=v.brand(),
+        street=d2_street(v), t2=v.tick(60).strftime("%H:%M"), phone=d2_phone(v, False),
+        t3=v.tick(60).strftime("%H:%M"), sender2=sender, neighbour=person(d2_name(v).full))
+
+
+@template("dev2", "chat")
+def dev2_chat_teams_export(v: Values) -> Doc:
+    a, b = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        {a_last}, {a_first} (External)  10:32 AM
+        Morning! Can you add {c} to the {project} channel? Her email is {email}.
+        {b_full}  10:35 AM
+        Done. FYI the shared mailbox password is {pw} until IT rotates it.
+        {a_last2}, {a_first2} (External)  10:36 AM
+        Thanks — and my desk line changed to {phone}."""),
+        a_last=person(a.last), a_first=person(a.first), c=person(d2_name(v).full), project=v.project(),
+        email=v.email(), b_full=person(b.full), pw=d2_secret(v, "password"), a_last2=person(a.last),
+        a_first2=person(a.first), phone=d2_phone(v))
+
+
+@template("dev2", "chat")
+def dev2_chat_community_forum(v: Values) -> Doc:
+    a, b = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        **{a}** — today at 4:12 PM
+        has anyone else seen {error} on {product} since {version}? my box at {ip} keeps rebooting
+        **{b}** — today at 4:20 PM
+        yep. ping {c} on the vendor side, she fixed it for us. also never post your token here, I can see {token}
+        **{a2}** — today at 4:21 PM
+        oops thanks"""),
+        a=person(a.full), error=v.error_code(), product=v.product(), version=d2_version(v), ip=v.ip(),
+        b=person(b.first if v.chance(0.5) else b.full), c=person(d2_name(v).full),
+        token=d2_any_secret(v), a2=person(a.full))
+
+
+@template("dev2", "call_transcript")
+def dev2_call_billing(v: Values) -> Doc:
+    agent, caller = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        AGENT: Thank you for calling {brand}, my name is {agent}. Who am I speaking with?
+        CALLER: Hi, yes, this is {caller}.
+        AGENT: Thanks {caller_first}. For security, the last four of your social won't do today, I'll need the \
+        full number.
+        CALLER: Sure, it's {ssn}.
+        AGENT: And the card you'd like to use?
+        CALLER: {card}, and send the receipt to {email} please."""),
+        brand=v.brand(), agent=person(agent.first), caller=person(caller.full), caller_first=person(caller.first),
+        ssn=d2_ssn(v), card=d2_card(v), email=v.email(caller))
+
+
+@template("dev2", "call_transcript")
+def dev2_call_insurance_claim(v: Values) -> Doc:
+    caller, spouse = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        [00:00:04] Speaker 1: Claims line, you're through to {agent}.
+        [00:00:09] Speaker 2: Hello, I'm calling about the water damage after {event}. The policy is under my \
+        wife's name, {spouse}.
+        [00:00:21] Speaker 1: And the property address?
+        [00:00:24] Speaker 2: {address}.
+        [00:00:31] Speaker 1: Best number to reach {caller_first}?
+        [00:00:33] Speaker 2: {phone}, or my work one, {phone2}."""),
+        agent=person(d2_name(v).full), event=d2_event(v), spouse=person(spouse.full), address=d2_address(v),
+        caller_first=person(caller.first), phone=d2_phone(v), phone2=d2_phone(v))
+
+
+@template("dev2", "web_form")
+def dev2_form_patient_intake(v: Values) -> Doc:
+    n, contact = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        PATIENT INTAKE
+        Patient Name (Last, First MI): {last}, {first} {mi}
+        Street Address: {street}
+        City: {city}    State: {state}    ZIP: {zip}
+        Home Phone: {phone}
+        Emergency Contact: {contact} (sister)  {contact_phone}
+        Subscriber SSN: {ssn}
+        Referring physician: {title} {doctor}"""),
+        last=person(n.last), first=person(n.first), mi=v.pick("ABCDEJKLMRST") + ".", street=d2_street(v),
+        city=v.us.city(), state=v.pick(sorted(STATE_NAMES)), zip=v.us.zipcode(),
+        phone=v.bare_phone() if v.chance(0.4) else d2_phone(v, False),
+        contact=person(contact.full), contact_phone=d2_phone(v), ssn=d2_ssn(v), title=v.pick(("Dr.", "Dr")),
+        doctor=person(d2_name(v).last))
+
+
+@template("dev2", "html")
+def dev2_html_account_page(v: Values) -> Doc:
+    n = d2_name(v)
+    return Doc().write(block(r"""\
+        <section class="account">
+          <h2>{heading}</h2>
+          <label>Full name</label><input name="fullName" value="{name}">
+          <label>Email</label><input type="email" name="email" value="{email}">
+          <p>Questions? Write to <a href="mailto:{agent_email}">{agent}</a> or call <a href="tel:{tel}">{phone}</a>.</p>
+          <address>{address}</address>
+        </section>"""),
+        heading=v.heading(), name=person(n.full), email=v.email(n), agent_email=v.email(company=True),
+        agent=person(d2_name(v).full),
+        tel=Pii("PHONE_NUMBER", v.shape(f"+1{v.rng.randint(200, 989)}#######")),
+        phone=d2_phone(v), address=d2_address(v))
+
+
+@template("dev2", "html")
+def dev2_html_staff_directory(v: Values) -> Doc:
+    doc = Doc().write("<table class=\"directory\">\n  <tr><th>Name</th><th>Role</th><th>Extension</th><th>Mobile</th>"
+                      "</tr>\n")
+    for _ in range(v.rng.randint(2, 4)):
+        n = d2_name(v)
+        doc.write("  <tr><td>{name}</td><td>{job}</td><td>x{ext}</td><td>{phone}</td></tr>\n", name=person(n.full),
+                  job=d2_job(v), ext=v.number(100, 999), phone=d2_phone(v))
+    return doc.write("</table>\n<!-- last synced from {product} -->", product=v.product())
+
+
+@template("dev2", "web_form")
+def dev2_form_json_checkout(v: Values) -> Doc:
+    n = d2_name(v)
+    a = v.address_parts(v.pick(("street", "apartment")))
+    return Doc().write(block(r"""\
+        POST /api/v2/checkout
+        {{
+          "customer": {{"firstName": "{first}", "lastName": "{last}", "phone": "{phone}"}},
+          "billing": {{"line1": "{line1}", "city": "{city}", "region": "{state}", "postalCode": "{zip}"}},
+          "payment": {{"pan": "{card}", "exp": "09/28"}},
+          "clientIp": "{ip}"
+        }}"""),
+        first=person(n.first), last=person(n.last), phone=d2_phone(v), line1=Pii("LOCATION", a.street),
+        city=a.city, state=a.state, zip=a.zip,
+        card=Pii("CREDIT_CARD", d2_card(v).value.replace(" ", "").replace("-", "")),
+        ip=v.ip())
+
+
+@template("dev2", "code_comment")
+def dev2_code_pytest_fixture(v: Values) -> Doc:
+    n = d2_name(v)
+    return Doc().write(block(r"""\
+        def test_masking_keeps_last_four():
+            # Real record from {ticket}, reported by {reporter}; replace before the {term}!
+            user = User(name="{name}", ssn="{ssn}", card="{card}")
+            assert mask(user.card).endswith("{last4}")
+            assert user.name.startswith("{first}")"""),
+        ticket=v.ticket(), reporter=person(d2_name(v).full), term=v.term(), name=person(n.full), ssn=d2_ssn(v),
+        card=(card := d2_card(v)), last4=card.value[-4:], first=person(n.first))
+
+
+@template("dev2", "code_comment")
+def dev2_code_go_client(v: Values) -> Doc:
+    n = d2_name(v)
+    return Doc().write(block(r"""\
+        // Package notify sends receipts. Maintainer: {name} <{email}>
+        var cfg = Config{{
+            SMTPHost: "{ip}",
+            Password: "{pw}",
+            APIKey:   "{key}",
+            Region:   "{region}",
+        }}"""),
+        name=person(n.full), email=v.email(n, company=True), ip=v.ip(4), pw=d2_secret(v, "password"),
+        key=d2_any_secret(v), region=v.region())
+
+
+@template("dev2", "log")
+def dev2_log_shell_history(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+          501  curl -u admin:{pw1} https://{ip1}:9200/_cat/indices
+          502  mysql -h {ip2} -u root -p'{pw2}' billing
+          503  export CI_TOKEN={gl}
+          504  kubectl get pods -n {svc} | grep {resource}
+          505  git push origin main"""),
+        pw1=d2_secret(v, "password"), ip1=v.ip(4), ip2=v.ip(4), pw2=d2_secret(v, "password"),
+        gl=d2_any_secret(v), svc=v.pick(SERVICES), resource=d2_resource(v))
+
+
+@template("dev2", "vcs_log")
+def dev2_vcs_commit_trailers(v: Values) -> Doc:
+    a, b, c = d2_name(v), d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        commit {sha}
+        Author: {a} <{a_email}>
+        Date:   {date}
+
+            Fix retry storm in the {product} consumer ({ticket})
+
+            Co-authored-by: {b} <{b_email}>
+            Reviewed-by: {c}"""),
+        sha=v.git_sha(short=False), a=person(a.full), a_email=v.email(a), date=v.date(), product=v.product(),
+        ticket=v.ticket(), b=person(b.full), b_email=v.email(b, company=True), c=person(c.full))
+
+
+@template("dev2", "calendar")
+def dev2_calendar_invite(v: Values) -> Doc:
+    a, b = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        BEGIN:VEVENT
+        SUMMARY:{term} prep
+        ORGANIZER;CN={a}:mailto:{a_email}
+        ATTENDEE;CN={b};ROLE=REQ-PARTICIPANT:mailto:{b_email}
+        LOCATION:{address}
+        DESCRIPTION:Dial-in {phone}\, {number}
+        END:VEVENT"""),
+        term=v.term(), a=person(a.full), a_email=v.email(a, company=True), b=person(b.full), b_email=v.email(b),
+        address=d2_address(v), phone=d2_phone(v), number=d2_company_number(v))
+
+
+@template("dev2", "calendar")
+def dev2_calendar_vcard(v: Values) -> Doc:
+    n = d2_name(v)
+    return Doc().write(block(r"""\
+        BEGIN:VCARD
+        VERSION:3.0
+        FN:{full}
+        N:{last};{first};;;
+        ORG:{brand}
+        TEL;TYPE=cell:{phone}
+        EMAIL;TYPE=work:{email}
+        END:VCARD"""),
+        full=person(n.full), last=person(n.last), first=person(n.first), brand=v.brand(), phone=d2_phone(v),
+        email=v.email(n))
+
+
+@template("dev2", "invoice")
+def dev2_invoice_receipt(v: Values) -> Doc:
+    n = d2_name(v)
+    upper = v.chance(0.3)
+    return Doc().write(block(r"""\
+        INVOICE {ref}                         {date}
+        Sold by: {brand}
+
+        BILL TO:
+        {name}
+        {address}
+
+        1 x {item} ........ $349.00
+        Paid with card {card}
+        Questions about this invoice? Call {phone}."""),
+        ref=v.reference(), date=v.date(), brand=v.brand(), name=person(n.full.upper() if upper else n.full),
+        address=d2_address(v, multi_line=True), item=v.pick(DEV2_ITEMS), card=d2_card(v), phone=d2_phone(v))
+
+
+@template("dev2", "contract")
+def dev2_contract_lease(v: Values) -> Doc:
+    landlord, tenant = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        RESIDENTIAL LEASE AGREEMENT
+
+        This Lease is made on {date} between {landlord} ("Landlord") and {tenant} ("Tenant") for the premises \
+        at {address} (the "Premises"). Rent is payable to the Landlord's account; notices to the Tenant go \
+        to {email}. Tenant's Social Security No.: {ssn}. Witness: {witness}."""),
+        date=v.date(), landlord=person(landlord.full), tenant=person(tenant.full),
+        address=d2_address(v, zip_code=v.chance(0.7)), email=v.email(tenant), ssn=d2_ssn(v),
+        witness=person(d2_name(v).full))
+
+
+@template("dev2", "markdown_table")
+def dev2_markdown_incident_timeline(v: Values) -> Doc:
+    doc = Doc().write("#### Timeline ({event} outage)\n\n| Time (UTC) | Who | What |\n|---|---|---|\n",
+                      event=d2_event(v))
+    for _ in range(v.rng.randint(2, 4)):
+        n, m = d2_name(v), d2_name(v)
+        doc.write("| {t} | {who} | paged {other} on {phone}; {status} from {resource} |\n",
+                  t=v.tick().strftime("%H:%M"), who=person(n.full), other=person(m.first), phone=d2_phone(v),
+                  status=v.http_status(), resource=d2_resource(v))
+    return doc
+
+
+@template("dev2", "csv")
+def dev2_csv_payroll_semicolon(v: Values) -> Doc:
+    doc = Doc().write("emp_no;last_name;first_name;tax_id;home_phone;dept\n")
+    for _ in range(v.rng.randint(3, 5)):
+        n = d2_name(v)
+        doc.write("{no};{last};{first};{ssn};{phone};{dept}\n", no=v.number(1000, 9999), last=person(n.last),
+                  first=person(n.first), ssn=v.ssn("plain"), phone=d2_phone(v, False), dept=v.term())
+    return doc
+
+
+@template("dev2", "csv")
+def dev2_csv_crm_export(v: Values) -> Doc:
+    doc = Doc().write('"Contact","Title","Account","Phone","Mailing Address"\n')
+    for _ in range(v.rng.randint(2, 4)):
+        n = d2_name(v)
+        doc.write('"{name}","{job}","{brand}","{phone}","{address}"\n', name=person(n.full), job=d2_job(v),
+                  brand=v.brand(), phone=d2_phone(v), address=d2_address(v))
+    return doc
+
+
+@template("dev2", "log")
+def dev2_log_payment_json(v: Values) -> Doc:
+    n = d2_name(v)
+    return Doc().write(block(r"""\
+        {{"ts":"{ts}","level":"info","msg":"payment authorised","customer":{{"name":"{name}","email":"{email}"}},\
+        "pan":"{card}","client_ip":"{ip}","trace":"{uuid}"}}
+        {{"ts":"{ts2}","level":"warn","msg":"3DS challenge","phone":"{phone}","user_agent":"{version}"}}"""),
+        ts=v.timestamp(), name=person(n.full), email=v.email(n), card=d2_card(v), ip=v.ip(), uuid=v.uuid(),
+        ts2=v.timestamp(), phone=d2_phone(v), version=d2_version(v))
+
+
+@template("dev2", "log")
+def dev2_log_mail_server(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        {t1} mx1 postfix/smtp[2211]: 3F2A1C4D: to=<{to}>, relay=mx.example.net[{ip1}]:25, status=sent
+        {t2} mx1 dovecot: imap-login: Login: user=<{user}>, method=PLAIN, rip={ip2}, lip=10.0.0.5
+        {t3} mx1 postfix/smtpd[2240]: warning: unknown[{ip3}]: SASL LOGIN authentication failed: {error}"""),
+        t1=v.timestamp("syslog"), to=v.email(), ip1=v.ip(4), t2=v.timestamp("syslog"), user=v.email(), ip2=v.ip(),
+        t3=v.timestamp("syslog"), ip3=v.ip(4), error=v.error_code())
+
+
+@template("dev2", "config")
+def dev2_config_helm_values(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        # values-prod.yaml for {project}
+        image: {resource}
+        env:
+          - name: DB_PASSWORD
+            value: "{pw}"
+          - name: SENDGRID_API_KEY
+            value: {sg}
+          - name: PAYMENTS_API_KEY
+            value: "{payments}"
+          - name: ONCALL_CONTACT
+            value: "{name}"
+          - name: STORAGE_CONNECTION
+            value: "DefaultEndpointsProtocol=https;AccountName=acmeprod;AccountKey={azure};\
+        EndpointSuffix=core.windows.net"
+        """),
+        project=v.project(), resource=d2_resource(v), pw=d2_secret(v, "password"), sg=d2_secret(v, "sendgrid"),
+        payments=d2_any_secret(v),
+        name=person(d2_name(v).full), azure=d2_secret(v, "azure_key"))
+
+
+@template("dev2", "config")
+def dev2_config_terraform_vars(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        # terraform.tfvars ({region})
+        owner_email      = "{email}"
+        db_admin_pass    = "{pw}"
+        hf_token         = "{hf}"
+        vendor_api_token = "{vendor}"
+        allowed_cidrs    = ["{ip}/32"]
+        tls_private_key  = <<EOT
+        -----BEGIN PRIVATE KEY-----
+        {key}
+        -----END PRIVATE KEY-----
+        EOT"""),
+        region=v.region(), email=v.email(company=True), pw=d2_secret(v, "password"), hf=d2_secret(v, "huggingface"),
+        vendor=d2_any_secret(v),
+        ip=v.ip(4), key=d2_secret(v, "private_key"))
+
+
+@template("dev2", "meeting_notes")
+def dev2_meeting_standup(v: Values) -> Doc:
+    a, b, c, d = (d2_name(v) for _ in range(4))
+    return Doc().write(block(r"""\
+        Standup {date} — present: {a}, {b}, {c}
+        - {a2}: finished the {product} upgrade; blocked on {d}'s review
+        - {b2}: out Friday, {c2} covers support
+        - {c3}: still chasing {brand} about the {term}"""),
+        date=v.date(), a=person(a.first), b=person(b.first), c=person(c.first), a2=person(a.first),
+        product=v.product(), d=person(d.full), b2=person(b.first), c2=person(c.first), c3=person(c.first),
+        brand=v.brand(), term=v.term())
+
+
+@template("dev2", "meeting_notes")
+def dev2_meeting_board_minutes(v: Values) -> Doc:
+    chair, treasurer, absent = d2_name(v), d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        MINUTES OF THE {term_upper}
+        Present: {chair} (Chair), {treasurer} (Treasurer), {member}
+        Apologies: {absent}
+        3. The {term} was approved. Motion by {title1} {chair_last}, seconded by {title2} {treasurer_last}; carried.
+        4. {treasurer_first} reported the {event} appeal raised funds; donor list at {path}."""),
+        term_upper=v.pick(("BOARD OF TRUSTEES", "PTA EXECUTIVE COMMITTEE", "RESIDENTS' ASSOCIATION")),
+        chair=person(chair.full), treasurer=person(treasurer.full), member=person(d2_name(v).full),
+        absent=person(absent.full), term=v.term(), title1=v.pick(("Ms.", "Mr.", "Dr.")), chair_last=person(chair.last),
+        title2=v.pick(("Ms", "Mr", "Mrs")), treasurer_last=person(treasurer.last),
+        treasurer_first=person(treasurer.first),
+        event=d2_event(v), path=v.path())
+
+
+@template("dev2", "faq")
+def dev2_faq_community_answer(v: Values) -> Doc:
+    n, officer = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        Q: {heading}
+        A (accepted): Ask for a data export from our privacy officer, {officer} ({officer_email}). \
+        Mine came back with my old address still on it ({address}) and my phone as {phone}.
+        — answered by {name}, {job}"""),
+        heading=v.heading(), officer=person(officer.full), officer_email=v.email(officer, company=True),
+        address=d2_address(v), phone=d2_phone(v), name=person(n.full), job=d2_job(v))
+
+
+@template("dev2", "shipping_label")
+def dev2_shipping_return_to_sender(v: Values) -> Doc:
+    n = d2_name(v)
+    return Doc().write(block(r"""\
+        RETURN TO SENDER — ADDRESSEE UNKNOWN
+        ATTN: {name}
+        C/O {care_of}
+        {address}
+        {number}   {ref}"""),
+        name=person(n.full.upper()), care_of=person(d2_name(v).full.upper()),
+        address=Pii("LOCATION", d2_address(v, multi_line=True).value.upper()), number=d2_company_number(v),
+        ref=v.reference())
+
+
+@template("dev2", "prose")
+def dev2_prose_local_brief(v: Values) -> Doc:
+    a, b, officer = d2_name(v), d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        Two residents were honoured at the {landmark} gala on Saturday. {a}, 67, who has run the food pantry \
+        on {street} since {event} hit, thanked volunteers. "We couldn't do it alone," said {b}, her co-founder. \
+        {rank} {officer} of the county sheriff's office presented the award."""),
+        landmark=d2_landmark(v), a=person(a.full), street=d2_street(v), event=d2_event(v), b=person(b.full),
+        rank=v.pick(("Sgt.", "Deputy", "Lt.", "Captain")), officer=person(officer.last))
+
+
+@template("dev2", "prose")
+def dev2_prose_clinical_note(v: Values) -> Doc:
+    pt, daughter = d2_name(v), d2_name(v)
+    return Doc().write(block(r"""\
+        Pt {name} is a 54 y/o seen for follow-up of {eponym}. Accompanied by daughter {daughter} \
+        ({phone}), who manages her medications. Lives alone at {address}. Seen with {title} {doctor}; \
+        referral to {landmark} sent."""),
+        name=person(pt.full), eponym=d2_eponym(v), daughter=person(daughter.first), phone=d2_phone(v),
+        address=d2_address(v), title=v.pick(("Dr.", "Dr", "NP")), doctor=person(d2_name(v).last),
+        landmark=d2_landmark(v))
+
+
+def d2_eponym(v: Values) -> Safe:
+    medical = ("Hashimoto's thyroiditis", "Crohn's disease", "Bell's palsy")
+    return Safe("eponym", v.pick(tuple(DEV2_EPONYMS[:3]) + medical))
+
+
+# --- dev2: no personal data
+
+
+@template("dev2", "release_notes", has_pii=False)
+def dev2_clean_sprint_review(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        Sprint review — {project}
+        Shipped: {product} {version} for the {event} traffic peak; {eponym} now used for shard placement.
+        Deferred: the {term} (needs {company}). Image: {resource}"""),
+        project=v.project(), product=v.product(), version=d2_version(v), event=d2_event(v), eponym=v.eponym(),
+        term=v.term(), company=d2_company_number(v), resource=d2_resource(v))
+
+
+@template("dev2", "support_ticket", has_pii=False)
+def dev2_clean_status_page(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        Investigating — Elevated {status} responses in {region}
+        {ts} We are seeing {error} from {product}. Customers of {brand} integrations may be affected.
+        {ts2} Mitigated by rolling back to {version}. Tracking in {ticket}."""),
+        status=v.http_status(), region=v.region(), ts=v.timestamp("space"), error=v.error_code(), product=v.product(),
+        brand=v.brand(), ts2=v.timestamp("space"), version=d2_version(v), ticket=v.ticket())
+
+
+@template("dev2", "config", has_pii=False)
+def dev2_clean_k8s_manifest(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        apiVersion: apps/v1
+        kind: StatefulSet
+        metadata:
+          name: {svc}
+          annotations:
+            owner-team: "{term}"
+            iam-role: {arn}
+        spec:
+          template:
+            spec:
+              containers:
+                - image: {image}
+                  env:
+                    - name: DB_PASSWORD_FILE
+                      value: {path}"""),
+        svc=v.pick(SERVICES), term=v.term(), arn=d2_resource(v), image=d2_resource(v), path=v.path())
+
+
+@template("dev2", "invoice", has_pii=False)
+def dev2_clean_b2b_invoice(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        INVOICE {ref}
+        From: {brand}, {company}
+        To: {brand2} — Accounts Payable
+        Terms: net 30 · {company2}
+        Line 1: {product} licences (12) ... $18,400.00
+        Line 2: {term} workshop ... $2,150.00"""),
+        ref=v.reference(), brand=v.brand(), company=d2_company_number(v), brand2=v.brand(),
+        company2=d2_company_number(v), product=v.product(), term=v.term())
+
+
+@template("dev2", "prose", has_pii=False)
+def dev2_clean_travel_guide(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        {heading}
+        Fly into {landmark} and skip the queues by arriving before {event}. Most visitors start at \
+        {landmark2}; the {brand} store next door is worth a look."""),
+        heading=v.heading(), landmark=d2_landmark(v), event=d2_event(v), landmark2=d2_landmark(v), brand=v.brand())
+
+
+@template("dev2", "prose", has_pii=False)
+def dev2_clean_lab_protocol(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        Protocol 7 — sample prep
+        Sterilise each {eponym} before use and note the reagent ({company}). Results feed the {eponym2} \
+        in {product}; raw files go to {path}."""),
+        eponym=v.eponym(), company=d2_company_number(v), eponym2=v.eponym(), product=v.product(), path=v.path())
+
+
+@template("dev2", "vcs_log", has_pii=False)
+def dev2_clean_bot_commits(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        {sha}  chore(deps): bump {product} to {version} (#{n})
+        {sha2}  docs: add "{heading}"
+        {sha3}  fix: handle {error} in {path}"""),
+        sha=v.git_sha(short=True), product=v.product(), version=d2_version(v), n=v.number(100, 9999),
+        sha2=v.git_sha(short=True), heading=v.heading(), sha3=v.git_sha(short=True), error=v.error_code(),
+        path=v.path())
+
+
+@template("dev2", "html", has_pii=False)
+def dev2_clean_product_page(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        <article>
+          <h1>{heading}</h1>
+          <p>New from {brand}: works with {product} out of the box.</p>
+          <span class="badge" style="color: {colour}">{event} deal</span>
+        </article>"""),
+        heading=v.heading(), brand=v.brand(), product=v.product(), colour=v.colour(), event=d2_event(v))
+
+
+@template("dev2", "sms", has_pii=False)
+def dev2_clean_sms_alerts(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        {brand}: your order {ref} has shipped and arrives before {event}.
+        {brand2}: join the call, {company}.
+        Reply STOP to opt out."""),
+        brand=v.brand(), ref=v.reference(), event=d2_event(v), brand2=v.brand(), company=d2_company_number(v))
+
+
+@template("dev2", "calendar", has_pii=False)
+def dev2_clean_team_calendar(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        BEGIN:VEVENT
+        SUMMARY:{event} offsite — {term}
+        LOCATION:{landmark}
+        DESCRIPTION:Agenda in {path}
+        END:VEVENT"""),
+        event=d2_event(v), term=v.term(), landmark=d2_landmark(v), path=v.path())
+
+
+@template("dev2", "faq", has_pii=False)
+def dev2_clean_help_articles(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        Help centre › Billing
+        Q: {h1}
+        A: Open {product}, choose Settings › Plans. Refunds after {event} take longer.
+        Q: {h2}
+        A: See "{h3}" or write to the {term}."""),
+        h1=v.heading(), product=v.product(), event=d2_event(v), h2=v.heading(), h3=v.heading(), term=v.term())
+
+
+@template("dev2", "contract", has_pii=False)
+def dev2_clean_contract_boilerplate(v: Values) -> Doc:
+    return Doc().write(block(r"""\
+        MASTER SERVICES AGREEMENT between {brand} ({company}) and {brand2}. Governing terms: the {term}. \
+        Either party may terminate after the {event} renewal date."""),
+        brand=v.brand(), company=d2_company_number(v), brand2=v.brand(), term=v.term(), event=d2_event(v))
+
+
 # --------------------------------------------------------------------------- generation
 
 
@@ -2251,7 +3208,7 @@ def counts(records: Sequence[EvalRecord]) -> dict[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, required=True, help="directory for dev.jsonl and test.jsonl")
+    parser.add_argument("--out", type=Path, required=True, help="directory for dev.jsonl, dev2.jsonl and test.jsonl")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     table = {}

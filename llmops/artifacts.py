@@ -75,7 +75,7 @@ STAGE_VERSIONS: dict[str, StageVersion] = {
     "extract": StageVersion(1, fixture_key="267cf37f2bd3a5e5", fixture_digest="dbf664b2752beb58"),
     "clean": StageVersion(1, fixture_key="4fb07886c5a4dfac", fixture_digest="3478216fc65ee09c"),
     "dedup": StageVersion(1, fixture_key="c0f22ed1223fc95a", fixture_digest="904a31c321e236b6"),
-    "redact": StageVersion(2, fixture_key="e543e354586002ba", fixture_digest="d777df5894d99ae8"),
+    "redact": StageVersion(3, fixture_key="dbff3357a7413561", fixture_digest="d777df5894d99ae8"),
     "qa": StageVersion(1, fixture_key="21900b6323d818d0", fixture_digest="f8116ac3144959c5"),
     "tokenizer": StageVersion(1, fixture_key="a1d0d45858bf4a7e", fixture_digest="f5b15717dc2bf207"),
     "tokens": StageVersion(1, fixture_key="5851bf449a2c73a6", fixture_digest="3bb8909bad74ee98"),

@@ -10,13 +10,19 @@ here from parts:
   downloaded), run over batches with ``nlp.pipe``, for DATE_TIME and, with
   ``pii.person_ner``, PERSON; its tokenizer always gives recognizers their context words;
 * Presidio's pattern recognizers that fit (email, SSN, credit card, IP), plus our own
-  for phone numbers (US, international, labelled national), complete US postal
-  addresses of every USPS form (LOCATION), names in bylines / comment headers /
-  contact lines (PERSON) and credentials (SECRET);
+  for phone numbers (US, E.164, international, labelled national), complete US postal
+  addresses of every USPS form and street lines with a USPS suffix (LOCATION), card
+  numbers of 12-19 digits after a card word, names in bylines / comment headers /
+  contact lines (PERSON) and credentials (SECRET: vendor formats, PEM key bodies, and
+  passwords by where they stand);
 * names by combined signals (``gazetteer_names``): gender-guesser's given names over
-  capitalised runs, title / label / greeting cues, chat speakers, lists, and a name
-  agreeing with an email address on its line; spaCy's own PERSON findings (``person_ner``)
-  are kept only with such a signal, since NER alone takes products and projects for people;
+  capitalised runs, title / label / greeting cues, chat speakers, lists, inverted
+  "Doe, Jane", sign-offs, a name agreeing with an email address on its line; names a
+  record's structure labels whatever they look like (``record_names``: name fields in JSON,
+  YAML, code, HTML inputs, vCard, iCalendar, and name columns of CSV / Markdown / HTML
+  tables); then every other mention of a name found once (``other_mentions``). spaCy's own
+  PERSON findings (``person_ner``) are kept only with a cue, since NER alone takes products
+  and projects for people;
 * no URL, country-specific or driver-licence recognizers: on code they mostly fire on
   identifiers and version numbers.
 
@@ -124,10 +130,16 @@ def _phone_recognizer():
         # 415-555-0100, 415.555.0100, 415 555 0100, +1 415 555 0100, +1-415-555-0100, 1-415-555-0100
         Pattern("US phone (separated)",
                 r"(?<![\w+.\-])(?:\+?1" + sep + r")?[2-9]\d\d(" + sep + r")\d{3}\1\d{4}" + end, 0.6),
+        # 415 555-0100: a space after the area code, a dash in the number
+        Pattern("US phone (space, then dash)",
+                r"(?<![\w+.\-])(?:\+?1[ .\-]?)?[2-9]\d\d \d{3}-\d{4}" + end, 0.6),
+        # +14155550100, +442079460958: E.164 as APIs and logs store it; checked below
+        Pattern("E.164 phone", r"(?<![\w+])\+[1-9]\d{7,14}(?![\w\-]|\.\d)", 0.6),
         # +44 20 7946 0958, +49 (0)89 1234567, (+81) 3-1234-5678, 0091-80-1234-5678: the country
         # code makes it a phone number; python-phonenumbers checks the length for that country.
         Pattern("international phone",
-                r"(?<![\w+(])(?:\+|\(\+|00(?=[1-9]))[1-9]\d{0,2}\)?(?:[ .\-]?\(0\))?(?:[ .\-]?\(?\d{1,5}\)?){1,2}"
+                r"(?<![\w+])(?:\+|\(\+(?=[1-9]\d{0,2}\))|00(?=[1-9]))[1-9]\d{0,2}\)?(?:[ .\-]?\(0\))?"
+                r"(?:[ .\-]?\(?\d{1,5}\)?){1,2}"
                 r"(?:[ .\-]\d{2,8}){1,4}" + end,
                 0.7),
         # 020 7946 0958, 070-017 87 46: a national trunk prefix and separated groups
@@ -148,6 +160,8 @@ def _phone_recognizer():
             digits = sum(c.isdigit() for c in pattern_text)
             if not 8 <= digits <= 15:
                 return True
+            if pattern_text.startswith("+1") and pattern_text[1:].isdigit():  # E.164, North America
+                return not (digits == 11 and pattern_text[2] in "23456789")
             international = "+" + pattern_text.lstrip("(+")[2 if pattern_text.startswith("00") else 0:]
             if pattern_text.startswith(("+", "(+", "00")) and not international.startswith("+1"):
                 import phonenumbers
@@ -175,6 +189,8 @@ def _address_regex() -> str:
     """A complete US postal address, one-line or over up to four lines (USPS Publication 28's
     forms): a delivery line, an optional unit line, then ``City, ST 12345``. The state + ZIP
     tail (or a military ``APO AE 09012``) anchors it, which keeps it quiet on prose and code.
+    Commas are optional (labels and CSV cells often drop them); without a ZIP code the city
+    and state must be set off by commas and the street must end in a street suffix.
 
     Delivery lines: ``123 [N] Main St``, ``PO Box 12`` / ``P.O. Box`` / ``Post Office Box``,
     ``Rural Route 3, Box 44`` / ``RR`` / ``HC``, and military ``Unit 5016 Box 8401``,
@@ -188,16 +204,38 @@ def _address_regex() -> str:
     route = r"(?i:Rural Route|RR|HC|Highway Contract|Star Route) \d{1,4},? (?i:Box) \d{1,6}"
     military = (r"(?:(?i:Unit|CMR|PSC) \d{1,5},? (?i:Box) \d{1,6}"
                 r"|USN?S (?:[A-Z][\w'.\-]* ){1,3}\([A-Z]+(?:-[A-Z]+)? ?\d+\))")
-    unit = (r"(?:(?i:Apt\.?|Apartment|Suite|Ste\.?|Unit|Rm\.?|Room|Fl\.?|Floor|Bldg\.?|Building|Lot|Trlr)\s?[\w\-]+"
-            r"|#\s?[\w\-]+)")
     line_sep = r"(?:,? |,?\n)"
     city = r"[A-Z][\w'’.\-]*(?: (?:[A-Za-z][\w'’.\-]*)){0,3}"
     state = r"(?:" + "|".join(US_STATES) + r"|(?i:" + "|".join(US_STATE_NAMES) + r"))"
     zip_code = r"\d{5}(?:-\d{4})?(?![\w\-])"
-    civil = (r"(?:" + street + "|" + po_box + "|" + route + r")(?:" + line_sep + unit + r")?"
-             + r"(?:,\s?|\n)" + city + r",? " + state + " " + zip_code)
-    armed = r"(?:" + military + r")(?:,\s?|\n)(?:APO|FPO|DPO) (?:AA|AE|AP) " + zip_code
-    return r"(?<![\w\-])(?:" + civil + "|" + armed + ")"
+    part_sep = r"(?:,[ \t]?|[ \t]*\n|[ \t])"
+    civil = (r"(?:" + street + "|" + po_box + "|" + route + r")(?:" + line_sep + _UNIT + r")?"
+             + part_sep + city + r",?[ \t]" + state + r",?[ \t]{1,2}" + zip_code)
+    no_zip = (r"(?:(?:" + _STREET_LINE + r")(?:,?[ \t]+" + _UNIT + r")?|" + po_box + "|" + route + r"),[ \t]?"
+              + city + r",[ \t]?" + state
+              + r"(?![\w\-]|[ \t]+\d)")
+    armed = r"(?:" + military + r")" + part_sep + r"(?:APO|FPO|DPO),? (?:AA|AE|AP),?[ \t]{1,2}" + zip_code
+    return r"(?<![\w\-])(?:" + civil + "|" + armed + "|" + no_zip + ")"
+
+
+# A unit after the street: "Apt 4B", "Suite 300", "Ste. 12", "#7".
+_UNIT = (r"(?:(?i:Apartment|Apt\.?|Suite|Ste\.?|Unit|Room|Rm\.?|Floor|Fl\.?|Building|Bldg\.?|Lot|Trlr)\s?[\w\-]+"
+         r"|#\s?[\w\-]+)")
+# Street suffixes of USPS Publication 28 (appendix C1), the common ones, and numbered roads.
+_STREET_SUFFIX = (r"(?i:St|Street|Ave?|Avenue|Blvd|Boulevard|Rd|Road|Dr|Drive|Ln|Lane|Way|Ct|Court|Pl|Place|Pkwy|"
+                  r"Parkway|Ter|Terrace|Cir|Circle|Trl|Trail|Loop|Hwy|Highway|Sq|Square|Aly|Alley|Bnd|Bend|Xing|"
+                  r"Crossing|Expy|Expressway|Fwy|Freeway|Hts|Heights|Path|Pike|Plz|Plaza|Row|Run|Walk|Cres|"
+                  r"Crescent|Pt|Point|Rdg|Ridge|Grv|Grove|Holw|Hollow|Lndg|Landing|Pass|Cmns|Commons|Grn|Green|"
+                  r"Gln|Glen|Crk|Creek|Cv|Cove|Ctr|Center|Tpke|Turnpike|Cswy|Causeway|Mews|Oval|Sta|Station)\.?")
+_STREET_LINE = (r"\d{1,6}[A-Z]?[ \t]+(?i:County Road|County Rd|State Route|State Road|US Highway|Highway|Route|FM|"
+                r"Farm to Market Road)[ \t]+\d{1,4}"
+                r"|\d{1,6}[A-Z]?[ \t]+(?:(?i:N|S|E|W|NE|NW|SE|SW|North|South|East|West)\.?[ \t]+)?"
+                r"(?:(?:[A-Z][\w'’\-]*|\d{1,3}(?i:st|nd|rd|th))[ \t]+){1,3}" + _STREET_SUFFIX
+                + r"(?:[ \t]+(?i:N|S|E|W|NE|NW|SE|SW))?")
+# A street line alone, as a form with separate city / state / ZIP fields holds it, or in
+# prose ("lives at 12 Oak Lane"): a number, capitalised words and a street suffix, then an
+# optional unit.
+_STREET_ONLY = r"(?<![\w\-.,/#])(?:" + _STREET_LINE + r")(?:,?[ \t]+" + _UNIT + r")?(?![\w\-])"
 
 
 def _address_recognizer():
@@ -205,7 +243,8 @@ def _address_recognizer():
     from presidio_analyzer import Pattern, PatternRecognizer
 
     return PatternRecognizer(supported_entity="LOCATION", name="UsAddressRecognizer",
-                             patterns=[Pattern("US postal address", _address_regex(), 0.9)],
+                             patterns=[Pattern("US postal address", _address_regex(), 0.9),
+                                       Pattern("US street line", _STREET_ONLY, 0.6)],
                              global_regex_flags=_FLAGS)
 
 
@@ -239,25 +278,37 @@ def _name_context_recognizer():
 
 # A run of capitalised (or upper-case) words on one line, with name particles ("van der")
 # and initials: the candidates a first-name gazetteer and context words decide on.
-_CAPITALISED_RUN = (r"(?<![\w@.\-/])(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)"
-                    r"(?:[ \t]+(?:(?:van|von|der|den|de|da|di|du|del|della|dos|das|le|la|ter|ten|bin|ibn|al|el)[ \t]+)*"
+_CAPITALISED_RUN = (r"(?<![\w@.\-/])(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*"
+                    r"(?:-\p{Lu}[\p{L}'’]*|-(?:van|von|de|den|der|la|le|du|da|di)"
+                    r"(?=[ \t]\p{Lu}|[ \t](?:van|von|de|den|der)[ \t]))*)"
+                    r"(?:[ \t](?:(?:van|von|der|den|de|da|di|du|del|della|dos|das|le|la|ter|ten|bin|ibn|al|el)[ \t])*"
                     r"(?:\p{Lu}\.|\p{Lu}[\p{L}'’]*(?:-\p{Lu}[\p{L}'’]*)*)){0,3}(?![\w@/])")
 # Words before a name that say a person follows. Strong: titles and ranks, form and header
 # labels (with their ":" or "="), greetings and sign-offs; a single capitalised word after
 # one is a name. Weak ("for", "with", "by"): only with a known given name.
 _STRONG_CUE = (r"(?:\b(?i:mr|mrs|ms|miss|mx|dr|prof|professor|rev|fr|capt|cpt|lt|sgt|cpl|pvt|pfc|maj|col|gen|adm|"
-               r"cmdr|po\d|agent|sir|dame)\.?[ \t]+"
+               r"cmdr|po\d|agent|sir|dame)\.?[ \t]+|\b(?:Deputy|Sheriff|Sergeant|Trooper|Detective|Officer)[ \t]+"
+               r"|\b(?i:attn|c/o|care of|my name is|my name's|call me)[ \t]*:?[ \t]*"
+               r"|\bPt\.?[ \t]+"
                r"|\b(?i:full name|first name|last name|surname|given name|cardholder(?: name)?|sender(?: name)?|"
                r"recipient|to|from|cc|bcc|attendees|guests|panel|candidate|owner|contact|primary|secondary|assignee|"
                r"reporter|opened by|requested by|approved by|signed|notes taken by|referred by|customer|patient|"
-               r"employee|member|service member|ship to|deliver to|visitor|speaker|host|author|"
+               r"employee|member|service member|ship to|deliver to|visitor|speaker|host|author|present|absent|"
+               r"apologies|attending|participants|invitees|affected user|requester|witness|"
+               r"reviewed-by|co-authored-by|signed-off-by|acked-by|tested-by|reported-by|suggested-by|"
                r"[a-z_]*_(?:name|contact|owner))[\"']?(?:[ \t]*[:=]|[ \t]*\.{3,})[ \t]*[\"']?(?:\n[ \t]*)?"
-               r"|\b(?i:name)[\"']?(?:[ \t]*:|[ \t]*\.{3,})[ \t]*[\"']?"
-               r"|\b(?i:hi|hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|owned by|notes taken by|"
+               r"|\b(?i:name)[\"']?(?:[ \t]*:|[ \t]*\.{3,}|[ \t]+is|,)[ \t]*[\"']?"
+               r"|\b(?:[Hh]i|(?i:hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|owned by|notes taken by|"
                r"taken by|referred by|opened by|requested by|approved by|reported by|assigned to|written by|"
-               r"created by|signed by|cardholder|policyholder|husband|wife|partner|son|daughter|mother|father|"
-               r"colleague|manager|professor)[ \t]*,?[ \t]*(?:\n[ \t]*)?)$")
-_WEAK_CUE = r"\b(?i:for|with|by|and|to|from|cc|ask for|worked with|reached|thanks|via)[ \t]*,?[ \t]*$"
+               r"created by|signed by|answered by|posted by|sent by|submitted by|shared by|edited by|updated by|"
+               r"closed by|resolved by|handled by|(?:hi|hello|hey),?[ \t]+this is|"
+               r"cardholder|policyholder|husband|wife|partner|son|daughter|mother|father|"
+               r"colleague|manager|professor))[ \t]*,?[ \t]*(?:\n[ \t]*)?)$")
+_WEAK_CUE = (r"\b(?i:for|with|by|and|to|from|cc|ask for|worked with|reached|thanks|via|paged|ping|pinged|reach|call|"
+             r"called|tell|told|ask|asked|email|emailed|text|texted|message|messaged|meet|met|send|sent|this is|"
+             r"it's|i'm|i am|covers|spoke to|spoke with|talk to|talked to|between|introduce|invite|invited|"
+             r"thank|congratulations|welcome|daughter|son|sister|brother|mom|dad|mum|aunt|uncle|niece|nephew|"
+             r"grandma|grandpa|neighbour|neighbor|friend|boss|coworker)[ \t]*,?[ \t]*$")
 # Last words of an organisation or product named after a person or place ("Hilton Garden
 # Inn", "Wells Fargo Bank"): a run ending so is not a person.
 _ORGANISATION_WORDS = frozenset(
@@ -266,7 +317,18 @@ _ORGANISATION_WORDS = frozenset(
     "avenue road journal times news press cloud server desktop suite pipeline reader notebook code linux stack "
     "labs systems solutions technologies software services partners associates consulting capital ventures "
     "pharmacy motors insurance records publishing media reservations support team desk office department service "
-    "pacific atlantic east west north south central region".split())
+    "pacific atlantic east west north south central region receivable payable accounts council committee board "
+    "celebration airport center centre garden gardens metrics reports compiler guitar controls gems computing "
+    "electric national international military memorial park field stadium arena station terminal bridge dam "
+    "marathon championships championship prize award awards disease syndrome day festival conference summit "
+    "program programme mission plan policy manager executive director officer engineer head lead coordinator "
+    "assistant accountant paralegal president laboratories laboratory".split())
+# A run that opens with one of these names an event or a thing, not a person ("Hurricane Ida").
+_EVENT_WORDS = frozenset("hurricane storm typhoon cyclone tropical winter operation project initiative mount lake "
+                         "fort port saint st san santa".split())
+# Words that stand alone on a line before a comma without being anyone's name.
+_SALUTATION_WORDS = frozenset("regards cheers best sincerely thanks hello hi hey team all everyone folks yours "
+                              "warmly morning afternoon evening note".split())
 
 
 def _is_given_name(word: str) -> bool:
@@ -316,13 +378,20 @@ class _NameSignals:
 
     organisation_cue: bool = False
     """An organisation label or preposition before it: "Employer:", "Welcome to", "at"."""
+    possessive: bool = False
+    """"Ann's mom", "Lee’s review"."""
+    stands_alone: bool = False
+    """The layout says person: the whole line bar a comma ("Scott," opening a letter), a sign-off
+    after a dash ("— Ann"), a chat header ("**Ann Lee** — today", "Lee, Ann (External)  10:32"),
+    an age after it ("Ann Lee, 67,"), a party to a contract ("Ann Lee (\"Tenant\")")."""
 
     @property
     def is_name(self) -> bool:
         if self.organisation or self.organisation_cue:
             return False
-        return ((self.known and (self.words >= 2 or self.weak_cue or self.speaks or self.opens_sentence))
-                or self.strong_cue or (self.speaks_prose and (self.words >= 2 or self.arrow)))
+        return ((self.known and (self.words >= 2 or self.weak_cue or self.speaks or self.opens_sentence
+                                 or self.possessive))
+                or self.strong_cue or self.stands_alone or (self.speaks_prose and (self.words >= 2 or self.arrow)))
 
 
 # What follows a name that opens a sentence: a comma, "and", or a verb ("to book", "walked",
@@ -357,8 +426,11 @@ def _name_signals(text: str, start: int, end: int) -> _NameSignals:
     line_start = text.rfind("\n", 0, start) + 1
     before = text[max(0, start - 48):start]
     same_line = text[max(line_start, start - 48):start]
-    at_line_start = not text[line_start:start].strip(" \t[]0-9:|\"'")
+    at_line_start = not text[line_start:start].strip(" \t[]0123456789:|\"'-*•")
     turn = speaker.match(text, end)
+    line_end = text.find("\n", end)
+    rest = text[end:line_end if line_end >= 0 else len(text)]
+    lead_in = text[line_start:start]
     addressed = _ADDRESSED.search(same_line) is not None and turn is not None  # "Ann → Bob: ..."
     return _NameSignals(
         organisation_cue=_ORGANISATION_CUE.search(same_line) is not None,
@@ -370,10 +442,22 @@ def _name_signals(text: str, start: int, end: int) -> _NameSignals:
         arrow=at_line_start and turn is not None and ("→" in turn.group() or ">" in turn.group()),
         speaks_prose=at_line_start and turn is not None and (">" in turn.group() or "→" in turn.group()
                                                              or text[turn.end():turn.end() + 1].islower()),
-        organisation=(bool(words) and words[-1].lower().rstrip(".") in _ORGANISATION_WORDS)
+        organisation=(bool(words) and (words[-1].lower().rstrip(".") in _ORGANISATION_WORDS
+                                       or words[0].lower().rstrip(".") in _EVENT_WORDS))
         or re.match(r"[ \t]*&[ \t]", text[end:end + 4]) is not None,  # "Tiffany & Co.", "Johnson & Johnson"
-        opens_sentence=(not text[line_start:start].strip(" \t-*•0123456789.)")
-                        and _SENTENCE_GOES_ON.match(text, end) is not None))
+        opens_sentence=((not text[line_start:start].strip(" \t-*•0123456789.)")
+                         or re.search(r"[,;.!?][ \t]+$", lead_in) is not None)
+                        and _SENTENCE_GOES_ON.match(text, end) is not None),
+        possessive=re.match(r"['’]s\b", text[end:end + 3]) is not None,
+        stands_alone=(
+            (not lead_in.strip() and re.fullmatch(r",[ \t]*", rest) is not None
+             and first.lower().strip(",") not in _SALUTATION_WORDS)
+            or (re.fullmatch(r"[ \t]*(?:—|–|--)[ \t]*", lead_in) is not None and not rest.strip())
+            or (re.fullmatch(r"[ \t]*\*\*", lead_in) is not None and re.match(r"\*\*[ \t]+[—–-]", rest) is not None)
+            or (at_line_start and re.match(r"(?:[ \t]+\((?:External|Guest)\))?[ \t]{2,}\d{1,2}:\d\d", rest) is not None)
+            or re.match(r",[ \t]*\d{1,3},", rest) is not None
+            or re.match(r"[ \t]*\([\"“][A-Z]", rest) is not None)
+        and first.lower() not in _EVENT_WORDS)
 
 
 def gazetteer_names(text: str) -> list[RecognizerResult]:
@@ -387,6 +471,7 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
     from presidio_analyzer import RecognizerResult
 
     spans: list[tuple[int, int, float]] = []
+    labelled_list = False  # the current list follows a label ("Present: Ann, Bo, Cy"): its items are names
     for m in _capitalised_run().finditer(text):
         start, end = m.span()
         # "Dr Marques", "Agent Osha", "Customer Jane Doe": the title is a cue, not the name
@@ -396,22 +481,35 @@ def gazetteer_names(text: str) -> list[RecognizerResult]:
             lead = _LEADING_TITLE.match(text, start, end) or lead
             if lead.end() <= start:
                 break
-        start = _from_given_name(text, start, end)
+        listed_here = bool(spans) and _LIST_JOINER.fullmatch(text, spans[-1][1], start) is not None
+        if not listed_here and _cue_patterns()[0].search(text[max(0, start - 48):start]) is None:
+            start = _from_given_name(text, start, end)
+        if re.search(r"\w['’]s$", text[start:end]):  # "Ann's": the name is "Ann"
+            end -= 2
         word = text[start:end]
         if _NOT_A_NAME.fullmatch(word) or _VERSION_AFTER.match(text, end):
             continue
         signals = _name_signals(text, start, end)
-        if signals.words == 1 and word.isupper() and not signals.strong_cue:
-            continue  # ORA-00942, SSN, HTTP
+        if word.isupper() and not signals.strong_cue:
+            continue  # ORA-00942, SSN, HTTP, "BILL TO": capitals need a label saying a name follows
         listed = bool(spans) and _LIST_JOINER.fullmatch(text, spans[-1][1], start) is not None
+        labelled_list = (listed and labelled_list) or signals.strong_cue
         inverted = _INVERTED_NAME.match(text, start)  # "Doe, Jane" in a quoted CSV cell
-        if (lead and lead.end() < m.end() or signals.is_name or (listed and signals.words >= 1)
-                or _matches_an_email(text, start, end)):
+        business = (signals.organisation or signals.organisation_cue or _EPONYM_AFTER.match(text, end) is not None
+                    or _ORGANISATION_NEXT.match(text, end) is not None)
+        if not business and (lead and lead.end() < m.end() or signals.is_name
+                             or (listed and (signals.known or signals.words >= 2 or labelled_list))
+                             or _matches_an_email(text, start, end)):
             spans.append((start, end, 0.7 if signals.known else 0.6))
-        elif inverted and _is_given_name(inverted.group(2).split("-")[0]):
+        elif inverted and (_is_given_name(inverted.group(2).split("-")[0])
+                           or (signals.strong_cue or at_line_start(text, start)) and inverted.group(2)[:1].isupper()):
             spans += [(start, inverted.end(1), 0.6), (inverted.start(2), inverted.end(2), 0.6)]
     return [RecognizerResult("PERSON", start, end, score, recognition_metadata={"recognizer_name": "NameGazetteer"})
             for start, end, score in spans]
+
+
+def at_line_start(text: str, start: int) -> bool:
+    return not text[text.rfind("\n", 0, start) + 1:start].strip()
 
 
 def _from_given_name(text: str, start: int, end: int) -> int:
@@ -454,22 +552,32 @@ def _fold(word: str) -> str:
 _LEADING_TITLE = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|CAPT|Cpt|CPT|Lt|LT|1LT|2LT|Sgt|"
                             r"SGT|SSgt|TSgt|MSgt|SFC|SPC|Cpl|CPL|LCpl|Pvt|PVT|PFC|MAJ|Maj|Col|COL|Gen|Adm|ENS|LCDR|CDR|"
                             r"Cmdr|PO\d|Agent|Sir|Dame|Customer|Candidate|Patient|Cardholder|Officer|Detective|"
-                            r"Judge|Senator|Nurse|Coach|Hi|Hello|Hey|Dear)\.?[ \t]+")
+                            r"Judge|Senator|Nurse|Coach|Deputy|Sheriff|Sergeant|Trooper|Pt|NP|RN|Hi|Hello|Hey|Dear|Thanks|Thank|Cheers|Congrats|"
+                            r"Congratulations|Sorry)\.?[ \t]+")
 # A title or greeting on its own, a pronoun or contraction ("I'm"): never a name by itself.
 _NOT_A_NAME = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Professor|Rev|Fr|Capt|Lt|Sgt|Hi|Hello|Hey|Dear|Thanks|"
-                         r"I|I['’]\w+)")
+                         r"Thank|Cheers|Welcome|Sorry|Pt|Name|Names|User|Sure|Yes|No|Ok|Okay|I|I['’]\w+)")
+# "Bell's palsy", "Hanlon's razor": a possessive before the noun of an eponym.
+_EPONYM_AFTER = re.compile(r"['’]s[ \t]+(?:disease|syndrome|palsy|law|laws|algorithm|method|theorem|principle|razor|"
+                           r"rule|triangle|sign|constant|equation|paradox|test|cipher|number)\b")
+# "Martin Luther King Jr. Day", "Nobel Peace Prize": the next word makes the run a thing's name.
+_ORGANISATION_NEXT = re.compile(r"\.?[ \t]+(?:Day|Award|Awards|Prize|Foundation|Center|Centre|Memorial|Institute|"
+                                r"Hospital|Clinic|Airport|Bridge|Park|Stadium|Library|Museum|Fellowship|Scholarship|"
+                                r"Lecture|Building|Hall|Street|Avenue|Road|Boulevard|School|College|University|"
+                                r"Program|Programme|Trust|Fund|Group|Inc|LLC|Ltd)\b")
 # "Chrome 123.0", "Python 3.12": a product and its version.
 _VERSION_AFTER = re.compile(r"[ \t]+v?\d+\.\d")
 # Between two names of one list: "Ann Lee, Bo Chen and Cy Diaz".
-_LIST_JOINER = re.compile(r",[ \t]*(?:and[ \t]+)?|[ \t]+(?:and|&)[ \t]+|[ \t]*;[ \t]*")
+_LIST_JOINER = re.compile(r"(?:[ \t]*\([^()\n]{1,30}\))?(?:,[ \t]*(?:and[ \t]+)?|[ \t]+(?:and|&)[ \t]+|[ \t]*;[ \t]*)")
 # "Doe, Jane" (surname first, as a CSV cell quotes it), given name checked by the caller.
-_INVERTED_NAME = re.compile(r"([^\W\d_][\w'’\-]*), ([^\W\d_][\w'’\-]*)(?=\")")
+_INVERTED_NAME = re.compile(r"([^\W\d_][\w'’\-]*), ([^\W\d_][\w'’\-]*)(?=\"|[ \t]*\(|[ \t]*$|[ \t]+[A-Z]\.(?!\w))",
+                            re.MULTILINE)
 
 
 # Tokens with a vendor prefix are unambiguous; anything else must look random.
 _SECRET_PREFIXES = ("AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk_live_",
                     "sk_test_", "rk_live_", "rk_test_", "xox", "eyJ", "AIza", "sk-", "npm_", "pypi-",
-                    "django-insecure-")
+                    "django-insecure-", "glpat-", "SG.", "hf_", "shpat_", "shpss_", "dop_v1_", "key-")
 # An assigned value that is code, not a credential: a call or a subscript of a name.
 _CODE_VALUE = re.compile(r"[A-Za-z_][\w.]*[(\[]")
 
@@ -497,6 +605,20 @@ def _secret_recognizer():
         Pattern("npm token", r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}" + tail, 0.95),
         Pattern("PyPI token", r"(?<![A-Za-z0-9_])pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{16,}" + tail, 0.95),
         Pattern("Django secret key", r"(?<![\w\-])django-insecure-[^\s\"'`]{20,}", 0.95),
+        # Vendor formats as secret scanners (gitleaks, GitHub's) define them.
+        Pattern("GitLab token", r"(?<![A-Za-z0-9_\-])glpat-[A-Za-z0-9_\-]{20,}" + tail, 0.95),
+        Pattern("SendGrid key", r"(?<![A-Za-z0-9_\-])SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}" + tail, 0.95),
+        Pattern("Hugging Face token", r"(?<![A-Za-z0-9_])hf_[A-Za-z]{30,}" + tail, 0.9),
+        Pattern("Shopify token", r"(?<![A-Za-z0-9_])shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}" + tail, 0.95),
+        Pattern("DigitalOcean token", r"(?<![A-Za-z0-9_])do[opr]_v1_[a-f0-9]{64}" + tail, 0.95),
+        Pattern("Twilio API key", r"(?<![A-Za-z0-9_])SK[0-9a-f]{32}" + tail, 0.8),
+        Pattern("Mailgun key", r"(?<![A-Za-z0-9_\-])key-[0-9a-f]{32}" + tail, 0.85),
+        # The body of a PEM private key (its BEGIN/END lines are not secret).
+        Pattern("private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[ \t]*\n\K[A-Za-z0-9+/=\n]{40,}?(?=\n-----END)",
+                0.95),
+        # Azure storage / Service Bus connection strings: AccountKey=..., SharedAccessKey=...
+        Pattern("connection string key", r"(?i:AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd)=\K"
+                r"[^;\s\"']{8,}", 0.8),
         Pattern("JWT", r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}" + tail,
                 0.95),
         Pattern("Bearer token", r"\bBearer\s+\K[A-Za-z0-9._~+/\-]{20,}=*", 0.85),
@@ -527,6 +649,58 @@ def _secret_recognizer():
                             global_regex_flags=_FLAGS)
 
 
+# A file path given where a password's file is configured ("C:\\secrets\\db", "conf/db.pass").
+_PATH_VALUE = re.compile(r"[A-Za-z]:\\\S*|[\w.\-]+(?:/[\w.\-]+)+\.\w{1,5}")
+# Values of a password field that are no password: empty markers, placeholders, masks.
+_NOT_A_PASSWORD = re.compile(r"(?i:none|null|nil|true|false|empty|required|optional|redacted|hidden|secret|password|"
+                             r"\*+|x+|\.+|-+)|[$%<{].*|.*[}>]")
+
+
+def _password_recognizer():
+    """Passwords by where they stand, whatever they look like (a passphrase of words has no
+    digit, so the key recognizer's check would drop it): a value given to a key that says
+    password (``db_admin_pass = ...``, a YAML env entry ``name: DB_PASSWORD`` / ``value: ...``),
+    ``curl -u user:...``, ``mysql -p'...'``, and ``password ...: value`` in prose."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    key = r"(?i:(?<![A-Za-z])(?:[A-Za-z0-9]+[_.\-])*(?:passwords?|passwd|pwd|passphrase|pass|pw)(?![A-Za-z0-9]))[\"']?"
+    patterns = [
+        Pattern("quoted password assignment", key + r"[ \t]*[:=][ \t]*([\"'])\K[^\"'\n]{6,}(?=\1)", 0.7),
+        Pattern("password assignment", key + r"[ \t]*[:=][ \t]*\K[^\s\"'`,;]{6,}", 0.65),
+        Pattern("secret in an env list", r"(?i:name:[ \t]*[\"']?[A-Z0-9_]*(?:PASSWORD|PASSWD|PWD|SECRET|TOKEN|API_?KEY|"
+                r"ACCESS_?KEY|PRIVATE_?KEY|CREDENTIALS?)(?!_?(?:FILE|PATH|DIR|REF|NAME)\b)[A-Z0-9_]*[\"']?[ \t]*\n"
+                r"[ \t]*value:[ \t]*)[\"']?\K[^\s\"']{6,}",
+                0.7),
+        Pattern("curl user:password", r"(?<![\w\-])(?:-u|--user)[ \t]+[\w.@\-]+:\K[^\s'\"]{4,}", 0.7),
+        Pattern("mysql -p", r"(?<![\w\-])-p(?:'\K[^'\s]{4,}(?=')|\"\K[^\"\s]{4,}(?=\"))", 0.7),
+        Pattern("password in a sentence",
+                r"(?i:\b(?:password|passcode|passphrase)\b)[^\n:?.]{0,40}:[ \t]*\K[^\s\"']{6,}",
+                0.6),
+    ]
+    # In prose a password is named, then given a little later ("the wifi password? ... it's X",
+    # "the password is X until ..."): only a value no dictionary word looks like (a digit, a
+    # symbol, words joined by "-", or CamelCase), since "the password is incorrect" is prose.
+    told = [Pattern("password told in prose", r"(?i:\b(?:password|passcode|passphrase|pw)\b)[^\n]{0,40}"
+                    r"(?:\n[^\n]{0,40}?)?(?i:\b(?:it's|it is|is|was|use|try|set to|now))[ \t]+\K[^\s\"']{6,}", 0.6)]
+
+    class ToldPasswordRecognizer(PatternRecognizer):
+        def invalidate_result(self, pattern_text: str) -> bool:
+            value = pattern_text.rstrip(".,)!?")
+            looks_made_up = re.search(r"[^A-Za-z]", value) or re.search(r"[a-z][A-Z]", value)
+            return not looks_made_up or bool(_NOT_A_PASSWORD.fullmatch(value) or _CODE_VALUE.match(value))
+
+    class PasswordRecognizer(PatternRecognizer):
+        def invalidate_result(self, pattern_text: str) -> bool:
+            value = pattern_text.rstrip(".,)")
+            return bool(_NOT_A_PASSWORD.fullmatch(value) or _CODE_VALUE.match(value) or _PATH_VALUE.fullmatch(value)
+                        or value.startswith(("http://", "https://", "/", "./", "~/")))
+
+    return [PasswordRecognizer(supported_entity="SECRET", name="PasswordRecognizer", patterns=patterns,
+                               global_regex_flags=_FLAGS),
+            ToldPasswordRecognizer(supported_entity="SECRET", name="ToldPasswordRecognizer", patterns=told,
+                                   global_regex_flags=_FLAGS)]
+
+
 def _recognizers(cfg: PiiConfig, spacy_entities: list[str]) -> list:
     from presidio_analyzer.predefined_recognizers import (
         DateRecognizer,
@@ -543,6 +717,7 @@ def _recognizers(cfg: PiiConfig, spacy_entities: list[str]) -> list:
         ("LOCATION", _address_recognizer),
         ("PERSON", _name_context_recognizer),
         ("SECRET", _secret_recognizer),
+        ("SECRET", _password_recognizer),
         ("DATE_TIME", DateRecognizer),
     ]
     recognizers = []
@@ -575,12 +750,29 @@ def _ssn_recognizer():
 def _credit_card_recognizer():
     """Presidio's Luhn-checked card recognizer, also knowing Mastercard's 2221-2720
     range (Presidio's pattern only starts cards with 1 and 3-6)."""
-    from presidio_analyzer import Pattern
+    from presidio_analyzer import Pattern, PatternRecognizer
     from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
 
     regex = (r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(2[2-7]\d{2})|(6\d{3})|(1\d{3})|(3\d{3}))"
              r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b")
-    return CreditCardRecognizer(patterns=[Pattern("All Credit Cards (weak, Luhn-checked)", regex, 0.3)])
+
+    class CardInContext(PatternRecognizer):
+        """12 to 19 digits (Maestro, 19-digit Visa) in any grouping, only where a card is named
+        shortly before, Luhn-checked: too many other numbers pass Luhn by chance to go without."""
+
+        def validate_result(self, pattern_text: str) -> bool:
+            digits = [int(c) for c in pattern_text if c.isdigit()]
+            if not 12 <= len(digits) <= 19:
+                return False
+            total = sum(d if i % 2 == 0 else (2 * d - 9 if d > 4 else 2 * d) for i, d in enumerate(reversed(digits)))
+            return total % 10 == 0
+
+    in_context = Pattern("card number after a card word",
+                         r"(?i:\b(?:card|cards|pan|visa|mastercard|maestro|amex|discover|diners|jcb|credit|debit)"
+                         r"\b)[^\d]{0,40}\K(?<![\d\-])\d{4}(?:[ \-]?\d{2,6}){1,3}(?:[ \-]?\d{1,6})?(?![\d\-])", 0.5)
+    return [CreditCardRecognizer(patterns=[Pattern("All Credit Cards (weak, Luhn-checked)", regex, 0.3)]),
+            CardInContext(supported_entity="CREDIT_CARD", name="CardInContext", patterns=[in_context],
+                          global_regex_flags=_FLAGS)]
 
 
 def _ip_recognizer():
@@ -757,13 +949,168 @@ def analyze_texts(texts: list[str], cfg: PiiConfig) -> list[list[RecognizerResul
     found = batch.analyze_iterator(texts, language=LANGUAGE, batch_size=cfg.batch_size, entities=list(cfg.entities),
                                    score_threshold=cfg.score_threshold)
     names, ssns = "PERSON" in cfg.entities, "US_SSN" in cfg.entities
-    return [resolve_overlaps(_clean_findings(text, _names_within_lines(text, results)
-                                              + (gazetteer_names(text) if names else [])
-                                              + (ssns_in_context(text) if ssns else [])))
-            for text, results in zip(texts, found, strict=True)]
+    out = []
+    for text, results in zip(texts, found, strict=True):
+        cleaned = _clean_findings(text, _names_within_lines(text, results)
+                                  + (gazetteer_names(text) + record_names(text) if names else [])
+                                  + (ssns_in_context(text) if ssns else []))
+        out.append(resolve_overlaps(cleaned + (other_mentions(text, cleaned) if names else [])))
+    return out
 
 
-_SSN_TOPIC = re.compile(r"\b(?:SSN|SSNs|[Ss]ocial [Ss]ecurity|SOCIAL SECURITY|[Tt]axpayer ID|TIN|ITIN)\b")
+def other_mentions(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Every other mention of a name the text has already given as one: "this is Ann Lee" makes
+    "Thanks Ann." and "- Lee: done" names too, whatever a gazetteer knows of them. Each word of
+    a found name (three letters or more, not a word organisations or streets end in) counts."""
+    from presidio_analyzer import RecognizerResult
+
+    words: set[str] = set()
+    for r in results:
+        if r.entity_type == "PERSON":
+            for w in re.findall(r"[^\W\d_][\w'’\-]*", text[r.start:r.end]):
+                if len(w) >= 3 and w[0].isupper() and w.lower() not in _ORGANISATION_WORDS | _EVENT_WORDS \
+                        and w.lower() not in _SALUTATION_WORDS and not w.isupper():
+                    words.add(w)
+    if not words:
+        return []
+    covered = [(r.start, r.end) for r in results]
+    pattern = re.compile(r"(?<![\w@.\-/])(?:" + "|".join(map(re.escape, sorted(words, key=len, reverse=True)))
+                         + r")(?![\w@/]|-\w|\.\w)")
+    return [RecognizerResult("PERSON", m.start(), m.end(), 0.6, recognition_metadata={"recognizer_name": "Mentions"})
+            for m in pattern.finditer(text) if not any(a <= m.start() < b for a, b in covered)]
+
+
+# --------------------------------------------------------------------------- names in records
+
+# A field label or column header that says the value is a person's name: "first_name",
+# "Contact", "cardholder", "N"/"FN" in a vCard. A bare "name" also labels products and
+# services, so its value must open with a known given name.
+_NAME_LABEL = (r"(?:(?:first|last|given|family|middle|full|sur|display|preferred|legal|contact|customer|client|card|"
+               r"holder|cardholder|patient|employee|member|sender|recipient|owner|assignee|reporter|author|maintainer|"
+               r"manager|spouse|applicant|tenant|landlord|engineer|attendee|speaker|driver|guest|emergency|account)"
+               r"[ _\-]?)*name|contact|customer|employee|engineer|who|person|recipient|cardholder|assignee|owner|"
+               r"author|attendee|reporter|requester|patient|guest|driver|applicant|tenant|member|surname|forename|"
+               r"first|last|fn|n")
+_KEY_VALUE_NAME = (r"(?i:\bname=[\"'](?:" + _NAME_LABEL + r")[\"'][^>\n]*?\bvalue=)([\"'])(?P<html>[^\"'\n]{2,60})\1"
+                   r"|(?i:(?<![\w])[\"']?(?P<key>" + _NAME_LABEL + r")[\"']?)[ \t]*[:=][ \t]*([\"'])"
+                   r"(?P<value>[^\"'\n]{2,60})\4"
+                   r"|^(?:FN|N)(?:;[^:\n]*)?:(?P<vcard>[^\n]+)$"
+                   r"|\bCN=(\"?)(?P<cn>[^;:\"\n]+)\7"
+                   # a Kubernetes / compose env entry: "- name: ONCALL_CONTACT" then "value: Ann Lee"
+                   r"|(?i:\bname:[ \t]*[\"']?[A-Z0-9_]*?(?:NAME|CONTACT|OWNER|AUTHOR|MAINTAINER|ASSIGNEE|MANAGER)"
+                   r"[\"']?[ \t]*\n[ \t]*value:[ \t]*)([\"']?)(?P<env>[^\"'\n]{2,60})\9")
+_NAME_WORD = (r"\p{Lu}[\p{L}'’.\-]*|\p{Lu}\.|(?:van|von|der|den|de|da|di|du|del|della|dos|das|le|la|ter|ten|bin|"
+              r"ibn|al|el|Mac|Mc|Ó|Ní|Nic)")
+
+
+@lru_cache(maxsize=1)
+def _record_patterns():
+    import regex
+
+    return (regex.compile(_KEY_VALUE_NAME, regex.MULTILINE), regex.compile(_NAME_WORD),
+            regex.compile(r"[\"']?(?:" + _NAME_LABEL + r")[\"']?", regex.IGNORECASE))
+
+
+def _name_value(value: str, bare: bool) -> bool:
+    """``value`` reads as a person's name: one to five capitalised words or initials, no digits."""
+    _, word, _ = _record_patterns()
+    words = value.split()
+    if not 1 <= len(words) <= 5 or re.search(r"[\d@_/\\<>=#|:;]", value):
+        return False
+    if not all(word.fullmatch(w.rstrip(",")) for w in words):
+        return False
+    if words[-1].lower().rstrip(".") in _ORGANISATION_WORDS:
+        return False
+    return not bare or _is_given_name(words[0].split("-")[0])
+
+
+def _cells(line: str) -> tuple[str, list[tuple[int, int]]] | None:
+    """The cells of a table row, as (start, end) in ``line``: HTML ``<td>``/``<th>``, Markdown
+    pipes, or the one delimiter (``,`` ``;`` tab) the row uses, double quotes respected."""
+    if "<td" in line or "<th" in line:
+        return "html", [m.span(1) for m in re.finditer(r"<t[hd][^>]*>([^<]*)</t[hd]>", line)]
+    if line.count("|") >= 2:
+        cuts = [i for i, c in enumerate(line) if c == "|"]
+        return "|", [(a + 1, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+    delim = max((",", ";", "\t"), key=line.count)
+    if line.count(delim) == 0:
+        return None
+    out, start, quoted = [], 0, False
+    for i, c in enumerate(line):
+        if c == '"':
+            quoted = not quoted
+        elif c == delim and not quoted:
+            out.append((start, i))
+            start = i + 1
+    out.append((start, len(line)))
+    return delim, out
+
+
+def _trimmed(line: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and line[start] in " \t\"'":
+        start += 1
+    while end > start and line[end - 1] in " \t\"'":
+        end -= 1
+    return start, end
+
+
+def record_names(text: str) -> list[RecognizerResult]:
+    """Names that a record's structure labels, whatever the name looks like: a quoted value of a
+    name field (JSON, YAML, code, an HTML input), a vCard's ``FN``/``N``, an iCalendar ``CN=``,
+    and the cells of a table column (CSV, TSV, semicolons, Markdown, HTML) whose header says
+    name. A gazetteer misses names it does not know; the label does not."""
+    from presidio_analyzer import RecognizerResult
+
+    key_value, _, label = _record_patterns()
+    spans: list[tuple[int, int]] = []
+    for m in key_value.finditer(text):
+        if m.group("value") is not None:
+            if _name_value(m.group("value"), m.group("key").lower() == "name"):
+                spans.append(m.span("value"))
+        elif m.group("vcard") is not None:
+            parts = m.group("vcard").split(";")
+            pos = m.start("vcard")
+            for part in parts[:2]:
+                value = part.strip()
+                if value and _name_value(value, False):
+                    spans.append((pos + part.index(value), pos + part.index(value) + len(value)))
+                pos += len(part) + 1
+        else:
+            group = next(g for g in ("html", "cn", "env") if m.group(g) is not None)
+            if _name_value(m.group(group).strip(), False):
+                spans.append(m.span(group))
+    pos = 0
+    header: tuple[str, int, list[int]] | None = None  # (kind, cells, name columns)
+    for line in text.split("\n"):
+        parsed = _cells(line)
+        if parsed is None or re.fullmatch(r"[\s|:\-]*", line):
+            if parsed is None:
+                header = None
+            pos += len(line) + 1
+            continue
+        kind, cells = parsed
+        values = [line[a:b].strip(" \t\"'") for a, b in cells]
+        named = [i for i, v in enumerate(values) if label.fullmatch(v) and not re.fullmatch(r"(?i)n|fn", v)]
+        if named and not any(re.search(r"\d", v) for v in values):
+            header = (kind, len(cells), named)
+        elif header and header[0] == kind and abs(len(cells) - header[1]) <= 1:
+            for i in header[2]:
+                if i < len(cells):
+                    a, b = _trimmed(line, *cells[i])
+                    value = line[a:b]
+                    for part in re.finditer(r"[^,]+", value):  # "Doe, Jane"
+                        pa, pb = _trimmed(value, *part.span())
+                        if pb > pa and _name_value(value[pa:pb], False):
+                            spans.append((pos + a + pa, pos + a + pb))
+        else:
+            header = None
+        pos += len(line) + 1
+    return [RecognizerResult("PERSON", a, b, 0.7, recognition_metadata={"recognizer_name": "RecordNames"})
+            for a, b in spans]
+
+
+_SSN_TOPIC = re.compile(r"\b(?:SSN|SSNs|SS#|[Ss]ocial [Ss]ecurity|SOCIAL SECURITY|[Tt]axpayer ID|TIN|ITIN|"
+                        r"(?i:tax[_ ]?id|soc(?:ial)?\.? sec\.?)|[Ss]ocial(?:'s)?(?! [Mm]edia| [Nn]etwork| [Cc]lub))\b")
 _SSN_SHAPE = re.compile(r"(?<![\w\-.])(?!000|666|9\d\d)\d{3}([ .\-]?)(?!00)\d{2}\1(?!0000)\d{4}(?![\w\-]|\.\d)")
 
 
@@ -785,7 +1132,9 @@ def ssns_in_context(text: str) -> list[RecognizerResult]:
 # A label that says the number after it is a part, a lot, a model or a version, not a
 # phone number, an SSN or an IP address ("part no. 300-842-1193", "lot 512-34-8821").
 _LOOKALIKE_LABEL = re.compile(r"\b(?:part|catalog|catalogue|model|lot|kit|serial|sku|item|batch|oid|version|ver|"
-                              r"build|firmware|release|revision|rev)\.?(?: no\.?| number| #)?:?[ \t]*$", re.I)
+                              r"build|firmware|release|revision|rev|conference|meeting|webinar|access code|passcode|"
+                              r"ein|duns|routing|aba|ndc|upc|gtin|imo|vat|patent|invoice|order)\.?"
+                              r"(?: no\.?| number| #| id| code)?:?[ \t]*$", re.I)
 _NUMBER_TYPES = ("PHONE_NUMBER", "US_SSN", "IP_ADDRESS", "CREDIT_CARD")
 
 
@@ -806,6 +1155,14 @@ def _clean_findings(text: str, results: list[RecognizerResult]) -> list[Recogniz
         if r.entity_type == "IP_ADDRESS" and (re.match(r"\.\d", text[r.end:r.end + 2])
                                               or re.search(r"\d\.$", text[max(0, r.start - 2):r.start])):
             continue
+        if r.entity_type == "EMAIL_ADDRESS" and (key := re.match(r"[^@]*[=:<]", text[r.start:r.end])):
+            # "user=ann@example.org", "to=<ann@...": a log's key is not part of the address
+            r = RecognizerResult(r.entity_type, r.start + key.end(), r.end, r.score, r.analysis_explanation,
+                                 r.recognition_metadata)
+        if r.entity_type == "IP_ADDRESS" and (cidr := re.search(r"/\d{1,3}$", text[r.start:r.end])):
+            # "203.0.113.7/32": the prefix length is not part of the address
+            r = RecognizerResult(r.entity_type, r.start, r.start + cidr.start(), r.score, r.analysis_explanation,
+                                 r.recognition_metadata)
         if r.entity_type == "PERSON":
             # The name words inside the finding: NER and overlap resolution can bring in a
             # CSV cell's id ("56616,Jane Doe"), a title or a table bar.
@@ -815,6 +1172,8 @@ def _clean_findings(text: str, results: list[RecognizerResult]) -> list[Recogniz
             if re.search(r"[\d_@|]", text[runs[0].start():runs[-1].end()]):
                 runs = [max(runs, key=lambda m: m.end() - m.start())]
             start, end = runs[0].start(), runs[-1].end()
+            if re.search(r"\w['’]s$", text[start:end]):
+                end -= 2
             while (lead := _LEADING_TITLE.match(text, start, end)) and lead.end() < end:
                 start = lead.end()
             if _NOT_A_NAME.fullmatch(text, start, end) or _VERSION_AFTER.match(text, end):
@@ -822,7 +1181,8 @@ def _clean_findings(text: str, results: list[RecognizerResult]) -> list[Recogniz
             if (r.recognition_metadata or {}).get("recognizer_name") == "SpacyRecognizer":
                 signals = _name_signals(text, start, end)
                 if (signals.organisation or signals.organisation_cue
-                        or not (signals.known or signals.strong_cue or signals.weak_cue or signals.speaks_prose)):
+                        or not (signals.strong_cue or signals.weak_cue or signals.speaks_prose
+                                or signals.stands_alone)):
                     continue  # NER alone takes products for people ("Apache Kafka", "Docker Desktop")
             if (start, end) != (r.start, r.end):
                 r = RecognizerResult("PERSON", start, end, r.score, r.analysis_explanation, r.recognition_metadata)

@@ -1,5 +1,5 @@
 """The PII evaluation set (bench/pii_eval.py): reproducible, big enough, offsets right, halves
-disjoint, and a scorer whose numbers are the ones its docstring promises."""
+(dev, dev2, test) disjoint, and a scorer whose numbers are the ones its docstring promises."""
 
 from __future__ import annotations
 
@@ -88,15 +88,17 @@ def test_a_record_with_wrong_offsets_is_refused():
 
 
 def test_the_halves_share_no_template_and_no_text(halves):
-    dev, test = halves["dev"], halves["test"]
-    dev_templates, test_templates = {r.template for r in dev}, {r.template for r in test}
-    assert not dev_templates & test_templates
-    assert all(t.startswith("dev_") for t in dev_templates) and all(t.startswith("test_") for t in test_templates)
-    assert dev_templates == {t.name for t in pii_eval.TEMPLATES["dev"]}  # every template is used
-    assert test_templates == {t.name for t in pii_eval.TEMPLATES["test"]}
-    assert not {r.text for r in dev} & {r.text for r in test}
-    # the same kinds of text in both, written differently
-    assert {r.kind for r in dev} == {r.kind for r in test} == set(get_args(pii_eval.TextKind))
+    assert set(halves) == {"dev", "dev2", "test"}
+    templates = {half: {r.template for r in records} for half, records in halves.items()}
+    for half, names in templates.items():
+        assert all(t.startswith(half + "_") for t in names), half
+        assert names == {t.name for t in pii_eval.TEMPLATES[half]}, half  # every template is used
+        for other in set(halves) - {half}:
+            assert not names & templates[other]
+            assert not {r.text for r in halves[half]} & {r.text for r in halves[other]}
+    # dev and test: the same kinds of text, written differently; dev2 adds kinds of its own
+    kinds = {half: {r.kind for r in records} for half, records in halves.items()}
+    assert kinds["dev"] == kinds["test"] < kinds["dev2"] == set(get_args(pii_eval.TextKind))
 
 
 def _skeleton_lines(record: EvalRecord) -> set[str]:
@@ -113,19 +115,19 @@ def _skeleton_lines(record: EvalRecord) -> set[str]:
     return {line.strip() for line in text.split("\n") if len(re.sub(r"[\W\d_]", "", line)) >= 12}
 
 
-def test_no_line_of_wording_appears_in_both_halves(halves):
-    dev = set().union(*(_skeleton_lines(r) for r in halves["dev"]))
-    test = set().union(*(_skeleton_lines(r) for r in halves["test"]))
-    assert len(dev) > 100 and len(test) > 100
-    assert dev & test == set()
+def test_no_line_of_wording_appears_in_two_halves(halves):
+    lines = {half: set().union(*(_skeleton_lines(r) for r in records)) for half, records in halves.items()}
+    assert all(len(wording) > 100 for wording in lines.values())
+    assert lines["dev"] & lines["test"] == lines["dev2"] & lines["test"] == lines["dev"] & lines["dev2"] == set()
 
 
 def test_non_pii_vocabularies_are_split_between_the_halves(halves):
     def phrases(kind: str, half: str) -> set[str]:
         return {p.text for r in halves[half] for p in r.non_pii if p.kind == kind}
     for kind in ("term", "product", "project", "brand", "eponym", "heading", "cloud_region"):
-        assert phrases(kind, "dev") and phrases(kind, "test"), kind
-        assert not phrases(kind, "dev") & phrases(kind, "test"), kind
+        for half, other in (("dev", "test"), ("dev2", "test"), ("dev", "dev2")):
+            assert phrases(kind, half) and phrases(kind, other), kind
+            assert not phrases(kind, half) & phrases(kind, other), (kind, half, other)
 
 
 def test_both_halves_cover_the_promised_formats(halves):

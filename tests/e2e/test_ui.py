@@ -145,6 +145,7 @@ def test_in_chromium_op_rolls_back_from_the_view_and_viewer_is_refused(lifecycle
 
     from llmops.chain import wait_for_dags
     from llmops.records.data import DataCard
+    from llmops.records.serving import DeployResult
     from llmops.registry import model_registry as registry
 
     wait_for_dags(lifecycle.client, lifecycle.printer(), dag_ids=(ROLLBACK,))
@@ -167,8 +168,8 @@ def test_in_chromium_op_rolls_back_from_the_view_and_viewer_is_refused(lifecycle
             text = view.locator("body").inner_text()
             key = registry.version_tags(lifecycle.cfg, "1")["data_card_hash"]
             card = DataCard.read(lifecycle.cfg.layout.stage_output("data_card", key) / DataCard.NAME)
-            assert key in text and card.pii_counts_by_type
-            assert all(f"{kind} {count:,}" in text for kind, count in card.pii_counts_by_type.items()), text[:3000]
+            assert key in text and card.pii.pii_counts_by_type
+            assert all(f"{kind} {count:,}" in text for kind, count in card.pii.pii_counts_by_type.items()), text[:3000]
             page.screenshot(path=str(shots / "op-before-rollback.png"), full_page=True)
 
             button = view.locator("#rollback")
@@ -181,6 +182,15 @@ def test_in_chromium_op_rolls_back_from_the_view_and_viewer_is_refused(lifecycle
             assert state == "success", tis
             assert _served(lifecycle) == previous
             assert registry.version_for(lifecycle.cfg, "llmops", registry.CHAMPION) == previous
+            # The rollback's own deploy report (the retraining cooldown counts from it) and its log.
+            latest = DeployResult.read(lifecycle.cfg.layout.latest_report("llmops_deploy"))
+            assert (latest.status, latest.version, latest.previous) == ("rolled back", int(previous), int(champion))
+            client = lifecycle.client
+            plan_log = "\n".join(client.task_log(t) for t in client.task_instances(ROLLBACK, run.run_id)
+                                 if t.task_id == "plan")
+            assert f"rollback: llmops version {champion} -> {previous}" in plan_log, plan_log[-2000:]
+            announced = client.asset_events(uri="llmops://champion", source_run_id=run.run_id)
+            assert [(e.extra or {}).get("version") for e in announced] == [int(previous)]
             view = _open_view(page, lifecycle)
             assert f"v{previous}" in view.locator(".glance").inner_text()
             page.screenshot(path=str(shots / "op-after-rollback.png"), full_page=True)
