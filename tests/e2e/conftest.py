@@ -3,7 +3,7 @@
 ``lifecycle`` starts a real stack (Airflow scheduler, dag-processor, triggerer and API
 server, Triton, the MLflow UI and the demo site) on free ports under pytest's temporary
 directory, triggers ``llmops_data`` once through the REST API and follows the Asset chain
-to a served champion, with tiny training steps and a gate a 40-step model can meet. The
+to a served champion, with tiny training steps and a gate a 100-step model can meet. The
 end-to-end tests read what that one pass left; the later ones trigger again and restart
 the stack. Everything the scheduler printed is in ``<tmp>/chain.log``.
 """
@@ -51,7 +51,7 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
     home = tmp / "home"
     home.mkdir()
     canaries = tmp / "canaries.json"
-    gate = tmp / "lenient_gate.yaml"  # floors a 40-step model meets; the leak rule stays strict
+    gate = tmp / "lenient_gate.yaml"  # floors a 100-step model meets; the leak rule stays strict
     gate.write_text("floors:\n  bits_per_byte: {max: 100}\n  pii_leak_rate: {max: 0.0}\n")
     config = tmp / "llmops.yaml"  # the shipped file; a test may change a setting the next task reads
     config.write_text(DEFAULT_CONFIG_FILE.read_text())
@@ -65,7 +65,10 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lifecycle]:
         "LLMOPS_SCRAPE__BACKOFF_S": "0.05",
         "LLMOPS_SCRAPE__RATE_LIMIT_PER_HOST": "500",
         "LLMOPS_TOKENIZER__VOCAB_SIZE": "1024",
-        "LLMOPS_PRETRAIN__STEPS": "40",  # a 10-step model answers only newlines: the smoke test refuses it
+        # Near-unigram models answer only newlines, which the deploy's smoke test refuses: after 40
+        # steps (train loss 5.8) whether the first token is "\n" or "the" was a coin toss that
+        # changed with the redactor's output; after 100 (≈ +18 s) the fine-tuned model starts "The".
+        "LLMOPS_PRETRAIN__STEPS": "100",
         "LLMOPS_PRETRAIN__EVAL_EVERY": "20",
         "LLMOPS_PRETRAIN__CHECKPOINT_EVERY": "20",
         "LLMOPS_PRETRAIN__LOG_EVERY": "10",
