@@ -83,9 +83,8 @@ def llmops_deploy():
     def deploy(url: str, *, triggering_asset_events=None, outlet_events=None) -> dict:
         """Stage → smoke tests (HTTP + gRPC) → swap → live check → champion (``ChampionEvent``).
         The XCom is the ``DeployResult``."""
-        from llmops.records.events import ChallengerEvent, ChampionEvent
-        from llmops.records.serving import DeployResult
-        from llmops.serving.deploy import deploy as deploy_version, write_deploy_report
+        from llmops.records.events import ChallengerEvent
+        from llmops.serving.deploy import deploy as deploy_version, report_served
 
         cfg = _cfg()
         version = get_current_context()["params"].get("model_version")
@@ -96,13 +95,7 @@ def llmops_deploy():
         uri = uri or f"models:/{cfg.serving.model_name}@challenger"
         print(f"deploying {uri} to {url}")
         result = deploy_version(cfg, uri, progress=print)
-        for row in result.smoke:
-            print(f"  smoke {row.protocol}: {row.question!r} -> {row.text!r}")
-        report = write_deploy_report(cfg, result).path / DeployResult.NAME
-        print(f"{result.status}: {result.model_uri} (was {result.previous}); report {report}")
-        outlet_events[CHAMPION].extra = ChampionEvent(path=str(report), hash=str(result.version),
-                                                      model_uri=result.model_uri, version=result.version,
-                                                      previous=result.previous).dump()
+        outlet_events[CHAMPION].extra = report_served(cfg, result, progress=print).dump()
         return result.dump()
 
     deploy(wait_for_server())

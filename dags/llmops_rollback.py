@@ -76,19 +76,11 @@ def llmops_rollback():
     def rollback(target: int, *, outlet_events=None) -> dict:
         """Stage → smoke tests → swap → live check → ``champion`` moved; the deploy report and
         ``llmops://champion`` (``ChampionEvent``). The XCom is the ``DeployResult``."""
-        from llmops.records.events import ChampionEvent
-        from llmops.records.serving import DeployResult
-        from llmops.serving.deploy import rollback as rollback_to, write_deploy_report
+        from llmops.serving.deploy import report_served, rollback as rollback_to
 
         cfg = _cfg()
         result = rollback_to(cfg, to_version=target, progress=print)
-        for row in result.smoke:
-            print(f"  smoke {row.protocol}: {row.question!r} -> {row.text!r}")
-        report = write_deploy_report(cfg, result).path / DeployResult.NAME
-        print(f"{result.status}: {result.model_uri} (was version {result.previous}); report {report}")
-        outlet_events[CHAMPION].extra = ChampionEvent(path=str(report), hash=str(result.version),
-                                                      model_uri=result.model_uri, version=result.version,
-                                                      previous=result.previous).dump()
+        outlet_events[CHAMPION].extra = report_served(cfg, result, progress=print).dump()
         return result.dump()
 
     rollback(plan())

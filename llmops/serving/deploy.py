@@ -40,6 +40,7 @@ from typing import Any
 from llmops import artifacts
 from llmops.config import LlmopsConfig
 from llmops.errors import PermanentError, TransientError, is_transient
+from llmops.records.events import ChampionEvent
 from llmops.records.serving import Answer, DeployResult, Protocol, RegistryFacts, SmokeAnswer
 from llmops.registry import model_registry as registry
 from llmops.serving import repository
@@ -450,5 +451,17 @@ def write_deploy_report(cfg: LlmopsConfig, result: DeployResult) -> artifacts.St
     return report
 
 
+def report_served(cfg: LlmopsConfig, result: DeployResult, progress: Progress = log.info) -> ChampionEvent:
+    """After a deployment or a rollback: its smoke answers and outcome in the log, its deploy
+    report written, and the ``llmops://champion`` event that announces what Triton serves now."""
+    for row in result.smoke:
+        progress(f"  smoke {row.protocol}: {row.question!r} -> {row.text!r}")
+    report = write_deploy_report(cfg, result).path / DeployResult.NAME
+    progress(f"{result.status}: {result.model_uri} (was version {result.previous}); report {report}")
+    return ChampionEvent(path=str(report), hash=str(result.version), model_uri=result.model_uri,
+                         version=result.version, previous=result.previous)
+
+
 __all__ = ["DeployBlocked", "DeployFailed", "DeployResult", "deploy", "plan_rollback", "rollback",
-           "ensure_champion_in_repository", "smoke_test", "resolve", "served_version", "write_deploy_report"]
+           "ensure_champion_in_repository", "smoke_test", "resolve", "served_version", "write_deploy_report",
+           "report_served"]
