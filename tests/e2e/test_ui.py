@@ -115,7 +115,7 @@ def _login(browser, lifecycle, user: str):
     import json
 
     password = json.loads(Path(lifecycle.stack.password_file).read_text())[user]
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})  # tall: the screenshots show most sections
     page.goto(lifecycle.stack.api_url + "/")
     page.get_by_label("Username").fill(user)
     page.get_by_label("Password").fill(password)
