@@ -41,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from llmops.config import LlmopsConfig
+from llmops.errors import PermanentError
 from llmops.layout import Layout, safe_name
 from llmops.records.base import RecordError
 from llmops.records.data import DataCard, DataReport, LatestDataReport
@@ -111,7 +112,7 @@ T = TypeVar("T")
 # ---- report paths: the only files the view serves ------------------------------------------
 
 
-class ReportPathError(ValueError):
+class ReportPathError(PermanentError, ValueError):
     """A path the view will not serve: outside the reports, hidden, or not a file."""
 
 
@@ -229,7 +230,10 @@ def _finished_outputs(root: Path, record: str) -> list[tuple[StageManifest, Path
             found.append((StageManifest.read(path / StageManifest.NAME), path))
         except RecordError as exc:
             log.warning("LLMOps view: skipping %s: %s", path, exc)
-    return sorted(found, key=lambda item: item[0].created_at, reverse=True)
+    # created_at has whole seconds: outputs finished within one second are ordered by when
+    # their manifest (written last) was written.
+    return sorted(found, key=lambda item: (item[0].created_at, (item[1] / StageManifest.NAME).stat().st_mtime_ns),
+                  reverse=True)
 
 
 def _data_reports(layout: Layout) -> dict[str, str]:
