@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import json
 import logging
 import os
 import secrets
@@ -583,18 +584,24 @@ class TritonServer:
 
     # ---- status and control ------------------------------------------------------------
 
-    def ready(self, timeout: float = 2.0) -> bool:
-        """``GET /v2/health/ready`` answers 200."""
-        req = urllib.request.Request(f"{self.http_url}/v2/health/ready")
-        if "health" in self.serving.restricted_apis:
-            for k, v in self.admin_headers().items():
-                req.add_header(k, v)
+    def get_json(self, path: str, api: str, timeout: float = 2.0) -> Any:
+        """``GET <http_url><path>`` as JSON (``{}`` for an empty answer), or None when Triton
+        answers with an error or not at all. ``api`` is the Triton API the path belongs to
+        (``health``, ``metadata``, …): the admin key goes along where ``serving.restricted_apis``
+        restricts it."""
+        headers = self.admin_headers() if api in self.serving.restricted_apis else {}
+        req = urllib.request.Request(f"{self.http_url}{path}", headers=headers)
         try:
             # No proxies: an http_proxy in the environment must not swallow a local probe.
             with _NO_PROXY.open(req, timeout=timeout) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+                body = resp.read()
+                return json.loads(body) if body else {}
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def ready(self, timeout: float = 2.0) -> bool:
+        """``GET /v2/health/ready`` answers 200."""
+        return self.get_json("/v2/health/ready", "health", timeout) is not None
 
     def status(self) -> ServerStatus:
         """Whether the server runs, where, whether it is ready, and the repository's models."""

@@ -29,12 +29,9 @@ Nothing here writes: an MLflow store that does not exist yet is not created (the
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -103,9 +100,6 @@ TRAFFIC_BUCKET_S = 60.0
 PROBE_TIMEOUT_S = 1.5
 """Each call to Triton: connection refused answers at once, a host that swallows packets must
 not hold the page for long."""
-
-# No proxies: an http_proxy in the API server's environment must not swallow a local probe.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 T = TypeVar("T")
 
@@ -448,17 +442,6 @@ def _registry(cfg: LlmopsConfig, host: str) -> _RegistryRead:
 # ---- the deployment --------------------------------------------------------------------------
 
 
-def _get_json(url: str, headers: Mapping[str, str], timeout: float) -> Any:
-    """Triton's answer to ``GET url`` as JSON, or None when it answers with an error or not at all."""
-    req = urllib.request.Request(url, headers=dict(headers))
-    try:
-        with _NO_PROXY.open(req, timeout=timeout) as resp:
-            body = resp.read()
-            return json.loads(body) if body else {}
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
 def _deployment(cfg: LlmopsConfig, champion: str | None, now: float, timeout: float) -> DeploymentSection:
     from llmops.monitoring.metrics import (
         COMPUTE_US,
@@ -480,22 +463,16 @@ def _deployment(cfg: LlmopsConfig, champion: str | None, now: float, timeout: fl
     if latest.is_file():
         section.last_deploy = DeployResult.read(latest)
 
-    restricted = set(cfg.serving.restricted_apis)
-
-    def headers(api: str) -> dict[str, str]:  # only asks for the admin key where Triton wants it
-        return server.admin_headers() if api in restricted else {}
-
-    section.live = _get_json(f"{server.http_url}/v2/health/live", headers("health"), timeout) is not None
+    section.live = server.get_json("/v2/health/live", "health", timeout) is not None
     if not section.live:
         section.state = "empty"
         section.note = (f"Triton is not answering at {server.http_url}: nothing is served "
                         f"(llmops stack start, or llmops serve start)")
         return section
     section.ready = server.ready(timeout)
-    metadata = _get_json(f"{server.http_url}/v2/models/{name}", headers("metadata"), timeout)
+    metadata = server.get_json(f"/v2/models/{name}", "metadata", timeout)
     section.served_versions = sorted((str(v) for v in (metadata or {}).get("versions", [])), key=_version_key)
-    section.model_ready = _get_json(f"{server.http_url}/v2/models/{name}/ready", headers("health"),
-                                    timeout) is not None
+    section.model_ready = server.get_json(f"/v2/models/{name}/ready", "health", timeout) is not None
     if not section.model_ready:
         section.triton_note = f"Triton is up but {name} is not loaded: no champion deployed yet, or it failed to load"
     try:
