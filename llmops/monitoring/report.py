@@ -214,7 +214,7 @@ def _checks(report: DriftReport, history: Sequence[DriftReport]) -> list[DriftRe
     return [*sorted(history, key=lambda r: r.time), report]
 
 
-def _window_points(report: DriftReport, history: Sequence[DriftReport]) -> list[tuple[WindowResult, bool]]:
+def window_points(report: DriftReport, history: Sequence[DriftReport]) -> list[tuple[WindowResult, bool]]:
     """Every window the checks looked at, oldest first, once each, with whether the check whose
     latest window it was decided drift. Consecutive checks share windows (persistence looks
     back), and a later check's reading of a window replaces an earlier one's. Windows too
@@ -248,7 +248,7 @@ def signal_history(report: DriftReport, history: Sequence[DriftReport], out_png:
     plt = _pyplot()
     import matplotlib.dates as mdates
 
-    points = _window_points(report, history)
+    points = window_points(report, history)
     names = _signal_names(points)
     title = f"{report.model} v{report.version}: {report.verdict}"
     if not names:

@@ -548,9 +548,9 @@ def _drift_reports(layout: Layout) -> tuple[list[tuple[DriftReport, str]], int]:
 def _signal_series(reports: list[DriftReport]) -> list[SignalSeries]:
     """Every signal over every window the checks judged: data and quality signals first (they
     vote), then the service ones (shown only)."""
-    from llmops.monitoring.report import _window_points  # one reading of overlapping windows, as signals.png
+    from llmops.monitoring.report import window_points  # one reading of overlapping windows, as signals.png
 
-    points = _window_points(reports[-1], reports[:-1])
+    points = window_points(reports[-1], reports[:-1])
     order = {"data": 0, "quality": 1, "service": 2}
     kinds: dict[str, SignalKind] = {}
     for window, _ in points:
